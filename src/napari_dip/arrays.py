@@ -1,0 +1,222 @@
+"""Translate between users' arrays and the engine's normalised channel-first float images.
+
+The engine works on ``(C, H, W)`` float32 arrays in [0, 1]. Users hand in 2D grey images,
+channels-last RGB/RGBA, or channel-first multichannel stacks, as uint8, uint16 or float.
+This module turns one into the other and back, so every result comes out with the input's
+layout, dtype and value range.
+
+Normalisation
+-------------
+* ``uint8`` is divided by 255, the convention of the published benchmarks.
+* ``uint16`` and float images are scaled per channel from their own ``[min, max]`` to
+  [0, 1]: a 12-bit camera image stored as 16-bit would otherwise use 6 % of the range
+  the network's sigmoid output covers. Results are mapped back to the same ``[min, max]``.
+* RGBA: the alpha channel is not restored; it is passed through (resized for
+  super-resolution).
+
+This module uses numpy only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+#: Smallest image side, in pixels, the engine accepts. Below it there is too little
+#: structure for the network prior to act on, and the result would be meaningless.
+MIN_SIDE = 16
+
+SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float16, np.float32, np.float64)
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """How a user's array maps onto the engine's ``(C, H, W)`` float image."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    #: ``None`` for a 2D grey image, 0 for channel-first, 2 for channels-last.
+    channel_axis: int | None
+    #: True for channels-last RGBA: the last channel is passed through, not restored.
+    has_alpha: bool
+    #: Per restored channel, the values that map to 0 and 1.
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+
+    @property
+    def height(self) -> int:
+        return self.shape[1] if self.channel_axis == 0 else self.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.shape[2] if self.channel_axis == 0 else self.shape[1]
+
+    @property
+    def channels(self) -> int:
+        """Number of channels the engine restores (alpha excluded)."""
+        return len(self.low)
+
+
+def guess_channel_axis(shape: tuple[int, ...]) -> int | None:
+    """Return the channel axis scikit-image style code would most likely mean.
+
+    2D arrays are grey. A 3D array whose last axis holds at most 4 entries while its
+    first holds more is channels-last (RGB, RGBA); any other 3D array is channel-first.
+    """
+    if len(shape) == 2:
+        return None
+    if len(shape) == 3:
+        return 2 if shape[2] <= 4 < shape[0] else 0
+    raise InputError(
+        f"expected a 2D grey image or a 3D image with channels, got shape {shape}; "
+        "restore stacks (Z, time) one plane at a time"
+    )
+
+
+def _check_dtype(array: np.ndarray, what: str) -> None:
+    if array.dtype.type not in SUPPORTED_DTYPES:
+        names = ", ".join(np.dtype(t).name for t in SUPPORTED_DTYPES)
+        raise InputError(f"{what} has dtype {array.dtype}, which is not supported; use one of {names}")
+
+
+def prepare_image(
+    image, channel_axis: int | None = None
+) -> tuple[np.ndarray, ImageLayout, np.ndarray | None]:
+    """Return ``(chw, layout, alpha)``: the image as normalised ``(C, H, W)`` float32.
+
+    ``channel_axis`` is ``None`` (guess, see :func:`guess_channel_axis`), 0 or -1/2.
+    ``alpha`` is the untouched alpha plane of an RGBA image, else ``None``.
+    """
+    array = np.asarray(image)
+    _check_dtype(array, "the image")
+    if array.ndim not in (2, 3):
+        guess_channel_axis(array.shape)  # raises the explanatory error
+    if channel_axis is None:
+        axis = guess_channel_axis(array.shape)
+    elif array.ndim == 2:
+        raise InputError(f"channel_axis={channel_axis} was given but the image is 2D, shape {array.shape}")
+    elif channel_axis in (0, -3):
+        axis = 0
+    elif channel_axis in (-1, 2):
+        axis = 2
+    else:
+        raise InputError(f"channel_axis must be 0 (channel-first) or -1 (channels-last), got {channel_axis}")
+
+    if axis is None:
+        chw = array[np.newaxis]
+    elif axis == 0:
+        chw = array
+    else:
+        chw = np.moveaxis(array, 2, 0)
+    has_alpha = axis == 2 and chw.shape[0] == 4
+    alpha = np.array(chw[3]) if has_alpha else None
+    if has_alpha:
+        chw = chw[:3]
+
+    height, width = chw.shape[1:]
+    if min(height, width) < MIN_SIDE:
+        raise InputError(
+            f"the image is {height}x{width} pixels; the smallest side must be at least {MIN_SIDE} pixels"
+        )
+    if chw.shape[0] == 0:
+        raise InputError(f"the image has no channels (shape {array.shape})")
+
+    values = chw.astype(np.float32 if array.dtype.itemsize <= 4 else np.float64)
+    if not np.isfinite(values).all():
+        raise InputError("the image contains NaN or infinite values; replace them before restoring")
+
+    if array.dtype == np.uint8:
+        low = np.zeros(values.shape[0])
+        high = np.full(values.shape[0], 255.0)
+    else:
+        low = values.min(axis=(1, 2)).astype(np.float64)
+        high = values.max(axis=(1, 2)).astype(np.float64)
+    span = np.where(high > low, high - low, 1.0)
+    normalised = (values - low[:, None, None]) / span[:, None, None]
+    layout = ImageLayout(
+        shape=tuple(array.shape),
+        dtype=array.dtype,
+        channel_axis=axis,
+        has_alpha=has_alpha,
+        low=tuple(float(v) for v in low),
+        high=tuple(float(v) for v in high),
+    )
+    return np.ascontiguousarray(normalised, dtype=np.float32), layout, alpha
+
+
+def restore_layout(chw: np.ndarray, layout: ImageLayout, alpha: np.ndarray | None = None) -> np.ndarray:
+    """Map an engine ``(C, H, W)`` image in [0, 1] back to the user's layout, range and dtype.
+
+    The spatial size is taken from ``chw`` (it differs from the input after
+    super-resolution); ``alpha`` is resized to match when needed.
+    """
+    low = np.asarray(layout.low)[:, None, None]
+    high = np.asarray(layout.high)[:, None, None]
+    span = np.where(high > low, high - low, 1.0)
+    values = np.clip(chw.astype(np.float64), 0.0, 1.0) * span + low
+    values = np.where(high > low, values, low)  # constant channels stay exactly constant
+
+    if layout.has_alpha:
+        if alpha is None:
+            raise ValueError("an RGBA layout needs its alpha plane back")
+        if alpha.shape != chw.shape[1:]:
+            alpha = _resize_plane(alpha, chw.shape[1:])
+        values = np.concatenate([values, alpha[np.newaxis].astype(np.float64)], axis=0)
+
+    if layout.channel_axis is None:
+        out = values[0]
+    elif layout.channel_axis == 0:
+        out = values
+    else:
+        out = np.moveaxis(values, 0, 2)
+    return cast_like(out, layout.dtype)
+
+
+def cast_like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Cast float values to ``dtype``, rounding and clipping for integer types."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)
+
+
+def _resize_plane(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    from skimage.transform import resize
+
+    resized = resize(plane.astype(np.float64), shape, order=1, preserve_range=True, anti_aliasing=False)
+    return resized
+
+
+def prepare_mask(mask, layout: ImageLayout) -> np.ndarray:
+    """Return the known-pixel weights ``(1 or C, H, W)`` float32 for an inpainting mask.
+
+    ``mask`` is nonzero where a pixel is missing (a hole to fill): the convention of a
+    painted napari Labels layer. It is either one plane ``(H, W)`` shared by every channel,
+    or one plane per channel in the image's own layout.
+    """
+    array = np.asarray(mask)
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"the mask has dtype {array.dtype}; use a boolean or integer array")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InputError("the mask contains NaN or infinite values")
+    height, width = layout.height, layout.width
+    if array.shape == (height, width):
+        holes = array[np.newaxis] != 0
+    elif array.ndim == 3 and layout.channel_axis is not None and array.shape == layout.shape:
+        chw = array if layout.channel_axis == 0 else np.moveaxis(array, 2, 0)
+        holes = chw[: layout.channels] != 0
+    else:
+        per_channel = "" if layout.channel_axis is None else f" or {layout.shape} (one plane per channel)"
+        raise InputError(
+            f"the mask has shape {array.shape} but the image needs {(height, width)}{per_channel}"
+        )
+    if not holes.any():
+        raise InputError("the mask marks no pixel to fill (nonzero = hole); paint the holes first")
+    fully_missing = holes.reshape(holes.shape[0], -1).all(axis=1)
+    if fully_missing.any():
+        raise InputError("the mask covers every pixel of the image or of a channel; nothing is left to fit")
+    return np.ascontiguousarray(~holes, dtype=np.float32)

@@ -1,0 +1,341 @@
+"""The solver: fit a randomly initialised network to one degraded image.
+
+:class:`Fitter` holds the network, its fixed noise input and the optimiser;
+:meth:`Fitter.run` is a generator that performs the Adam steps and yields a
+:class:`Snapshot` every ``snapshot_every`` iterations and at the end. A caller cancels by
+no longer consuming it (``generator.close()``), which is what a GUI's Stop button does.
+
+Nothing in the loop copies data to the host except at snapshots and at the periodic
+backtracking check, so a GPU is never stalled once per iteration: losses go into a
+device-side buffer, the running average is updated in place, and the input jitter is
+drawn into a preallocated tensor.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .devices import free_memory_bytes, resolve_device
+from .errors import DeviceMemoryError, InputError
+from .forward import describe as describe_forward_model
+from .networks import SkipNet, SkipNetConfig, count_parameters
+
+PRECISIONS = ("float32", "bfloat16", "float16")
+
+#: After this many backtracks in a row the fit is declared divergent instead of looping.
+MAX_CONSECUTIVE_BACKTRACKS = 20
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How to fit. Defaults are the paper's denoising settings."""
+
+    iterations: int = 3000
+    learning_rate: float = 0.01
+    #: Standard deviation of the Gaussian jitter added to the input noise at every step.
+    reg_noise_std: float = 1.0 / 30.0
+    #: Weight of the exponential average of outputs: ``avg = w * avg + (1 - w) * output``.
+    average_weight: float = 0.99
+    #: Restore the last good weights and optimiser state when the loss jumps.
+    backtrack: bool = True
+    #: A loss more than this many times the previous one counts as a jump.
+    backtrack_ratio: float = 3.0
+    #: Iterations between the (host-synchronising) checks for a jump.
+    check_every: int = 25
+    #: ``None`` draws a fresh seed; the one used is reported in :attr:`Fitter.seed`.
+    seed: int | None = 0
+    device: str = "auto"
+    #: ``float32``, or mixed precision with ``bfloat16``/``float16`` for the network.
+    precision: str = "float32"
+    #: Store activations channels-last, which most convolution kernels run faster on.
+    channels_last: bool = True
+
+    def __post_init__(self):
+        if self.iterations < 1:
+            raise InputError(f"iterations must be at least 1, got {self.iterations}")
+        if not self.learning_rate > 0:
+            raise InputError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.reg_noise_std < 0:
+            raise InputError(f"reg_noise_std must be >= 0, got {self.reg_noise_std}")
+        if not 0 <= self.average_weight < 1:
+            raise InputError(f"average_weight must be in [0, 1), got {self.average_weight}")
+        if self.backtrack_ratio <= 1:
+            raise InputError(f"backtrack_ratio must be > 1, got {self.backtrack_ratio}")
+        if self.check_every < 1:
+            raise InputError(f"check_every must be at least 1, got {self.check_every}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Snapshot:
+    """The state of a fit after ``iteration`` steps.
+
+    ``output`` is the network's current image, ``average`` the exponential average of
+    outputs (what the task functions return). Arrays are ``(C, H, W)`` float32 in [0, 1]
+    from :meth:`Fitter.run`; the public streaming functions convert them to the input's
+    layout and dtype.
+    """
+
+    iteration: int
+    iterations: int
+    loss: float
+    output: np.ndarray
+    average: np.ndarray
+    elapsed: float
+    backtracks: int = 0
+    done: bool = False
+    #: Set on the final snapshot: ``"budget"`` when all iterations ran.
+    stop_reason: str | None = None
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def iterations_per_second(self) -> float:
+        return self.iteration / self.elapsed if self.elapsed > 0 else float("nan")
+
+
+def estimate_memory_bytes(network: SkipNetConfig, channels: int, height: int, width: int) -> int:
+    """Rough peak memory of one float32 training step, from the activations autograd keeps.
+
+    Every convolution, normalisation and activation output is kept for the backward pass;
+    at scale ``i`` the image has ``4 ** -i`` of the pixels. The factor 3 covers the
+    gradient buffers and workspace alive during the backward pass (measured on a CPU with
+    the paper network: within 25 % of the peak resident memory).
+    """
+    padded = network.padded_size(height) * network.padded_size(width)
+    floats = network.input_channels * padded * 2
+    for i in range(network.scales):
+        pixels_in = padded / 4**i
+        pixels_down = pixels_in / 4
+        down, up, skip = network.channels_down[i], network.channels_up[i], network.channels_skip[i]
+        below = network.channels_up[i + 1] if i + 1 < network.scales else down
+        floats += 3 * skip * pixels_in  # skip conv, norm, act
+        floats += 6 * down * pixels_down  # two conv, norm, act blocks
+        floats += 2 * (skip + below) * pixels_in  # upsampled + concatenated, merge norm
+        floats += 6 * up * pixels_in  # two fuse blocks
+    floats += channels * padded * 4
+    return int(3 * 4 * floats) + 64 * 2**20
+
+
+class Fitter:
+    """One DIP fit: ``network(z)`` is fitted so that ``forward_model(network(z)) ≈ observation``.
+
+    ``observation`` is ``(C, h, w)`` float32 in [0, 1]; ``forward_model`` a module from
+    :mod:`napari_dip.forward` whose ``image_size`` gives the size of the restored image.
+    """
+
+    def __init__(
+        self,
+        observation: np.ndarray,
+        forward_model: torch.nn.Module,
+        network: SkipNetConfig | None = None,
+        config: FitConfig | None = None,
+    ):
+        self.network_config = network or SkipNetConfig()
+        self.config = config or FitConfig()
+        observation = np.asarray(observation, dtype=np.float32)
+        if observation.ndim != 3:
+            raise InputError(f"observation must be (C, H, W), got shape {observation.shape}")
+        self.device = resolve_device(self.config.device)
+        self.seed = self.config.seed if self.config.seed is not None else secrets.randbelow(2**31)
+        channels = observation.shape[0]
+        self.image_size = forward_model.image_size(tuple(observation.shape[1:]))
+        height, width = self.image_size
+        self._check_memory(channels, height, width)
+
+        cfg = self.network_config
+        self.padded_size = (cfg.padded_size(height), cfg.padded_size(width))
+        self._top = (self.padded_size[0] - height) // 2
+        self._left = (self.padded_size[1] - width) // 2
+
+        # The weights and the input are drawn on the CPU from the seed, so a seed means
+        # the same start on every device; the global RNG of the caller is left alone.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            net = SkipNet(cfg, channels)
+        noise = torch.Generator().manual_seed(self.seed)
+        z = torch.rand((1, cfg.input_channels, *self.padded_size), generator=noise) * cfg.input_scale
+
+        memory_format = torch.channels_last if self.config.channels_last else torch.contiguous_format
+        try:
+            self.network = net.to(self.device, memory_format=memory_format)
+            self.input = z.to(self.device, memory_format=memory_format)
+            self.forward_model = forward_model.to(self.device)
+            observed = torch.as_tensor(observation)[None].to(self.device)
+            self.observation = self.forward_model.prepare_observation(observed)
+        except torch.OutOfMemoryError as error:
+            raise self._memory_error(channels, height, width) from error
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.config.learning_rate)
+        self._jitter_generator = torch.Generator(device=self.device).manual_seed(self.seed + 1)
+
+    # -- public ------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> dict:
+        """Everything needed to say how a result was made (JSON-serialisable)."""
+        return {
+            "network": self.network_config.to_dict(),
+            "network_parameters": count_parameters(self.network),
+            "fit": {**self.config.to_dict(), "seed": self.seed},
+            "device": str(self.device),
+            "forward_model": describe_forward_model(self.forward_model),
+            "torch": torch.__version__,
+        }
+
+    def run(self, snapshot_every: int = 100) -> Iterator[Snapshot]:
+        """Fit, yielding a :class:`Snapshot` every ``snapshot_every`` iterations and at the end."""
+        if snapshot_every < 1:
+            raise InputError(f"snapshot_every must be at least 1, got {snapshot_every}")
+        cfg = self.config
+        check_every = min(cfg.check_every, snapshot_every)
+        device_type = self.device.type
+        autocast_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.precision)
+        scaler = torch.amp.GradScaler(device_type) if cfg.precision == "float16" and device_type == "cuda" else None
+        height, width = self.image_size
+        rows = slice(self._top, self._top + height)
+        cols = slice(self._left, self._left + width)
+
+        jitter = torch.empty_like(self.input)
+        losses = torch.zeros(check_every, device=self.device)
+        average = None
+        output = None
+        pending = 0  # iterations since the last check
+        last_loss = math.nan
+        backtracks = consecutive_backtracks = 0
+        checkpoint = self._save(average, output, last_loss)
+        start = time.perf_counter()
+
+        try:
+            for iteration in range(1, cfg.iterations + 1):
+                net_input = self.input
+                if cfg.reg_noise_std > 0:
+                    jitter.normal_(generator=self._jitter_generator)
+                    net_input = torch.add(self.input, jitter, alpha=cfg.reg_noise_std)
+                with torch.autocast(device_type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                    full = self.network(net_input)
+                output = full[:, :, rows, cols].float()
+                loss = F.mse_loss(self.forward_model(output), self.observation)
+
+                self.optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(self.optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    self.optimizer.step()
+
+                output = output.detach()
+                if average is None:
+                    average = output.clone()
+                else:
+                    average.mul_(cfg.average_weight).add_(output, alpha=1.0 - cfg.average_weight)
+                losses[pending] = loss.detach()
+                pending += 1
+
+                last = iteration == cfg.iterations
+                snapshot_due = iteration % snapshot_every == 0 or last
+                if pending == check_every or snapshot_due:
+                    recent = losses[:pending].cpu().numpy()
+                    pending = 0
+                    if cfg.backtrack and self._jumped(recent, last_loss):
+                        average, output, last_loss = self._restore(checkpoint)
+                        backtracks += 1
+                        consecutive_backtracks += 1
+                        if consecutive_backtracks > MAX_CONSECUTIVE_BACKTRACKS:
+                            raise FloatingPointError(
+                                f"the fit diverged {consecutive_backtracks} times in a row; lower the learning rate"
+                            )
+                    elif not np.isfinite(recent).all():
+                        raise FloatingPointError(
+                            f"the loss became {recent[-1]} at iteration {iteration}; "
+                            "lower the learning rate or enable backtracking"
+                        )
+                    else:
+                        last_loss = float(recent[-1])
+                        consecutive_backtracks = 0
+                        checkpoint = self._save(average, output, last_loss)
+
+                if snapshot_due:
+                    yield Snapshot(
+                        iteration=iteration,
+                        iterations=cfg.iterations,
+                        loss=last_loss,
+                        output=_to_numpy(output),
+                        average=_to_numpy(average),
+                        elapsed=time.perf_counter() - start,
+                        backtracks=backtracks,
+                        done=last,
+                        stop_reason="budget" if last else None,
+                        settings=self.settings if last else {},
+                    )
+        except torch.OutOfMemoryError as error:
+            raise self._memory_error(self.observation.shape[1], height, width) from error
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _jumped(self, recent: np.ndarray, previous: float) -> bool:
+        """True when the loss became non-finite or rose ``backtrack_ratio`` times in one step."""
+        if not np.isfinite(recent).all():
+            return True
+        values = np.concatenate([[previous], recent]) if np.isfinite(previous) else recent
+        return bool(np.any(values[1:] > self.config.backtrack_ratio * values[:-1]))
+
+    def _save(self, average, output, loss: float) -> dict:
+        # Clones, so later in-place updates of the live tensors cannot alter the checkpoint.
+        return {
+            "network": {k: v.detach().clone() for k, v in self.network.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "average": None if average is None else average.clone(),
+            "output": None if output is None else output.clone(),
+            "loss": loss,
+        }
+
+    def _restore(self, checkpoint: dict):
+        self.network.load_state_dict(checkpoint["network"])
+        # load_state_dict may keep references to the tensors it is given: hand it copies.
+        self.optimizer.load_state_dict(copy.deepcopy(checkpoint["optimizer"]))
+        average = None if checkpoint["average"] is None else checkpoint["average"].clone()
+        output = None if checkpoint["output"] is None else checkpoint["output"].clone()
+        return average, output, checkpoint["loss"]
+
+    def _check_memory(self, channels: int, height: int, width: int) -> None:
+        needed = estimate_memory_bytes(self.network_config, channels, height, width)
+        free = free_memory_bytes(self.device)
+        if free is not None and needed > free:
+            raise self._memory_error(channels, height, width, needed=needed, free=free)
+
+    def _memory_error(self, channels, height, width, needed=None, free=None) -> DeviceMemoryError:
+        needed = needed or estimate_memory_bytes(self.network_config, channels, height, width)
+        have = f" and {free / 2**30:.1f} GiB are free" if free else ""
+        return DeviceMemoryError(
+            f"a {height}x{width} image with this network needs about {needed / 2**30:.1f} GiB on "
+            f"{self.device}{have}; use the 'fast' preset, fewer channels, a crop, or another device"
+        )
+
+
+def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor[0].detach().float().cpu().numpy()
+
+
+def fit(
+    observation: np.ndarray,
+    forward_model: torch.nn.Module,
+    network: SkipNetConfig | None = None,
+    config: FitConfig | None = None,
+    snapshot_every: int = 100,
+) -> Iterator[Snapshot]:
+    """Generator form of :class:`Fitter`: ``for snap in fit(y, Identity()): ...``."""
+    return Fitter(observation, forward_model, network, config).run(snapshot_every)

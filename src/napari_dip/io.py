@@ -1,0 +1,176 @@
+"""Reading and writing the image files the command line handles: TIFF and PNG.
+
+TIFF keeps 16-bit and float data as they are and carries the pixel size (resolution
+tags) and, in the image description, how a result was made. PNG holds 8-bit images and
+16-bit grey images; the settings go into a text chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+PNG_SUFFIXES = (".png",)
+SUFFIXES = TIFF_SUFFIXES + PNG_SUFFIXES
+#: Key of the PNG text chunk / TIFF description entry that records how a result was made.
+PROVENANCE_KEY = "napari-dip"
+
+
+@dataclass
+class ImageFile:
+    """Pixels and the metadata that must survive a restoration."""
+
+    data: np.ndarray
+    #: Pixels per unit along (y, x) from the TIFF resolution tags, or ``None``.
+    resolution: tuple[float, float] | None = None
+    resolution_unit: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise InputError(f"{path}: unsupported file type {suffix or '(none)'}; use one of {', '.join(SUFFIXES)}")
+    return suffix
+
+
+def read_image(path: str | os.PathLike) -> ImageFile:
+    """Read a TIFF or PNG file, keeping its dtype and, for TIFF, its pixel size."""
+    path = Path(path)
+    suffix = _suffix(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        if suffix in TIFF_SUFFIXES:
+            return _read_tiff(path)
+        import imageio.v3 as iio
+
+        return ImageFile(np.asarray(iio.imread(path)))
+    except InputError:
+        raise
+    except Exception as error:  # a corrupt or truncated file: say which and why, in one line
+        raise InputError(f"{path}: cannot be read as an image ({error})") from error
+
+
+def _read_tiff(path: Path) -> ImageFile:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        data = tif.asarray()
+        page = tif.pages[0]
+        tags = page.tags
+        resolution = None
+        unit = None
+        if "XResolution" in tags and "YResolution" in tags:
+            x_num, x_den = tags["XResolution"].value
+            y_num, y_den = tags["YResolution"].value
+            if x_den and y_den:
+                resolution = (y_num / y_den, x_num / x_den)
+                unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else None
+        extra = {}
+        if tif.imagej_metadata:
+            extra = {k: v for k, v in tif.imagej_metadata.items() if k in ("unit", "spacing")}
+    return ImageFile(np.asarray(data), resolution, unit, extra)
+
+
+def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Fail early, before a long fit, if ``path`` cannot or must not be written."""
+    path = Path(path)
+    _suffix(path)
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} exists; pass --overwrite to replace it")
+    if not path.parent.exists():
+        raise InputError(f"{path.parent} does not exist")
+    return path
+
+
+def write_image(
+    path: str | os.PathLike,
+    image: ImageFile,
+    provenance: dict | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``image`` to ``path`` (TIFF or PNG by suffix), never half-written.
+
+    The file is written next to its destination and renamed into place, so an
+    interrupted run leaves no truncated output behind.
+    """
+    path = check_writable(path, overwrite)
+    suffix = _suffix(path)
+    data = np.asarray(image.data)
+    if suffix in PNG_SUFFIXES:
+        _check_png(path, data)
+    partial = path.with_name(f".{path.stem}.partial{suffix}")
+    try:
+        if suffix in TIFF_SUFFIXES:
+            _write_tiff(partial, image, provenance)
+        else:
+            _write_png(partial, data, provenance)
+        os.replace(partial, path)
+    finally:
+        if partial.exists():
+            partial.unlink()
+    return path
+
+
+def _check_png(path: Path, data: np.ndarray) -> None:
+    if data.dtype not in (np.uint8, np.uint16):
+        raise InputError(f"{path}: PNG holds 8- or 16-bit integers, not {data.dtype}; write a .tif instead")
+    colour = data.ndim == 3 and data.shape[-1] in (3, 4)
+    if data.ndim == 3 and not colour:
+        raise InputError(f"{path}: PNG cannot hold an image of shape {data.shape}; write a .tif instead")
+    if colour and data.dtype == np.uint16:
+        raise InputError(f"{path}: 16-bit colour cannot be written as PNG here; write a .tif instead")
+
+
+def _write_png(path: Path, data: np.ndarray, provenance: dict | None) -> None:
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    if provenance:
+        info.add_text(PROVENANCE_KEY, json.dumps(provenance, default=str))
+    picture = Image.fromarray(data.astype("<u2") if data.dtype == np.uint16 else data)
+    picture.save(path, format="PNG", pnginfo=info)
+
+
+def _write_tiff(path: Path, image: ImageFile, provenance: dict | None) -> None:
+    import tifffile
+
+    data = np.asarray(image.data)
+    photometric = "rgb" if data.ndim == 3 and data.shape[-1] in (3, 4) and data.dtype == np.uint8 else "minisblack"
+    kwargs = {}
+    if image.resolution is not None:
+        kwargs["resolution"] = (image.resolution[1], image.resolution[0])
+        if image.resolution_unit is not None:
+            kwargs["resolutionunit"] = image.resolution_unit
+    metadata = {**image.extra}
+    if provenance:
+        metadata[PROVENANCE_KEY] = json.dumps(provenance, default=str)
+    extrasamples = ("unassalpha",) if photometric == "rgb" and data.shape[-1] == 4 else None
+    tifffile.imwrite(
+        path, data, photometric=photometric, metadata=metadata, extrasamples=extrasamples, **kwargs
+    )
+
+
+def read_provenance(path: str | os.PathLike) -> dict | None:
+    """The settings a napari-dip output was made with, or ``None`` if it holds none."""
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix in PNG_SUFFIXES:
+        from PIL import Image
+
+        with Image.open(path) as picture:
+            text = picture.info.get(PROVENANCE_KEY)
+    else:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            text = (tif.shaped_metadata or [{}])[0].get(PROVENANCE_KEY)
+    return json.loads(text) if text else None

@@ -1,0 +1,202 @@
+"""The prior: the encoder-decoder network with skip connections of the DIP paper.
+
+The network maps a fixed noise image ``z`` to an image. Its architecture is described by a
+:class:`SkipNetConfig`, so presets and user choices are plain data that can be recorded
+in metadata and compared.
+
+Each scale ``i`` of the network:
+
+* skip branch: ``kernel_skip`` convolution to ``channels_skip[i]`` channels, norm, activation
+  (left out when ``channels_skip[i]`` is 0);
+* down branch: stride-2 convolution to ``channels_down[i]``, norm, activation, convolution,
+  norm, activation, then the deeper scales, then 2x upsampling;
+* both branches concatenated, normalised, then a ``kernel_up`` convolution to
+  ``channels_up[i]``, norm, activation, a 1x1 convolution, norm, activation.
+
+A final 1x1 convolution maps to the output channels, optionally through a sigmoid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import torch
+from torch import nn
+
+from .errors import InputError
+
+ACTIVATIONS = ("leaky_relu", "relu", "elu", "silu")
+NORMALISATIONS = ("batch", "none")
+PADDINGS = ("reflect", "zeros", "replicate")
+UPSAMPLING = ("bilinear", "nearest", "bicubic")
+
+
+@dataclass(frozen=True)
+class SkipNetConfig:
+    """Architecture of the skip network. Defaults are the paper's denoising network."""
+
+    input_channels: int = 32
+    channels_down: tuple[int, ...] = (128,) * 5
+    channels_up: tuple[int, ...] = (128,) * 5
+    channels_skip: tuple[int, ...] = (4,) * 5
+    kernel_down: int = 3
+    kernel_up: int = 3
+    kernel_skip: int = 1
+    upsample_mode: str = "bilinear"
+    activation: str = "leaky_relu"
+    normalization: str = "batch"
+    padding: str = "reflect"
+    output_sigmoid: bool = True
+    #: The input ``z`` is uniform noise in [0, input_scale).
+    input_scale: float = 0.1
+
+    def __post_init__(self):
+        scales = len(self.channels_down)
+        if scales < 1 or len(self.channels_up) != scales or len(self.channels_skip) != scales:
+            raise InputError(
+                "channels_down, channels_up and channels_skip must have the same length (one entry per scale)"
+            )
+        if min(self.channels_down) < 1 or min(self.channels_up) < 1 or min(self.channels_skip) < 0:
+            raise InputError("channel counts must be positive (skip channels may be 0)")
+        for name in ("kernel_down", "kernel_up", "kernel_skip"):
+            size = getattr(self, name)
+            if size < 1 or size % 2 == 0:
+                raise InputError(f"{name} must be an odd positive kernel size, got {size}")
+        for name, allowed in (
+            ("upsample_mode", UPSAMPLING),
+            ("activation", ACTIVATIONS),
+            ("normalization", NORMALISATIONS),
+            ("padding", PADDINGS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise InputError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.input_channels < 1:
+            raise InputError("input_channels must be positive")
+
+    @property
+    def scales(self) -> int:
+        return len(self.channels_down)
+
+    def padded_size(self, size: int) -> int:
+        """Smallest size >= ``size`` the network can process.
+
+        Each scale halves the image, so the size must be a multiple of ``2 ** scales``,
+        and the coarsest scale must stay larger than its convolution padding.
+        """
+        multiple = 2**self.scales
+        coarsest = max(math.ceil(size / multiple), self.kernel_down // 2 + 1, self.kernel_up // 2 + 1)
+        return multiple * coarsest
+
+    def with_width(self, channels: int, skip: int | None = None) -> SkipNetConfig:
+        """The same architecture with ``channels`` down/up channels at every scale."""
+        skip_channels = self.channels_skip if skip is None else (skip,) * self.scales
+        return replace(
+            self,
+            channels_down=(channels,) * self.scales,
+            channels_up=(channels,) * self.scales,
+            channels_skip=skip_channels,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _activation(name: str) -> nn.Module:
+    if name == "leaky_relu":
+        return nn.LeakyReLU(0.2, inplace=True)
+    if name == "relu":
+        return nn.ReLU(inplace=True)
+    if name == "elu":
+        return nn.ELU(inplace=True)
+    return nn.SiLU(inplace=True)
+
+
+def _norm(name: str, channels: int) -> nn.Module:
+    return nn.BatchNorm2d(channels) if name == "batch" else nn.Identity()
+
+
+def _conv(cfg: SkipNetConfig, cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(
+        cin,
+        cout,
+        kernel,
+        stride=stride,
+        padding=kernel // 2,
+        padding_mode="zeros" if cfg.padding == "zeros" else cfg.padding,
+        bias=True,
+    )
+
+
+def _conv_block(cfg: SkipNetConfig, cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(_conv(cfg, cin, cout, kernel, stride), _norm(cfg.normalization, cout), _activation(cfg.activation))
+
+
+class _Scale(nn.Module):
+    """One scale of the U-shaped network; holds the next coarser scale inside it."""
+
+    def __init__(self, cfg: SkipNetConfig, index: int, in_channels: int):
+        super().__init__()
+        down, up, skip = cfg.channels_down[index], cfg.channels_up[index], cfg.channels_skip[index]
+        self.skip = _conv_block(cfg, in_channels, skip, cfg.kernel_skip) if skip else None
+        self.down = nn.Sequential(
+            _conv_block(cfg, in_channels, down, cfg.kernel_down, stride=2),
+            _conv_block(cfg, down, down, cfg.kernel_down),
+        )
+        self.coarser = _Scale(cfg, index + 1, down) if index + 1 < cfg.scales else None
+        from_below = cfg.channels_up[index + 1] if self.coarser is not None else down
+        align = False if cfg.upsample_mode in ("bilinear", "bicubic") else None
+        self.upsample = nn.Upsample(scale_factor=2, mode=cfg.upsample_mode, align_corners=align)
+        self.merge_norm = _norm(cfg.normalization, skip + from_below)
+        self.fuse = nn.Sequential(
+            _conv_block(cfg, skip + from_below, up, cfg.kernel_up),
+            _conv_block(cfg, up, up, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.down(x)
+        if self.coarser is not None:
+            y = self.coarser(y)
+        y = self.upsample(y)
+        if self.skip is not None:
+            y = torch.cat([self.skip(x), y], dim=1)
+        return self.fuse(self.merge_norm(y))
+
+
+class SkipNet(nn.Module):
+    """Encoder-decoder with skip connections, ``(N, input_channels, H, W) -> (N, C, H, W)``.
+
+    ``H`` and ``W`` must be valid sizes for the configuration (see
+    :meth:`SkipNetConfig.padded_size`); the fit loop pads the noise input accordingly.
+    """
+
+    def __init__(self, cfg: SkipNetConfig, out_channels: int):
+        super().__init__()
+        if out_channels < 1:
+            raise InputError("the network needs at least one output channel")
+        self.config = cfg
+        self.body = _Scale(cfg, 0, cfg.input_channels)
+        self.head = nn.Conv2d(cfg.channels_up[0], out_channels, 1)
+        self.output = nn.Sigmoid() if cfg.output_sigmoid else nn.Identity()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.output(self.head(self.body(z)))
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+#: The paper's networks (Ulyanov et al. 2018, supplementary material).
+PAPER = SkipNetConfig()
+#: The paper's inpainting network: no skip connections, nearest-neighbour upsampling.
+PAPER_INPAINT = SkipNetConfig(channels_skip=(0,) * 5, upsample_mode="nearest")
+#: A narrower network that is practical on a CPU (about 8x fewer parameters). On a 128x128
+#: grey crop at sigma 25 it matched the paper network's best PSNR at a third of its time.
+FAST = PAPER.with_width(48)
+FAST_INPAINT = PAPER_INPAINT.with_width(48)
+
+NETWORK_PRESETS: dict[str, dict[str, SkipNetConfig]] = {
+    "paper": {"default": PAPER, "inpaint": PAPER_INPAINT},
+    "fast": {"default": FAST, "inpaint": FAST_INPAINT},
+}
