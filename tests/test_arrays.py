@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+
+from napari_dip.arrays import MIN_SIDE, guess_channel_axis, prepare_image, prepare_mask, restore_layout
+from napari_dip.errors import InputError
+
+
+def roundtrip(image, **kw):
+    chw, layout, alpha = prepare_image(image, **kw)
+    return chw, restore_layout(chw, layout, alpha)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.random.default_rng(0).integers(0, 256, (20, 24), dtype=np.uint8),
+        np.random.default_rng(1).integers(0, 65536, (20, 24, 3), dtype=np.uint16),
+        np.random.default_rng(2).integers(100, 4096, (5, 20, 24)).astype(np.uint16),
+        np.random.default_rng(3).normal(100.0, 30.0, (20, 24)).astype(np.float32),
+        np.random.default_rng(4).uniform(-1, 1, (20, 24, 3)),
+        np.random.default_rng(5).uniform(0, 1, (2, 20, 24)).astype(np.float16),
+    ],
+)
+def test_dtype_shape_and_values_survive_the_round_trip(image):
+    chw, back = roundtrip(image)
+    assert chw.dtype == np.float32 and chw.min() >= 0 and chw.max() <= 1
+    assert back.dtype == image.dtype and back.shape == image.shape
+    tolerance = 0 if image.dtype.kind == "u" else 1e-3 * float(np.ptp(image.astype(float)))
+    np.testing.assert_allclose(back.astype(float), image.astype(float), atol=tolerance)
+
+
+def test_uint8_is_scaled_by_255_and_uint16_by_its_own_range():
+    chw, _, _ = prepare_image(np.array([[0, 51], [102, 255]] * 8, np.uint8).repeat(8, axis=1))
+    assert chw.max() == 1.0 and np.isclose(chw[0, 0, 8], 0.2)
+    twelve_bit = np.linspace(200, 4000, 16 * 16).reshape(16, 16).astype(np.uint16)
+    chw, layout, _ = prepare_image(twelve_bit)
+    assert chw.min() == 0 and chw.max() == 1
+    assert layout.low == (200.0,) and layout.high == (4000.0,)
+
+
+def test_multichannel_is_normalised_per_channel():
+    image = np.stack([np.linspace(0, 10, 256), np.linspace(1000, 60000, 256)]).reshape(2, 16, 16).astype(np.uint16)
+    chw, _, _ = prepare_image(image)
+    assert chw.shape == (2, 16, 16)
+    assert chw[0].max() == 1 and chw[1].max() == 1
+
+
+def test_rgba_alpha_is_passed_through_untouched():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (16, 16, 4), dtype=np.uint8)
+    chw, layout, alpha = prepare_image(image)
+    assert chw.shape == (3, 16, 16) and layout.has_alpha
+    restored = restore_layout(np.zeros_like(chw), layout, alpha)
+    np.testing.assert_array_equal(restored[..., 3], image[..., 3])
+    assert (restored[..., :3] == 0).all()
+
+
+def test_constant_image_stays_constant():
+    image = np.full((16, 16), 1234, np.uint16)
+    _, back = roundtrip(image)
+    assert (back == 1234).all()
+
+
+def test_channel_axis_guess_and_override():
+    assert guess_channel_axis((64, 64)) is None
+    assert guess_channel_axis((64, 64, 3)) == 2
+    assert guess_channel_axis((3, 64, 64)) == 0
+    assert guess_channel_axis((5, 64, 64)) == 0
+    chw, layout, _ = prepare_image(np.zeros((20, 24, 16), np.float32), channel_axis=-1)
+    assert chw.shape == (16, 20, 24) and layout.channel_axis == 2 and not layout.has_alpha
+
+
+@pytest.mark.parametrize(
+    "image,message",
+    [
+        (np.zeros((8, 40), np.uint8), f"at least {MIN_SIDE}"),
+        (np.zeros((2, 3, 32, 32), np.uint8), "one plane at a time"),
+        (np.zeros((32,), np.uint8), "2D grey"),
+        (np.zeros((32, 32), np.int32), "dtype int32"),
+        (np.zeros((32, 32), bool), "dtype bool"),
+        (np.full((32, 32), np.nan, np.float32), "NaN"),
+    ],
+)
+def test_bad_images_are_explained(image, message):
+    with pytest.raises(InputError, match=message):
+        prepare_image(image)
+
+
+def test_mask_nonzero_marks_holes_and_broadcasts():
+    _, layout, _ = prepare_image(np.zeros((20, 30, 3), np.uint8))
+    labels = np.zeros((20, 30), np.int32)
+    labels[5:10, 5:10] = 2  # any nonzero label is a hole
+    known = prepare_mask(labels, layout)
+    assert known.shape == (1, 20, 30)
+    assert known[0, 5:10, 5:10].sum() == 0 and known.sum() == 20 * 30 - 25
+
+
+def test_mask_per_channel_in_the_image_layout():
+    _, layout, _ = prepare_image(np.zeros((20, 30, 3), np.uint8))
+    mask = np.zeros((20, 30, 3), bool)
+    mask[:5, :, 1] = True
+    known = prepare_mask(mask, layout)
+    assert known.shape == (3, 20, 30)
+    assert known[1, :5].sum() == 0 and known[0].all()
+
+
+@pytest.mark.parametrize(
+    "mask,message",
+    [
+        (np.zeros((20, 31)), "shape"),
+        (np.zeros((20, 30)), "no pixel to fill"),
+        (np.ones((20, 30)), "covers every pixel"),
+    ],
+)
+def test_bad_masks_are_explained(mask, message):
+    _, layout, _ = prepare_image(np.zeros((20, 30), np.uint8))
+    with pytest.raises(InputError, match=message):
+        prepare_mask(mask, layout)

@@ -1,0 +1,194 @@
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from napari_dip.errors import InputError
+from napari_dip.fit import FitConfig, Fitter, estimate_memory_bytes, fit
+from napari_dip.forward import Identity, KnownPixels, LanczosDownsampler
+from napari_dip.networks import PAPER
+from tiny import TINY_NET, smooth_image
+
+CPU = FitConfig(iterations=40, device="cpu", learning_rate=0.01)
+
+
+def observation(size=32, channels=1, seed=0):
+    return np.moveaxis(smooth_image(size, channels, seed), -1, 0)
+
+
+def test_loss_decreases_and_snapshots_arrive_at_the_interval():
+    snaps = list(fit(observation(), Identity(), TINY_NET, replace(CPU, iterations=60), snapshot_every=20))
+    assert [s.iteration for s in snaps] == [20, 40, 60]
+    assert snaps[-1].loss < 0.5 * snaps[0].loss
+    assert snaps[-1].done and snaps[-1].stop_reason == "budget"
+    assert not snaps[0].done and snaps[0].stop_reason is None
+    assert snaps[-1].output.shape == (1, 32, 32) and snaps[-1].output.dtype == np.float32
+    assert snaps[-1].settings["fit"]["seed"] == 0 and snaps[-1].settings["device"] == "cpu"
+
+
+def test_final_snapshot_at_the_end_even_off_the_interval():
+    snaps = list(fit(observation(), Identity(), TINY_NET, replace(CPU, iterations=25), snapshot_every=10))
+    assert [s.iteration for s in snaps] == [10, 20, 25]
+
+
+def test_average_is_the_exponential_average_of_outputs():
+    weight = 0.9
+    fitter = Fitter(observation(), Identity(), TINY_NET, replace(CPU, iterations=12, average_weight=weight))
+    expected = None
+    outputs = []
+    for snap in fitter.run(snapshot_every=1):
+        outputs.append(snap.output)
+        expected = snap.output.copy() if expected is None else weight * expected + (1 - weight) * snap.output
+        np.testing.assert_allclose(snap.average, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(outputs[-1], expected)  # the average is not just the last output
+
+
+def test_same_seed_same_result_on_cpu_and_different_seed_differs():
+    def run(seed):
+        return list(fit(observation(), Identity(), TINY_NET, replace(CPU, iterations=15, seed=seed), 15))[-1].average
+
+    np.testing.assert_array_equal(run(3), run(3))
+    assert not np.array_equal(run(3), run(4))
+
+
+def test_seed_none_draws_and_records_a_seed():
+    fitter = Fitter(observation(), Identity(), TINY_NET, replace(CPU, iterations=2, seed=None))
+    assert isinstance(fitter.seed, int)
+    assert list(fitter.run(2))[-1].settings["fit"]["seed"] == fitter.seed
+
+
+def test_caller_global_rng_is_left_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    list(fit(observation(), Identity(), TINY_NET, replace(CPU, iterations=2), 2))
+    assert torch.equal(torch.rand(3), expected)
+
+
+class CountingModel(Identity):
+    """Identity that counts its calls and can poison one of them with NaN."""
+
+    def __init__(self, poison_at=None):
+        super().__init__()
+        self.calls = 0
+        self.poison_at = poison_at
+
+    def forward(self, x):
+        self.calls += 1
+        return x * float("nan") if self.calls == self.poison_at else x
+
+
+def test_cancel_by_closing_the_generator_stops_the_fit():
+    model = CountingModel()
+    run = fit(observation(), model, TINY_NET, replace(CPU, iterations=1000), snapshot_every=5)
+    next(run)
+    next(run)
+    run.close()
+    assert model.calls == 10
+    with pytest.raises(StopIteration):
+        next(run)
+
+
+def _state(fitter):
+    params = [p.detach().clone() for p in fitter.network.parameters()]
+    moments = [fitter.optimizer.state[p]["exp_avg"].clone() for p in fitter.network.parameters()]
+    steps = [float(fitter.optimizer.state[p]["step"]) for p in fitter.network.parameters()]
+    return params, moments, steps
+
+
+def test_backtracking_restores_weights_and_optimizer_state_after_a_divergence():
+    # The loss becomes NaN at step 37; the check at 40 must bring back the state saved at
+    # the check at 30 (network weights, Adam moments and step count), then go on.
+    model = CountingModel(poison_at=37)
+    fitter = Fitter(observation(), model, TINY_NET, replace(CPU, iterations=60, check_every=10))
+    saved = {}
+    snaps = []
+    for snap in fitter.run(snapshot_every=10):
+        snaps.append(snap)
+        if snap.iteration in (30, 40):
+            saved[snap.iteration] = _state(fitter)
+    params30, moments30, steps30 = saved[30]
+    params40, moments40, steps40 = saved[40]
+    for a, b in zip(params30, params40):
+        assert torch.equal(a, b)
+    for a, b in zip(moments30, moments40):
+        assert torch.equal(a, b)
+    assert steps30 == steps40 == [30.0] * len(steps30)
+    assert snaps[3].backtracks == 1 and snaps[3].loss == snaps[2].loss
+    final = snaps[-1]
+    assert np.isfinite(final.average).all() and np.isfinite(final.loss)
+    assert all(torch.isfinite(p).all() for p in fitter.network.parameters())
+
+
+def test_a_loss_jump_triggers_backtracking():
+    fitter = Fitter(observation(), Identity(), TINY_NET, CPU)
+    assert fitter._jumped(np.array([0.1, 0.09, 0.5]), 0.11)
+    assert fitter._jumped(np.array([0.5]), 0.1)  # relative to the last checked loss
+    assert not fitter._jumped(np.array([0.1, 0.09, 0.2]), 0.11)
+    assert fitter._jumped(np.array([0.1, np.inf]), 0.11)
+
+
+def test_without_backtracking_a_divergence_is_an_error():
+    model = CountingModel(poison_at=3)
+    run = fit(observation(), model, TINY_NET, replace(CPU, iterations=20, backtrack=False, check_every=5), 5)
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        list(run)
+
+
+def test_super_resolution_fits_the_high_resolution_image():
+    low = observation(16)
+    snaps = list(fit(low, LanczosDownsampler(2, 1), TINY_NET, replace(CPU, iterations=30), 30))
+    assert snaps[-1].average.shape == (1, 32, 32)
+
+
+def test_inpainting_keeps_holes_out_of_the_loss():
+    obs = observation(32)
+    known = np.ones_like(obs)
+    known[:, 10:20, 10:20] = 0
+    corrupted = obs.copy()
+    corrupted[:, 10:20, 10:20] = 100.0  # garbage in the holes must not matter
+    a = list(fit(corrupted, KnownPixels(known), TINY_NET, replace(CPU, iterations=10), 10))[-1]
+    b = list(fit(obs, KnownPixels(known), TINY_NET, replace(CPU, iterations=10), 10))[-1]
+    np.testing.assert_array_equal(a.average, b.average)
+
+
+def test_mixed_precision_runs_on_cpu():
+    snaps = list(fit(observation(), Identity(), TINY_NET, replace(CPU, iterations=10, precision="bfloat16"), 10))
+    assert np.isfinite(snaps[-1].average).all()
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"iterations": 0}, "iterations"),
+        ({"learning_rate": 0}, "learning_rate"),
+        ({"average_weight": 1.0}, "average_weight"),
+        ({"precision": "int8"}, "precision"),
+        ({"device": "cuda:7"}, "cuda"),
+        ({"device": "tpu"}, "device"),
+    ],
+)
+def test_bad_settings_are_explained(options, message):
+    with pytest.raises(InputError, match=message):
+        Fitter(observation(), Identity(), TINY_NET, replace(CPU, **options))
+
+
+def test_images_too_large_for_the_device_are_refused_before_allocating():
+    huge = np.zeros((3, 16, 16), np.float32)
+    # 16 px observed, upscaled 8x -> 128 px; ask for a paper network on a pretend 32k image
+    needed = estimate_memory_bytes(PAPER, 3, 32768, 32768)
+    assert needed > 1e12
+    with pytest.raises(MemoryError, match="GiB"):
+        Fitter(huge, _HugeModel(), PAPER, CPU)
+
+
+class _HugeModel(Identity):
+    def image_size(self, observed_size):
+        return 32768, 32768
+
+
+def test_memory_estimate_grows_with_pixels_and_channels():
+    small = estimate_memory_bytes(PAPER, 1, 256, 256)
+    assert estimate_memory_bytes(PAPER, 1, 512, 512) > 3 * small
+    assert estimate_memory_bytes(PAPER.with_width(48), 1, 256, 256) < small

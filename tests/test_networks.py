@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from napari_dip.errors import InputError
+from napari_dip.networks import FAST, PAPER, SkipNet, SkipNetConfig, count_parameters
+from tiny import TINY_NET
+
+
+def test_paper_network_matches_the_published_size():
+    # The paper's denoising network has about 2.2 M parameters (3 output channels).
+    assert 2.1e6 < count_parameters(SkipNet(PAPER, 3)) < 2.3e6
+    assert PAPER.scales == 5 and PAPER.channels_skip == (4,) * 5 and PAPER.upsample_mode == "bilinear"
+    assert count_parameters(SkipNet(FAST, 3)) < count_parameters(SkipNet(PAPER, 3)) / 5
+
+
+@pytest.mark.parametrize("channels", [1, 3, 5])
+def test_output_channels_and_range(channels):
+    net = SkipNet(TINY_NET, channels)
+    z = torch.rand(1, TINY_NET.input_channels, 32, 40)
+    out = net(z).detach()
+    assert out.shape == (1, channels, 32, 40)
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+
+
+def test_without_sigmoid_output_is_unbounded_linear_head():
+    cfg = SkipNetConfig(**{**TINY_NET.to_dict(), "output_sigmoid": False})
+    net = SkipNet(cfg, 1)
+    with torch.no_grad():
+        net.head.bias.fill_(5.0)
+    assert float(net(torch.rand(1, 8, 32, 32)).detach().min()) > 1
+
+
+@pytest.mark.parametrize("size,expected", [(17, 64), (64, 64), (65, 96), (100, 128)])
+def test_padded_size_for_odd_and_small_sizes(size, expected):
+    assert PAPER.padded_size(size) == expected  # multiples of 32, coarsest scale >= 2 pixels
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"upsample_mode": "nearest"},
+        {"activation": "relu", "normalization": "none", "padding": "zeros"},
+        {"kernel_down": 5, "kernel_up": 5},
+        {"channels_skip": (0, 0, 0)},
+    ],
+)
+def test_configurable_variants_run(options):
+    cfg = SkipNetConfig(**{**TINY_NET.to_dict(), **options})
+    size = cfg.padded_size(20)
+    out = SkipNet(cfg, 2)(torch.rand(1, 8, size, size))
+    assert out.shape == (1, 2, size, size)
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"channels_up": (8, 8)}, "same length"),
+        ({"kernel_down": 4}, "odd"),
+        ({"upsample_mode": "area"}, "upsample_mode"),
+        ({"channels_down": (0, 8, 8)}, "positive"),
+    ],
+)
+def test_invalid_configurations_are_explained(options, message):
+    with pytest.raises(InputError, match=message):
+        SkipNetConfig(**{**TINY_NET.to_dict(), **options})
