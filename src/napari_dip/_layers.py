@@ -1,0 +1,207 @@
+"""Pure helpers between napari layers and the engine: names, shapes, transforms, metadata.
+
+Nothing here touches Qt or a viewer, so the spatial bookkeeping (the part that is easy to
+get subtly wrong) is unit-tested on plain numbers. Layer attributes are read through
+:func:`layer_geometry` into a :class:`Geometry`, which the other functions transform.
+
+Conventions
+-----------
+* The image plane is the last two axes of a layer, or the two before the colour axis of
+  an RGB(A) layer. Every other axis (Z, time, a channel stack) is a "plane axis": the
+  engine restores one plane at a time.
+* napari puts pixel *centres* on integer data coordinates, so pixel ``i`` covers
+  ``[i - 0.5, i + 0.5]``. After super-resolution by ``f``, output pixel ``j`` has its
+  centre at input data coordinate ``(j + 0.5) / f - 0.5``: the output is drawn with
+  ``scale / f`` and its origin moved by ``-0.5 + 0.5 / f`` input pixels, so both layers
+  cover exactly the same area of the world.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+TASK_LABELS = {"denoise": "denoise", "super-resolve": "super-resolve", "inpaint": "inpaint"}
+
+
+def output_name(input_name: str, task: str, factor: int | None = None) -> str:
+    """``cells [DIP denoise]``, ``cells [DIP super-resolve x4]``, ``cells [DIP inpaint]``."""
+    label = TASK_LABELS.get(task, task)
+    if task == "super-resolve" and factor:
+        label = f"{label} x{factor}"
+    return f"{input_name} [DIP {label}]"
+
+
+def plane_ndim(rgb: bool) -> int:
+    """Number of trailing axes that make one image handed to the engine."""
+    return 3 if rgb else 2
+
+
+def leading_shape(shape: tuple[int, ...], rgb: bool) -> tuple[int, ...]:
+    """The plane axes (everything before the image plane)."""
+    return tuple(shape[: len(shape) - plane_ndim(rgb)])
+
+
+def plane_indices(shape: tuple[int, ...], rgb: bool) -> list[tuple[int, ...]]:
+    """Every plane's index along the leading axes, in C order (``[()]`` for a 2D image)."""
+    return [tuple(int(i) for i in index) for index in np.ndindex(*leading_shape(shape, rgb))]
+
+
+def output_plane_shape(shape: tuple[int, ...], rgb: bool, factor: int | None) -> tuple[int, ...]:
+    """Shape of one restored plane (``(H, W)`` or ``(H, W, C)``), enlarged by ``factor``."""
+    plane = list(shape[len(shape) - plane_ndim(rgb) :])
+    f = factor or 1
+    plane[0] *= f
+    plane[1] *= f
+    return tuple(plane)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A layer's data-to-world transform and axis annotations, as plain values.
+
+    ``rotate`` is ``(n, n)``, ``shear`` the ``(n, n)`` upper-triangular matrix with ones on
+    the diagonal, ``affine`` the ``(n + 1, n + 1)`` homogeneous matrix applied after them.
+    """
+
+    scale: tuple[float, ...]
+    translate: tuple[float, ...]
+    rotate: np.ndarray
+    shear: np.ndarray
+    affine: np.ndarray
+    units: tuple[str, ...]
+    axis_labels: tuple[str, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.scale)
+
+    def linear_matrix(self) -> np.ndarray:
+        """Data-to-world linear part before ``affine`` (napari applies scale, shear, rotate)."""
+        return self.rotate @ self.shear @ np.diag(self.scale)
+
+    def as_layer_kwargs(self) -> dict:
+        return {
+            "scale": tuple(self.scale),
+            "translate": tuple(self.translate),
+            "rotate": np.array(self.rotate),
+            "shear": np.array(self.shear),
+            "affine": np.array(self.affine),
+            "units": tuple(self.units),
+            "axis_labels": tuple(self.axis_labels),
+        }
+
+
+def shear_matrix(shear, ndim: int) -> np.ndarray:
+    """napari's shear (a vector of upper-triangular values, or a matrix) as a matrix."""
+    values = np.asarray(shear, dtype=float)
+    if values.ndim == 2:
+        return values.copy()
+    matrix = np.eye(ndim)
+    matrix[np.triu_indices(ndim, 1)] = values
+    return matrix
+
+
+def layer_geometry(layer) -> Geometry:
+    """Read a layer's transform and axis annotations (copies; the layer is not touched)."""
+    ndim = layer.ndim
+    units = getattr(layer, "units", None) or ("pixel",) * ndim
+    labels = getattr(layer, "axis_labels", None) or tuple(str(i - ndim) for i in range(ndim))
+    return Geometry(
+        scale=tuple(float(v) for v in layer.scale),
+        translate=tuple(float(v) for v in layer.translate),
+        rotate=np.array(layer.rotate, dtype=float),
+        shear=shear_matrix(layer.shear, ndim),
+        affine=np.array(layer.affine.affine_matrix, dtype=float),
+        units=tuple(str(u) for u in units),
+        axis_labels=tuple(str(a) for a in labels),
+    )
+
+
+def output_geometry(
+    geometry: Geometry,
+    *,
+    factor: int | None = None,
+    plane_offset: tuple[int, ...] = (),
+) -> Geometry:
+    """Geometry of a restored layer so that it lies exactly over its input in the world.
+
+    ``factor`` divides the scale of the two image axes and shifts the origin so that
+    pixel edges line up (see the module docstring). ``plane_offset`` is the index of the
+    first restored plane along the leading axes, for an output that holds only the plane
+    in view: the output's origin moves there.
+    """
+    ndim = geometry.ndim
+    # The image plane is the layer's last two dimensions; napari keeps an RGB layer's
+    # colour axis out of ``layer.ndim`` and its transforms.
+    spatial = ndim - 2
+    f = factor or 1
+    # Shift of the output's data origin, in input data coordinates.
+    delta = np.zeros(ndim)
+    delta[: len(plane_offset)] = plane_offset
+    delta[spatial : spatial + 2] = -0.5 + 0.5 / f
+    translate = np.asarray(geometry.translate) + geometry.linear_matrix() @ delta
+    scale = np.asarray(geometry.scale, dtype=float)
+    scale[spatial : spatial + 2] /= f
+    return replace(geometry, scale=tuple(scale), translate=tuple(translate))
+
+
+def with_leading_axis(geometry: Geometry, *, label: str, scale: float = 1.0, translate: float = 0.0) -> Geometry:
+    """Geometry with one more axis in front (the snapshot axis of a kept-snapshots stack)."""
+    n = geometry.ndim
+
+    def embed(matrix: np.ndarray) -> np.ndarray:
+        size = matrix.shape[0] + 1
+        bigger = np.eye(size)
+        bigger[1:, 1:] = matrix
+        return bigger
+
+    return Geometry(
+        scale=(float(scale), *geometry.scale),
+        translate=(float(translate), *geometry.translate),
+        rotate=embed(geometry.rotate),
+        shear=embed(geometry.shear),
+        affine=embed(geometry.affine) if geometry.affine.shape == (n + 1, n + 1) else np.eye(n + 2),
+        units=("pixel", *geometry.units),
+        axis_labels=(label, *geometry.axis_labels),
+    )
+
+
+def snapshot_count(iterations: int, every: int) -> int:
+    """Snapshots the engine yields: one every ``every`` iterations and one at the end."""
+    return -(-iterations // every)
+
+
+def run_metadata(
+    *,
+    task: str,
+    preset: str,
+    factor: int | None,
+    parameters: dict,
+    seed: int | None,
+    device: str,
+    iterations_run: int,
+    iterations_planned: int,
+    stop_reason: str,
+    input_name: str,
+    planes: list[tuple[int, ...]],
+    version: str,
+    engine_settings: dict | None = None,
+) -> dict:
+    """What goes under ``layer.metadata["napari_dip"]``: enough to redo the run."""
+    return {
+        "napari_dip": version,
+        "task": task,
+        "preset": preset,
+        "factor": factor,
+        "parameters": dict(parameters),
+        "seed": seed,
+        "device": device,
+        "iterations_run": int(iterations_run),
+        "iterations_planned": int(iterations_planned),
+        "stop_reason": stop_reason,
+        "input_layer": input_name,
+        "planes": [list(p) for p in planes],
+        "engine_settings": engine_settings or {},
+    }

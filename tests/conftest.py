@@ -1,0 +1,13 @@
+"""Shared fixtures for the napari widget tests (owned by the widget, see DEVELOPERS.md).
+
+napari and npe2 read and write settings under the user's config and cache directories;
+point them at a temporary directory before napari is imported so tests never touch (or
+depend on) a developer's own settings.
+"""
+
+import os
+import tempfile
+
+_SANDBOX = tempfile.mkdtemp(prefix="napari-dip-tests-")
+os.environ.setdefault("XDG_CONFIG_HOME", os.path.join(_SANDBOX, "config"))
+os.environ.setdefault("XDG_CACHE_HOME", os.path.join(_SANDBOX, "cache"))
