@@ -204,7 +204,8 @@ class LossPlot(QWidget):
 
 
 def fit_planes(data, planes, rgb, task, mask_data, mask_per_plane, fit_kwargs):
-    """Restore ``data[plane]`` for each plane index in turn, yielding ``(k, snapshot)``.
+    """Restore ``data[plane]`` for each plane index in turn, yielding ``(k, snapshot)``,
+    then ``(len(planes), None)`` when all are done.
 
     Runs in the worker thread. A user's mistake or a full device (the engine's
     ``InputError``, ``MemoryError``) is yielded as ``(k, exception)`` so the widget shows
@@ -232,6 +233,9 @@ def fit_planes(data, planes, rgb, task, mask_data, mask_per_plane, fit_kwargs):
             return
         finally:
             snapshots.close()
+    # An end marker through the same signal as the snapshots: Qt does not order the
+    # worker's ``finished`` signal after its last ``yielded`` one.
+    yield len(planes), None
 
 
 # -- the state of one run -----------------------------------------------------------------
@@ -311,6 +315,8 @@ class DeepImagePriorWidget(QWidget):
         self.viewer = napari_viewer
         self.task = task or self.TASK
         self.run_state: Run | None = None
+        #: PSNR (dB) of the latest update against the reference layer, if one is chosen.
+        self.last_psnr: float | None = None
         self._settings = _plugin_defaults()
         self._build()
         self._load_preset_defaults()
@@ -680,11 +686,18 @@ class DeepImagePriorWidget(QWidget):
         if run is None or run.closed:
             return
         k, snapshot = item
+        if snapshot is None:  # the end marker: every plane is done
+            self._finish(run)
+            return
         if isinstance(snapshot, BaseException):
             run.error = str(snapshot)
             run.stop_reason = "error"
             show_error(f"napari-dip: {snapshot}")
+            self._finish(run)
             return
+        if snapshot.done:
+            run.engine_settings = snapshot.settings
+            run.engine_stop_reason = snapshot.stop_reason
         if not _in_viewer(self.viewer, run.layer):
             run.stop_reason = "output layer removed"
             run.worker.quit()
@@ -714,9 +727,6 @@ class DeepImagePriorWidget(QWidget):
         run.snapshots_received += 1
         if run.pbar is not None:
             run.pbar.update(run.done_iterations - previous)
-        if snapshot.done:
-            run.engine_settings = snapshot.settings
-            run.engine_stop_reason = snapshot.stop_reason
         self.loss_plot.add(snapshot.iteration, snapshot.loss)
         self._update_status(run, snapshot, image, k)
 
@@ -739,6 +749,7 @@ class DeepImagePriorWidget(QWidget):
         parts += [f"{rate:.1f} it/s", f"ETA {eta}", f"loss {snapshot.loss:.2e}"]
         if run.reference is not None:
             run.last_psnr = _psnr(run.reference[run.planes[k]] if run.reference_per_plane else run.reference, image)
+            self.last_psnr = run.last_psnr
             parts.append(f"PSNR {run.last_psnr:.2f} dB")
         if snapshot.backtracks:
             parts.append(f"{snapshot.backtracks} backtracks")
@@ -775,16 +786,20 @@ class DeepImagePriorWidget(QWidget):
         run.worker.quit()
 
     def _on_finished(self) -> None:
-        run = self.run_state
-        if run is None:
+        # Reached without the end marker when the run was stopped or the viewer closed.
+        if self.run_state is not None:
+            self._finish(self.run_state)
+
+    def _finish(self, run: Run) -> None:
+        """Close the progress bar, write the metadata and re-enable Run (once per run)."""
+        if self.run_state is not run:
             return
+        self.run_state = None
         if run.pbar is not None:
             run.pbar.close()
             run.pbar = None
         if run.closed:  # the widget is gone; only the run object is left
-            self.run_state = None
             return
-        self.run_state = None
         self._set_running(False)
         reason = run.stop_reason or getattr(run, "engine_stop_reason", None) or "budget"
         if run.snapshots_received and run.last_plane >= 0 and run.plane_done >= run.iterations:
@@ -812,7 +827,7 @@ class DeepImagePriorWidget(QWidget):
 
     def _metadata(self, run: Run, stop_reason: str) -> dict:
         settings = run.engine_settings or {}
-        return _layers.run_metadata(
+        metadata = _layers.run_metadata(
             task=run.task,
             preset=run.preset,
             factor=run.factor,
@@ -827,6 +842,9 @@ class DeepImagePriorWidget(QWidget):
             version=run.version,
             engine_settings=settings,
         )
+        if run.last_psnr is not None:
+            metadata["psnr_vs_reference"] = run.last_psnr
+        return metadata
 
 
 class DenoiseWidget(DeepImagePriorWidget):

@@ -76,11 +76,23 @@ def free_memory_bytes(device: torch.device) -> int | None:
         free, _total = torch.cuda.mem_get_info(device)
         return free
     if device.type == "cpu":
-        try:
-            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-        except (ValueError, OSError, AttributeError):
-            return None
+        return _available_ram()
     return None
+
+
+def _available_ram() -> int | None:
+    # MemAvailable counts the page cache the kernel can drop; free pages alone undercount.
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def describe_device(name: str | torch.device = "auto") -> str:

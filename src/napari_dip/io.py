@@ -56,7 +56,8 @@ def read_image(path: str | os.PathLike) -> ImageFile:
     except InputError:
         raise
     except Exception as error:  # a corrupt or truncated file: say which and why, in one line
-        raise InputError(f"{path}: cannot be read as an image ({error})") from error
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise InputError(f"{path}: cannot be read as an image ({reason})") from error
 
 
 def _read_tiff(path: Path) -> ImageFile:
