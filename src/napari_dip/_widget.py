@@ -43,6 +43,8 @@ PLANES_IN_VIEW = "plane in view"
 PLANES_ALL = "all planes"
 SHOW_AVERAGE = "running average"
 SHOW_OUTPUT = "current output"
+#: Queued after the snapshots when the worker thread ends (see ``_on_yielded``).
+_WORKER_FINISHED = object()
 #: Refuse to preallocate a kept-snapshots stack larger than this (bytes).
 MAX_STACK_BYTES = 2 * 2**30
 
@@ -317,6 +319,8 @@ class DeepImagePriorWidget(QWidget):
         self.run_state: Run | None = None
         #: PSNR (dB) of the latest update against the reference layer, if one is chosen.
         self.last_psnr: float | None = None
+        self._pending: list = []
+        self._handling = False
         self._settings = _plugin_defaults()
         self._build()
         self._load_preset_defaults()
@@ -682,6 +686,25 @@ class DeepImagePriorWidget(QWidget):
     # ---- while it runs (main thread, through the worker's signals)
 
     def _on_yielded(self, item) -> None:
+        # Updating a layer or the progress bar can process Qt events, which may deliver
+        # the next snapshot (or the end) re-entrantly, in the middle of this one: queue
+        # them and handle one at a time, in order.
+        self._pending.append(item)
+        if self._handling:
+            return
+        self._handling = True
+        try:
+            while self._pending:
+                item = self._pending.pop(0)
+                if item is _WORKER_FINISHED:
+                    if self.run_state is not None:
+                        self._finish(self.run_state)
+                else:
+                    self._handle_snapshot(item)
+        finally:
+            self._handling = False
+
+    def _handle_snapshot(self, item) -> None:
         run = self.run_state
         if run is None or run.closed:
             return
@@ -787,8 +810,11 @@ class DeepImagePriorWidget(QWidget):
 
     def _on_finished(self) -> None:
         # Reached without the end marker when the run was stopped or the viewer closed.
-        if self.run_state is not None:
-            self._finish(self.run_state)
+        run = self.run_state
+        if run is not None and run.closed:
+            self._finish(run)  # the widget is gone: only close the progress bar
+        elif run is not None:
+            self._on_yielded(_WORKER_FINISHED)
 
     def _finish(self, run: Run) -> None:
         """Close the progress bar, write the metadata and re-enable Run (once per run)."""
