@@ -1,0 +1,136 @@
+"""The npe2 manifest: valid, importable, and its contributions work inside napari."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+npe2 = pytest.importorskip("npe2")
+
+import napari_dip  # noqa: E402
+
+MANIFEST = Path(napari_dip.__file__).with_name("napari.yaml")
+
+
+@pytest.fixture(scope="module")
+def manifest():
+    return npe2.PluginManifest.from_file(MANIFEST)
+
+
+def test_manifest_validates_with_the_npe2_command():
+    npe2_cli = Path(sys.executable).with_name("npe2")
+    result = subprocess.run([str(npe2_cli), "validate", str(MANIFEST)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "valid" in result.stdout
+
+
+def test_installed_entry_point_finds_the_manifest(manifest):
+    installed = npe2.PluginManifest.from_distribution("napari-dip")
+    assert installed.name == manifest.name == "napari-dip"
+
+
+def test_every_command_imports(manifest):
+    manifest.validate_imports()
+    widgets = {w.display_name for w in manifest.contributions.widgets}
+    assert widgets == {"Denoise", "Super-resolve", "Inpaint"}
+
+
+def test_widget_module_does_not_import_torch():
+    code = "import sys, napari_dip._widget, napari_dip._sample_data; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_menu_items_sit_in_a_deep_image_prior_submenu_for_image_layers(manifest):
+    from app_model.expressions import parse_expression
+
+    menus = manifest.contributions.menus
+    (entry,) = menus["napari/layers/filter"]
+    (submenu,) = [s for s in manifest.contributions.submenus if s.id == entry.submenu]
+    assert submenu.label == "Deep Image Prior"
+    items = menus[entry.submenu]
+    assert {item.command for item in items} == {w.command for w in manifest.contributions.widgets}
+    for clause in [entry.when, *(item.when for item in items)]:
+        expression = parse_expression(clause)
+        assert expression.eval({"active_layer_type": "image"})
+        assert not expression.eval({"active_layer_type": "labels"})
+
+
+def test_settings_declare_a_remembered_device(manifest):
+    properties = manifest.contributions.configurations["defaults"].properties
+    assert properties["device"].default == "auto"
+    assert properties["preset"].default in ("fast", "paper")
+
+
+def test_denoise_sample_is_a_noisy_and_clean_pair():
+    from napari_dip._sample_data import denoise_sample
+
+    (clean, clean_meta, clean_type), (noisy, noisy_meta, noisy_type) = denoise_sample()
+    assert clean_type == noisy_type == "image"
+    assert clean.shape == noisy.shape and clean.dtype == np.float32
+    assert 0.0 <= noisy.min() and noisy.max() <= 1.0
+    assert 0.05 < float(np.std(noisy - clean)) < 0.15  # sigma 25/255 ~ 0.098, clipped
+    assert "noisy" in noisy_meta["name"]
+
+
+def test_inpaint_sample_has_a_labels_mask_of_the_holes():
+    from napari_dip._sample_data import inpaint_sample
+
+    layers = inpaint_sample()
+    by_type = {kind: (data, meta) for data, meta, kind in layers}
+    (mask, _meta) = by_type["labels"]
+    damaged = layers[1][0]
+    assert mask.shape == damaged.shape and mask.dtype == np.uint8
+    assert 0.02 < mask.mean() < 0.5
+    assert np.all(damaged[mask > 0] == 0)
+
+
+@pytest.mark.gui
+def test_plugin_widgets_dock_and_samples_open_in_napari(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-dip", "noisy_camera")
+    assert [layer.name for layer in viewer.layers] == ["camera (clean)", "camera (noisy)"]
+    for name in ("Denoise", "Super-resolve", "Inpaint"):
+        _dock, widget = viewer.window.add_plugin_dock_widget("napari-dip", name)
+        assert widget.image_picker.layer().name == "camera (noisy)"
+    viewer.open_sample("napari-dip", "inpainting")
+    assert "holes" in viewer.layers
+
+
+@pytest.mark.gui
+def test_filter_menu_offers_the_widgets_only_for_image_layers(make_napari_viewer):
+    from napari._app_model import get_app_model
+
+    viewer = make_napari_viewer()
+    app = get_app_model()
+    submenus = [
+        item for item in app.menus.get_menu("napari/layers/filter") if getattr(item, "submenu", None) == "napari-dip.deep_image_prior"
+    ]
+    assert len(submenus) == 1
+    when = submenus[0].when
+    assert when.eval({"active_layer_type": "image"}) and not when.eval({"active_layer_type": "points"})
+    titles = [item.command.id for item in app.menus.get_menu("napari-dip.deep_image_prior")]
+    assert set(titles) == {"napari-dip.denoise_widget", "napari-dip.super_resolve_widget", "napari-dip.inpaint_widget"}
+    assert viewer is not None
+
+
+@pytest.mark.gui
+def test_device_choice_is_remembered_in_plugin_settings(plugin_settings, npe2pm, make_napari_viewer):
+    from napari.settings import get_plugin_settings
+
+    from napari_dip._widget import DenoiseWidget
+
+    npe2pm.register(npe2.PluginManifest.from_file(MANIFEST))
+    viewer = make_napari_viewer()
+    first = DenoiseWidget(viewer)
+    viewer.window.add_dock_widget(first)
+    assert first.device_box.currentText() == "auto"
+    first.device_box.setCurrentText("cpu")
+    first.preset_box.setCurrentIndex(first.preset_box.findData("paper"))
+    assert get_plugin_settings("napari-dip").defaults.device == "cpu"
+    second = DenoiseWidget(viewer)
+    viewer.window.add_dock_widget(second)
+    assert second.device_box.currentText() == "cpu"
+    assert second.preset == "paper"
