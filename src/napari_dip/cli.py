@@ -32,6 +32,10 @@ def _add_fit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--precision", choices=("float32", "bfloat16", "float16"),
                         help="mixed precision for the network (default: float32)")
+    parser.add_argument("--stop", choices=("wmv", "validation", "none"),
+                        help="automatic stopping rule; none runs the whole budget (default: the task's rule)")
+    parser.add_argument("--patience", type=int,
+                        help="iterations without improvement before stopping (default: the rule's)")
     parser.add_argument("--channel-axis", type=int, choices=(0, -1),
                         help="axis of the channels of a 3D image (default: guess)")
     parser.add_argument("--progress-every", type=int, default=10, metavar="N",
@@ -112,6 +116,8 @@ def _run_task(args) -> int:
         seed=args.seed,
         device=args.device,
         precision=args.precision,
+        stopping=args.stop,
+        patience=args.patience,
         **options,
     )
     total = args.iterations or _preset_iterations(args.command, args.preset, factor)
@@ -124,11 +130,12 @@ def _run_task(args) -> int:
     if factor and resolution is not None:
         resolution = (resolution[0] * factor, resolution[1] * factor)
     provenance = {**final.settings, "iterations_run": final.iteration, "stop_reason": final.stop_reason,
-                  "source": str(args.input)}
+                  "best_iteration": final.best_iteration, "source": str(args.input)}
     write_image(output, ImageFile(final.average, resolution, source.resolution_unit, source.extra), provenance,
                 overwrite=args.overwrite)
+    chosen = f", result from iteration {final.best_iteration}" if final.best_iteration else ""
     print(f"wrote {output} ({final.iteration} iterations in {final.elapsed:.1f} s, "
-          f"{final.iterations_per_second:.2f} it/s, stop: {final.stop_reason})")
+          f"{final.iterations_per_second:.2f} it/s, stopped by {final.stop_reason}{chosen})")
     return 0
 
 

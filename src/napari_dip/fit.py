@@ -28,6 +28,7 @@ from .devices import free_memory_bytes, resolve_device
 from .errors import DeviceMemoryError, InputError
 from .forward import describe as describe_forward_model
 from .networks import SkipNet, SkipNetConfig, count_parameters
+from .stopping import HeldOutPixels, StoppingConfig, WindowedVariance
 
 PRECISIONS = ("float32", "bfloat16", "float16")
 
@@ -58,6 +59,9 @@ class FitConfig:
     precision: str = "float32"
     #: Store activations channels-last, which most convolution kernels run faster on.
     channels_last: bool = True
+    #: Automatic stopping (see :mod:`napari_dip.stopping`); ``StoppingConfig(rule="none")``
+    #: runs the whole budget.
+    stopping: StoppingConfig = StoppingConfig()
 
     def __post_init__(self):
         if self.iterations < 1:
@@ -87,6 +91,9 @@ class Snapshot:
     outputs (what the task functions return). Arrays are ``(C, H, W)`` float32 in [0, 1]
     from :meth:`Fitter.run`; the public streaming functions convert them to the input's
     layout and dtype.
+
+    With automatic stopping, ``best_iteration`` is the iteration the stopping rule rates
+    best so far, and the final snapshot's arrays are the ones from that iteration.
     """
 
     iteration: int
@@ -97,8 +104,10 @@ class Snapshot:
     elapsed: float
     backtracks: int = 0
     done: bool = False
-    #: Set on the final snapshot: ``"budget"`` when all iterations ran.
+    #: Set on the final snapshot: ``"budget"`` when all iterations ran, else the name of
+    #: the stopping rule that fired (``"wmv"``, ``"validation"``).
     stop_reason: str | None = None
+    best_iteration: int | None = None
     settings: dict = field(default_factory=dict)
 
     @property
@@ -178,6 +187,11 @@ class Fitter:
             self.observation = self.forward_model.prepare_observation(observed)
         except torch.OutOfMemoryError as error:
             raise self._memory_error(channels, height, width) from error
+        self.stopper = self._make_stopper(channels, height, width)
+        weight = self.stopper.train_weight if isinstance(self.stopper, HeldOutPixels) else None
+        #: Multiplies the squared error: held-out pixels are left out of the loss.
+        self.loss_weight = weight
+        self.loss_norm = None if weight is None else weight.expand_as(self.observation).sum()
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.config.learning_rate)
         if self.device.type == "cuda":
             # One image size for thousands of steps: let cuDNN pick its fastest kernels once.
@@ -230,7 +244,11 @@ class Fitter:
                 with torch.autocast(device_type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
                     full = self.network(net_input)
                 output = full[:, :, rows, cols].float()
-                loss = F.mse_loss(self.forward_model(output), self.observation)
+                if self.loss_weight is None:
+                    loss = F.mse_loss(self.forward_model(output), self.observation)
+                else:
+                    residual = self.forward_model(output) - self.observation
+                    loss = (residual.square() * self.loss_weight).sum() / self.loss_norm
 
                 self.optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
@@ -248,9 +266,13 @@ class Fitter:
                     average.mul_(cfg.average_weight).add_(output, alpha=1.0 - cfg.average_weight)
                 losses[pending] = loss.detach()
                 pending += 1
+                if isinstance(self.stopper, WindowedVariance):
+                    self.stopper.update(iteration, output, average)
+                elif isinstance(self.stopper, HeldOutPixels):
+                    self.stopper.update(iteration, output, average, self.forward_model(average))
 
-                last = iteration == cfg.iterations
-                snapshot_due = iteration % snapshot_every == 0 or last
+                stop_reason = "budget" if iteration == cfg.iterations else None
+                snapshot_due = iteration % snapshot_every == 0 or stop_reason is not None
                 if pending == check_every or snapshot_due:
                     recent = losses[:pending].cpu().numpy()
                     pending = 0
@@ -271,24 +293,41 @@ class Fitter:
                         last_loss = float(recent[-1])
                         consecutive_backtracks = 0
                         checkpoint = self._save(average, output, last_loss)
+                    if stop_reason is None and self.stopper is not None and self.stopper.should_stop(iteration):
+                        stop_reason = self.stopper.name
 
-                if snapshot_due:
+                if snapshot_due or stop_reason is not None:
+                    best = None if self.stopper is None else self.stopper.best_iteration()
+                    shown_output, shown_average = output, average
+                    if stop_reason is not None and best is not None:
+                        shown_output, shown_average = self.stopper.best_output, self.stopper.best_average
                     yield Snapshot(
                         iteration=iteration,
                         iterations=cfg.iterations,
                         loss=last_loss,
-                        output=_to_numpy(output),
-                        average=_to_numpy(average),
+                        output=_to_numpy(shown_output),
+                        average=_to_numpy(shown_average),
                         elapsed=time.perf_counter() - start,
                         backtracks=backtracks,
-                        done=last,
-                        stop_reason="budget" if last else None,
-                        settings=self.settings if last else {},
+                        done=stop_reason is not None,
+                        stop_reason=stop_reason,
+                        best_iteration=best,
+                        settings=self.settings if stop_reason is not None else {},
                     )
+                    if stop_reason is not None:
+                        return
         except torch.OutOfMemoryError as error:
             raise self._memory_error(self.observation.shape[1], height, width) from error
 
     # -- internals ---------------------------------------------------------------------
+
+    def _make_stopper(self, channels: int, height: int, width: int):
+        stopping = self.config.stopping
+        if stopping.rule == "wmv":
+            return WindowedVariance(stopping, (channels, height, width), self.device, self.seed)
+        if stopping.rule == "validation":
+            return HeldOutPixels(stopping, self.observation, self.forward_model.observed_weight(), self.seed)
+        return None
 
     def _jumped(self, recent: np.ndarray, previous: float) -> bool:
         """True when the loss became non-finite or rose ``backtrack_ratio`` times in one step."""

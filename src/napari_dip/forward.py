@@ -33,6 +33,10 @@ class ForwardModel(nn.Module):
         """What ``A(x)`` is compared with; by default the observation as it is."""
         return observation
 
+    def observed_weight(self) -> torch.Tensor | None:
+        """1 where the observation holds data, 0 where it holds none; ``None``: data everywhere."""
+        return None
+
 
 class Identity(ForwardModel):
     """``A(x) = x``: the observation is the image itself plus noise."""
@@ -61,6 +65,9 @@ class KnownPixels(ForwardModel):
     def prepare_observation(self, observation: torch.Tensor) -> torch.Tensor:
         # Whatever values the holes hold, they must not reach the loss.
         return observation * self.known
+
+    def observed_weight(self) -> torch.Tensor:
+        return self.known
 
 
 def lanczos_kernel(factor: int, lobes: int = 2) -> np.ndarray:

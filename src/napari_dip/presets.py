@@ -20,8 +20,11 @@ from .errors import InputError
 from .fit import FitConfig
 from .forward import SUPPORTED_FACTORS
 from .networks import NETWORK_PRESETS, SkipNetConfig
+from .stopping import StoppingConfig
 
 TASKS = ("denoise", "super-resolve", "inpaint")
+#: Automatic stopping per task; see BENCHMARKS.md for the measurements behind the choice.
+DEFAULT_STOPPING = {task: StoppingConfig() for task in TASKS}
 PRESETS = tuple(NETWORK_PRESETS)
 DEFAULT_PRESET = "paper"
 
@@ -41,6 +44,15 @@ def schedule(task: str, factor: int | None = None) -> dict:
     raise InputError(f"unknown task {task!r}; choose one of {TASKS}")
 
 
+def stopping_for(task: str, rule: str | StoppingConfig | None = None, patience: int | None = None) -> StoppingConfig:
+    """The automatic stopping a task uses by default, or the caller's choice of rule."""
+    if isinstance(rule, StoppingConfig):
+        config = rule
+    else:
+        config = DEFAULT_STOPPING[task] if rule is None else replace(DEFAULT_STOPPING[task], rule=rule)
+    return config if patience is None else replace(config, patience=patience)
+
+
 def network_for(task: str, preset: str = DEFAULT_PRESET) -> SkipNetConfig:
     """The network a preset uses for a task."""
     if preset not in NETWORK_PRESETS:
@@ -55,12 +67,16 @@ def settings_for(
     factor: int | None = None,
     channels: int | None = None,
     network: SkipNetConfig | None = None,
+    stopping: str | StoppingConfig | None = None,
+    patience: int | None = None,
     **fit_overrides,
 ) -> tuple[SkipNetConfig, FitConfig]:
     """Network and fit configuration for a task and preset, with the caller's overrides.
 
     ``channels`` narrows or widens the preset's network; ``network`` replaces it;
-    ``fit_overrides`` are :class:`FitConfig` fields (``None`` values are ignored).
+    ``stopping`` is a rule name (``"wmv"``, ``"validation"``, ``"none"``) or a
+    :class:`StoppingConfig`, ``patience`` overrides its patience; ``fit_overrides`` are
+    :class:`FitConfig` fields (``None`` values are ignored).
 
     >>> net, fit = settings_for("super-resolve", "fast", factor=8, iterations=10)
     >>> fit.iterations, fit.reg_noise_std, net.channels_down[0]
@@ -75,4 +91,5 @@ def settings_for(
     if unknown:
         raise InputError(f"unknown fit setting(s): {', '.join(sorted(unknown))}")
     values = {**schedule(task, factor), **{k: v for k, v in fit_overrides.items() if v is not None}}
+    values["stopping"] = stopping_for(task, stopping, patience)
     return net, replace(FitConfig(), **values)

@@ -20,6 +20,7 @@ from .fit import Fitter, Snapshot
 from .forward import Identity, KnownPixels, LanczosDownsampler
 from .networks import SkipNetConfig
 from .presets import DEFAULT_PRESET, TASKS, settings_for
+from .stopping import StoppingConfig
 
 
 def iter_restore(
@@ -41,6 +42,8 @@ def iter_restore(
     device: str = "auto",
     precision: str | None = None,
     backtrack: bool | None = None,
+    stopping: str | StoppingConfig | None = None,
+    patience: int | None = None,
 ) -> Iterator[Snapshot]:
     """Restore ``image`` step by step, yielding snapshots as the fit proceeds.
 
@@ -74,11 +77,17 @@ def iter_restore(
         seed give the same result. ``None`` draws one (recorded in the final snapshot).
     device : str
         ``auto`` (CUDA, then Apple MPS, then CPU), or ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
+    stopping : {None, "wmv", "validation", "none"} or StoppingConfig
+        Automatic stopping, on by default (``None``: the task's default rule). ``"none"``
+        runs every iteration of the budget. See :mod:`napari_dip.stopping`.
+    patience : int, optional
+        Iterations without improvement before the stopping rule ends the fit.
 
     Yields
     ------
     Snapshot
-        The last one has ``done=True``, its ``stop_reason`` and the ``settings`` used.
+        The last one has ``done=True``, its ``stop_reason`` and the ``settings`` used; with
+        automatic stopping its arrays come from ``best_iteration``.
 
     Examples
     --------
@@ -114,6 +123,8 @@ def iter_restore(
         factor=factor,
         channels=channels,
         network=network,
+        stopping=stopping,
+        patience=patience,
         iterations=iterations,
         learning_rate=learning_rate,
         reg_noise_std=reg_noise_std,

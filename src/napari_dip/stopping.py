@@ -1,0 +1,149 @@
+"""Deciding when to stop a fit without ground truth.
+
+DIP first reproduces the image's structure and later its noise, so the quality of its
+output rises, peaks and decays. A stopping rule watches the fit, keeps the result from the
+best iteration it has seen and says when to stop:
+
+* :class:`WindowedVariance` (ES-WMV, Wang et al., "Early Stopping for Deep Image Prior"):
+  the variance of the last ``window`` outputs, averaged over pixels, falls while the network
+  converges on the image and rises again once it chases noise. Its minimum marks the peak.
+* :class:`HeldOutPixels`: a random fraction of the observed pixels is left out of the loss;
+  the error of the averaged output on them against the observation is an unbiased estimate
+  of its error against the truth plus the noise variance, so it rises exactly when quality
+  falls.
+
+Rules are updated every iteration entirely on the device (no host copy) and asked whether
+to stop only at the fit loop's periodic checks, where the loop synchronises anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import InputError
+
+RULES = ("wmv", "validation", "none")
+
+
+@dataclass(frozen=True)
+class StoppingConfig:
+    """Which rule to use and its settings; ``rule="none"`` runs the whole budget."""
+
+    rule: str = "wmv"
+    #: Iterations without a new best before the fit stops.
+    patience: int = 1000
+    #: Iterations before which no best is recorded (early outputs are flat or erratic).
+    warmup: int = 200
+    #: ES-WMV: number of recent outputs whose variance is measured.
+    window: int = 100
+    #: ES-WMV: at most this many values per output enter the variance (a fixed random
+    #: subset of pixels for large images keeps memory and time small).
+    max_samples: int = 16384
+    #: Held-out validation: fraction of observed pixels left out of the loss.
+    holdout_fraction: float = 0.05
+    #: Held-out validation: weight of the exponential smoothing of the validation error.
+    smoothing: float = 0.9
+
+    def __post_init__(self):
+        if self.rule not in RULES:
+            raise InputError(f"stopping rule must be one of {RULES}, got {self.rule!r}")
+        if self.patience < 1 or self.window < 2 or self.warmup < 0 or self.max_samples < 1:
+            raise InputError("patience and max_samples must be >= 1, window >= 2 and warmup >= 0")
+        if not 0 < self.holdout_fraction < 0.5:
+            raise InputError(f"holdout_fraction must be in (0, 0.5), got {self.holdout_fraction}")
+        if not 0 <= self.smoothing < 1:
+            raise InputError(f"smoothing must be in [0, 1), got {self.smoothing}")
+
+
+class _BestTracker:
+    """Keeps, on the device, the smallest score seen and the average from that iteration."""
+
+    def __init__(self, config: StoppingConfig, device: torch.device):
+        self.config = config
+        self.best_score = torch.full((), float("inf"), device=device)
+        self.best_step = torch.zeros((), dtype=torch.long, device=device)
+        self.step = torch.zeros((), dtype=torch.long, device=device)
+        self.best_average: torch.Tensor | None = None
+        self.best_output: torch.Tensor | None = None
+
+    def _record(self, score: torch.Tensor, iteration: int, output: torch.Tensor, average: torch.Tensor) -> None:
+        if self.best_average is None:
+            self.best_average = average.clone()
+            self.best_output = output.clone()
+        if iteration < self.config.warmup:
+            return
+        better = score < self.best_score  # a NaN score is never better
+        self.best_score = torch.where(better, score, self.best_score)
+        self.best_step = torch.where(better, self.step, self.best_step)
+        self.best_average.copy_(torch.where(better, average, self.best_average))
+        self.best_output.copy_(torch.where(better, output, self.best_output))
+
+    def best_iteration(self) -> int | None:
+        """Iteration of the best score so far (host sync), or ``None`` before any."""
+        if not torch.isfinite(self.best_score):
+            return None
+        return int(self.best_step)
+
+    def should_stop(self, iteration: int) -> bool:
+        best = self.best_iteration()
+        return best is not None and iteration - best >= self.config.patience
+
+
+class WindowedVariance(_BestTracker):
+    """ES-WMV: mean per-pixel variance of the last ``window`` outputs."""
+
+    name = "wmv"
+
+    def __init__(self, config: StoppingConfig, image_shape: tuple[int, ...], device: torch.device, seed: int):
+        super().__init__(config, device)
+        numel = 1
+        for size in image_shape:
+            numel *= size
+        if numel > config.max_samples:
+            generator = torch.Generator().manual_seed(seed + 2)
+            self.indices = torch.randperm(numel, generator=generator)[: config.max_samples].to(device)
+        else:
+            self.indices = None
+        samples = numel if self.indices is None else config.max_samples
+        self.buffer = torch.zeros((config.window, samples), device=device)
+
+    def update(self, iteration: int, output: torch.Tensor, average: torch.Tensor) -> None:
+        self.step.add_(1)
+        flat = output.reshape(-1)
+        sample = flat if self.indices is None else flat.index_select(0, self.indices)
+        self.buffer[(iteration - 1) % self.config.window].copy_(sample)
+        if iteration < self.config.window:
+            return
+        variance = self.buffer.var(dim=0, unbiased=False).mean()
+        self._record(variance, iteration, output, average)
+
+
+class HeldOutPixels(_BestTracker):
+    """Validation error of the averaged output on observed pixels left out of the loss."""
+
+    name = "validation"
+
+    def __init__(self, config: StoppingConfig, observation: torch.Tensor, weight: torch.Tensor | None, seed: int):
+        super().__init__(config, observation.device)
+        generator = torch.Generator().manual_seed(seed + 3)
+        draw = torch.rand(observation.shape[-2:], generator=generator).to(observation.device)
+        held = (draw < config.holdout_fraction).to(observation.dtype).expand_as(observation)
+        observed = torch.ones_like(observation) if weight is None else weight.expand_as(observation)
+        self.held = held * observed
+        if float(self.held.sum()) == 0:
+            raise InputError("too few observed pixels to hold some out for validation; use the 'wmv' rule")
+        #: Multiplies the loss: 1 on pixels the fit may use, 0 on held-out ones.
+        self.train_weight = observed - self.held
+        self.held_count = self.held.sum()
+        self.observation = observation
+        self.smoothed = torch.zeros((), device=observation.device)
+
+    def update(self, iteration: int, output: torch.Tensor, average: torch.Tensor, predicted: torch.Tensor) -> None:
+        """``predicted`` is the forward model applied to ``average``."""
+        self.step.add_(1)
+        error = ((predicted - self.observation) ** 2 * self.held).sum() / self.held_count
+        weight = self.config.smoothing if iteration > 1 else 0.0
+        self.smoothed.mul_(weight).add_(error, alpha=1.0 - weight)
+        self._record(self.smoothed.clone(), iteration, output, average)

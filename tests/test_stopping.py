@@ -1,0 +1,156 @@
+"""Stopping rules on synthetic sequences whose best iteration is known, and in a real fit."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from napari_dip import iter_restore
+from napari_dip.errors import InputError
+from napari_dip.fit import FitConfig, Fitter
+from napari_dip.forward import Identity, KnownPixels
+from napari_dip.presets import settings_for
+from napari_dip.stopping import HeldOutPixels, StoppingConfig, WindowedVariance
+from tiny import TINY, TINY_NET, smooth_image
+
+CPU = torch.device("cpu")
+
+
+def converge_then_drift(clean, iteration, turn, rng):
+    """Outputs that approach ``clean`` with shrinking jitter until ``turn``, then wander off
+    with growing jitter: the variance of a window is smallest for windows around ``turn``."""
+    if iteration <= turn:
+        scale = 0.2 * (1 - iteration / turn) + 0.005
+    else:
+        scale = 0.005 + 0.02 * (iteration - turn) / 10
+    return clean + scale * torch.as_tensor(rng.standard_normal(clean.shape), dtype=torch.float32)
+
+
+def test_windowed_variance_finds_the_turn_and_stops_after_patience():
+    rng = np.random.default_rng(0)
+    clean = torch.rand(1, 1, 24, 24)
+    config = StoppingConfig(window=10, patience=30, warmup=5)
+    rule = WindowedVariance(config, (1, 24, 24), CPU, seed=0)
+    turn = 60
+    stopped_at = None
+    for iteration in range(1, 200):
+        output = converge_then_drift(clean, iteration, turn, rng)
+        rule.update(iteration, output, output)
+        if rule.should_stop(iteration):
+            stopped_at = iteration
+            break
+    best = rule.best_iteration()
+    # a window ending at iteration t covers t-9..t: the quietest one straddles the turn
+    assert turn <= best <= turn + config.window
+    assert stopped_at == best + 30
+    # the result kept is the output of the best iteration, not the last one
+    last_error = torch.mean((output - clean) ** 2)
+    assert torch.mean((rule.best_average - clean) ** 2) < 0.1 * last_error
+
+
+def test_windowed_variance_warmup_ignores_flat_early_outputs():
+    config = StoppingConfig(window=5, patience=10, warmup=50)
+    rule = WindowedVariance(config, (1, 8, 8), CPU, seed=0)
+    flat = torch.zeros(1, 1, 8, 8)
+    for iteration in range(1, 40):  # perfectly flat: zero variance, but inside the warm-up
+        rule.update(iteration, flat, flat)
+        assert not rule.should_stop(iteration)
+    assert rule.best_iteration() is None
+
+
+def test_windowed_variance_samples_large_images():
+    config = StoppingConfig(window=4, max_samples=100)
+    rule = WindowedVariance(config, (3, 64, 64), CPU, seed=0)
+    assert rule.buffer.shape == (4, 100)
+    assert rule.indices.unique().numel() == 100
+
+
+def test_held_out_validation_error_is_smallest_at_the_clean_image():
+    # Observation = clean + noise. Averages move from a blank image to the clean one and on
+    # towards the noisy observation on the pixels the fit sees (overfitting); the held-out
+    # pixels are never seen. Held-out error is smallest at the clean image.
+    rng = np.random.default_rng(1)
+    clean = torch.as_tensor(smooth_image(48))[None, None]
+    noisy = clean + 0.1 * torch.as_tensor(rng.standard_normal(clean.shape), dtype=torch.float32)
+    config = StoppingConfig(rule="validation", patience=20, warmup=0, smoothing=0.0, holdout_fraction=0.2)
+    rule = HeldOutPixels(config, noisy, None, seed=0)
+    assert 0.15 < float(rule.held.mean()) < 0.25
+    assert torch.equal(rule.train_weight + rule.held, torch.ones_like(noisy))
+    seen = rule.train_weight
+    path = [clean * t / 40 for t in range(41)] + [clean + (noisy - clean) * seen * t / 40 for t in range(1, 41)]
+    stopped_at = None
+    for iteration, average in enumerate(path, start=1):
+        rule.update(iteration, average, average, average)
+        if rule.should_stop(iteration):
+            stopped_at = iteration
+            break
+    assert rule.best_iteration() in (40, 41, 42)
+    assert stopped_at == rule.best_iteration() + 20
+
+
+def test_held_out_pixels_come_only_from_observed_pixels():
+    known = torch.zeros(1, 1, 32, 32)
+    known[..., :16] = 1
+    rule = HeldOutPixels(StoppingConfig(rule="validation", holdout_fraction=0.3), torch.rand(1, 1, 32, 32), known, 0)
+    assert float(rule.held[..., 16:].sum()) == 0 and float(rule.held[..., :16].sum()) > 0
+    assert float(rule.train_weight[..., 16:].sum()) == 0
+
+
+def test_validation_fit_leaves_held_out_pixels_out_of_the_loss():
+    image = np.moveaxis(smooth_image(32, channels=1), -1, 0)
+    config = FitConfig(iterations=5, device="cpu", stopping=StoppingConfig(rule="validation", holdout_fraction=0.2))
+    fitter = Fitter(image, Identity(), TINY_NET, config)
+    corrupted = image.copy()
+    held = fitter.stopper.held[0].numpy() > 0
+    corrupted[held] = 50.0  # garbage on held-out pixels must not change the fit
+    other = Fitter(corrupted, Identity(), TINY_NET, config)
+    a = list(fitter.run(5))[-1]
+    b = list(other.run(5))[-1]
+    np.testing.assert_allclose(a.output, b.output, atol=1e-6)
+
+
+@pytest.mark.parametrize("rule", ["wmv", "validation"])
+def test_fit_stops_by_itself_and_returns_the_best_iteration(rule):
+    image = np.moveaxis(smooth_image(32, channels=1), -1, 0)
+    noisy = np.clip(image + np.random.default_rng(0).normal(0, 0.15, image.shape), 0, 1).astype(np.float32)
+    stopping = StoppingConfig(rule=rule, window=10, patience=40, warmup=20)
+    config = FitConfig(iterations=3000, device="cpu", learning_rate=0.05, check_every=10, stopping=stopping)
+    fitter = Fitter(noisy, Identity(), TINY_NET, config)
+    snaps = list(fitter.run(snapshot_every=50))
+    final = snaps[-1]
+    assert final.done and final.stop_reason == rule
+    assert final.iteration < 3000
+    assert final.best_iteration is not None and final.iteration - final.best_iteration >= 40
+    np.testing.assert_array_equal(final.average, fitter.stopper.best_average[0].numpy())
+
+
+def test_stopping_can_be_turned_off_and_the_budget_runs_out():
+    image = smooth_image(32)
+    final = list(iter_restore("denoise", image, iterations=30, stopping="none", snapshot_every=None, **TINY))[-1]
+    assert final.stop_reason == "budget" and final.iteration == 30 and final.best_iteration is None
+    assert final.settings["fit"]["stopping"]["rule"] == "none"
+
+
+def test_defaults_and_overrides_through_the_presets():
+    _, fit = settings_for("denoise")
+    assert fit.stopping.rule != "none"
+    _, fit = settings_for("inpaint", stopping="validation", patience=77)
+    assert fit.stopping.rule == "validation" and fit.stopping.patience == 77
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"rule": "psnr"}, {"window": 1}, {"holdout_fraction": 0.7}, {"patience": 0}],
+)
+def test_bad_stopping_settings_are_explained(options):
+    with pytest.raises(InputError):
+        StoppingConfig(**options)
+
+
+def test_inpainting_validation_needs_observed_pixels_to_hold_out():
+    known = np.zeros((1, 32, 32), np.float32)
+    known[0, 0, 0] = 1  # one observed pixel: nothing sensible to hold out
+    config = FitConfig(iterations=2, device="cpu", stopping=StoppingConfig(rule="validation", holdout_fraction=0.01))
+    with pytest.raises(InputError, match="hold some out"):
+        Fitter(np.zeros((1, 32, 32), np.float32), KnownPixels(known), TINY_NET, replace(config, seed=5))
