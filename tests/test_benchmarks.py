@@ -1,0 +1,190 @@
+"""Smoke tests of benchmarks/quality.py: its metrics, degradations and one tiny end-to-end run.
+
+The benchmark is a script, not part of the package; it is imported from its file path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
+
+
+@pytest.fixture(scope="module")
+def quality():
+    spec = importlib.util.spec_from_file_location("napari_dip_quality_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclass/pickle-free, but keeps tracebacks readable
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_y_channel_is_bt601_studio_range(quality):
+    white = np.ones((8, 8, 3))
+    black = np.zeros((8, 8, 3))
+    assert np.allclose(quality.y_channel(white), 235 / 255)
+    assert np.allclose(quality.y_channel(black), 16 / 255)
+    # Pure green weighs 128.553 / 255 of the range above the offset.
+    green = np.zeros((2, 2, 3))
+    green[..., 1] = 1.0
+    assert np.allclose(quality.y_channel(green), (16 + 128.553) / 255)
+    # A grey image is taken as R = G = B.
+    grey = np.full((4, 4), 0.5)
+    assert np.allclose(quality.y_channel(grey), quality.y_channel(np.stack([grey] * 3, -1)))
+
+
+def test_y_psnr_known_value_and_shaved_border(quality):
+    reference = np.full((32, 32, 3), 0.4)
+    shifted = reference + 0.1  # Y moves by 219 * 0.1 / 255 everywhere
+    expected = -20 * math.log10(219 * 0.1 / 255)
+    assert quality.metrics_y(reference, shifted)["psnr"] == pytest.approx(expected, abs=1e-6)
+
+    # Differences only within the 4 px border do not count; one pixel inside does.
+    border_only = reference.copy()
+    border_only[:4] = 1.0
+    border_only[:, -4:] = 0.0
+    assert quality.metrics_y(reference, border_only)["psnr"] == math.inf
+    inside = reference.copy()
+    inside[4, 4] = 1.0
+    assert math.isfinite(quality.metrics_y(reference, inside)["psnr"])
+
+
+def test_psnr_matches_definition(quality):
+    a = np.zeros((10, 10))
+    b = np.full((10, 10), 0.1)
+    assert quality.psnr(a, b) == pytest.approx(20.0)
+    assert quality.ssim(a + 0.5, a + 0.5) == pytest.approx(1.0)
+
+
+def test_random_mask_is_exact_and_seeded(quality):
+    rng = quality.image_seed(0, "Heide11", "house", "random50")
+    holes = quality.random_mask((31, 17), 0.5, rng)
+    assert holes.dtype == bool and holes.shape == (31, 17)
+    assert holes.sum() == round(0.5 * 31 * 17)
+    again = quality.random_mask((31, 17), 0.5, quality.image_seed(0, "Heide11", "house", "random50"))
+    other = quality.random_mask((31, 17), 0.5, quality.image_seed(0, "Heide11", "boat", "random50"))
+    assert np.array_equal(holes, again)
+    assert not np.array_equal(holes, other)
+
+
+def test_noise_is_clipped_seeded_and_has_sigma(quality):
+    clean = np.full((200, 200), 0.5)
+    noisy = quality.add_gaussian_noise(clean, 25 / 255, quality.image_seed(0, "x"))
+    assert noisy.dtype == np.float32
+    assert np.std(noisy) == pytest.approx(25 / 255, rel=0.03)
+    assert np.array_equal(noisy, quality.add_gaussian_noise(clean, 25 / 255, quality.image_seed(0, "x")))
+    edge = quality.add_gaussian_noise(np.ones((50, 50)), 50 / 255, quality.image_seed(0, "y"))
+    assert edge.max() == 1.0 and edge.min() >= 0.0
+
+
+def test_crops_and_lr(quality):
+    image = np.arange(10 * 13 * 3, dtype=np.uint8).reshape(10, 13, 3)
+    assert quality.centre_crop(image, 6).shape == (6, 6, 3)
+    assert quality.centre_crop(image, 12).shape == (10, 12, 3)
+    assert quality.centre_crop(image, None) is image
+    hr = quality.crop_to_multiple(image, 4)
+    assert hr.shape == (8, 12, 3)
+    assert np.array_equal(hr, image[1:9, 0:12])
+    assert quality.make_lr(hr, 4).shape == (2, 3, 3)
+    with pytest.raises(ValueError):
+        quality.make_lr(image, 4)
+
+
+def test_image_names(quality):
+    assert quality._denoise_name("image_F16_512rgb") == "F16"
+    assert quality._denoise_name("image_Baboon512rgb") == "Baboon"
+    assert quality._denoise_name("kodim01") == "kodim01"
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    """A data folder with the benchmark's layout and one or two small synthetic images per set."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:72, 0:72]
+    smooth = (127 + 100 * np.sin(x / 7.0) * np.cos(y / 9.0)).astype(np.uint8)
+    colour = np.stack([smooth, smooth[::-1], smooth[:, ::-1]], axis=-1)
+    root = tmp_path / "data"
+    _save(root / "denoise/CSet9/image_F16_512rgb.png", colour)
+    _save(root / "denoise/CSet9/kodim01.png", colour[::-1])  # second image: --images 1 must skip it
+    _save(root / "denoise/Set12/01.png", smooth)
+    _save(root / "sr/Set5/baby_GT.png", colour)
+    _save(root / "sr/Set14/baboon_GT.png", colour[:, ::-1])
+    grey = smooth.copy()
+    grey[30:36, 30:36] = 0  # genuinely black pixels: the published-mask protocol counts them as holes
+    holes = rng.random(grey.shape) < 0.5
+    _save(root / "inpaint/Heide11/house_GT.png", grey)
+    _save(root / "inpaint/Heide11/house_masked.png", np.where(holes, 0, grey).astype(np.uint8))
+    return root
+
+
+def test_end_to_end_tiny_run(quality, tiny_data, tmp_path, capsys):
+    out = tmp_path / "results.json"
+    common = ["--data", str(tiny_data), "--iterations", "4", "--snapshot-every", "2", "--crop", "32",
+              "--images", "1", "--preset", "fast", "--device", "cpu", "--threads", "1"]
+    assert quality.main([*common, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+
+    document = json.loads(out.read_text())
+    records = document["records"]
+    groups = {(r["task"], r["set"], r["setting"]) for r in records}
+    assert groups == {
+        ("denoise", "CSet9", "sigma25"), ("denoise", "CSet9", "sigma50"),
+        ("denoise", "Set12", "sigma25"), ("denoise", "Set12", "sigma50"),
+        ("super-resolve", "Set5", "x4"), ("super-resolve", "Set14", "x4"),
+        ("inpaint", "Heide11", "random50"), ("inpaint", "Heide11", "published-masks"),
+    }
+    assert len(records) == 8  # --images 1
+    for record in records:
+        methods = record["methods"]
+        assert {"dip_final", "dip_oracle", "dip_last_output"} <= set(methods)
+        assert methods["dip_final"]["iteration"] == 4
+        assert methods["dip_oracle"]["iteration"] in (2, 4)
+        assert methods["dip_oracle"]["psnr"] >= methods["dip_final"]["psnr"]
+        assert [p["iteration"] for p in record["dip"]["curve"]] == [2, 4]
+        assert record["dip"]["settings"]["fit"]["iterations"] == 4
+        if record["task"] == "denoise":
+            assert record["shape"][:2] == [32, 32]
+            assert {"input", "nlm", "tv"} <= set(methods)
+            assert record["noisy_input"] == "uint8" and record["input_range_exact"]
+            # Both baselines beat the noisy input on a smooth image.
+            assert methods["nlm"]["psnr"] > methods["input"]["psnr"]
+            assert methods["tv"]["psnr"] > methods["input"]["psnr"]
+        elif record["task"] == "super-resolve":
+            assert record["shape"] == [64, 64, 3]  # crop grown to 16 x factor for the engine
+            assert record["lr_shape"] == [16, 16, 3]
+            assert methods["bicubic"]["psnr"] > 20 and methods["lanczos"]["psnr"] > 20
+        else:
+            assert methods["biharmonic"]["psnr"] > methods["input"]["psnr"]
+            if record["setting"] == "published-masks":
+                assert record["ground_truth_zeros_in_holes"] == 36  # the black 6x6 square, inside the crop
+            else:
+                assert record["missing_fraction"] == 0.5
+
+    summaries = {(s["task"], s["set"], s["setting"]): s for s in document["summaries"]}
+    assert summaries[("super-resolve", "Set5", "x4")]["rows"]["bicubic"]["published"].startswith("28.43")
+    assert "### denoise / CSet9 / sigma25" in printed
+    if importlib.util.find_spec("bm3d") is None:
+        assert "BM3D skipped" in printed
+    assert "31.49" in printed  # the published per-image DIP number for Set5 baby
+
+    # The same run as CSV: one row per image and method.
+    csv_out = tmp_path / "results.csv"
+    assert quality.main([*common, "--tasks", "inpaint", "--masks", "random", "--out", str(csv_out)]) == 0
+    lines = csv_out.read_text().splitlines()
+    assert lines[0].startswith("task,set,setting,image,method,psnr")
+    assert any(",dip_oracle," in line for line in lines)
+    assert len(lines) == 1 + 5  # input, biharmonic, dip_final, dip_oracle, dip_last_output
