@@ -8,6 +8,7 @@ from napari_dip.errors import InputError
 from napari_dip.fit import FitConfig, Fitter, estimate_memory_bytes, fit
 from napari_dip.forward import Identity, KnownPixels, LanczosDownsampler
 from napari_dip.networks import PAPER
+from napari_dip.stopping import StoppingConfig
 from tiny import TINY_NET, smooth_image
 
 CPU = FitConfig(iterations=40, device="cpu", learning_rate=0.01)
@@ -192,3 +193,16 @@ def test_memory_estimate_grows_with_pixels_and_channels():
     small = estimate_memory_bytes(PAPER, 1, 256, 256)
     assert estimate_memory_bytes(PAPER, 1, 512, 512) > 3 * small
     assert estimate_memory_bytes(PAPER.with_width(48), 1, 256, 256) < small
+
+
+def test_several_runs_average_independent_fits():
+    # Without input jitter, run k of a batched fit follows the single fit with seed + k
+    # (Adam's steps do not depend on the 1/runs scale of the loss, up to its epsilon).
+    config = replace(CPU, iterations=20, reg_noise_std=0.0, backtrack=False,
+                     stopping=StoppingConfig(rule="none"))
+    single = [list(fit(observation(), Identity(), TINY_NET, replace(config, seed=s), 20))[-1] for s in (5, 6)]
+    both = list(fit(observation(), Identity(), TINY_NET, replace(config, seed=5, runs=2), 20))[-1]
+    expected = (single[0].average + single[1].average) / 2
+    np.testing.assert_allclose(both.average, expected, atol=2e-3)
+    assert not np.allclose(single[0].average, single[1].average, atol=2e-3)
+    assert both.settings["fit"]["runs"] == 2

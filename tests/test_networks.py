@@ -63,3 +63,17 @@ def test_configurable_variants_run(options):
 def test_invalid_configurations_are_explained(options, message):
     with pytest.raises(InputError, match=message):
         SkipNetConfig(**{**TINY_NET.to_dict(), **options})
+
+
+def test_replicas_side_by_side_are_the_independent_networks():
+    nets = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        nets.append(SkipNet(TINY_NET, 2))
+    combined = SkipNet.side_by_side(nets)
+    assert count_parameters(combined) == 3 * count_parameters(nets[0])
+    inputs = [torch.rand(1, TINY_NET.input_channels, 32, 32) for _ in nets]
+    with torch.no_grad():
+        together = combined(torch.cat(inputs, dim=1))
+        for k, (net, z) in enumerate(zip(nets, inputs)):
+            torch.testing.assert_close(together[:, 2 * k : 2 * k + 2], net(z), atol=1e-5, rtol=1e-4)

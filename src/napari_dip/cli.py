@@ -36,6 +36,7 @@ def _add_fit_options(parser: argparse.ArgumentParser) -> None:
                         help="automatic stopping rule; none runs the whole budget (default: the task's rule)")
     parser.add_argument("--patience", type=int,
                         help="iterations without improvement before stopping (default: the rule's)")
+    parser.add_argument("--runs", type=int, help="average this many independent fits, run side by side (default: 1)")
     parser.add_argument("--channel-axis", type=int, choices=(0, -1),
                         help="axis of the channels of a 3D image (default: guess)")
     parser.add_argument("--progress-every", type=int, default=10, metavar="N",
@@ -117,6 +118,7 @@ def _run_task(args) -> int:
         device=args.device,
         precision=args.precision,
         stopping=args.stop,
+        runs=args.runs,
         patience=args.patience,
         **options,
     )

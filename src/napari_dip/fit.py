@@ -54,6 +54,9 @@ class FitConfig:
     check_every: int = 25
     #: ``None`` draws a fresh seed; the one used is reported in :attr:`Fitter.seed`.
     seed: int | None = 0
+    #: Independent fits (seeds ``seed``, ``seed + 1``, ...) whose results are averaged; they
+    #: run side by side in one batched pass of a grouped network.
+    runs: int = 1
     device: str = "auto"
     #: ``float32``, or mixed precision with ``bfloat16``/``float16`` for the network.
     precision: str = "float32"
@@ -76,6 +79,8 @@ class FitConfig:
             raise InputError(f"backtrack_ratio must be > 1, got {self.backtrack_ratio}")
         if self.check_every < 1:
             raise InputError(f"check_every must be at least 1, got {self.check_every}")
+        if self.runs < 1:
+            raise InputError(f"runs must be at least 1, got {self.runs}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
@@ -172,11 +177,17 @@ class Fitter:
 
         # The weights and the input are drawn on the CPU from the seed, so a seed means
         # the same start on every device; the global RNG of the caller is left alone.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            net = SkipNet(cfg, channels)
-        noise = torch.Generator().manual_seed(self.seed)
-        z = torch.rand((1, cfg.input_channels, *self.padded_size), generator=noise) * cfg.input_scale
+        # Run k of several uses seed + k, exactly as a single fit with that seed would.
+        self.runs = self.config.runs
+        nets, inputs = [], []
+        for run in range(self.runs):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed + run)
+                nets.append(SkipNet(cfg, channels))
+            noise = torch.Generator().manual_seed(self.seed + run)
+            inputs.append(torch.rand((1, cfg.input_channels, *self.padded_size), generator=noise) * cfg.input_scale)
+        net = nets[0] if self.runs == 1 else SkipNet.side_by_side(nets)
+        z = torch.cat(inputs, dim=1)
 
         memory_format = torch.channels_last if self.config.channels_last else torch.contiguous_format
         try:
@@ -191,7 +202,7 @@ class Fitter:
         weight = self.stopper.train_weight if isinstance(self.stopper, HeldOutPixels) else None
         #: Multiplies the squared error: held-out pixels are left out of the loss.
         self.loss_weight = weight
-        self.loss_norm = None if weight is None else weight.expand_as(self.observation).sum()
+        self.loss_norm = None if weight is None else weight.expand_as(self.observation).sum() * self.runs
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.config.learning_rate)
         if self.device.type == "cuda":
             # One image size for thousands of steps: let cuDNN pick its fastest kernels once.
@@ -227,12 +238,11 @@ class Fitter:
 
         jitter = torch.empty_like(self.input)
         losses = torch.zeros(check_every, device=self.device)
-        average = None
-        output = None
+        run_averages = average = output = None
         pending = 0  # iterations since the last check
         last_loss = math.nan
         backtracks = consecutive_backtracks = 0
-        checkpoint = self._save(average, output, last_loss)
+        checkpoint = self._save(run_averages, output, last_loss)
         start = time.perf_counter()
 
         try:
@@ -243,11 +253,13 @@ class Fitter:
                     net_input = torch.add(self.input, jitter, alpha=cfg.reg_noise_std)
                 with torch.autocast(device_type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
                     full = self.network(net_input)
-                output = full[:, :, rows, cols].float()
+                # (1, runs * C, H, W) -> (runs, C, H, W): the runs become a batch.
+                outputs = full.view(self.runs, -1, *full.shape[-2:])[:, :, rows, cols].float()
+                predicted = self.forward_model(outputs)
                 if self.loss_weight is None:
-                    loss = F.mse_loss(self.forward_model(output), self.observation)
+                    loss = F.mse_loss(predicted, self.observation.expand_as(predicted))
                 else:
-                    residual = self.forward_model(output) - self.observation
+                    residual = predicted - self.observation
                     loss = (residual.square() * self.loss_weight).sum() / self.loss_norm
 
                 self.optimizer.zero_grad(set_to_none=True)
@@ -259,11 +271,13 @@ class Fitter:
                     loss.backward()
                     self.optimizer.step()
 
-                output = output.detach()
-                if average is None:
-                    average = output.clone()
+                outputs = outputs.detach()
+                if run_averages is None:
+                    run_averages = outputs.clone()
                 else:
-                    average.mul_(cfg.average_weight).add_(output, alpha=1.0 - cfg.average_weight)
+                    run_averages.mul_(cfg.average_weight).add_(outputs, alpha=1.0 - cfg.average_weight)
+                output = outputs if self.runs == 1 else outputs.mean(dim=0, keepdim=True)
+                average = run_averages if self.runs == 1 else run_averages.mean(dim=0, keepdim=True)
                 losses[pending] = loss.detach()
                 pending += 1
                 if isinstance(self.stopper, WindowedVariance):
@@ -277,7 +291,8 @@ class Fitter:
                     recent = losses[:pending].cpu().numpy()
                     pending = 0
                     if cfg.backtrack and self._jumped(recent, last_loss):
-                        average, output, last_loss = self._restore(checkpoint)
+                        run_averages, output, last_loss = self._restore(checkpoint)
+                        average = run_averages if self.runs == 1 else run_averages.mean(dim=0, keepdim=True)
                         backtracks += 1
                         consecutive_backtracks += 1
                         if consecutive_backtracks > MAX_CONSECUTIVE_BACKTRACKS:
@@ -292,7 +307,7 @@ class Fitter:
                     else:
                         last_loss = float(recent[-1])
                         consecutive_backtracks = 0
-                        checkpoint = self._save(average, output, last_loss)
+                        checkpoint = self._save(run_averages, output, last_loss)
                     if stop_reason is None and self.stopper is not None and self.stopper.should_stop(iteration):
                         stop_reason = self.stopper.name
 
@@ -355,13 +370,13 @@ class Fitter:
         return average, output, checkpoint["loss"]
 
     def _check_memory(self, channels: int, height: int, width: int) -> None:
-        needed = estimate_memory_bytes(self.network_config, channels, height, width)
+        needed = estimate_memory_bytes(self.network_config, channels, height, width) * self.config.runs
         free = free_memory_bytes(self.device)
         if free is not None and needed > free:
             raise self._memory_error(channels, height, width, needed=needed, free=free)
 
     def _memory_error(self, channels, height, width, needed=None, free=None) -> DeviceMemoryError:
-        needed = needed or estimate_memory_bytes(self.network_config, channels, height, width)
+        needed = needed or estimate_memory_bytes(self.network_config, channels, height, width) * self.config.runs
         have = f" and {free / 2**30:.1f} GiB are free" if free else ""
         return DeviceMemoryError(
             f"a {height}x{width} image with this network needs about {needed / 2**30:.1f} GiB on "

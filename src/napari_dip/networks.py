@@ -116,41 +116,57 @@ def _norm(name: str, channels: int) -> nn.Module:
     return nn.BatchNorm2d(channels) if name == "batch" else nn.Identity()
 
 
-def _conv(cfg: SkipNetConfig, cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Conv2d:
+def _conv(cfg: SkipNetConfig, cin: int, cout: int, kernel: int, stride: int = 1, replicas: int = 1) -> nn.Conv2d:
+    # Replicas are independent networks side by side: grouped convolutions never mix them.
     return nn.Conv2d(
-        cin,
-        cout,
+        cin * replicas,
+        cout * replicas,
         kernel,
         stride=stride,
         padding=kernel // 2,
         padding_mode="zeros" if cfg.padding == "zeros" else cfg.padding,
         bias=True,
+        groups=replicas,
     )
 
 
-def _conv_block(cfg: SkipNetConfig, cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(_conv(cfg, cin, cout, kernel, stride), _norm(cfg.normalization, cout), _activation(cfg.activation))
+def _conv_block(cfg: SkipNetConfig, cin: int, cout: int, kernel: int, stride: int = 1, replicas: int = 1):
+    return nn.Sequential(
+        _conv(cfg, cin, cout, kernel, stride, replicas),
+        _norm(cfg.normalization, cout * replicas),
+        _activation(cfg.activation),
+    )
+
+
+def _concat_per_replica(a: torch.Tensor, b: torch.Tensor, replicas: int) -> torch.Tensor:
+    """Concatenate channels so that each replica's channels stay together: [a_k, b_k] per k."""
+    if replicas == 1:
+        return torch.cat([a, b], dim=1)
+    n, _, h, w = a.shape
+    joined = torch.cat([a.view(n, replicas, -1, h, w), b.view(n, replicas, -1, h, w)], dim=2)
+    return joined.view(n, -1, h, w)
 
 
 class _Scale(nn.Module):
     """One scale of the U-shaped network; holds the next coarser scale inside it."""
 
-    def __init__(self, cfg: SkipNetConfig, index: int, in_channels: int):
+    def __init__(self, cfg: SkipNetConfig, index: int, in_channels: int, replicas: int = 1):
         super().__init__()
         down, up, skip = cfg.channels_down[index], cfg.channels_up[index], cfg.channels_skip[index]
-        self.skip = _conv_block(cfg, in_channels, skip, cfg.kernel_skip) if skip else None
+        self.replicas = replicas
+        self.skip = _conv_block(cfg, in_channels, skip, cfg.kernel_skip, 1, replicas) if skip else None
         self.down = nn.Sequential(
-            _conv_block(cfg, in_channels, down, cfg.kernel_down, stride=2),
-            _conv_block(cfg, down, down, cfg.kernel_down),
+            _conv_block(cfg, in_channels, down, cfg.kernel_down, 2, replicas),
+            _conv_block(cfg, down, down, cfg.kernel_down, 1, replicas),
         )
-        self.coarser = _Scale(cfg, index + 1, down) if index + 1 < cfg.scales else None
+        self.coarser = _Scale(cfg, index + 1, down, replicas) if index + 1 < cfg.scales else None
         from_below = cfg.channels_up[index + 1] if self.coarser is not None else down
         align = False if cfg.upsample_mode in ("bilinear", "bicubic") else None
         self.upsample = nn.Upsample(scale_factor=2, mode=cfg.upsample_mode, align_corners=align)
-        self.merge_norm = _norm(cfg.normalization, skip + from_below)
+        self.merge_norm = _norm(cfg.normalization, (skip + from_below) * replicas)
         self.fuse = nn.Sequential(
-            _conv_block(cfg, skip + from_below, up, cfg.kernel_up),
-            _conv_block(cfg, up, up, 1),
+            _conv_block(cfg, skip + from_below, up, cfg.kernel_up, 1, replicas),
+            _conv_block(cfg, up, up, 1, 1, replicas),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -159,7 +175,7 @@ class _Scale(nn.Module):
             y = self.coarser(y)
         y = self.upsample(y)
         if self.skip is not None:
-            y = torch.cat([self.skip(x), y], dim=1)
+            y = _concat_per_replica(self.skip(x), y, self.replicas)
         return self.fuse(self.merge_norm(y))
 
 
@@ -168,19 +184,41 @@ class SkipNet(nn.Module):
 
     ``H`` and ``W`` must be valid sizes for the configuration (see
     :meth:`SkipNetConfig.padded_size`); the fit loop pads the noise input accordingly.
+
+    With ``replicas=K`` the module holds K independent networks that run in one pass:
+    input channels ``[k * input_channels, (k + 1) * input_channels)`` feed replica ``k``,
+    whose output is channels ``[k * C, (k + 1) * C)``. Normalisation is per channel, so with
+    one image per batch the replicas share nothing.
     """
 
-    def __init__(self, cfg: SkipNetConfig, out_channels: int):
+    def __init__(self, cfg: SkipNetConfig, out_channels: int, replicas: int = 1):
         super().__init__()
         if out_channels < 1:
             raise InputError("the network needs at least one output channel")
+        if replicas < 1:
+            raise InputError("the number of replicas must be at least 1")
         self.config = cfg
-        self.body = _Scale(cfg, 0, cfg.input_channels)
-        self.head = nn.Conv2d(cfg.channels_up[0], out_channels, 1)
+        self.replicas = replicas
+        self.body = _Scale(cfg, 0, cfg.input_channels, replicas)
+        self.head = nn.Conv2d(cfg.channels_up[0] * replicas, out_channels * replicas, 1, groups=replicas)
         self.output = nn.Sigmoid() if cfg.output_sigmoid else nn.Identity()
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.output(self.head(self.body(z)))
+
+    @classmethod
+    def side_by_side(cls, networks: list[SkipNet]) -> SkipNet:
+        """One module running ``networks`` (same configuration) as replicas, weights copied."""
+        first = networks[0]
+        out_channels = first.head.out_channels // first.replicas
+        combined = cls(first.config, out_channels, replicas=len(networks))
+        states = [net.state_dict() for net in networks]
+        merged = {
+            key: value if value.ndim == 0 else torch.cat([state[key] for state in states], dim=0)
+            for key, value in states[0].items()
+        }
+        combined.load_state_dict(merged)
+        return combined
 
 
 def count_parameters(net: nn.Module) -> int:

@@ -44,6 +44,7 @@ def iter_restore(
     backtrack: bool | None = None,
     stopping: str | StoppingConfig | None = None,
     patience: int | None = None,
+    runs: int | None = None,
 ) -> Iterator[Snapshot]:
     """Restore ``image`` step by step, yielding snapshots as the fit proceeds.
 
@@ -82,6 +83,9 @@ def iter_restore(
         runs every iteration of the budget. See :mod:`napari_dip.stopping`.
     patience : int, optional
         Iterations without improvement before the stopping rule ends the fit.
+    runs : int, optional
+        Number of independent fits (seeds ``seed``, ``seed + 1``, ...) averaged into the
+        result; they run together in one batched pass. The paper gains about 0.6 dB from 2.
 
     Yields
     ------
@@ -132,6 +136,7 @@ def iter_restore(
         device=device,
         precision=precision,
         backtrack=backtrack,
+        runs=runs,
     )
     fit_config = replace(fit_config, seed=seed)  # None is meaningful here: draw a seed
     fitter = Fitter(observed, forward_model, net, fit_config)
@@ -141,6 +146,7 @@ def iter_restore(
         "task": task,
         "preset": preset,
         "factor": factor,
+        "noise_sigma_estimate": estimate_noise(observed),
         "input": {
             "shape": list(layout.shape),
             "dtype": str(layout.dtype),
@@ -149,6 +155,19 @@ def iter_restore(
         },
     }
     return _in_user_layout(fitter.run(every), layout, alpha, description)
+
+
+def estimate_noise(chw: np.ndarray) -> float:
+    """Standard deviation of Gaussian noise in a normalised ``(C, H, W)`` image (wavelet
+    estimate of :func:`skimage.restoration.estimate_sigma`, averaged over channels).
+
+    >>> rng = np.random.default_rng(0)
+    >>> round(estimate_noise(0.5 + rng.normal(0, 0.1, (1, 128, 128))), 2)
+    0.1
+    """
+    from skimage.restoration import estimate_sigma
+
+    return float(estimate_sigma(np.asarray(chw, np.float64), channel_axis=0, average_sigmas=True))
 
 
 def _in_user_layout(snapshots, layout, alpha, description) -> Iterator[Snapshot]:

@@ -67,6 +67,8 @@ class _BestTracker:
         self.step = torch.zeros((), dtype=torch.long, device=device)
         self.best_average: torch.Tensor | None = None
         self.best_output: torch.Tensor | None = None
+        #: The latest score (a device scalar), for studies of the rule; ``None`` until scored.
+        self.last_score: torch.Tensor | None = None
 
     def _record(self, score: torch.Tensor, iteration: int, output: torch.Tensor, average: torch.Tensor) -> None:
         if self.best_average is None:
@@ -74,6 +76,7 @@ class _BestTracker:
             self.best_output = output.clone()
         if iteration < self.config.warmup:
             return
+        self.last_score = score
         better = score < self.best_score  # a NaN score is never better
         self.best_score = torch.where(better, score, self.best_score)
         self.best_step = torch.where(better, self.step, self.best_step)

@@ -1,0 +1,168 @@
+"""Study of the automatic stopping rules: where would each stop, and how far from the peak?
+
+    python benchmarks/stopping.py --crop 96 --images 2 --iterations 1500   # CPU subset
+
+For every image, two fits run to the full budget with ground truth at hand: one with the
+ES-WMV rule and one with held-out validation (which changes the loss, so it needs its own
+fit). Every iteration records the rule's score and the PSNR of the averaged output. The
+rule's decision is then replayed offline for several patience values: it stops at the first
+iteration ``patience`` past the best score (after the warm-up) and returns the average from
+the best-score iteration. The table gives, per task and rule, the mean PSNR of that result,
+the oracle (best PSNR in hindsight), the gap, and the iteration it stopped at.
+
+Images, degradations and metrics come from ``benchmarks/quality.py`` so the protocols are
+the same as the quality benchmark's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+
+def _load_quality():
+    spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+quality = _load_quality()
+
+
+def cases(options):
+    """Yield ``(task, name, observed, kwargs, evaluate)`` for the chosen subset."""
+    data = Path(options.data)
+    rng_seed = options.seed
+    if "denoise" in options.tasks:
+        for name, path in quality.list_images(data, "Set12", options.images):
+            clean = quality.to_unit(quality.centre_crop(quality.load_uint8(path), options.crop))
+            noisy = quality.add_gaussian_noise(clean, 25 / 255, quality.image_seed(rng_seed, "Set12", name, 25))
+            yield "denoise", f"Set12/{name}", noisy, {}, lambda est, c=clean: quality.psnr(c, est)
+    if "super-resolve" in options.tasks:
+        for name, path in quality.list_images(data, "Set5", options.images):
+            crop = max(options.crop, quality.MIN_LR_SIDE * 4)
+            hr8 = quality.crop_to_multiple(quality.centre_crop(quality.load_uint8(path), crop), 4)
+            lr8 = quality.make_lr(hr8, 4)
+            yield "super-resolve", f"Set5/{name}", lr8, {"factor": 4}, (
+                lambda est, h=hr8 / 255.0: quality.metrics_y(h, quality.to_unit(est))["psnr"]
+            )
+    if "inpaint" in options.tasks:
+        for name, path in quality.list_images(data, "Heide11", options.images):
+            clean = quality.to_unit(quality.centre_crop(quality.load_uint8(path), options.crop))
+            holes = quality.random_mask(clean.shape[:2], 0.5, quality.image_seed(rng_seed, "Heide11", name))
+            damaged = np.where(holes, 0.0, clean).astype(np.float32)
+            yield "inpaint", f"Heide11/{name}", damaged, {"mask": holes}, lambda est, c=clean: quality.psnr(c, est)
+
+
+def trace(task, observed, kwargs, evaluate, rule, options):
+    """Run one fit to the end of the budget, recording (score, psnr) at every iteration."""
+    from napari_dip.fit import Fitter
+    from napari_dip.forward import Identity, KnownPixels, LanczosDownsampler
+    from napari_dip.arrays import prepare_image, prepare_mask, restore_layout
+    from napari_dip.presets import settings_for
+
+    chw, layout, alpha = prepare_image(observed)
+    if task == "inpaint":
+        model = KnownPixels(prepare_mask(kwargs["mask"], layout))
+    elif task == "super-resolve":
+        model = LanczosDownsampler(kwargs["factor"], layout.channels)
+    else:
+        model = Identity()
+    net, fit = settings_for(task, options.preset, factor=kwargs.get("factor"), channels=options.channels,
+                            stopping=rule, iterations=options.iterations, device=options.device, seed=options.seed)
+    # Run the whole budget: the decision is replayed offline for several patience values.
+    fit = replace(fit, stopping=replace(fit.stopping, patience=10**9, warmup=0))
+    fitter = Fitter(chw, model, net, fit)
+    scores, psnrs = [], []
+    start = time.perf_counter()
+    for snap in fitter.run(snapshot_every=1):
+        score = fitter.stopper.last_score
+        scores.append(float("nan") if score is None else float(score))
+        psnrs.append(evaluate(restore_layout(snap.average, layout, alpha)))
+    return np.array(scores), np.array(psnrs), time.perf_counter() - start
+
+
+def replay(scores, psnrs, patience, warmup):
+    """Where the rule stops and the PSNR of what it returns."""
+    best_score, best_at = np.inf, None
+    for i, score in enumerate(scores, start=1):
+        if i >= warmup and score < best_score:
+            best_score, best_at = score, i
+        if best_at is not None and i - best_at >= patience:
+            return i, best_at, psnrs[best_at - 1]
+    end = len(scores)
+    return (end, best_at, psnrs[best_at - 1]) if best_at else (end, None, psnrs[-1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(quality.DEFAULT_DATA))
+    parser.add_argument("--tasks", default="denoise,super-resolve,inpaint")
+    parser.add_argument("--images", type=int, default=2)
+    parser.add_argument("--crop", type=int, default=96)
+    parser.add_argument("--iterations", type=int, default=1500)
+    parser.add_argument("--preset", default="fast")
+    parser.add_argument("--channels", type=int)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--patience", default="100,200,300,500,1000")
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--rules", default="wmv,validation")
+    parser.add_argument("--out", type=Path)
+    options = parser.parse_args(argv)
+    options.tasks = options.tasks.split(",")
+    if options.threads:
+        import torch
+
+        torch.set_num_threads(options.threads)
+    patiences = [int(p) for p in options.patience.split(",")]
+
+    rows = []
+    for task, name, observed, kwargs, evaluate in cases(options):
+        for rule in options.rules.split(","):
+            scores, psnrs, seconds = trace(task, observed, kwargs, evaluate, rule, options)
+            row = {"task": task, "image": name, "rule": rule, "seconds": seconds,
+                   "oracle": float(psnrs.max()), "oracle_at": int(psnrs.argmax()) + 1, "final": float(psnrs[-1]),
+                   "replays": {}}
+            for patience in patiences:
+                stop, best, value = replay(scores, psnrs, patience, options.warmup)
+                row["replays"][patience] = {"stop": stop, "best": best, "psnr": float(value)}
+            rows.append(row)
+            print(f"{task:13s} {name:22s} {rule:10s} oracle {row['oracle']:.2f}@{row['oracle_at']} "
+                  f"final {row['final']:.2f} " + " ".join(
+                      f"P{p}:{r['psnr']:.2f}@{r['stop']}" for p, r in row["replays"].items()), flush=True)
+
+    print("\nmean over images: PSNR of the stopped result (gap to oracle) and stop iteration")
+    for task in options.tasks:
+        for rule in options.rules.split(","):
+            sel = [r for r in rows if r["task"] == task and r["rule"] == rule]
+            if not sel:
+                continue
+            oracle = np.mean([r["oracle"] for r in sel])
+            final = np.mean([r["final"] for r in sel])
+            cells = []
+            for p in patiences:
+                value = np.mean([r["replays"][p]["psnr"] for r in sel])
+                stop = np.mean([r["replays"][p]["stop"] for r in sel])
+                cells.append(f"P{p}: {value:.2f} ({value - oracle:+.2f}) @{stop:.0f}")
+            print(f"{task:13s} {rule:10s} n={len(sel)} oracle {oracle:.2f} budget-end {final:.2f} | " + " | ".join(cells))
+    if options.out:
+        options.out.write_text(json.dumps({"options": {k: v for k, v in vars(options).items() if k != "out"},
+                                           "rows": rows}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
