@@ -134,3 +134,18 @@ def test_device_choice_is_remembered_in_plugin_settings(plugin_settings, npe2pm,
     viewer.window.add_dock_widget(second)
     assert second.device_box.currentText() == "cpu"
     assert second.preset == "paper"
+
+
+@pytest.mark.gui
+@pytest.mark.parametrize("task", ["denoise", "super-resolve", "inpaint"])
+def test_open_with_sample_is_ready_to_run(make_napari_viewer, task):
+    from napari_dip._widget import open_with_sample
+
+    viewer = make_napari_viewer()
+    same, widget = open_with_sample(viewer, task)
+    assert same is viewer
+    assert widget.task == task
+    assert widget.image_picker.layer() is not None
+    if task == "inpaint":
+        assert widget.image_picker.layer().name == "camera (holes)"
+        assert widget.mask_picker.layer().name == "holes"

@@ -29,7 +29,7 @@ def hole_mask(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
     """A uint8 mask (1 = hole) of random thick strokes, like scribbles over a photo.
 
     >>> mask = hole_mask((64, 64))
-    >>> mask.dtype, 0.05 < mask.mean() < 0.4
+    >>> mask.dtype, bool(0.05 < mask.mean() < 0.4)
     (dtype('uint8'), True)
     """
     from skimage.draw import line

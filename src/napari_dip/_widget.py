@@ -776,6 +776,8 @@ class DeepImagePriorWidget(QWidget):
             parts.append(f"PSNR {run.last_psnr:.2f} dB")
         if snapshot.backtracks:
             parts.append(f"{snapshot.backtracks} backtracks")
+        if run.worker is not None and run.worker.is_paused:
+            parts.append("paused")  # a snapshot in flight when Pause was pressed
         self.status.setText(" · ".join(parts))
 
     def _on_paused(self) -> None:
@@ -923,3 +925,22 @@ def _psnr(reference, image) -> float:
         span = float(reference.max() - reference.min())
     mse = float(np.mean((reference - image) ** 2))
     return float("inf") if mse == 0 else 10.0 * math.log10((span or 1.0) ** 2 / mse)
+
+
+SAMPLE_FOR_TASK = {"denoise": "noisy_camera", "super-resolve": "noisy_camera", "inpaint": "inpainting"}
+WIDGET_FOR_TASK = {"denoise": "Denoise", "super-resolve": "Super-resolve", "inpaint": "Inpaint"}
+
+
+def open_with_sample(viewer=None, task: str = "denoise"):
+    """Open the plugin's sample for ``task`` and dock its widget; return ``(viewer, widget)``.
+
+    For a command line entry (``napari.run()`` afterwards) or a notebook: a new user sees
+    the sample loaded and only has to press Run. Creates a viewer when none is given.
+    """
+    if task not in WIDGET_FOR_TASK:
+        raise ValueError(f"unknown task {task!r}; choose one of {tuple(WIDGET_FOR_TASK)}")
+    if viewer is None:
+        viewer = napari.Viewer(title="napari-dip")
+    viewer.open_sample(PLUGIN_NAME, SAMPLE_FOR_TASK[task])
+    _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN_NAME, WIDGET_FOR_TASK[task])
+    return viewer, widget
