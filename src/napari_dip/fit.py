@@ -249,8 +249,9 @@ class Fitter:
             for iteration in range(1, cfg.iterations + 1):
                 net_input = self.input
                 if cfg.reg_noise_std > 0:
+                    # In place: the jitter buffer becomes this step's input, no allocation.
                     jitter.normal_(generator=self._jitter_generator)
-                    net_input = torch.add(self.input, jitter, alpha=cfg.reg_noise_std)
+                    net_input = jitter.mul_(cfg.reg_noise_std).add_(self.input)
                 with torch.autocast(device_type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
                     full = self.network(net_input)
                 # (1, runs * C, H, W) -> (runs, C, H, W): the runs become a batch.

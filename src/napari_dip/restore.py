@@ -190,9 +190,10 @@ def _final(snapshots: Iterator[Snapshot]) -> np.ndarray:
 def denoise(image, *, preset: str = DEFAULT_PRESET, seed: int | None = 0, device: str = "auto", **settings) -> np.ndarray:
     """Remove noise from ``image`` with a deep image prior.
 
-    Returns the exponential average of the network outputs after the preset's iterations,
-    with the input's shape, dtype and value range. ``settings`` are those of
-    :func:`iter_restore` (``iterations``, ``learning_rate``, ``channels``, ...).
+    Returns the exponential average of the network outputs at the iteration the automatic
+    stopping rule picks (or after the whole budget with ``stopping="none"``), with the
+    input's shape, dtype and value range. ``settings`` are those of :func:`iter_restore`
+    (``iterations``, ``learning_rate``, ``channels``, ``stopping``, ``runs``, ...).
 
     Examples
     --------
