@@ -108,6 +108,7 @@ def test_denoise_streams_into_one_layer_and_records_the_run(make_napari_viewer, 
     assert meta["device"] == "cpu"
     assert meta["task"] == "denoise" and meta["preset"] == "fast"
     assert meta["parameters"]["channels"] == 8
+    assert meta["parameters"]["stopping"] is None  # the engine's task default
     assert meta["engine_settings"]["fit"]["iterations"] == 6
     assert meta["napari_dip"]
     assert output.metadata["origin"] == "microscope"

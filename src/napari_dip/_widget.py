@@ -43,6 +43,13 @@ PLANES_IN_VIEW = "plane in view"
 PLANES_ALL = "all planes"
 SHOW_AVERAGE = "running average"
 SHOW_OUTPUT = "current output"
+#: Labels and engine values of the automatic stopping rules (``iter_restore(stopping=...)``).
+STOPPING_CHOICES = [
+    ("automatic (task default)", None),
+    ("ES-WMV (output variance)", "wmv"),
+    ("held-out pixels", "validation"),
+    ("off: run every iteration", "none"),
+]
 #: Queued after the snapshots when the worker thread ends (see ``_on_yielded``).
 _WORKER_FINISHED = object()
 #: Refuse to preallocate a kept-snapshots stack larger than this (bytes).
@@ -274,6 +281,8 @@ class Run:
     snapshot_slot: int = -1
     plane_done: int = 0  # iterations done in the current plane
     planes_finished: int = 0
+    iterations_finished: int = 0
+    plane_complete: bool = False
     last_plane: int = -1
     engine_settings: dict = field(default_factory=dict)
     rate_anchor: tuple = (0.0, 0)
@@ -290,7 +299,13 @@ class Run:
 
     @property
     def done_iterations(self) -> int:
-        return self.planes_finished * self.iterations + self.plane_done
+        """Iterations actually run (planes may stop early with automatic stopping)."""
+        return self.iterations_finished + self.plane_done
+
+    @property
+    def progress_count(self) -> int:
+        """Progress in budget units: a plane that stopped early counts as complete."""
+        return self.planes_finished * self.iterations + (0 if self.plane_complete else self.plane_done)
 
     def abandon(self, *args) -> None:
         """The widget is being destroyed (viewer closed): stop the worker, close the bar."""
@@ -409,7 +424,14 @@ class DeepImagePriorWidget(QWidget):
         every = getattr(self._settings, "snapshot_every", 25) if self._settings is not None else 25
         self.every_box.setValue(int(every))
         self.every_box.setToolTip("Update the output layer every this many iterations (fewer updates run faster)")
+        self.stopping_box = QComboBox()
+        for label, rule in STOPPING_CHOICES:
+            self.stopping_box.addItem(label, rule)
+        self.stopping_box.setToolTip(
+            "Stop when the result stops improving (the output is the best iteration's), or run the whole budget"
+        )
         advanced_form.addRow("Iterations", self.iterations_box)
+        advanced_form.addRow("Stopping", self.stopping_box)
         advanced_form.addRow("Learning rate", self.learning_rate_box)
         advanced_form.addRow("Input noise", self.noise_box)
         advanced_form.addRow("Network channels", self.channels_box)
@@ -587,6 +609,7 @@ class DeepImagePriorWidget(QWidget):
             "reg_noise_std": self.noise_box.value(),
             "channels": self.channels_box.value(),
             "snapshot_every": every,
+            "stopping": self.stopping_box.currentData(),
             "show": self.show_box.currentText(),
             "planes": self.planes_box.currentText() if leading else "single image",
         }
@@ -644,6 +667,7 @@ class DeepImagePriorWidget(QWidget):
             "channels": run.parameters["channels"],
             "seed": run.seed,
             "device": run.device,
+            "stopping": run.parameters["stopping"],
         }
         run.pbar = progress(total=run.total_iterations, desc=f"DIP {self.task}: {run.input_name}")
         run.rate_anchor = (time.perf_counter(), 0)
@@ -727,10 +751,10 @@ class DeepImagePriorWidget(QWidget):
             show_error("napari-dip: the output layer was removed, so the fit was stopped")
             return
         if k != run.last_plane:
-            if run.last_plane >= 0:
-                run.planes_finished += 1
+            run.iterations_finished += run.plane_done
             run.last_plane = k
             run.plane_done = 0
+            run.plane_complete = False
             self.loss_plot.clear()
 
         image = snapshot.average if run.show_average else snapshot.output
@@ -745,11 +769,14 @@ class DeepImagePriorWidget(QWidget):
         if run.keep_snapshots:
             self._follow_snapshot(run)
 
-        previous = run.done_iterations
+        previous = run.progress_count
         run.plane_done = snapshot.iteration
+        if snapshot.done:
+            run.planes_finished += 1
+            run.plane_complete = True
         run.snapshots_received += 1
         if run.pbar is not None:
-            run.pbar.update(run.done_iterations - previous)
+            run.pbar.update(run.progress_count - previous)
         self.loss_plot.add(snapshot.iteration, snapshot.loss)
         self._update_status(run, snapshot, image, k)
 
@@ -764,7 +791,7 @@ class DeepImagePriorWidget(QWidget):
         now = time.perf_counter()
         anchor_time, anchor_done = run.rate_anchor
         rate = (run.done_iterations - anchor_done) / (now - anchor_time) if now > anchor_time else 0.0
-        remaining = run.total_iterations - run.done_iterations
+        remaining = run.total_iterations - run.progress_count
         eta = _format_seconds(remaining / rate) if rate > 0 else "?"
         parts = [f"iteration {snapshot.iteration}/{snapshot.iterations}"]
         if len(run.planes) > 1:
@@ -830,9 +857,6 @@ class DeepImagePriorWidget(QWidget):
             return
         self._set_running(False)
         reason = run.stop_reason or getattr(run, "engine_stop_reason", None) or "budget"
-        if run.snapshots_received and run.last_plane >= 0 and run.plane_done >= run.iterations:
-            run.planes_finished += 1
-            run.plane_done = 0
         if run.snapshots_received == 0:
             # Nothing was restored (bad input, no memory): leave no empty layer behind.
             if _in_viewer(self.viewer, run.layer):
