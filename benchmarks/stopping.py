@@ -67,18 +67,13 @@ def cases(options):
 
 def trace(task, observed, kwargs, evaluate, rule, options):
     """Run one fit to the end of the budget, recording (score, psnr) at every iteration."""
+    from napari_dip.arrays import prepare_image, restore_layout
     from napari_dip.fit import Fitter
-    from napari_dip.forward import Identity, KnownPixels, LanczosDownsampler
-    from napari_dip.arrays import prepare_image, prepare_mask, restore_layout
     from napari_dip.presets import settings_for
+    from napari_dip.restore import forward_model_for
 
     chw, layout, alpha = prepare_image(observed)
-    if task == "inpaint":
-        model = KnownPixels(prepare_mask(kwargs["mask"], layout))
-    elif task == "super-resolve":
-        model = LanczosDownsampler(kwargs["factor"], layout.channels)
-    else:
-        model = Identity()
+    model = forward_model_for(task, layout, **kwargs)
     net, fit = settings_for(task, options.preset, factor=kwargs.get("factor"), channels=options.channels,
                             stopping=rule, iterations=options.iterations, device=options.device, seed=options.seed)
     # Run the whole budget: the decision is replayed offline for several patience values.

@@ -14,10 +14,10 @@ from dataclasses import replace
 import numpy as np
 
 from . import __version__
-from .arrays import prepare_image, prepare_mask, restore_layout
+from .arrays import ImageLayout, prepare_image, prepare_mask, restore_layout
 from .errors import InputError
 from .fit import Fitter, Snapshot
-from .forward import Identity, KnownPixels, LanczosDownsampler
+from .forward import ForwardModel, Identity, KnownPixels, LanczosDownsampler
 from .networks import SkipNetConfig
 from .presets import DEFAULT_PRESET, TASKS, settings_for
 from .stopping import StoppingConfig
@@ -110,16 +110,7 @@ def iter_restore(
         raise InputError(f"a factor is only used for super-resolution, not for {task!r}")
 
     observed, layout, alpha = prepare_image(image, channel_axis)
-    if task == "inpaint":
-        if mask is None:
-            raise InputError("inpainting needs a mask (nonzero = hole to fill)")
-        forward_model = KnownPixels(prepare_mask(mask, layout))
-    elif task == "super-resolve":
-        if factor is None:
-            raise InputError("super-resolution needs a factor (2, 3, 4 or 8)")
-        forward_model = LanczosDownsampler(factor, layout.channels)
-    else:
-        forward_model = Identity()
+    forward_model = forward_model_for(task, layout, mask=mask, factor=factor)
 
     net, fit_config = settings_for(
         task,
@@ -155,6 +146,19 @@ def iter_restore(
         },
     }
     return _in_user_layout(fitter.run(every), layout, alpha, description)
+
+
+def forward_model_for(task: str, layout: ImageLayout, mask=None, factor: int | None = None) -> ForwardModel:
+    """The degradation model of a task for an image of this layout."""
+    if task == "inpaint":
+        if mask is None:
+            raise InputError("inpainting needs a mask (nonzero = hole to fill)")
+        return KnownPixels(prepare_mask(mask, layout))
+    if task == "super-resolve":
+        if factor is None:
+            raise InputError("super-resolution needs a factor (2, 3, 4 or 8)")
+        return LanczosDownsampler(factor, layout.channels)
+    return Identity()
 
 
 def estimate_noise(chw: np.ndarray) -> float:
