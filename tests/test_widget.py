@@ -412,3 +412,72 @@ def test_layer_updates_happen_on_the_main_thread(make_napari_viewer_proxy, qtbot
     qtbot.waitUntil(lambda: widget.run_state is None, timeout=WAIT_MS)
     assert threads and all(thread is threading.main_thread() for thread in threads)
     assert output.metadata["napari_dip"]["stop_reason"] == "budget"
+
+
+def _scripted_engine(stop_at, reason, fail_on_plane=None):
+    """A stand-in for iter_restore that stops early (as automatic stopping does) or fails."""
+    from napari_dip.errors import InputError
+    from napari_dip.fit import Snapshot
+
+    calls = []
+
+    def iter_restore(task, image, *, snapshot_every, iterations, **kwargs):
+        calls.append(kwargs)
+        if fail_on_plane is not None and len(calls) == fail_on_plane + 1:
+            raise InputError("this plane cannot be restored")
+
+        def snapshots():
+            for it in range(snapshot_every, stop_at + 1, snapshot_every):
+                done = it == stop_at
+                yield Snapshot(
+                    iteration=it,
+                    iterations=iterations,
+                    loss=1.0 / it,
+                    output=image * 0 + it,
+                    average=image * 0 + it,
+                    elapsed=0.01 * it,
+                    done=done,
+                    stop_reason=reason if done else None,
+                    settings={"device": "cpu", "fit": {"seed": 0}} if done else {},
+                )
+
+        return snapshots()
+
+    return iter_restore, calls
+
+
+def test_an_early_automatic_stop_is_recorded(make_napari_viewer, qtbot, monkeypatch):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((2, 32, 32), np.float32), name="stack")
+    engine, calls = _scripted_engine(stop_at=4, reason="wmv")
+    monkeypatch.setattr("napari_dip.restore.iter_restore", engine)
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=100, every=2)
+    widget.planes_box.setCurrentText(PLANES_ALL)
+    widget.stopping_box.setCurrentIndex(widget.stopping_box.findData("wmv"))
+    widget.start()
+    run = widget.run_state
+    qtbot.waitUntil(lambda: widget.run_state is None, timeout=WAIT_MS)
+    meta = viewer.layers["stack [DIP denoise]"].metadata["napari_dip"]
+    assert meta["stop_reason"] == "wmv"
+    assert meta["iterations_run"] == 8  # 4 per plane, not the budget of 100
+    assert run.progress_count == run.total_iterations == 200  # both planes count as complete
+    assert all(call["stopping"] == "wmv" for call in calls) and len(calls) == 2
+    np.testing.assert_array_equal(viewer.layers["stack [DIP denoise]"].data, np.full((2, 32, 32), 4.0))
+
+
+def test_an_error_on_a_later_plane_keeps_the_planes_already_restored(make_napari_viewer, qtbot, monkeypatch):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((3, 32, 32), np.float32), name="stack")
+    engine, _calls = _scripted_engine(stop_at=4, reason="budget", fail_on_plane=1)
+    monkeypatch.setattr("napari_dip.restore.iter_restore", engine)
+    messages = []
+    monkeypatch.setattr("napari_dip._widget.show_error", messages.append)
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=4, every=2)
+    widget.planes_box.setCurrentText(PLANES_ALL)
+    _run_to_end(qtbot, widget)
+    assert messages and "cannot be restored" in messages[0]
+    output = viewer.layers["stack [DIP denoise]"]
+    assert output.data[0].min() == 4.0 and output.data[1].max() == 0.0
+    assert output.metadata["napari_dip"]["stop_reason"] == "error"
+    assert "cannot be restored" in output.metadata["napari_dip"]["error"]
+    assert widget.run_button.isEnabled()

@@ -896,6 +896,8 @@ class DeepImagePriorWidget(QWidget):
         )
         if run.last_psnr is not None:
             metadata["psnr_vs_reference"] = run.last_psnr
+        if run.error:
+            metadata["error"] = run.error
         return metadata
 
 
