@@ -30,16 +30,20 @@ $(VENV)/.napari: $(VENV)/.base
 	$(BIN)/python -m pip install -q "$(TORCH)" -e ".[napari]"
 	touch $@
 
-## demo: install napari-dip and denoise the built-in example, printing PSNR and time
-demo: $(VENV)/.base
+## demo: install napari-dip with napari, denoise the built-in example (PSNR and time),
+## then, when there is a display, open napari with a sample and the widget
+demo: $(VENV)/.napari
 	$(BIN)/napari-dip demo
+	@if [ -n "$${DISPLAY}$${WAYLAND_DISPLAY}" ]; then $(BIN)/napari-dip gui; \
+	else echo "No display here: on a desktop, '$(BIN)/napari-dip gui' opens napari with a sample and the widget."; fi
 
-## napari: install napari-dip with napari and open napari with the plugin's sample
+## napari: open napari with the plugin's sample and the denoising widget
 napari: $(VENV)/.napari
-	$(BIN)/napari --plugin napari-dip
+	$(BIN)/napari-dip gui
 
 ## test: install the test dependencies (and Xvfb when apt-get can) and run the suite
 test: $(VENV)/.testing system-deps
+	$(BIN)/npe2 validate napari-dip
 	XDG_CONFIG_HOME=$$(mktemp -d) XDG_CACHE_HOME=$$(mktemp -d) $(BIN)/python -m pytest
 
 system-deps:

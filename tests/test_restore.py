@@ -58,9 +58,11 @@ def test_inpaint_keeps_known_pixels_close_and_fills_holes():
 
 def test_streaming_gives_user_layout_and_settings_at_the_end():
     _, noisy = noisy_uint8(32)
-    snaps = list(iter_restore("denoise", noisy, iterations=6, snapshot_every=3, seed=7, **TINY))
-    assert [s.iteration for s in snaps] == [3, 6]
-    assert snaps[0].average.dtype == np.uint8 and snaps[0].settings == {}
+    snaps = list(iter_restore("denoise", noisy, iterations=9, snapshot_every=3, seed=7, **TINY))
+    assert [s.iteration for s in snaps] == [3, 6, 9]
+    assert snaps[0].average.dtype == np.uint8
+    # the first snapshot says how the fit is made (for a run stopped early), later ones don't repeat it
+    assert snaps[0].settings["fit"]["seed"] == 7 and snaps[1].settings == {}
     settings = snaps[-1].settings
     assert settings["task"] == "denoise" and settings["fit"]["seed"] == 7
     assert settings["input"]["dtype"] == "uint8" and "napari_dip" in settings

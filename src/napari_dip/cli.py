@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     demo.add_argument("--figure", type=Path, help="also save a noisy | restored | clean picture (PNG)")
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    gui = tasks.add_parser("gui", help="open napari with a sample image and the napari-dip widget")
+    gui.add_argument("--task", choices=("denoise", "super-resolve", "inpaint"), default="denoise",
+                     help="which widget and sample to open (default: denoise)")
     return parser
 
 
@@ -162,12 +166,26 @@ def _run_demo(args) -> int:
     return 0
 
 
+def _run_gui(args) -> int:
+    try:
+        import napari
+    except ImportError as error:
+        raise InputError('napari is not installed; install it with pip install "napari-dip[napari]"') from error
+    from ._widget import open_with_sample
+
+    open_with_sample(task=args.task)
+    napari.run()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
             return _run_demo(args)
+        if args.command == "gui":
+            return _run_gui(args)
         return _run_task(args)
     except (InputError, DeviceMemoryError, FloatingPointError) as error:
         print(f"napari-dip: error: {error}", file=sys.stderr)

@@ -242,6 +242,7 @@ class Fitter:
         pending = 0  # iterations since the last check
         last_loss = math.nan
         backtracks = consecutive_backtracks = 0
+        first = True
         checkpoint = self._save(run_averages, output, last_loss)
         start = time.perf_counter()
 
@@ -328,8 +329,11 @@ class Fitter:
                         done=stop_reason is not None,
                         stop_reason=stop_reason,
                         best_iteration=best,
-                        settings=self.settings if stop_reason is not None else {},
+                        # The first and the last snapshot say how the fit is made, so a
+                        # run stopped by its caller can still record it.
+                        settings=self.settings if stop_reason is not None or first else {},
                     )
+                    first = False
                     if stop_reason is not None:
                         return
         except torch.OutOfMemoryError as error:

@@ -180,7 +180,7 @@ def _in_user_layout(snapshots, layout, alpha, description) -> Iterator[Snapshot]
             snap,
             output=restore_layout(snap.output, layout, alpha),
             average=restore_layout(snap.average, layout, alpha),
-            settings={**description, **snap.settings} if snap.done else snap.settings,
+            settings={**description, **snap.settings} if snap.settings else {},
         )
 
 
