@@ -206,3 +206,9 @@ def test_several_runs_average_independent_fits():
     np.testing.assert_allclose(both.average, expected, atol=2e-3)
     assert not np.allclose(single[0].average, single[1].average, atol=2e-3)
     assert both.settings["fit"]["runs"] == 2
+
+
+def test_snapshots_do_not_change_after_they_are_yielded():
+    snaps = list(fit(observation(), Identity(), TINY_NET, replace(CPU, iterations=10), snapshot_every=5))
+    assert not np.array_equal(snaps[0].average, snaps[1].average)
+    assert not np.array_equal(snaps[0].output, snaps[1].output)

@@ -390,7 +390,8 @@ class Fitter:
 
 
 def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
-    return tensor[0].detach().float().cpu().numpy()
+    # A copy even on the CPU: the live tensors are updated in place after the yield.
+    return tensor[0].detach().to("cpu", torch.float32, copy=True).numpy()
 
 
 def fit(
