@@ -88,6 +88,7 @@ METHOD_LABELS = {
     "dip_final": "DIP final (average, end of budget)",
     "dip_oracle": "DIP oracle (best snapshot)",
     "dip_last_output": "DIP last output (no average)",
+    "dip_auto": "DIP automatically stopped",
     "bm3d": "BM3D",
     "nlm": "NL-means (skimage)",
     "tv": "TV Chambolle (skimage)",
@@ -281,15 +282,10 @@ def timed(function, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
-def run_dip(task: str, observed: np.ndarray, evaluate, options, **task_kwargs) -> tuple[dict, dict]:
-    """Fit DIP, scoring every snapshot's averaged output with ``evaluate(array) -> {psnr, ssim}``.
-
-    Returns ``(methods, info)``: ``methods`` holds ``dip_final``, ``dip_oracle`` and
-    ``dip_last_output``; ``info`` the curve, timings and the settings used.
-    """
+def _fit(task, observed, options, stopping, **task_kwargs):
     from napari_dip.restore import iter_restore
 
-    snapshots = iter_restore(
+    return iter_restore(
         task,
         observed,
         preset=options.preset,
@@ -298,8 +294,21 @@ def run_dip(task: str, observed: np.ndarray, evaluate, options, **task_kwargs) -
         channels=options.channels,
         seed=options.seed,
         device=options.device,
+        stopping=stopping,
         **task_kwargs,
     )
+
+
+def run_dip(task: str, observed: np.ndarray, evaluate, options, **task_kwargs) -> tuple[dict, dict]:
+    """Fit DIP, scoring every snapshot's averaged output with ``evaluate(array) -> {psnr, ssim}``.
+
+    The budget fit runs with automatic stopping off (``stopping="none"``): its last snapshot
+    is the average after every iteration. Returns ``(methods, info)``: ``methods`` holds
+    ``dip_final``, ``dip_oracle``, ``dip_last_output`` and, unless ``--auto-stop off``,
+    ``dip_auto`` from a second fit (same seed) with the engine's automatic stopping;
+    ``info`` the curve, timings and the settings used.
+    """
+    snapshots = _fit(task, observed, options, "none", **task_kwargs)
     curve = []
     best = None
     scoring = 0.0  # seconds spent scoring while the fit was paused (left out of its time)
@@ -326,6 +335,8 @@ def run_dip(task: str, observed: np.ndarray, evaluate, options, **task_kwargs) -
         "dip_last_output": {**last_output_score, **common},
     }
     settings = last.settings
+    if options.auto_stop != "off":
+        methods["dip_auto"] = run_auto_stop(task, observed, evaluate, options, **task_kwargs)
     info = {
         "curve": curve,
         "fit_seconds": fit_seconds,
@@ -341,6 +352,23 @@ def run_dip(task: str, observed: np.ndarray, evaluate, options, **task_kwargs) -
         },
     }
     return methods, info
+
+
+def run_auto_stop(task, observed, evaluate, options, **task_kwargs) -> dict:
+    """A fit with automatic stopping (the task's default rule, or ``--auto-stop RULE``): its result."""
+    rule = None if options.auto_stop == "default" else options.auto_stop
+    last = None
+    for last in _fit(task, observed, options, rule, **task_kwargs):
+        pass  # no scoring on the way: the rule must not see the ground truth, and neither do we
+    fit = (last.settings or {}).get("fit", {})
+    return {
+        **evaluate(last.average),
+        "iteration": getattr(last, "best_iteration", None) or last.iteration,  # where the result comes from
+        "stopped_at": last.iteration,
+        "stop_reason": last.stop_reason,
+        "rule": (fit.get("stopping") or {}).get("rule") if isinstance(fit.get("stopping"), dict) else rule,
+        "seconds": last.elapsed,
+    }
 
 
 def exact_range(image: np.ndarray) -> bool:
@@ -589,8 +617,32 @@ def format_group(key: tuple[str, str, str], records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def format_overview(records: list[dict]) -> str:
+    """One line per set and setting: DIP final/oracle, gap, the baselines, the published DIP number."""
+    lines = [
+        "| task | set | setting | images | size | DIP final | DIP oracle (mean it.) | gap | baselines | published DIP |",
+        "|---|---|---|---:|---|---:|---:|---:|---|---|",
+    ]
+    for key, group in group_records(records).items():
+        rows = summarise(key, group)["rows"]
+        shapes = sorted({"x".join(map(str, r["shape"][:2])) for r in group})
+        dip = [k for k in rows if k.startswith("dip_") and k not in ("dip_final", "dip_oracle", "dip_last_output")]
+        final = f"{rows['dip_final']['psnr']:.2f}" if "dip_final" in rows else ""
+        oracle = (f"{rows['dip_oracle']['psnr']:.2f} ({rows['dip_oracle']['iteration']:.0f})"
+                  if "dip_oracle" in rows else "")
+        gap = summarise(key, group)["oracle_gap_db"]
+        baselines = ", ".join(f"{METHOD_LABELS.get(k, k).split(' (')[0]} {rows[k]['psnr']:.2f}"
+                              for k in rows if k != "input" and not k.startswith("dip_"))
+        extra = "".join(f"; {k} {rows[k]['psnr']:.2f}" for k in dip)  # e.g. an automatically stopped result
+        published = PUBLISHED.get(key, {}).get("dip_final", "").split(";")[0]
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {len(group)} | {', '.join(shapes)} | {final}{extra} | "
+                     f"{oracle} | {'' if gap is None else f'{gap:+.2f}'} | {baselines} | {published} |")
+    return "\n".join(lines) + "\n"
+
+
 def format_tables(records: list[dict]) -> str:
-    return "\n".join(format_group(key, group) for key, group in group_records(records).items())
+    groups = group_records(records).items()
+    return "\n".join([format_overview(records)] + [format_group(key, group) for key, group in groups])
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -663,10 +715,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--channels", type=int, default=None, help="channels per scale (default: the preset's)")
     parser.add_argument("--snapshot-every", type=int, default=100,
                         help="score the average every N iterations, for the oracle (default: 100)")
+    parser.add_argument("--auto-stop", choices=("default", "wmv", "validation", "off"), default="default",
+                        help="also fit with automatic stopping (the engine's default rule for the task, or the one "
+                        "named) and report it as 'DIP automatically stopped'; off: only the budget fit (default: default)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default: auto)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the noise, the masks and the fits (default: 0)")
     parser.add_argument("--out", type=Path, default=None, help="write per-image results to FILE (.json, or .csv)")
+    parser.add_argument("--report", type=Path, default=None, metavar="JSON",
+                        help="run nothing: print the tables of a JSON file written by --out")
     return parser
 
 
@@ -721,6 +778,7 @@ def run(options: argparse.Namespace, stream=None) -> list[dict]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "napari_dip": _engine_version(),
         "total_seconds": total,
     }
     print(format_tables(records), file=stream)
@@ -730,8 +788,35 @@ def run(options: argparse.Namespace, stream=None) -> list[dict]:
     return records
 
 
+def _engine_version() -> dict:
+    """napari-dip's version and, in a git checkout, the commit (engine files change fast)."""
+    import subprocess
+
+    import napari_dip
+
+    info = {"version": getattr(napari_dip, "__version__", None)}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=10)
+        if commit.returncode == 0:
+            info["commit"] = commit.stdout.strip()
+            info["src_modified"] = bool(dirty.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
 def main(argv=None) -> int:
-    run(parse_options(argv))
+    options = parse_options(argv)
+    if options.report:
+        document = json.loads(options.report.read_text())
+        print(format_tables(document["records"]))
+        meta = document.get("meta", {})
+        print(f"run of {meta.get('date')}: {meta.get('total_seconds', float('nan')) / 60:.1f} min, "
+              f"torch {meta.get('torch')}, {meta.get('torch_threads')} thread(s), options {meta.get('options')}")
+        return 0
+    run(options)
     return 0
 
 

@@ -150,8 +150,10 @@ def test_end_to_end_tiny_run(quality, tiny_data, tmp_path, capsys):
     assert len(records) == 8  # --images 1
     for record in records:
         methods = record["methods"]
-        assert {"dip_final", "dip_oracle", "dip_last_output"} <= set(methods)
+        assert {"dip_final", "dip_oracle", "dip_last_output", "dip_auto"} <= set(methods)
         assert methods["dip_final"]["iteration"] == 4
+        assert methods["dip_final"]["stop_reason"] == "budget"  # the budget fit runs with stopping off
+        assert methods["dip_auto"]["stopped_at"] <= 4 and methods["dip_auto"]["stop_reason"]
         assert methods["dip_oracle"]["iteration"] in (2, 4)
         assert methods["dip_oracle"]["psnr"] >= methods["dip_final"]["psnr"]
         assert [p["iteration"] for p in record["dip"]["curve"]] == [2, 4]
@@ -181,10 +183,18 @@ def test_end_to_end_tiny_run(quality, tiny_data, tmp_path, capsys):
         assert "BM3D skipped" in printed
     assert "31.49" in printed  # the published per-image DIP number for Set5 baby
 
+    # --report re-prints the tables of a saved run without running anything.
+    assert quality.main(["--report", str(out)]) == 0
+    reprinted = capsys.readouterr().out
+    assert "| denoise | CSet9 | sigma25 | 1 | 32x32 |" in reprinted
+    assert "### inpaint / Heide11 / published-masks" in reprinted
+
     # The same run as CSV: one row per image and method.
     csv_out = tmp_path / "results.csv"
-    assert quality.main([*common, "--tasks", "inpaint", "--masks", "random", "--out", str(csv_out)]) == 0
+    assert quality.main([*common, "--tasks", "inpaint", "--masks", "random", "--auto-stop", "off",
+                         "--out", str(csv_out)]) == 0
     lines = csv_out.read_text().splitlines()
     assert lines[0].startswith("task,set,setting,image,method,psnr")
     assert any(",dip_oracle," in line for line in lines)
-    assert len(lines) == 1 + 5  # input, biharmonic, dip_final, dip_oracle, dip_last_output
+    assert len(lines) == 1 + 5  # input, biharmonic, dip_final, dip_oracle, dip_last_output; no dip_auto
+    assert not any(",dip_auto," in line for line in lines)
