@@ -156,6 +156,8 @@ def test_pause_resume_and_stop_keep_the_latest_result(make_napari_viewer, qtbot)
     meta = output.metadata["napari_dip"]
     assert meta["stop_reason"] == "user"
     assert 2 <= meta["iterations_run"] < 5000
+    # how the fit was made is known although the engine never sent its final snapshot
+    assert meta["engine_settings"]["device"] == "cpu" and meta["engine_settings"]["fit"]["seed"] == 0
     assert output.data.std() > 0  # the latest result is kept
     assert widget.run_button.isEnabled() and not widget.stop_button.isEnabled()
 

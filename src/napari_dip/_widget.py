@@ -742,8 +742,9 @@ class DeepImagePriorWidget(QWidget):
             show_error(f"napari-dip: {snapshot}")
             self._finish(run)
             return
-        if snapshot.done:
+        if snapshot.settings:  # the first and the final snapshot say how the fit is made
             run.engine_settings = snapshot.settings
+        if snapshot.done:
             run.engine_stop_reason = snapshot.stop_reason
         if not _in_viewer(self.viewer, run.layer):
             run.stop_reason = "output layer removed"
