@@ -45,12 +45,12 @@ def cases(options):
     data = Path(options.data)
     rng_seed = options.seed
     if "denoise" in options.tasks:
-        for name, path in quality.list_images(data, "Set12", options.images):
+        for name, path in quality.list_images(data, "Set12", options.images + options.skip)[options.skip:]:
             clean = quality.to_unit(quality.centre_crop(quality.load_uint8(path), options.crop))
             noisy = quality.add_gaussian_noise(clean, 25 / 255, quality.image_seed(rng_seed, "Set12", name, 25))
             yield "denoise", f"Set12/{name}", noisy, {}, lambda est, c=clean: quality.psnr(c, est)
     if "super-resolve" in options.tasks:
-        for name, path in quality.list_images(data, "Set5", options.images):
+        for name, path in quality.list_images(data, "Set5", options.images + options.skip)[options.skip:]:
             crop = max(options.crop, quality.MIN_LR_SIDE * 4)
             hr8 = quality.crop_to_multiple(quality.centre_crop(quality.load_uint8(path), crop), 4)
             lr8 = quality.make_lr(hr8, 4)
@@ -58,7 +58,7 @@ def cases(options):
                 lambda est, h=hr8 / 255.0: quality.metrics_y(h, quality.to_unit(est))["psnr"]
             )
     if "inpaint" in options.tasks:
-        for name, path in quality.list_images(data, "Heide11", options.images):
+        for name, path in quality.list_images(data, "Heide11", options.images + options.skip)[options.skip:]:
             clean = quality.to_unit(quality.centre_crop(quality.load_uint8(path), options.crop))
             holes = quality.random_mask(clean.shape[:2], 0.5, quality.image_seed(rng_seed, "Heide11", name))
             damaged = np.where(holes, 0.0, clean).astype(np.float32)
@@ -105,6 +105,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=str(quality.DEFAULT_DATA))
     parser.add_argument("--tasks", default="denoise,super-resolve,inpaint")
     parser.add_argument("--images", type=int, default=2)
+    parser.add_argument("--skip", type=int, default=0, help="leave out the first N images of each set")
     parser.add_argument("--crop", type=int, default=96)
     parser.add_argument("--iterations", type=int, default=1500)
     parser.add_argument("--preset", default="fast")
@@ -127,7 +128,11 @@ def main(argv=None) -> int:
     rows = []
     for task, name, observed, kwargs, evaluate in cases(options):
         for rule in options.rules.split(","):
-            scores, psnrs, seconds = trace(task, observed, kwargs, evaluate, rule, options)
+            try:
+                scores, psnrs, seconds = trace(task, observed, kwargs, evaluate, rule, options)
+            except FloatingPointError as error:  # a diverged fit is a result too: report it, go on
+                print(f"{task:13s} {name:22s} {rule:10s} failed: {error}", flush=True)
+                continue
             row = {"task": task, "image": name, "rule": rule, "seconds": seconds,
                    "oracle": float(psnrs.max()), "oracle_at": int(psnrs.argmax()) + 1, "final": float(psnrs[-1]),
                    "replays": {}}
