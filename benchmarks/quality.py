@@ -30,17 +30,19 @@ Protocols (defaults are the full paper protocol; run them on a GPU):
   0, so pixels that are genuinely 0 in the ground truth count as holes too). Baseline:
   ``skimage.restoration.inpaint_biharmonic``.
 
-Every DIP run keeps the PSNR curve over its snapshots. A run is recorded as a plain dict
-(:func:`new_record`) whose ``"methods"`` maps a method key to its metrics; the tables
-show whatever methods the records hold (known ones in :data:`METHOD_LABELS` order, then
-any others). An automatically stopped result (issue 4) is one more entry, e.g.
-``methods["dip_auto"] = {"psnr": ..., "ssim": ..., "iteration": ...}`` set in
-:func:`run_dip`, plus a label in :data:`METHOD_LABELS`; nothing else has to change.
+Every DIP budget fit runs with the engine's automatic stopping off and keeps the PSNR
+curve over its snapshots. Unless ``--auto-stop off``, a second fit with the same seed and
+the engine's automatic stopping (its default rule for the task, or ``--auto-stop RULE``)
+gives the "DIP automatically stopped" row: the rule sees no ground truth, only its result
+is scored. A run is recorded as a plain dict (:func:`new_record`) whose ``"methods"`` maps
+a method key to its metrics; the tables show whatever methods the records hold (known ones
+in :data:`METHOD_LABELS` order, then any others), so another variant is one more entry.
 
-CPU subset used for BENCHMARKS.md (about 20 minutes on one core)::
+CPU subset used for BENCHMARKS.md (about 22 minutes on one core)::
 
-    python benchmarks/quality.py --preset fast --images 2 --crop 96 --iterations 1000 \\
-        --threads 1 --device cpu --out benchmarks/results/quality-cpu.json
+    python benchmarks/quality.py --preset fast --images 2 --crop 96 --iterations 1000 \
+        --snapshot-every 50 --auto-stop off --threads 1 --device cpu \
+        --out benchmarks/results/quality-cpu.json
 
 Run ``python benchmarks/quality.py --help`` for all options.
 """
@@ -763,6 +765,7 @@ def run(options: argparse.Namespace, stream=None) -> list[dict]:
               f"@{m['dip_oracle']['iteration']} ({record['dip']['fit_seconds']:.0f} s); {others}",
               file=sys.stderr, flush=True)
 
+    engine = _engine_version()  # before the run: the checkout may change while it goes on
     records = []
     started = time.perf_counter()
     for task in options.tasks:
@@ -778,7 +781,7 @@ def run(options: argparse.Namespace, stream=None) -> list[dict]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "napari_dip": _engine_version(),
+        "napari_dip": engine,
         "total_seconds": total,
     }
     print(format_tables(records), file=stream)
