@@ -246,6 +246,7 @@ class Fitter:
         pending = 0  # iterations since the last check
         last_loss = math.nan
         backtracks = consecutive_backtracks = 0
+        learning_rate = cfg.learning_rate
         first = True
         checkpoint = self._save(run_averages, output, last_loss)
         start = time.perf_counter()
@@ -305,6 +306,12 @@ class Fitter:
                             raise FloatingPointError(
                                 f"the fit diverged {consecutive_backtracks} times in a row; lower the learning rate"
                             )
+                        if consecutive_backtracks > 1:
+                            # The restored state diverged again: it is fragile at this step
+                            # size (Adam's moments are part of it), so take smaller steps.
+                            learning_rate *= 0.5
+                        for group in self.optimizer.param_groups:
+                            group["lr"] = learning_rate
                     elif not np.isfinite(recent).all():
                         raise FloatingPointError(
                             f"the loss became {recent[-1]} at iteration {iteration}; "
