@@ -125,11 +125,14 @@ def test_backtracking_restores_weights_and_optimizer_state_after_a_divergence():
 def test_a_loss_jump_triggers_backtracking():
     fitter = Fitter(observation(), Identity(), TINY_NET, CPU)
     assert fitter._jumped(np.array([0.1, 0.09, 0.5]), 0.11)
-    assert fitter._jumped(np.array([0.5]), 0.1)  # relative to the last checked loss
+    assert fitter._jumped(np.array([0.5]), 0.1)  # relative to the lowest accepted loss
+    assert fitter._jumped(np.array([0.1, 0.09, 0.5]), np.inf)  # before any: the block's own minimum
     assert not fitter._jumped(np.array([0.1, 0.09, 0.2]), 0.11)
     assert fitter._jumped(np.array([0.1, np.inf]), 0.11)
     # tiny losses near convergence on noise-free data fluctuate by large ratios: no jump
     assert not fitter._jumped(np.array([2e-5, 9e-5, 1e-5]), 3e-5)
+    # a smooth blow-up, each step well under 3x the previous, is still a jump from the lowest
+    assert fitter._jumped(np.array([4e-5, 2e-4, 8e-4, 2e-3, 5e-3]), 4e-5)
 
 
 def test_without_backtracking_a_divergence_is_an_error():

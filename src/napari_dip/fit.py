@@ -245,6 +245,7 @@ class Fitter:
         run_averages = average = output = None
         pending = 0  # iterations since the last check
         last_loss = math.nan
+        lowest_loss = math.inf  # of the checked, accepted iterations: what a jump is measured from
         backtracks = consecutive_backtracks = 0
         learning_rate = cfg.learning_rate
         first = True
@@ -297,7 +298,7 @@ class Fitter:
                 if pending == check_every or snapshot_due:
                     recent = losses[:pending].cpu().numpy()
                     pending = 0
-                    if cfg.backtrack and self._jumped(recent, last_loss):
+                    if cfg.backtrack and self._jumped(recent, lowest_loss):
                         run_averages, output, last_loss = self._restore(checkpoint)
                         average = run_averages if self.runs == 1 else run_averages.mean(dim=0, keepdim=True)
                         backtracks += 1
@@ -319,6 +320,7 @@ class Fitter:
                         )
                     else:
                         last_loss = float(recent[-1])
+                        lowest_loss = min(lowest_loss, float(recent.min()))
                         consecutive_backtracks = 0
                         checkpoint = self._save(run_averages, output, last_loss)
                     if stop_reason is None and self.stopper is not None and self.stopper.should_stop(iteration):
@@ -360,14 +362,18 @@ class Fitter:
             return HeldOutPixels(stopping, self.observation, self.forward_model.observed_weight(), self.seed)
         return None
 
-    def _jumped(self, recent: np.ndarray, previous: float) -> bool:
+    def _jumped(self, recent: np.ndarray, lowest: float) -> bool:
         """True when the loss became non-finite, or rose ``backtrack_ratio`` times and by at
-        least ``backtrack_min_rise`` in one step."""
+        least ``backtrack_min_rise`` above ``lowest``, the lowest loss accepted so far (or,
+        before any, above the block's own running minimum).
+
+        Measuring from the lowest loss rather than the previous step also catches a blow-up
+        that climbs smoothly over many steps, none of them a jump on its own.
+        """
         if not np.isfinite(recent).all():
             return True
-        values = np.concatenate([[previous], recent]) if np.isfinite(previous) else recent
-        before, after = values[:-1], values[1:]
-        rises = (after > self.config.backtrack_ratio * before) & (after - before > self.config.backtrack_min_rise)
+        floor = np.minimum.accumulate(np.concatenate([[lowest], recent]))[:-1]
+        rises = (recent > self.config.backtrack_ratio * floor) & (recent - floor > self.config.backtrack_min_rise)
         return bool(np.any(rises))
 
     def _save(self, average, output, loss: float) -> dict:
