@@ -117,6 +117,7 @@ def test_backtracking_restores_weights_and_optimizer_state_after_a_divergence():
         assert torch.equal(a, b)
     assert steps30 == steps40 == [30.0] * len(steps30)
     assert snaps[3].backtracks == 1 and snaps[3].loss == snaps[2].loss
+    assert fitter.optimizer.param_groups[0]["lr"] == CPU.learning_rate / 2  # smaller steps after a blow-up
     final = snaps[-1]
     assert np.isfinite(final.average).all() and np.isfinite(final.loss)
     assert all(torch.isfinite(p).all() for p in fitter.network.parameters())

@@ -46,7 +46,8 @@ class FitConfig:
     reg_noise_std: float = 1.0 / 30.0
     #: Weight of the exponential average of outputs: ``avg = w * avg + (1 - w) * output``.
     average_weight: float = 0.99
-    #: Restore the last good weights and optimiser state when the loss jumps.
+    #: Restore the last good weights and optimiser state when the loss jumps, and go on
+    #: with half the learning rate.
     backtrack: bool = True
     #: A loss more than this many times the previous one counts as a jump...
     backtrack_ratio: float = 3.0
@@ -307,10 +308,10 @@ class Fitter:
                             raise FloatingPointError(
                                 f"the fit diverged {consecutive_backtracks} times in a row; lower the learning rate"
                             )
-                        if consecutive_backtracks > 1:
-                            # The restored state diverged again: it is fragile at this step
-                            # size (Adam's moments are part of it), so take smaller steps.
-                            learning_rate *= 0.5
+                        # A state that blew up once tends to blow up again at the same step
+                        # size (Adam's tiny second moments near convergence are part of it):
+                        # go on with half the step.
+                        learning_rate *= 0.5
                         for group in self.optimizer.param_groups:
                             group["lr"] = learning_rate
                     elif not np.isfinite(recent).all():
@@ -322,7 +323,10 @@ class Fitter:
                         last_loss = float(recent[-1])
                         lowest_loss = min(lowest_loss, float(recent.min()))
                         consecutive_backtracks = 0
-                        checkpoint = self._save(run_averages, output, last_loss)
+                        # Only a healthy state becomes the one to come back to: a loss that
+                        # creeps up without jumping yet may be the start of a blow-up.
+                        if last_loss <= cfg.backtrack_ratio * lowest_loss:
+                            checkpoint = self._save(run_averages, output, last_loss)
                     if stop_reason is None and self.stopper is not None and self.stopper.should_stop(iteration):
                         stop_reason = self.stopper.name
 
