@@ -38,6 +38,13 @@ def test_uint8_is_scaled_by_255_and_uint16_by_its_own_range():
     assert layout.low == (200.0,) and layout.high == (4000.0,)
 
 
+def test_float_in_unit_range_is_used_as_it_is():
+    image = np.linspace(0.2, 0.7, 16 * 16, dtype=np.float32).reshape(16, 16)
+    chw, layout, _ = prepare_image(image)
+    np.testing.assert_array_equal(chw[0], image)
+    assert layout.low == (0.0,) and layout.high == (1.0,)
+
+
 def test_multichannel_is_normalised_per_channel():
     image = np.stack([np.linspace(0, 10, 256), np.linspace(1000, 60000, 256)]).reshape(2, 16, 16).astype(np.uint16)
     chw, _, _ = prepare_image(image)

@@ -8,8 +8,9 @@ layout, dtype and value range.
 Normalisation
 -------------
 * ``uint8`` is divided by 255, the convention of the published benchmarks.
-* ``uint16`` and float images are scaled per channel from their own ``[min, max]`` to
-  [0, 1]: a 12-bit camera image stored as 16-bit would otherwise use 6 % of the range
+* float images whose values all lie in [0, 1] are used as they are.
+* ``uint16`` and other float images are scaled per channel from their own ``[min, max]``
+  to [0, 1]: a 12-bit camera image stored as 16-bit would otherwise use 6 % of the range
   the network's sigmoid output covers. Results are mapped back to the same ``[min, max]``.
 * RGBA: the alpha channel is not restored; it is passed through (resized for
   super-resolution).
@@ -131,6 +132,10 @@ def prepare_image(
     if array.dtype == np.uint8:
         low = np.zeros(values.shape[0])
         high = np.full(values.shape[0], 255.0)
+    elif array.dtype.kind == "f" and values.min() >= 0 and values.max() <= 1:
+        # Already in the engine's range (the usual float convention): used as it is.
+        low = np.zeros(values.shape[0])
+        high = np.ones(values.shape[0])
     else:
         low = values.min(axis=(1, 2)).astype(np.float64)
         high = values.max(axis=(1, 2)).astype(np.float64)
