@@ -233,7 +233,7 @@ class Fitter:
         if snapshot_every < 1:
             raise InputError(f"snapshot_every must be at least 1, got {snapshot_every}")
         cfg = self.config
-        check_every = min(cfg.check_every, snapshot_every)
+        check_every = cfg.check_every
         device_type = self.device.type
         autocast_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.precision)
         scaler = torch.amp.GradScaler(device_type) if cfg.precision == "float16" and device_type == "cuda" else None
@@ -251,6 +251,7 @@ class Fitter:
         learning_rate = cfg.learning_rate
         first = True
         checkpoint = self._save(run_averages, output, last_loss)
+        checkpoint_at = 0
         start = time.perf_counter()
 
         try:
@@ -325,8 +326,12 @@ class Fitter:
                         consecutive_backtracks = 0
                         # Only a healthy state becomes the one to come back to: a loss that
                         # creeps up without jumping yet may be the start of a blow-up.
-                        if last_loss <= cfg.backtrack_ratio * lowest_loss:
+                        # Frequent snapshots (a GUI) check often; copying the state that often
+                        # would cost more than it protects, so save at most every check_every.
+                        healthy = last_loss <= cfg.backtrack_ratio * lowest_loss
+                        if healthy and iteration - checkpoint_at >= check_every:
                             checkpoint = self._save(run_averages, output, last_loss)
+                            checkpoint_at = iteration
                     if stop_reason is None and self.stopper is not None and self.stopper.should_stop(iteration):
                         stop_reason = self.stopper.name
 
