@@ -65,8 +65,10 @@ class FitConfig:
     device: str = "auto"
     #: ``float32``, or mixed precision with ``bfloat16``/``float16`` for the network.
     precision: str = "float32"
-    #: Store activations channels-last, which most convolution kernels run faster on.
-    channels_last: bool = True
+    #: Store activations channels-last (what GPU convolution kernels prefer); ``None``:
+    #: on CUDA only. On a 2-core CPU it was slower for the fast network at 256x256
+    #: (0.26 against 0.22 s per step) and mixed for the paper network.
+    channels_last: bool | None = None
     #: Automatic stopping (see :mod:`napari_dip.stopping`); ``StoppingConfig(rule="none")``
     #: runs the whole budget.
     stopping: StoppingConfig = StoppingConfig()
@@ -194,7 +196,10 @@ class Fitter:
         net = nets[0] if self.runs == 1 else SkipNet.side_by_side(nets)
         z = torch.cat(inputs, dim=1)
 
-        memory_format = torch.channels_last if self.config.channels_last else torch.contiguous_format
+        channels_last = self.config.channels_last
+        if channels_last is None:
+            channels_last = self.device.type == "cuda"
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
         try:
             self.network = net.to(self.device, memory_format=memory_format)
             self.input = z.to(self.device, memory_format=memory_format)
