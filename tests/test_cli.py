@@ -94,6 +94,13 @@ def test_bad_input_exits_2_with_one_line(make_args, message, grey_png, tmp_path,
     assert not (tmp_path / "o.png").exists() and not (tmp_path / "o.tif").exists()
 
 
+def test_float_input_to_png_output_is_refused_before_the_fit(tmp_path, capsys):
+    source = tmp_path / "float.tif"
+    tifffile.imwrite(source, smooth_image(32))
+    code = main(["denoise", str(source), "-o", str(tmp_path / "o.png"), *FAST[:-1], "--iterations", "100000"])
+    assert code == 2 and "write a .tif" in capsys.readouterr().err  # returns at once, no 100000-step fit
+
+
 def test_float_png_is_refused_before_the_fit(tmp_path):
     with pytest.raises(ValueError, match="write a .tif"):
         write_image(tmp_path / "f.png", ImageFile(np.zeros((16, 16), np.float32)))

@@ -88,17 +88,21 @@ def _progress(snapshots, total: int, quiet: bool):
 
     with tqdm(total=total, unit="it", dynamic_ncols=True, file=sys.stderr) as bar:
         for snap in snapshots:
+            if snap.done:  # stopped early by its rule: the bar ends where the fit did
+                bar.total = snap.iteration
             bar.update(snap.iteration - bar.n)
             bar.set_postfix(loss=f"{snap.loss:.3g}", refresh=False)
             yield snap
 
 
 def _run_task(args) -> int:
-    from .io import ImageFile, check_writable, read_image, write_image
+    from .io import ImageFile, check_png, check_writable, read_image, write_image
     from .restore import iter_restore
 
     output = check_writable(args.output, args.overwrite)
     source = read_image(args.input)
+    if output.suffix.lower() == ".png":
+        check_png(output, source.data)  # the result has the input's dtype: say so before the fit
     options = {}
     factor = None
     if args.command == "inpaint":

@@ -107,7 +107,7 @@ def write_image(
     suffix = _suffix(path)
     data = np.asarray(image.data)
     if suffix in PNG_SUFFIXES:
-        _check_png(path, data)
+        check_png(path, data)
     partial = path.with_name(f".{path.stem}.partial{suffix}")
     try:
         if suffix in TIFF_SUFFIXES:
@@ -121,7 +121,8 @@ def write_image(
     return path
 
 
-def _check_png(path: Path, data: np.ndarray) -> None:
+def check_png(path: Path, data: np.ndarray) -> None:
+    """Fail if ``data``'s dtype or layout cannot be stored as PNG."""
     if data.dtype not in (np.uint8, np.uint16):
         raise InputError(f"{path}: PNG holds 8- or 16-bit integers, not {data.dtype}; write a .tif instead")
     colour = data.ndim == 3 and data.shape[-1] in (3, 4)
