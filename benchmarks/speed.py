@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     torch_version = next(iter(results.values()))[0]["torch"]
     print(f"\n{args.network} network, RGB, {args.iterations} timed iterations after {args.warmup} warm-up, "
           f"median of {args.repeats}; {device}; torch {torch_version}; {date.today()}")
-    print(f"| size | variant | s/iteration | peak memory (GiB) | speed-up over plain |")
+    print("| size | variant | s/iteration | peak memory (GiB) | speed-up over plain |")
     print("|---|---|---|---|---|")
     rows = []
     for size in args.sizes:
