@@ -97,7 +97,7 @@ def _progress(snapshots, total: int, quiet: bool):
 
 def _run_task(args) -> int:
     from .io import ImageFile, check_png, check_writable, read_image, write_image
-    from .restore import iter_restore
+    from .restore import iter_restore, last_snapshot
 
     output = check_writable(args.output, args.overwrite)
     source = read_image(args.input)
@@ -131,9 +131,7 @@ def _run_task(args) -> int:
         **options,
     )
     total = args.iterations or _preset_iterations(args.command, args.preset, factor)
-    final = None
-    for final in _progress(snapshots, total, args.quiet):
-        pass
+    final = last_snapshot(_progress(snapshots, total, args.quiet))
 
     # A finer pixel grid: pixels per unit grow by the factor, so physical size is kept.
     resolution = source.resolution

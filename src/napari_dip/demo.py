@@ -54,7 +54,7 @@ def run_demo(
 
     ``progress(snapshots, total)`` may wrap the snapshot stream (the CLI's progress bar).
     """
-    from .restore import iter_restore
+    from .restore import iter_restore, last_snapshot
 
     clean, noisy = example_pair(size, seed)
     start = time.perf_counter()
@@ -63,9 +63,7 @@ def run_demo(
     )
     if progress is not None:
         snapshots = progress(snapshots, iterations)
-    final = None
-    for final in snapshots:
-        pass
+    final = last_snapshot(snapshots)
     seconds = time.perf_counter() - start
     restored = final.average
     result = {

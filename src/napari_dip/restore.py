@@ -184,11 +184,16 @@ def _in_user_layout(snapshots, layout, alpha, description) -> Iterator[Snapshot]
         )
 
 
-def _final(snapshots: Iterator[Snapshot]) -> np.ndarray:
+def last_snapshot(snapshots: Iterator[Snapshot]) -> Snapshot:
+    """Run a snapshot stream to its end and return the final snapshot (the result)."""
     last = None
-    for last in snapshots:
+    for last in snapshots:  # noqa: B007 - only the last one is wanted
         pass
-    return last.average
+    return last
+
+
+def _final(snapshots: Iterator[Snapshot]) -> np.ndarray:
+    return last_snapshot(snapshots).average
 
 
 def denoise(image, *, preset: str = DEFAULT_PRESET, seed: int | None = 0, device: str = "auto", **settings) -> np.ndarray:
