@@ -80,8 +80,9 @@ class _BestTracker:
         better = score < self.best_score  # a NaN score is never better
         self.best_score = torch.where(better, score, self.best_score)
         self.best_step = torch.where(better, self.step, self.best_step)
-        self.best_average.copy_(torch.where(better, average, self.best_average))
-        self.best_output.copy_(torch.where(better, output, self.best_output))
+        # In place: no image-sized temporary on every iteration.
+        torch.where(better, average, self.best_average, out=self.best_average)
+        torch.where(better, output, self.best_output, out=self.best_output)
 
     def best_iteration(self) -> int | None:
         """Iteration of the best score so far (host sync), or ``None`` before any."""
@@ -149,4 +150,4 @@ class HeldOutPixels(_BestTracker):
         error = ((predicted - self.observation) ** 2 * self.held).sum() / self.held_count
         weight = self.config.smoothing if iteration > 1 else 0.0
         self.smoothed.mul_(weight).add_(error, alpha=1.0 - weight)
-        self._record(self.smoothed.clone(), iteration, output, average)
+        self._record(self.smoothed, iteration, output, average)
