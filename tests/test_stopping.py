@@ -66,6 +66,23 @@ def test_windowed_variance_samples_large_images():
     assert rule.indices.unique().numel() == 100
 
 
+def test_windowed_variance_running_sums_match_the_window_recomputed_from_scratch():
+    # Bright, slowly drifting outputs with tiny fluctuations are the hard case for running
+    # sums (large squares, small variance); every score must equal the direct computation.
+    rng = np.random.default_rng(1)
+    config = StoppingConfig(window=7, warmup=0, max_samples=50)
+    rule = WindowedVariance(config, (2, 9, 9), CPU, seed=0)
+    outputs = []
+    for iteration in range(1, 60):
+        output = 0.8 + 1e-3 * iteration + 1e-3 * torch.as_tensor(rng.standard_normal((1, 2, 9, 9)), dtype=torch.float32)
+        outputs.append(output.reshape(-1)[rule.indices])
+        rule.update(iteration, output, output)
+        if iteration >= config.window:
+            window = torch.stack(outputs[-config.window :]).double()
+            expected = window.var(dim=0, unbiased=False).mean()
+            assert float(rule.last_score) == pytest.approx(float(expected), rel=1e-5)
+
+
 def test_held_out_validation_error_is_smallest_at_the_clean_image():
     # Observation = clean + noise. Averages move from a blank image to the clean one and on
     # towards the noisy observation on the pixels the fit sees (overfitting); the held-out
