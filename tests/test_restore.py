@@ -3,6 +3,7 @@ import pytest
 
 from napari_dip import denoise, inpaint, iter_restore, super_resolve
 from napari_dip.errors import InputError
+from napari_dip.restore import last_snapshot
 from tiny import TINY, smooth_image
 
 
@@ -102,3 +103,23 @@ def test_bad_calls_are_explained(call, message):
     _, noisy = noisy_uint8(32)
     with pytest.raises(InputError, match=message):
         call(noisy)
+
+
+def test_denoising_jitter_follows_the_estimated_noise():
+    rng = np.random.default_rng(3)
+    clean = smooth_image(48)
+    heavy = np.clip(clean + rng.normal(0, 0.15, clean.shape), 0, 1).astype(np.float32)
+
+    def fit_settings(image, **kwargs):
+        final = last_snapshot(iter_restore("denoise", image, iterations=2, snapshot_every=None, **TINY, **kwargs))
+        return final.settings
+
+    quiet = fit_settings(clean)
+    noisy = fit_settings(heavy)
+    assert quiet["noise_sigma_estimate"] < 0.02 < 0.1 < noisy["noise_sigma_estimate"]
+    assert quiet["fit"]["reg_noise_std"] == pytest.approx(1 / 30)  # the paper's value at low noise
+    assert noisy["fit"]["reg_noise_std"] == pytest.approx(noisy["noise_sigma_estimate"] / 3, rel=1e-6)
+    # the caller's value wins, and other tasks keep their schedule whatever the noise
+    assert fit_settings(heavy, reg_noise_std=0.01)["fit"]["reg_noise_std"] == 0.01
+    sr = last_snapshot(iter_restore("super-resolve", heavy, factor=2, iterations=2, snapshot_every=None, **TINY))
+    assert sr.settings["fit"]["reg_noise_std"] == pytest.approx(0.03)

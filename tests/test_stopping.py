@@ -171,3 +171,14 @@ def test_inpainting_validation_needs_observed_pixels_to_hold_out():
     config = FitConfig(iterations=2, device="cpu", stopping=StoppingConfig(rule="validation", holdout_fraction=0.01))
     with pytest.raises(InputError, match="hold some out"):
         Fitter(np.zeros((1, 32, 32), np.float32), KnownPixels(known), TINY_NET, replace(config, seed=5))
+
+
+def test_denoising_jitter_grows_with_the_noise_within_its_bounds():
+    from napari_dip.presets import DENOISING_JITTER_RANGE, denoising_jitter
+
+    low, high = DENOISING_JITTER_RANGE
+    assert denoising_jitter(0.0) == low and denoising_jitter(1.0) == high
+    assert denoising_jitter(0.15) == pytest.approx(0.05)
+    assert settings_for("denoise", noise_sigma=0.15)[1].reg_noise_std == pytest.approx(0.05)
+    assert settings_for("denoise", noise_sigma=0.15, reg_noise_std=0.0)[1].reg_noise_std == 0.0
+    assert settings_for("inpaint", noise_sigma=0.15)[1].reg_noise_std == 0.03

@@ -400,6 +400,23 @@ def test_advanced_section_shows_the_preset_defaults(make_napari_viewer):
     assert widget.device_info.text().startswith("Runs on ")
 
 
+def test_denoising_jitter_is_left_to_the_engine_unless_set(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(_image((32, 32)), name="cells")
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=2, every=2)
+    assert widget.noise_box.text() == "auto"
+    _run_to_end(qtbot, widget)
+    record = viewer.layers[-1].metadata["napari_dip"]
+    assert record["parameters"]["reg_noise_std"] is None
+    # chosen by the engine from the noise estimate, and recorded
+    assert record["engine_settings"]["fit"]["reg_noise_std"] >= 1 / 30
+    assert record["engine_settings"]["noise_sigma_estimate"] > 0
+    widget.noise_box.setValue(0.02)
+    _run_to_end(qtbot, widget)
+    record = viewer.layers[-1].metadata["napari_dip"]
+    assert record["engine_settings"]["fit"]["reg_noise_std"] == pytest.approx(0.02)
+
+
 def test_layer_updates_happen_on_the_main_thread(make_napari_viewer_proxy, qtbot):
     """Through napari's proxy (as plugins get the viewer), touching the viewer from the
     worker thread raises; also record the thread of every layer-data event."""

@@ -43,6 +43,9 @@ PLANES_IN_VIEW = "plane in view"
 PLANES_ALL = "all planes"
 SHOW_AVERAGE = "running average"
 SHOW_OUTPUT = "current output"
+#: The input-jitter box's "auto" value sits one 4-decimal step below zero (a valid jitter).
+AUTO_STEP = 1e-4
+
 #: Labels and engine values of the automatic stopping rules (``iter_restore(stopping=...)``).
 STOPPING_CHOICES = [
     ("automatic (task default)", None),
@@ -411,9 +414,14 @@ class DeepImagePriorWidget(QWidget):
         self.learning_rate_box.setSingleStep(0.001)
         self.noise_box = QDoubleSpinBox()
         self.noise_box.setDecimals(4)
-        self.noise_box.setRange(0.0, 1.0)
+        # One step below 0 is "auto": the engine chooses (for denoising, from the noise level).
+        self.noise_box.setRange(-AUTO_STEP, 1.0)
+        self.noise_box.setSpecialValueText("auto")
         self.noise_box.setSingleStep(0.005)
-        self.noise_box.setToolTip("Standard deviation of the jitter added to the network input each step")
+        self.noise_box.setToolTip(
+            "Standard deviation of the jitter added to the network input each step; "
+            "'auto' lets the engine choose (for denoising it follows the image's estimated noise level)"
+        )
         self.channels_box = QSpinBox()
         self.channels_box.setRange(1, 512)
         self.channels_box.setToolTip("Network width: channels per scale")
@@ -493,7 +501,8 @@ class DeepImagePriorWidget(QWidget):
         net, fit = settings_for(self.task, self.preset, factor=self.factor)
         self.iterations_box.setValue(fit.iterations)
         self.learning_rate_box.setValue(fit.learning_rate)
-        self.noise_box.setValue(fit.reg_noise_std)
+        # Denoising's jitter depends on the image (presets.denoising_jitter): leave it to the engine.
+        self.noise_box.setValue(self.noise_box.minimum() if self.task == "denoise" else fit.reg_noise_std)
         self.channels_box.setValue(int(net.channels_down[0]))
         self.seed_box.setValue(fit.seed or 0)
 
@@ -606,7 +615,7 @@ class DeepImagePriorWidget(QWidget):
         parameters = {
             "iterations": iterations,
             "learning_rate": self.learning_rate_box.value(),
-            "reg_noise_std": self.noise_box.value(),
+            "reg_noise_std": None if self.noise_box.value() == self.noise_box.minimum() else self.noise_box.value(),
             "channels": self.channels_box.value(),
             "snapshot_every": every,
             "stopping": self.stopping_box.currentData(),

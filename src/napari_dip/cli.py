@@ -26,7 +26,7 @@ def _add_fit_options(parser: argparse.ArgumentParser) -> None:
                         help="paper: the published network and schedule; fast: 48-channel network (default: paper)")
     parser.add_argument("--iterations", type=int, help="number of iterations (default: the preset's)")
     parser.add_argument("--learning-rate", type=float, help="Adam learning rate (default: the preset's)")
-    parser.add_argument("--reg-noise-std", type=float, help="jitter of the input noise (default: the preset's)")
+    parser.add_argument("--reg-noise-std", type=float, help="jitter of the input noise (default: the preset's; for denoising, a third of the estimated noise level, within 1/30 to 1/15)")
     parser.add_argument("--channels", type=int, help="channels per scale of the network (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")

@@ -68,7 +68,9 @@ def iter_restore(
     channel_axis : {None, 0, -1}
         Where the channels are; ``None`` guesses (see :func:`~napari_dip.arrays.guess_channel_axis`).
     iterations, learning_rate, reg_noise_std, average_weight, precision, backtrack
-        Override the preset's fit settings (:class:`~napari_dip.fit.FitConfig`).
+        Override the preset's fit settings (:class:`~napari_dip.fit.FitConfig`). For
+        denoising, the default ``reg_noise_std`` (input jitter) follows the noise level
+        estimated from the image (:func:`~napari_dip.presets.denoising_jitter`).
     channels : int, optional
         Width of the preset's network (channels per scale).
     network : SkipNetConfig, optional
@@ -111,6 +113,8 @@ def iter_restore(
 
     observed, layout, alpha = prepare_image(image, channel_axis)
     forward_model = forward_model_for(task, layout, mask=mask, factor=factor)
+    # Holes (inpainting) are not noise: an estimate there would measure the mask's edges.
+    noise_sigma = None if task == "inpaint" else estimate_noise(observed)
 
     net, fit_config = settings_for(
         task,
@@ -120,6 +124,7 @@ def iter_restore(
         network=network,
         stopping=stopping,
         patience=patience,
+        noise_sigma=noise_sigma,
         iterations=iterations,
         learning_rate=learning_rate,
         reg_noise_std=reg_noise_std,
@@ -137,7 +142,7 @@ def iter_restore(
         "task": task,
         "preset": preset,
         "factor": factor,
-        "noise_sigma_estimate": estimate_noise(observed),
+        "noise_sigma_estimate": noise_sigma,
         "input": {
             "shape": list(layout.shape),
             "dtype": str(layout.dtype),
