@@ -294,6 +294,7 @@ def _fit(task, observed, options, stopping, **task_kwargs):
         snapshot_every=options.snapshot_every,
         iterations=options.iterations,
         channels=options.channels,
+        reg_noise_std=options.jitter,
         seed=options.seed,
         device=options.device,
         stopping=stopping,
@@ -715,6 +716,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", choices=("paper", "fast"), default="paper", help="network preset (default: paper)")
     parser.add_argument("--iterations", type=int, default=None, help="iterations per fit (default: the preset's schedule)")
     parser.add_argument("--channels", type=int, default=None, help="channels per scale (default: the preset's)")
+    parser.add_argument("--jitter", type=float, default=None,
+                        help="standard deviation of the input jitter (default: the task's schedule)")
     parser.add_argument("--snapshot-every", type=int, default=100,
                         help="score the average every N iterations, for the oracle (default: 100)")
     parser.add_argument("--auto-stop", choices=("default", "wmv", "validation", "off"), default="default",
