@@ -360,6 +360,12 @@ def run_dip(task: str, observed: np.ndarray, evaluate, options, **task_kwargs) -
 def run_auto_stop(task, observed, evaluate, options, **task_kwargs) -> dict:
     """A fit with automatic stopping (the task's default rule, or ``--auto-stop RULE``): its result."""
     rule = None if options.auto_stop == "default" else options.auto_stop
+    if options.holdout is not None:
+        from dataclasses import replace
+
+        from napari_dip.presets import stopping_for
+
+        rule = replace(stopping_for(task, rule), holdout_fraction=options.holdout)
     last = None
     for last in _fit(task, observed, options, rule, **task_kwargs):
         pass  # no scoring on the way: the rule must not see the ground truth, and neither do we
@@ -723,6 +729,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--auto-stop", choices=("default", "wmv", "validation", "off"), default="default",
                         help="also fit with automatic stopping (the engine's default rule for the task, or the one "
                         "named) and report it as 'DIP automatically stopped'; off: only the budget fit (default: default)")
+    parser.add_argument("--holdout", type=float, default=None,
+                        help="fraction of pixels the validation rule holds out (default: the engine's)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default: auto)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the noise, the masks and the fits (default: 0)")
