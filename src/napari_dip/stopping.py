@@ -100,10 +100,9 @@ class WindowedVariance(_BestTracker):
 
     The variance is kept up to date with running sums over a ring buffer, so an update
     costs a few operations per sampled pixel instead of a pass over the whole window
-    (recomputing it every iteration took about 18 ms at 16384 samples on one CPU thread,
-    a fifth of a step of the fast network at 128 x 128). Buffer and sums are float64 where
-    the device has it, and the sums are recomputed from the buffer each time the ring
-    wraps, so rounding drift stays bounded whatever the dtype.
+    (about 50 times less at 16384 samples on one CPU thread: ``benchmarks/wmv_cost.py``).
+    Buffer and sums are float64 where the device has it, and the sums are recomputed from
+    the buffer each time the ring wraps, so rounding drift stays bounded whatever the dtype.
     """
 
     name = "wmv"
