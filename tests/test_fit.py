@@ -218,3 +218,29 @@ def test_snapshots_do_not_change_after_they_are_yielded():
     snaps = list(fit(observation(), Identity(), TINY_NET, replace(CPU, iterations=10), snapshot_every=5))
     assert not np.array_equal(snaps[0].average, snaps[1].average)
     assert not np.array_equal(snaps[0].output, snaps[1].output)
+
+
+def test_snapshots_by_time_as_well_as_by_count():
+    config = replace(CPU, iterations=6)
+    by_count = list(fit(observation(), Identity(), TINY_NET, config, snapshot_every=1000))
+    assert [s.iteration for s in by_count] == [6]
+    # Any positive interval has passed after one step: one snapshot per iteration.
+    by_time = list(fit(observation(), Identity(), TINY_NET, config, snapshot_every=1000, snapshot_seconds=1e-9))
+    assert [s.iteration for s in by_time] == [1, 2, 3, 4, 5, 6]
+    # A long interval adds nothing to the count-based snapshots.
+    slow = list(fit(observation(), Identity(), TINY_NET, config, snapshot_every=2, snapshot_seconds=3600))
+    assert [s.iteration for s in slow] == [2, 4, 6]
+    with pytest.raises(InputError):
+        list(fit(observation(), Identity(), TINY_NET, config, snapshot_seconds=0))
+
+
+def test_expected_stop_is_best_plus_patience_within_the_budget():
+    stopping = StoppingConfig(rule="validation", patience=7, warmup=0)
+    fitter = Fitter(observation(), Identity(), TINY_NET, replace(CPU, iterations=60, stopping=stopping))
+    snaps = list(fitter.run(snapshot_every=1))
+    for snap in snaps[:-1]:
+        assert snap.expected_stop == min(60, max(snap.iteration, snap.best_iteration + 7))
+    assert snaps[-1].expected_stop == snaps[-1].iteration
+    # Without a rule the fit runs its budget, and that is what it expects.
+    plain = list(fit(observation(), Identity(), TINY_NET, replace(CPU, iterations=4, stopping=StoppingConfig(rule="none")), 2))
+    assert [s.expected_stop for s in plain] == [4, 4]

@@ -120,6 +120,10 @@ class Snapshot:
     #: the stopping rule that fired (``"wmv"``, ``"validation"``).
     stop_reason: str | None = None
     best_iteration: int | None = None
+    #: The iteration the fit ends at if the stopping rule sees no new best from now on
+    #: (``best_iteration + patience``, at most the budget; the budget without a rule).
+    #: What an ETA should count down to: the budget alone overstates most runs.
+    expected_stop: int | None = None
     settings: dict = field(default_factory=dict)
 
     @property
@@ -233,10 +237,17 @@ class Fitter:
             "torch": torch.__version__,
         }
 
-    def run(self, snapshot_every: int = 100) -> Iterator[Snapshot]:
-        """Fit, yielding a :class:`Snapshot` every ``snapshot_every`` iterations and at the end."""
+    def run(self, snapshot_every: int = 100, snapshot_seconds: float | None = None) -> Iterator[Snapshot]:
+        """Fit, yielding a :class:`Snapshot` every ``snapshot_every`` iterations and at the end.
+
+        ``snapshot_seconds`` also yields one whenever that much time has passed since the
+        previous snapshot (or the start), so a viewer sees a first result within seconds
+        even when one iteration is slow; ``None`` snapshots by iteration count only.
+        """
         if snapshot_every < 1:
             raise InputError(f"snapshot_every must be at least 1, got {snapshot_every}")
+        if snapshot_seconds is not None and not snapshot_seconds > 0:
+            raise InputError(f"snapshot_seconds must be positive, got {snapshot_seconds}")
         cfg = self.config
         check_every = cfg.check_every
         device_type = self.device.type
@@ -258,6 +269,7 @@ class Fitter:
         checkpoint = self._save(run_averages, output, last_loss)
         checkpoint_at = 0
         start = time.perf_counter()
+        last_snapshot_time = start
 
         try:
             for iteration in range(1, cfg.iterations + 1):
@@ -302,6 +314,10 @@ class Fitter:
 
                 stop_reason = "budget" if iteration == cfg.iterations else None
                 snapshot_due = iteration % snapshot_every == 0 or stop_reason is not None
+                if not snapshot_due and snapshot_seconds is not None:
+                    # The clock is read on the host, but no device sync is forced: on a GPU
+                    # this measures queued work, which is still the right rate to look at.
+                    snapshot_due = time.perf_counter() - last_snapshot_time >= snapshot_seconds
                 if pending == check_every or snapshot_due:
                     recent = losses[:pending].cpu().numpy()
                     pending = 0
@@ -345,17 +361,20 @@ class Fitter:
                     shown_output, shown_average = output, average
                     if stop_reason is not None and best is not None:
                         shown_output, shown_average = self.stopper.best_output, self.stopper.best_average
+                    now = time.perf_counter()
+                    last_snapshot_time = now
                     yield Snapshot(
                         iteration=iteration,
                         iterations=cfg.iterations,
                         loss=last_loss,
                         output=_to_numpy(shown_output),
                         average=_to_numpy(shown_average),
-                        elapsed=time.perf_counter() - start,
+                        elapsed=now - start,
                         backtracks=backtracks,
                         done=stop_reason is not None,
                         stop_reason=stop_reason,
                         best_iteration=best,
+                        expected_stop=iteration if stop_reason is not None else self._expected_stop(iteration, best),
                         # The first and the last snapshot say how the fit is made, so a
                         # run stopped by its caller can still record it.
                         settings=self.settings if stop_reason is not None or first else {},
@@ -367,6 +386,19 @@ class Fitter:
             raise self._memory_error(self.observation.shape[1], height, width) from error
 
     # -- internals ---------------------------------------------------------------------
+
+    def _expected_stop(self, iteration: int, best: int | None) -> int:
+        """Where the fit ends if no new best comes: ``best + patience``, within the budget.
+
+        Before the rule has a best (warm-up), the earliest it could stop is
+        ``warmup + patience``.
+        """
+        budget = self.config.iterations
+        if self.stopper is None:
+            return budget
+        stopping = self.config.stopping
+        anchor = best if best is not None else max(iteration, stopping.warmup)
+        return int(min(budget, max(iteration, anchor + stopping.patience)))
 
     def _make_stopper(self, channels: int, height: int, width: int):
         stopping = self.config.stopping
@@ -434,6 +466,7 @@ def fit(
     network: SkipNetConfig | None = None,
     config: FitConfig | None = None,
     snapshot_every: int = 100,
+    snapshot_seconds: float | None = None,
 ) -> Iterator[Snapshot]:
     """Generator form of :class:`Fitter`: ``for snap in fit(y, Identity()): ...``."""
-    return Fitter(observation, forward_model, network, config).run(snapshot_every)
+    return Fitter(observation, forward_model, network, config).run(snapshot_every, snapshot_seconds)

@@ -31,6 +31,7 @@ def iter_restore(
     factor: int | None = None,
     preset: str = DEFAULT_PRESET,
     snapshot_every: int | None = 100,
+    snapshot_seconds: float | None = None,
     channel_axis: int | None = None,
     iterations: int | None = None,
     learning_rate: float | None = None,
@@ -65,6 +66,9 @@ def iter_restore(
     snapshot_every : int or None
         Yield a snapshot every this many iterations; ``None`` yields only the final one.
         Snapshots copy from the device, so fewer is faster.
+    snapshot_seconds : float, optional
+        Also yield a snapshot whenever this many seconds have passed since the last one
+        (e.g. 2.0 for a GUI: first feedback quickly even when iterations are slow).
     channel_axis : {None, 0, -1}
         Where the channels are; ``None`` guesses (see :func:`~napari_dip.arrays.guess_channel_axis`).
     iterations, learning_rate, reg_noise_std, average_weight, precision, backtrack
@@ -150,7 +154,7 @@ def iter_restore(
             "value_range": [list(layout.low), list(layout.high)],
         },
     }
-    return _in_user_layout(fitter.run(every), layout, alpha, description)
+    return _in_user_layout(fitter.run(every, snapshot_seconds), layout, alpha, description)
 
 
 def forward_model_for(task: str, layout: ImageLayout, mask=None, factor: int | None = None) -> ForwardModel:
