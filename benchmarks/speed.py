@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py                      # paper network, 256 and 512 px, auto device
     python benchmarks/speed.py --sizes 128 --iterations 3   # a quick look
+    python benchmarks/speed.py --time-to-result --baseline REV ...   # benchmarks/time_to_result.py
 
 Both variants fit the same network (the paper's 2.2 M-parameter denoising network by
 default) to the same random RGB image from the same seed:
@@ -113,6 +114,12 @@ def _measure(args, variant: str, size: int) -> dict:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--time-to-result" in argv:  # wall time to the stopped result, not per step
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        import time_to_result
+
+        return time_to_result.main([a for a in argv if a != "--time-to-result"])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--iterations", type=int, default=5, help="timed iterations per measurement")

@@ -45,10 +45,12 @@ def cases(options):
     data = Path(options.data)
     rng_seed = options.seed
     if "denoise" in options.tasks:
-        for name, path in quality.list_images(data, "Set12", options.images + options.skip)[options.skip:]:
-            clean = quality.to_unit(quality.centre_crop(quality.load_uint8(path), options.crop))
-            noisy = quality.add_gaussian_noise(clean, 25 / 255, quality.image_seed(rng_seed, "Set12", name, 25))
-            yield "denoise", f"Set12/{name}", noisy, {}, lambda est, c=clean: quality.psnr(c, est)
+        for sigma in options.sigmas:
+            for name, path in quality.list_images(data, "Set12", options.images + options.skip)[options.skip:]:
+                clean = quality.to_unit(quality.centre_crop(quality.load_uint8(path), options.crop))
+                noisy = quality.add_gaussian_noise(clean, sigma / 255, quality.image_seed(rng_seed, "Set12", name, sigma))
+                label = f"Set12/{name}" if sigma == 25 else f"Set12-s{sigma:g}/{name}"
+                yield "denoise", label, noisy, {}, lambda est, c=clean: quality.psnr(c, est)
     if "super-resolve" in options.tasks:
         for name, path in quality.list_images(data, "Set5", options.images + options.skip)[options.skip:]:
             crop = max(options.crop, quality.MIN_LR_SIDE * 4)
@@ -116,8 +118,12 @@ def main(argv=None) -> int:
     parser.add_argument("--patience", default="100,200,300,500,1000")
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rules", default="wmv,validation")
+    parser.add_argument("--sigmas", default="25", help="denoising noise levels (of 255), comma-separated")
+    parser.add_argument("--traces", type=Path,
+                        help="also save each fit's per-iteration score and PSNR here (npz), to replay other rules")
     parser.add_argument("--out", type=Path)
     options = parser.parse_args(argv)
+    options.sigmas = [float(s) for s in options.sigmas.split(",")]
     options.tasks = options.tasks.split(",")
     if options.threads:
         import torch
@@ -133,6 +139,10 @@ def main(argv=None) -> int:
             except FloatingPointError as error:  # a diverged fit is a result too: report it, go on
                 print(f"{task:13s} {name:22s} {rule:10s} failed: {error}", flush=True)
                 continue
+            if options.traces:
+                options.traces.mkdir(parents=True, exist_ok=True)
+                np.savez(options.traces / f"{task}-{name.replace('/', '-')}-{rule}.npz",
+                         scores=scores, psnrs=psnrs, seconds=seconds)
             row = {"task": task, "image": name, "rule": rule, "seconds": seconds,
                    "oracle": float(psnrs.max()), "oracle_at": int(psnrs.argmax()) + 1, "final": float(psnrs[-1]),
                    "replays": {}}

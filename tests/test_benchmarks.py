@@ -198,3 +198,26 @@ def test_end_to_end_tiny_run(quality, tiny_data, tmp_path, capsys):
     assert any(",dip_oracle," in line for line in lines)
     assert len(lines) == 1 + 5  # input, biharmonic, dip_final, dip_oracle, dip_last_output; no dip_auto
     assert not any(",dip_auto," in line for line in lines)
+
+
+def test_time_to_result_runs_both_engines_side_by_side(tiny_data, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("napari_dip_ttr_benchmark", SCRIPT.parent / "time_to_result.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "ttr.json"
+    assert module.main(["--data", str(tiny_data), "--baseline", "HEAD", "--sizes", "32", "--tasks", "denoise",
+                        "--colours", "grey", "--configs", "preset:fast", "--iterations", "3", "--threads", "1",
+                        "--out", str(out)]) == 0
+    document = json.loads(out.read_text())
+    (row,) = document["rows"]
+    assert set(row["fits"]) == {"current preset:fast", "baseline preset:fast"}
+    for fit in row["fits"].values():
+        assert fit["iteration"] <= 3 and fit["seconds"] > 0 and fit["preset"] == "fast"
+        assert 10 < fit["psnr"] < 60
+    printed = capsys.readouterr().out
+    assert "| denoise Set12/01 32² σ25 | preset:fast (fast) | current |" in printed
+    # The baseline's worktree is removed afterwards.
+    import subprocess
+
+    worktrees = subprocess.run(["git", "-C", str(SCRIPT.parents[1]), "worktree", "list"], capture_output=True, text=True)
+    assert document["baseline"] and "napari-dip-ttr-" not in worktrees.stdout

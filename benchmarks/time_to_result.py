@@ -1,0 +1,268 @@
+"""Time to result: wall time from the call to an automatically stopped result, and its PSNR.
+
+    python benchmarks/time_to_result.py --baseline HEAD~5 --sizes 128 --sigmas 25
+    python benchmarks/speed.py --time-to-result ...      # the same, from the speed script
+
+What a user waits for is not one step but the whole fit up to the result the stopping rule
+picks. For each case this script runs, in the same run and on the same inputs:
+
+* the **current** engine (this checkout's ``src``), and
+* the **baseline** engine: ``--baseline REV`` is checked out as a git worktree in a
+  temporary folder and imported from there (``PYTHONPATH``), so "before" and "after" are
+  measured side by side on the same machine, at the same load,
+* each with every ``--configs`` entry: ``preset:NAME`` passes that preset to both engines
+  (same network, same schedule), ``default`` passes no preset (what a user gets without
+  choosing), and
+* BM3D / CBM3D (the optional ``bm3d`` package) for the denoising cases, with the true sigma.
+
+Cases: denoising of Set12 (grey) and CSet9 (colour) centre crops at each size and sigma
+(noisy image rounded to 8 bits, as in ``quality.py``), super-resolution x4 of a Set5 crop
+and inpainting of a Heide11 crop with 50 % random pixels missing (``--tasks``). Every fit
+runs in its own process, one after the other (never two at once: on a 2-core machine
+parallel fits slow each other several times), with the same thread count (``--threads``;
+0 leaves each engine's own choice). The time is measured inside the process from the call
+of ``iter_restore`` to the final snapshot, so the interpreter and torch start-up are
+excluded (they are reported apart, as ``startup``).
+
+The table gives seconds, PSNR, the iteration the result came from and where the fit
+stopped, and the ratios baseline / current (speed) and DIP / BM3D (time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_quality():
+    spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- the worker: one fit in its own process, with whichever engine PYTHONPATH names --------
+
+WORKER = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import numpy as np, torch
+from napari_dip.restore import iter_restore
+spec = json.loads(sys.argv[1])
+if spec["threads"]:
+    torch.set_num_threads(spec["threads"])
+inputs = np.load(spec["inputs"])
+kwargs = {"device": "cpu" if spec["device"] == "cpu" else spec["device"], "seed": spec["seed"], "snapshot_every": None}
+if spec["preset"]:
+    kwargs["preset"] = spec["preset"]
+if spec["iterations"]:
+    kwargs["iterations"] = spec["iterations"]
+if spec["task"] == "super-resolve":
+    kwargs["factor"] = spec["factor"]
+if spec["task"] == "inpaint":
+    kwargs["mask"] = inputs["mask"]
+startup = time.perf_counter() - t0
+start = time.perf_counter()
+final = None
+for final in iter_restore(spec["task"], inputs["observed"], **kwargs):
+    pass
+seconds = time.perf_counter() - start
+np.save(spec["result"], final.average)
+settings = final.settings or {}
+print(json.dumps({"seconds": seconds, "startup": startup, "iteration": final.iteration,
+                  "best_iteration": final.best_iteration, "stop_reason": final.stop_reason,
+                  "preset": settings.get("preset"), "threads": torch.get_num_threads(),
+                  "parameters": settings.get("network_parameters")}))
+"""
+
+
+def run_fit(src: Path, spec: dict) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    done = subprocess.run([sys.executable, "-c", WORKER, json.dumps(spec)], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"fit failed ({src}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# -- cases ----------------------------------------------------------------------------------
+
+
+def cases(quality, options):
+    """Yield ``(name, task, observed, extra_inputs, evaluate, sigma)``."""
+    data = Path(options.data)
+    seed = options.seed
+    for size in options.sizes:
+        if "denoise" in options.tasks:
+            for set_name, colour in (("Set12", "grey"), ("CSet9", "RGB")):
+                if colour not in options.colours:
+                    continue
+                name, path = quality.list_images(data, set_name, 1)[0]
+                clean8 = quality.centre_crop(quality.load_uint8(path), size)
+                clean = quality.to_unit(clean8)
+                for sigma in options.sigmas:
+                    noisy = quality.add_gaussian_noise(clean, sigma / 255, quality.image_seed(seed, set_name, name, sigma))
+                    noisy8 = np.round(noisy * 255).astype(np.uint8)
+                    yield (f"denoise {set_name}/{name} {size}² σ{sigma:g}", "denoise", noisy8, {},
+                           lambda est, c=clean: quality.psnr(c, quality.to_unit(est)), sigma)
+        if "super-resolve" in options.tasks:
+            name, path = quality.list_images(data, "Set5", 1)[0]
+            hr8 = quality.crop_to_multiple(quality.centre_crop(quality.load_uint8(path), size), 4)
+            lr8 = quality.make_lr(hr8, 4)
+            yield (f"SR x4 Set5/{name} {size}² (from {lr8.shape[0]}²)", "super-resolve", lr8, {},
+                   lambda est, h=hr8: quality.metrics_y(quality.to_unit(h), quality.to_unit(est))["psnr"], None)
+        if "inpaint" in options.tasks:
+            name, path = quality.list_images(data, "Heide11", 1)[0]
+            clean8 = quality.centre_crop(quality.load_uint8(path), size)
+            holes = quality.random_mask(clean8.shape[:2], 0.5, quality.image_seed(seed, "Heide11", name))
+            damaged = np.where(holes, 0, clean8).astype(np.uint8)
+            yield (f"inpaint Heide11/{name} {size}² 50 %", "inpaint", damaged, {"mask": holes},
+                   lambda est, c=clean8: quality.psnr(quality.to_unit(c), quality.to_unit(est)), None)
+
+
+def bm3d_baseline(quality, observed8, sigma, evaluate) -> dict | None:
+    try:
+        import bm3d
+    except ImportError:
+        return None
+    noisy = observed8.astype(np.float64) / 255.0
+    start = time.perf_counter()
+    out = bm3d.bm3d_rgb(noisy, sigma / 255) if noisy.ndim == 3 else bm3d.bm3d(noisy, sigma / 255)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "psnr": evaluate(np.clip(out, 0, 1))}
+
+
+# -- the baseline engine: a worktree of another commit ---------------------------------------
+
+
+def baseline_worktree(rev: str, folder: Path) -> tuple[Path, str]:
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(folder), commit], check=True,
+                   capture_output=True, text=True)
+    return folder / "src", commit
+
+
+def remove_worktree(folder: Path) -> None:
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder)], capture_output=True)
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    quality_default = ROOT / ".." / "shared" / "data"
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(quality_default))
+    parser.add_argument("--baseline", help="git revision of the engine to compare with (a worktree of it is used)")
+    parser.add_argument("--tasks", default="denoise", help="comma-separated: denoise, super-resolve, inpaint")
+    parser.add_argument("--sizes", default="128", help="comma-separated image sides (of the result)")
+    parser.add_argument("--sigmas", default="25", help="denoising noise levels, of 255")
+    parser.add_argument("--colours", default="grey,RGB", help="denoising: grey (Set12), RGB (CSet9)")
+    parser.add_argument("--configs", default="preset:fast,default",
+                        help="comma-separated: preset:NAME (both engines) or default (no preset given)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads in every fit (0: the engine's choice)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--iterations", type=int, help="cap every fit's budget (for smoke tests; default: the preset's)")
+    parser.add_argument("--out", type=Path, help="also write the rows as JSON")
+    return parser
+
+
+def main(argv=None) -> int:
+    options = build_parser().parse_args(argv)
+    options.tasks = options.tasks.split(",")
+    options.sizes = [int(s) for s in options.sizes.split(",")]
+    options.sigmas = [float(s) for s in options.sigmas.split(",")]
+    options.colours = options.colours.split(",")
+    configs = options.configs.split(",")
+    quality = _load_quality()
+
+    engines = {"current": ROOT / "src"}
+    work = Path(tempfile.mkdtemp(prefix="napari-dip-ttr-"))
+    baseline_commit = None
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"], capture_output=True,
+                                text=True).stdout.strip())
+    try:
+        if options.baseline:
+            engines["baseline"], baseline_commit = baseline_worktree(options.baseline, work / "baseline")
+        rows = []
+        for name, task, observed, extra, evaluate, sigma in cases(quality, options):
+            inputs = work / "inputs.npz"
+            np.savez(inputs, observed=observed, **extra)
+            row = {"case": name, "task": task, "fits": {}}
+            for config in configs:
+                preset = config.split(":", 1)[1] if config.startswith("preset:") else None
+                for engine, src in engines.items():
+                    spec = {"task": task, "preset": preset, "factor": 4, "threads": options.threads,
+                            "device": options.device, "seed": options.seed, "inputs": str(inputs),
+                            "iterations": options.iterations,
+                            "result": str(work / "result.npy")}
+                    result = run_fit(src, spec)
+                    result["psnr"] = evaluate(np.load(work / "result.npy"))
+                    row["fits"][f"{engine} {config}"] = result
+                    print(f"{name:38s} {engine:8s} {config:12s} {result['seconds']:7.1f} s  "
+                          f"{result['psnr']:.2f} dB  best {result['best_iteration']} stop {result['iteration']} "
+                          f"({result['stop_reason']}, preset {result['preset']}, {result['threads']} threads)",
+                          flush=True)
+            if task == "denoise":
+                row["bm3d"] = bm3d_baseline(quality, observed, sigma, evaluate)
+                if row["bm3d"]:
+                    print(f"{name:38s} BM3D {row['bm3d']['seconds']:7.1f} s  {row['bm3d']['psnr']:.2f} dB", flush=True)
+            rows.append(row)
+    finally:
+        if baseline_commit:
+            remove_worktree(work / "baseline")
+
+    machine = f"{platform.machine()}, {os.cpu_count()} cores"
+    print(f"\ntime to result, {date.today()}, {machine}; current = {head}{' + uncommitted src' if dirty else ''}"
+          + (f", baseline = {baseline_commit}" if baseline_commit else ""))
+    print(format_table(rows, configs, bool(baseline_commit)))
+    if options.out:
+        options.out.write_text(json.dumps({"date": str(date.today()), "machine": machine, "current": head,
+                                           "dirty": dirty, "baseline": baseline_commit,
+                                           "command": " ".join(sys.argv), "rows": rows}, indent=1))
+    return 0
+
+
+def format_table(rows: list[dict], configs: list[str], with_baseline: bool) -> str:
+    lines = ["| case | settings | engine | seconds | PSNR (dB) | result from / stopped at | "
+             "speed-up vs baseline | ΔPSNR vs baseline | time / BM3D |",
+             "|---|---|---|---:|---:|---|---:|---:|---:|"]
+    for row in rows:
+        bm3d = row.get("bm3d")
+        if bm3d:
+            lines.append(f"| {row['case']} | | BM3D | {bm3d['seconds']:.1f} | {bm3d['psnr']:.2f} | | | | 1.0 |")
+        for config in configs:
+            current = row["fits"].get(f"current {config}")
+            base = row["fits"].get(f"baseline {config}")
+            for engine, fit in (("baseline", base), ("current", current)):
+                if fit is None:
+                    continue
+                speed = delta = ""
+                if engine == "current" and base is not None:
+                    speed = f"{base['seconds'] / fit['seconds']:.2f}x"
+                    delta = f"{fit['psnr'] - base['psnr']:+.2f}"
+                ratio = f"{fit['seconds'] / bm3d['seconds']:.0f}x" if bm3d else ""
+                lines.append(f"| {row['case']} | {config} ({fit['preset']}) | {engine} | {fit['seconds']:.1f} | "
+                             f"{fit['psnr']:.2f} | {fit['best_iteration']} / {fit['iteration']} ({fit['stop_reason']}) | "
+                             f"{speed} | {delta} | {ratio} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
