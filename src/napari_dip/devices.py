@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 
@@ -106,3 +107,65 @@ def describe_device(name: str | torch.device = "auto") -> str:
     total = total_memory_bytes(device)
     memory = f", {total / 2**30:.1f} GiB RAM" if total else ""
     return f"cpu: {torch.get_num_threads()} threads{memory}"
+
+
+def _cpu_times() -> list[tuple[int, int]] | None:
+    """``(idle, total)`` jiffies of each CPU from /proc/stat, or ``None`` off Linux."""
+    try:
+        with open("/proc/stat") as stat:
+            lines = [line.split() for line in stat if line.startswith("cpu") and not line.startswith("cpu ")]
+    except OSError:
+        return None
+    times = []
+    for fields in lines:
+        values = [int(v) for v in fields[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+        times.append((idle, sum(values)))
+    return times or None
+
+
+def idle_cores(interval: float = 0.1, sample=_cpu_times) -> float | None:
+    """How many of this process's CPUs were idle over the next ``interval`` seconds.
+
+    ``None`` where it cannot be told (no /proc/stat). Counts only the CPUs this process
+    may run on.
+    """
+    before = sample()
+    if before is None:
+        return None
+    time.sleep(interval)
+    after = sample()
+    if after is None or len(after) != len(before):
+        return None
+    try:
+        allowed = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        allowed = set(range(len(before)))
+    idle = 0.0
+    for cpu, ((idle0, total0), (idle1, total1)) in enumerate(zip(before, after)):
+        if cpu in allowed and total1 > total0:
+            idle += (idle1 - idle0) / (total1 - total0)
+    return idle
+
+
+def cpu_threads(requested: int | None = None, idle: float | None = None) -> int:
+    """Threads for a fit on the CPU: ``requested`` if given, else as many as there are idle
+    cores (at least one, at most PyTorch's current setting).
+
+    On a 2-core machine busy with another fit, two PyTorch threads made each step several
+    times slower than one (measured in issue 9: 4.6x): threads that wait for a busy core
+    stall every parallel region. ``idle`` is :func:`idle_cores` measured by the caller.
+
+    >>> cpu_threads(3)
+    3
+    >>> cpu_threads(idle=0.2)
+    1
+    """
+    if requested is not None:
+        if requested < 1:
+            raise InputError(f"threads must be at least 1, got {requested}")
+        return int(requested)
+    current = torch.get_num_threads()
+    if idle is None:
+        return current
+    return int(max(1, min(current, round(idle))))

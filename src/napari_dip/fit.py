@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .devices import free_memory_bytes, resolve_device
+from .devices import cpu_threads, free_memory_bytes, idle_cores, resolve_device
 from .errors import DeviceMemoryError, InputError
 from .forward import describe as describe_forward_model
 from .networks import SkipNet, SkipNetConfig, count_parameters
@@ -69,6 +69,10 @@ class FitConfig:
     #: on CUDA only. On a 2-core CPU it was slower for the fast network at 256x256
     #: (0.26 against 0.22 s per step) and mixed for the paper network.
     channels_last: bool | None = None
+    #: CPU threads for the fit; ``None``: as many as there are idle cores when the fit
+    #: starts (:func:`napari_dip.devices.cpu_threads`), so a busy machine is not
+    #: oversubscribed. Ignored on GPUs.
+    threads: int | None = None
     #: Automatic stopping (see :mod:`napari_dip.stopping`); ``StoppingConfig(rule="none")``
     #: runs the whole budget.
     stopping: StoppingConfig = StoppingConfig()
@@ -88,6 +92,8 @@ class FitConfig:
             raise InputError(f"check_every must be at least 1, got {self.check_every}")
         if self.runs < 1:
             raise InputError(f"runs must be at least 1, got {self.runs}")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"threads must be at least 1, got {self.threads}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
@@ -222,6 +228,11 @@ class Fitter:
             # One image size for thousands of steps: let cuDNN pick its fastest kernels once.
             torch.backends.cudnn.benchmark = True
         self._jitter_generator = torch.Generator(device=self.device).manual_seed(self.seed + 1)
+        #: CPU threads the fit runs with (set while :meth:`run` runs; ``None`` on a GPU).
+        self.threads = None
+        if self.device.type == "cpu":
+            idle = None if self.config.threads is not None else idle_cores()
+            self.threads = cpu_threads(self.config.threads, idle)
 
     # -- public ------------------------------------------------------------------------
 
@@ -233,6 +244,7 @@ class Fitter:
             "network_parameters": count_parameters(self.network),
             "fit": {**self.config.to_dict(), "seed": self.seed},
             "device": str(self.device),
+            "threads": self.threads,
             "forward_model": describe_forward_model(self.forward_model),
             "torch": torch.__version__,
         }
@@ -270,6 +282,10 @@ class Fitter:
         checkpoint_at = 0
         start = time.perf_counter()
         last_snapshot_time = start
+        # PyTorch's thread count is process-wide: set it for the fit and put it back after.
+        threads_before = torch.get_num_threads()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
 
         try:
             for iteration in range(1, cfg.iterations + 1):
@@ -384,6 +400,8 @@ class Fitter:
                         return
         except torch.OutOfMemoryError as error:
             raise self._memory_error(self.observation.shape[1], height, width) from error
+        finally:
+            torch.set_num_threads(threads_before)
 
     # -- internals ---------------------------------------------------------------------
 

@@ -1,0 +1,62 @@
+"""Device choice and the CPU thread policy."""
+
+import pytest
+import torch
+
+from napari_dip.devices import cpu_threads, idle_cores, resolve_device
+from napari_dip.errors import InputError
+
+
+def test_idle_cores_from_two_samples_of_cpu_times():
+    # Two CPUs: the first idle for 90 of 100 jiffies, the second for 10 of 100.
+    samples = iter([[(0, 0), (0, 0)], [(90, 100), (10, 100)]])
+    idle = idle_cores(interval=0, sample=lambda: next(samples))
+    assert idle == pytest.approx(1.0)
+
+
+def test_idle_cores_unknown_without_proc_stat():
+    assert idle_cores(interval=0, sample=lambda: None) is None
+
+
+def test_thread_policy_follows_idle_cores_within_torchs_setting():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert cpu_threads(idle=2.0) == 2
+        assert cpu_threads(idle=1.2) == 1  # one core busy: one thread, not two fighting for it
+        assert cpu_threads(idle=0.1) == 1  # never zero
+        assert cpu_threads(idle=8.0) == 2  # never more than PyTorch was told to use
+        assert cpu_threads(idle=None) == 2  # unknown load: PyTorch's own choice
+        assert cpu_threads(4, idle=0.0) == 4  # an explicit request wins
+        with pytest.raises(InputError):
+            cpu_threads(0)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_cpu_fit_sets_its_threads_and_puts_them_back():
+    from dataclasses import replace
+
+    import numpy as np
+
+    from napari_dip.fit import FitConfig, Fitter
+    from napari_dip.forward import Identity
+    from tiny import TINY_NET, smooth_image
+
+    before = torch.get_num_threads()
+    seen = []
+    config = replace(FitConfig(iterations=2, device="cpu"), threads=1)
+    fitter = Fitter(np.moveaxis(smooth_image(32, 1), -1, 0), Identity(), TINY_NET, config)
+    for snap in fitter.run(snapshot_every=1):
+        seen.append(torch.get_num_threads())
+    assert seen == [1, 1]
+    assert snap.settings["threads"] == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(InputError):
+        FitConfig(threads=0)
+
+
+def test_unknown_device_is_an_input_error():
+    with pytest.raises(InputError):
+        resolve_device("tpu")
+    assert resolve_device("cpu").type == "cpu"
