@@ -1,8 +1,23 @@
+import warnings
+
 import numpy as np
 import pytest
 
-from napari_dip.arrays import MIN_SIDE, guess_channel_axis, prepare_image, prepare_mask, restore_layout
-from napari_dip.errors import InputError
+from napari_dip.arrays import (
+    MIN_SIDE,
+    describe_layout,
+    guess_channel_axis,
+    keep_known_pixels,
+    prepare_image,
+    prepare_mask,
+    restore_layout,
+)
+from napari_dip.errors import ConstantImageError, InputError, InputWarning
+
+
+def varying(shape, dtype=np.uint8):
+    """An image of this shape that is not constant."""
+    return (np.arange(int(np.prod(shape))) % 251).reshape(shape).astype(dtype)
 
 
 def roundtrip(image, **kw):
@@ -62,10 +77,49 @@ def test_rgba_alpha_is_passed_through_untouched():
     assert (restored[..., :3] == 0).all()
 
 
-def test_constant_image_stays_constant():
-    image = np.full((16, 16), 1234, np.uint16)
-    _, back = roundtrip(image)
-    assert (back == 1234).all()
+def test_constant_channel_next_to_varying_ones_stays_constant():
+    image = np.stack([np.full((16, 16), 1234), np.arange(256).reshape(16, 16)]).astype(np.uint16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        chw, back = roundtrip(image)
+    assert (chw[0] == 0).all() and (back[0] == 1234).all()
+    np.testing.assert_array_equal(back, image)
+
+
+@pytest.mark.parametrize(
+    "image,shown",
+    [
+        (np.full((32, 32), 128, np.uint8), "every value is 128"),
+        (np.full((32, 32), 1234, np.uint16), "every value is 1234"),
+        (np.full((32, 32), 0.25, np.float32), "every value is 0.25"),
+        (np.full((2, 32, 32), 7, np.uint16), "every value is 7"),
+        (np.tile(np.array([10, 20, 30], np.uint8), (32, 32, 1)), "each channel holds a single value"),
+        # the alpha channel is passed through, not restored: varying alpha does not count
+        (np.dstack([np.full((32, 32, 3), 9, np.uint8), np.arange(1024).reshape(32, 32) % 256]).astype(np.uint8),
+         "every value is 9"),
+    ],
+)
+def test_constant_image_is_refused_without_numpy_warnings(image, shown):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ConstantImageError, match=f"the image is constant \\({shown}\\): there is nothing to restore"):
+            prepare_image(image)
+    assert issubclass(ConstantImageError, InputError)
+
+
+@pytest.mark.parametrize(
+    "image,words",
+    [
+        (np.zeros((20, 30), np.uint16), "20x30 grey uint16"),
+        (np.zeros((20, 30, 3), np.uint8), "20x30 RGB uint8"),
+        (np.zeros((20, 30, 4), np.uint8), "20x30 RGBA uint8"),
+        (np.zeros((5, 20, 30), np.float32), "20x30 5-channel float32"),
+    ],
+)
+def test_describe_layout(image, words):
+    image = image.copy()
+    image.flat[0] = 1  # not constant
+    assert describe_layout(prepare_image(image)[1]) == words
 
 
 def test_channel_axis_guess_and_override():
@@ -73,7 +127,7 @@ def test_channel_axis_guess_and_override():
     assert guess_channel_axis((64, 64, 3)) == 2
     assert guess_channel_axis((3, 64, 64)) == 0
     assert guess_channel_axis((5, 64, 64)) == 0
-    chw, layout, _ = prepare_image(np.zeros((20, 24, 16), np.float32), channel_axis=-1)
+    chw, layout, _ = prepare_image(varying((20, 24, 16), np.float32), channel_axis=-1)
     assert chw.shape == (16, 20, 24) and layout.channel_axis == 2 and not layout.has_alpha
 
 
@@ -94,7 +148,7 @@ def test_bad_images_are_explained(image, message):
 
 
 def test_mask_nonzero_marks_holes_and_broadcasts():
-    _, layout, _ = prepare_image(np.zeros((20, 30, 3), np.uint8))
+    _, layout, _ = prepare_image(varying((20, 30, 3)))
     labels = np.zeros((20, 30), np.int32)
     labels[5:10, 5:10] = 2  # any nonzero label is a hole
     known = prepare_mask(labels, layout)
@@ -103,7 +157,7 @@ def test_mask_nonzero_marks_holes_and_broadcasts():
 
 
 def test_mask_per_channel_in_the_image_layout():
-    _, layout, _ = prepare_image(np.zeros((20, 30, 3), np.uint8))
+    _, layout, _ = prepare_image(varying((20, 30, 3)))
     mask = np.zeros((20, 30, 3), bool)
     mask[:5, :, 1] = True
     known = prepare_mask(mask, layout)
@@ -120,6 +174,60 @@ def test_mask_per_channel_in_the_image_layout():
     ],
 )
 def test_bad_masks_are_explained(mask, message):
-    _, layout, _ = prepare_image(np.zeros((20, 30), np.uint8))
+    _, layout, _ = prepare_image(varying((20, 30)))
     with pytest.raises(InputError, match=message):
         prepare_mask(mask, layout)
+
+
+def test_mask_marking_known_pixels_is_the_inverse():
+    _, layout, _ = prepare_image(varying((20, 30)))
+    holes = np.zeros((20, 30), bool)
+    holes[5:10, 5:10] = True
+    published = np.where(holes, 0, 255).astype(np.uint8)  # the paper's masks: 255 = known
+    np.testing.assert_array_equal(prepare_mask(published, layout, marks="known"), prepare_mask(holes, layout))
+    with pytest.raises(InputError, match="mask_marks"):
+        prepare_mask(holes, layout, marks="white")
+    with pytest.raises(InputError, match="no hole"):
+        prepare_mask(np.ones((20, 30)), layout, marks="known")
+
+
+def test_a_mask_that_is_mostly_holes_warns_it_is_probably_inverted():
+    _, layout, _ = prepare_image(varying((20, 30)))
+    published = np.full((20, 30), 255, np.uint8)
+    published[5:10, 5:10] = 0  # 255 = known, passed as if nonzero were holes
+    with pytest.warns(InputWarning, match=r"95\.8 % of the image holes.*probably inverted.*--mask-known"):
+        known = prepare_mask(published, layout)
+    assert known.mean() == pytest.approx(25 / 600)  # used as given: a warning, not an error
+    with pytest.warns(InputWarning, match="leave out --mask-known"):
+        prepare_mask(published == 0, layout, marks="known")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prepare_mask(published == 0, layout)  # the right convention: no warning
+        prepare_mask(published, layout, marks="known")
+
+
+@pytest.mark.parametrize(
+    "shape,channel_axis,mask_shape",
+    [
+        ((20, 30), None, (20, 30)),
+        ((20, 30, 3), 2, (20, 30)),
+        ((20, 30, 3), 2, (20, 30, 3)),
+        ((20, 30, 4), 2, (20, 30)),
+        ((2, 20, 30), 0, (2, 20, 30)),
+    ],
+)
+def test_keep_known_pixels_takes_only_the_holes_from_the_result(shape, channel_axis, mask_shape):
+    rng = np.random.default_rng(0)
+    original = rng.integers(0, 65536, shape).astype(np.uint16)
+    _, layout, _ = prepare_image(original)
+    mask = rng.random(mask_shape) < 0.3
+    known = prepare_mask(mask, layout)
+    result = rng.integers(0, 65536, shape).astype(np.uint16)
+    kept = keep_known_pixels(result, original, known, layout)
+    assert kept.dtype == np.uint16 and kept.shape == shape
+    holes = np.broadcast_to(mask if mask.shape == shape else (mask[..., None] if channel_axis == 2 else mask), shape)
+    if shape[-1] == 4:  # RGBA: alpha is the original's, holes or not
+        holes = holes.copy()
+        holes[..., 3] = False
+    np.testing.assert_array_equal(kept[~holes], original[~holes])
+    np.testing.assert_array_equal(kept[holes], result[holes])

@@ -20,11 +20,14 @@ This module uses numpy only.
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from .errors import ConstantImageError, InputError, InputWarning
 
 #: Smallest image side, in pixels, the engine accepts. Below it there is too little
 #: structure for the network prior to act on, and the result would be meaningless.
@@ -128,17 +131,19 @@ def prepare_image(
     values = chw.astype(np.float32 if array.dtype.itemsize <= 4 else np.float64)
     if not np.isfinite(values).all():
         raise InputError("the image contains NaN or infinite values; replace them before restoring")
+    channel_min = values.min(axis=(1, 2)).astype(np.float64)
+    channel_max = values.max(axis=(1, 2)).astype(np.float64)
+    _check_not_constant(channel_min, channel_max, array.dtype)
 
     if array.dtype == np.uint8:
         low = np.zeros(values.shape[0])
         high = np.full(values.shape[0], 255.0)
-    elif array.dtype.kind == "f" and values.min() >= 0 and values.max() <= 1:
+    elif array.dtype.kind == "f" and channel_min.min() >= 0 and channel_max.max() <= 1:
         # Already in the engine's range (the usual float convention): used as it is.
         low = np.zeros(values.shape[0])
         high = np.ones(values.shape[0])
     else:
-        low = values.min(axis=(1, 2)).astype(np.float64)
-        high = values.max(axis=(1, 2)).astype(np.float64)
+        low, high = channel_min, channel_max
     span = np.where(high > low, high - low, 1.0)
     normalised = (values - low[:, None, None]) / span[:, None, None]
     layout = ImageLayout(
@@ -150,6 +155,42 @@ def prepare_image(
         high=tuple(float(v) for v in high),
     )
     return np.ascontiguousarray(normalised, dtype=np.float32), layout, alpha
+
+
+def _check_not_constant(channel_min: np.ndarray, channel_max: np.ndarray, dtype: np.dtype) -> None:
+    """Refuse an image whose every restored channel holds a single value.
+
+    Such an image has nothing to restore, and the noise estimate and the per-channel
+    scaling would divide zero by zero on it (numpy RuntimeWarnings, a NaN input jitter).
+    A channel that is constant next to others that are not is fine: it stays constant.
+    """
+    if (channel_max > channel_min).any():
+        return
+    if (channel_min == channel_min[0]).all():
+        value = channel_min[0]
+        shown = int(value) if np.dtype(dtype).kind in "ui" else f"{value:g}"
+        which = f"every value is {shown}"
+    else:
+        which = "each channel holds a single value"
+    raise ConstantImageError(f"the image is constant ({which}): there is nothing to restore")
+
+
+def describe_layout(layout: ImageLayout) -> str:
+    """A few words for a user: size, kind of channels and dtype.
+
+    >>> _, layout, _ = prepare_image(np.arange(32 * 48, dtype=np.uint16).reshape(32, 48))
+    >>> describe_layout(layout)
+    '32x48 grey uint16'
+    """
+    if layout.channel_axis is None:
+        kind = "grey"
+    elif layout.channel_axis == 2 and layout.has_alpha:
+        kind = "RGBA"
+    elif layout.channel_axis == 2 and layout.channels == 3:
+        kind = "RGB"
+    else:
+        kind = f"{layout.channels}-channel"
+    return f"{layout.height}x{layout.width} {kind} {np.dtype(layout.dtype).name}"
 
 
 def restore_layout(chw: np.ndarray, layout: ImageLayout, alpha: np.ndarray | None = None) -> np.ndarray:
@@ -196,13 +237,32 @@ def _resize_plane(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return resized
 
 
-def prepare_mask(mask, layout: ImageLayout) -> np.ndarray:
+#: What the nonzero pixels of a mask mark.
+MASK_MARKS = ("holes", "known")
+
+#: More holes than this fraction of the image makes a mask look inverted.
+SUSPICIOUS_HOLE_FRACTION = 0.5
+
+
+def prepare_mask(mask, layout: ImageLayout, marks: str = "holes") -> np.ndarray:
     """Return the known-pixel weights ``(1 or C, H, W)`` float32 for an inpainting mask.
 
-    ``mask`` is nonzero where a pixel is missing (a hole to fill): the convention of a
-    painted napari Labels layer. It is either one plane ``(H, W)`` shared by every channel,
-    or one plane per channel in the image's own layout.
+    With ``marks="holes"`` (default) ``mask`` is nonzero where a pixel is missing (a hole
+    to fill): the convention of a painted napari Labels layer. With ``marks="known"`` it
+    is nonzero where a pixel is known, the convention of the masks published with the
+    Deep Image Prior paper (255 = known). It is either one plane ``(H, W)`` shared by every
+    channel, or one plane per channel in the image's own layout.
+
+    A mask that makes more than half of the image a hole is most likely the other
+    convention: it is used, with an :class:`~napari_dip.errors.InputWarning`.
+
+    >>> _, layout, _ = prepare_image(np.arange(16 * 16, dtype=np.uint8).reshape(16, 16))
+    >>> holes = np.zeros((16, 16), bool); holes[:4] = True
+    >>> float(prepare_mask(holes, layout).mean()), float(prepare_mask(~holes, layout, marks="known").mean())
+    (0.75, 0.75)
     """
+    if marks not in MASK_MARKS:
+        raise InputError(f"mask_marks must be one of {MASK_MARKS}, got {marks!r}")
     array = np.asarray(mask)
     if array.dtype.kind not in "biuf":
         raise InputError(f"the mask has dtype {array.dtype}; use a boolean or integer array")
@@ -210,18 +270,62 @@ def prepare_mask(mask, layout: ImageLayout) -> np.ndarray:
         raise InputError("the mask contains NaN or infinite values")
     height, width = layout.height, layout.width
     if array.shape == (height, width):
-        holes = array[np.newaxis] != 0
+        marked = array[np.newaxis] != 0
     elif array.ndim == 3 and layout.channel_axis is not None and array.shape == layout.shape:
         chw = array if layout.channel_axis == 0 else np.moveaxis(array, 2, 0)
-        holes = chw[: layout.channels] != 0
+        marked = chw[: layout.channels] != 0
     else:
         per_channel = "" if layout.channel_axis is None else f" or {layout.shape} (one plane per channel)"
         raise InputError(
             f"the mask has shape {array.shape} but the image needs {(height, width)}{per_channel}"
         )
+    holes = marked if marks == "holes" else ~marked
     if not holes.any():
-        raise InputError("the mask marks no pixel to fill (nonzero = hole); paint the holes first")
+        if marks == "holes":
+            raise InputError("the mask marks no pixel to fill (nonzero = hole); paint the holes first")
+        raise InputError("the mask marks every pixel as known (nonzero = known): there is no hole to fill")
     fully_missing = holes.reshape(holes.shape[0], -1).all(axis=1)
     if fully_missing.any():
         raise InputError("the mask covers every pixel of the image or of a channel; nothing is left to fit")
+    fraction = float(holes.mean())
+    if fraction > SUSPICIOUS_HOLE_FRACTION:
+        if marks == "holes":
+            hint = "pass --mask-known / mask_marks='known' if nonzero marks known pixels"
+        else:
+            hint = "leave out --mask-known / mask_marks='known' if nonzero marks the holes"
+        _warn_caller(f"the mask makes {100 * fraction:.1f} % of the image holes to fill: it is probably inverted; {hint}")
     return np.ascontiguousarray(~holes, dtype=np.float32)
+
+
+def _warn_caller(message: str) -> None:
+    """Warn with the location of the first caller outside napari-dip, so that Python's
+    once-per-location filter applies to the user's own line, not to the one line of ours
+    every call passes through (a second inverted mask would go unnoticed)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(0), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, InputWarning, stacklevel=level)
+
+
+def keep_known_pixels(result: np.ndarray, original: np.ndarray, known: np.ndarray, layout: ImageLayout) -> np.ndarray:
+    """``result`` with the known pixels replaced by those of ``original``, exactly.
+
+    Both are in the user's layout and dtype; ``known`` is ``(1 or C, H, W)`` as from
+    :func:`prepare_mask` (nonzero = known). An RGBA alpha channel comes from ``original``
+    too (it is passed through anyway).
+
+    >>> _, layout, _ = prepare_image(np.arange(16 * 16, dtype=np.uint8).reshape(16, 16))
+    >>> known = np.ones((1, 16, 16), np.float32); known[0, 0, 0] = 0
+    >>> out = keep_known_pixels(np.zeros((16, 16), np.uint8), np.full((16, 16), 7, np.uint8), known, layout)
+    >>> int(out[0, 0]), int(out[0, 1])
+    (0, 7)
+    """
+    keep = np.broadcast_to(np.asarray(known) != 0, (layout.channels, layout.height, layout.width))
+    if layout.has_alpha:
+        keep = np.concatenate([keep, np.ones((1, *keep.shape[1:]), bool)], axis=0)
+    if layout.channel_axis is None:
+        keep = keep[0]
+    elif layout.channel_axis == 2:
+        keep = np.moveaxis(keep, 0, 2)
+    return np.where(keep, original, result).astype(layout.dtype, copy=False)
