@@ -8,8 +8,10 @@ Sources (Ulyanov et al., CVPR 2018, and its supplementary material):
 * inpainting: 6000 iterations, learning rate 0.01, jitter 0.03, a network without skip
   connections and with nearest-neighbour upsampling.
 
-``fast`` uses the same schedule with 48 instead of 128 channels per scale. Every value can
-be overridden by the caller.
+``fast`` uses the same schedule with 48 instead of 128 channels per scale. ``auto`` (the
+default) is ``paper`` on a CUDA GPU and ``fast`` elsewhere (CPU, Apple MPS), where the
+paper's network takes hours per image (:func:`resolve_preset`). Every value can be
+overridden by the caller.
 
 One departure: when the noise level of the image is known (estimated by
 :func:`napari_dip.restore.estimate_noise`), denoising scales its input jitter with it
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .devices import resolve_device
 from .errors import InputError
 from .fit import FitConfig
 from .forward import SUPPORTED_FACTORS
@@ -37,8 +40,23 @@ DEFAULT_STOPPING = {
     "super-resolve": StoppingConfig(rule="wmv", patience=1000),
     "inpaint": StoppingConfig(rule="wmv", patience=1000),
 }
-PRESETS = tuple(NETWORK_PRESETS)
-DEFAULT_PRESET = "paper"
+#: ``auto`` picks one of the network presets for the device (:func:`resolve_preset`).
+PRESETS = ("auto", *NETWORK_PRESETS)
+DEFAULT_PRESET = "auto"
+
+
+def resolve_preset(preset: str = DEFAULT_PRESET, device: str = "auto") -> str:
+    """The network preset ``preset`` stands for on ``device``: ``auto`` is ``paper`` on a
+    CUDA GPU and ``fast`` on anything else; ``paper`` and ``fast`` are themselves.
+
+    >>> resolve_preset("paper", "cpu"), resolve_preset("auto", "cpu")
+    ('paper', 'fast')
+    """
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r}; choose one of {PRESETS}")
+    if preset != "auto":
+        return preset
+    return "paper" if resolve_device(device).type == "cuda" else "fast"
 
 
 def schedule(task: str, factor: int | None = None) -> dict:
@@ -85,10 +103,8 @@ def stopping_for(task: str, rule: str | StoppingConfig | None = None, patience: 
 
 
 def network_for(task: str, preset: str = DEFAULT_PRESET) -> SkipNetConfig:
-    """The network a preset uses for a task."""
-    if preset not in NETWORK_PRESETS:
-        raise InputError(f"unknown preset {preset!r}; choose one of {PRESETS}")
-    networks = NETWORK_PRESETS[preset]
+    """The network a preset uses for a task (``auto``: for the default device)."""
+    networks = NETWORK_PRESETS[resolve_preset(preset)]
     return networks["inpaint"] if task == "inpaint" else networks["default"]
 
 
@@ -105,6 +121,7 @@ def settings_for(
 ) -> tuple[SkipNetConfig, FitConfig]:
     """Network and fit configuration for a task and preset, with the caller's overrides.
 
+    ``preset`` ``auto`` is resolved for ``fit_overrides["device"]`` (:func:`resolve_preset`).
     ``channels`` narrows or widens the preset's network; ``network`` replaces it;
     ``stopping`` is a rule name (``"wmv"``, ``"validation"``, ``"none"``) or a
     :class:`StoppingConfig`, ``patience`` overrides its patience; ``noise_sigma``, the
@@ -116,6 +133,7 @@ def settings_for(
     >>> fit.iterations, fit.reg_noise_std, net.channels_down[0]
     (10, 0.05, 48)
     """
+    preset = resolve_preset(preset, fit_overrides.get("device") or "auto")
     net = network if network is not None else network_for(task, preset)
     if channels is not None:
         if channels < 1:

@@ -1,0 +1,49 @@
+"""Presets: ``auto`` follows the device, ``paper`` and ``fast`` are themselves."""
+
+import pytest
+import torch
+
+from napari_dip import presets
+from napari_dip.errors import InputError
+from napari_dip.presets import DEFAULT_PRESET, resolve_preset, settings_for
+
+
+def pretend_device(monkeypatch, device):
+    monkeypatch.setattr(presets, "resolve_device", lambda name="auto": torch.device(device))
+
+
+def test_auto_is_the_default_and_means_fast_on_a_cpu():
+    assert DEFAULT_PRESET == "auto"
+    assert resolve_preset("auto", "cpu") == "fast"
+    net, _ = settings_for("denoise", "auto", device="cpu")
+    assert net.channels_down[0] == 48
+
+
+@pytest.mark.parametrize("device,expected", [("cuda:0", "paper"), ("mps", "fast"), ("cpu", "fast")])
+def test_auto_follows_the_device(monkeypatch, device, expected):
+    pretend_device(monkeypatch, device)
+    assert resolve_preset("auto") == expected
+    net, _ = settings_for("inpaint", "auto")
+    assert net.channels_down[0] == (128 if expected == "paper" else 48)
+
+
+def test_auto_on_a_machine_whose_cuda_is_available(monkeypatch):
+    # The real device resolution, with torch told that a GPU is there.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert resolve_preset("auto", "auto") == "paper"
+    assert resolve_preset("auto", "cpu") == "fast"  # an explicit CPU wins
+
+
+def test_explicit_presets_ignore_the_device(monkeypatch):
+    pretend_device(monkeypatch, "cuda:0")
+    assert resolve_preset("fast") == "fast"
+    pretend_device(monkeypatch, "cpu")
+    assert resolve_preset("paper") == "paper"
+
+
+def test_unknown_preset_and_device_are_explained():
+    with pytest.raises(InputError, match="unknown preset 'huge'.*auto"):
+        resolve_preset("huge")
+    with pytest.raises(InputError, match="cuda"):
+        resolve_preset("auto", "cuda:7")
