@@ -1,9 +1,11 @@
+import warnings
+
 import numpy as np
 import pytest
 
 from napari_dip import denoise, inpaint, iter_restore, super_resolve
-from napari_dip.errors import InputError
-from napari_dip.restore import last_snapshot
+from napari_dip.errors import InputError, InputWarning
+from napari_dip.restore import estimate_noise, last_snapshot
 from tiny import TINY, smooth_image
 
 
@@ -123,3 +125,128 @@ def test_denoising_jitter_follows_the_estimated_noise():
     assert fit_settings(heavy, reg_noise_std=0.01)["fit"]["reg_noise_std"] == 0.01
     sr = last_snapshot(iter_restore("super-resolve", heavy, factor=2, iterations=2, snapshot_every=None, **TINY))
     assert sr.settings["fit"]["reg_noise_std"] == pytest.approx(0.03)
+
+
+# -- issue 8: what a new user ran into -------------------------------------------------
+
+
+def square_holes():
+    holes = np.zeros((32, 32), bool)
+    holes[10:18, 12:22] = True
+    return holes
+
+
+@pytest.mark.parametrize("layout", ["grey", "rgb per channel", "rgba", "channel-first uint16", "float"])
+def test_inpainting_keeps_the_known_pixels_exactly(layout):
+    rng = np.random.default_rng(1)
+    holes = square_holes()
+    if layout == "grey":
+        image, mask, hole_values = noisy_uint8(32)[1], holes, holes
+    elif layout == "rgb per channel":
+        image = (smooth_image(32, channels=3) * 255).astype(np.uint8)
+        mask = np.stack([holes, np.roll(holes, 5, axis=1), np.zeros_like(holes)], axis=-1)
+        mask[0, 0, 2] = True
+        hole_values = mask
+    elif layout == "rgba":
+        rgb = smooth_image(32, channels=3) * 255
+        image = np.dstack([rgb, rng.integers(0, 256, (32, 32))]).astype(np.uint8)
+        mask, hole_values = holes, np.dstack([holes] * 3 + [np.zeros_like(holes)])  # alpha: never a hole
+    elif layout == "channel-first uint16":
+        image = np.moveaxis((smooth_image(32, channels=2) * 3000 + 700).astype(np.uint16), -1, 0)
+        mask, hole_values = holes, np.stack([holes, holes])
+    else:
+        image = (smooth_image(32) * 5.0 - 1.3).astype(np.float32)  # scaled by its own range
+        mask, hole_values = holes, holes
+    snaps = list(iter_restore("inpaint", image, mask=mask, iterations=4, snapshot_every=2, **TINY))
+    for snap in snaps:
+        for result in (snap.average, snap.output):
+            assert result.dtype == image.dtype and result.shape == image.shape
+            np.testing.assert_array_equal(result[~hole_values], image[~hole_values])
+    assert snaps[-1].settings["keep_known"] is True
+
+
+def test_raw_output_returns_the_networks_whole_image():
+    _, noisy = noisy_uint8(32)
+    holes = square_holes()
+    final = last_snapshot(iter_restore("inpaint", noisy, mask=holes, keep_known=False, iterations=3,
+                                       snapshot_every=None, **TINY))
+    assert (final.average[~holes] != noisy[~holes]).any()  # a 3-step network reproduces nothing exactly
+    assert final.settings["keep_known"] is False
+    kept = inpaint(noisy, holes, iterations=3, **TINY)
+    np.testing.assert_array_equal(kept[holes], final.average[holes])  # same fit, same holes
+
+
+def test_mask_marks_known_and_the_recorded_hole_fraction():
+    _, noisy = noisy_uint8(32)
+    holes = square_holes()
+    published = np.where(holes, 0, 255).astype(np.uint8)  # 255 = known, as the paper's masks
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        final = last_snapshot(iter_restore("inpaint", noisy, mask=published, mask_marks="known", iterations=2,
+                                           snapshot_every=None, **TINY))
+    assert final.settings["mask_marks"] == "known"
+    assert final.settings["hole_fraction"] == pytest.approx(holes.mean())
+    np.testing.assert_array_equal(final.average, inpaint(noisy, holes, iterations=2, **TINY))
+
+
+def test_an_inverted_mask_is_used_with_a_warning():
+    _, noisy = noisy_uint8(32)
+    holes = square_holes()
+    published = np.where(holes, 0, 255).astype(np.uint8)
+    with pytest.warns(InputWarning, match="probably inverted; pass --mask-known / mask_marks='known'"):
+        snaps = iter_restore("inpaint", noisy, mask=published, iterations=2, snapshot_every=None, **TINY)
+    assert last_snapshot(snaps).settings["hole_fraction"] == pytest.approx(1 - holes.mean())
+
+
+@pytest.mark.parametrize(
+    "image,message",
+    [
+        (np.full((32, 32), 128, np.uint8), "every value is 128"),
+        (np.full((32, 32), 4000, np.uint16), "every value is 4000"),
+    ],
+)
+@pytest.mark.parametrize("task", ["denoise", "super-resolve", "inpaint"])
+def test_a_constant_image_is_refused_without_numpy_warnings(image, message, task):
+    options = {"factor": 2} if task == "super-resolve" else {}
+    if task == "inpaint":
+        options["mask"] = square_holes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InputError, match=rf"the image is constant \({message}\): there is nothing to restore"):
+            iter_restore(task, image, **options, **TINY)
+
+
+def test_a_constant_channel_next_to_varying_ones_restores_without_warnings():
+    _, noisy = noisy_uint8(32)
+    image = np.stack([np.full((32, 32), 4000), noisy.astype(np.uint16) * 10 + 100]).astype(np.uint16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        final = last_snapshot(iter_restore("denoise", image, iterations=3, snapshot_every=None, **TINY))
+    assert (final.average[0] == 4000).all()
+    assert 0 < final.settings["noise_sigma_estimate"] < 1
+    assert np.isfinite(final.settings["fit"]["reg_noise_std"])
+
+
+def test_noise_estimate_of_a_constant_channel_is_zero_not_nan():
+    chw = np.zeros((2, 32, 32), np.float32)  # a blank channel (0 after scaling), then noise
+    chw[1] = np.random.default_rng(0).normal(0.5, 0.1, (32, 32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # skimage's own estimate warns "Mean of empty slice"
+        sigma = estimate_noise(chw)
+    assert sigma == pytest.approx(estimate_noise(chw[1:]) / 2)  # averaged with a noise-free channel
+
+
+def test_the_auto_preset_is_the_default_and_is_recorded(monkeypatch):
+    _, noisy = noisy_uint8(32)
+    final = last_snapshot(iter_restore("denoise", noisy, iterations=2, snapshot_every=None, **TINY))
+    assert final.settings["preset"] == "fast" and final.settings["preset_requested"] == "auto"  # on a CPU
+    explicit = last_snapshot(iter_restore("denoise", noisy, preset="paper", iterations=2, snapshot_every=None, **TINY))
+    assert explicit.settings["preset"] == "paper" and explicit.settings["preset_requested"] == "paper"
+    # On a machine whose device resolves to a GPU, auto means the paper's network.
+    import torch
+
+    from napari_dip import presets
+
+    monkeypatch.setattr(presets, "resolve_device", lambda name="auto": torch.device("cuda", 0))
+    pretend = last_snapshot(iter_restore("denoise", noisy, iterations=2, snapshot_every=None, **TINY))
+    assert pretend.settings["preset"] == "paper" and pretend.settings["preset_requested"] == "auto"

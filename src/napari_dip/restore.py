@@ -4,22 +4,27 @@
 ``iter_restore`` is the streaming form a GUI or a progress bar consumes, yielding
 :class:`~napari_dip.fit.Snapshot` objects whose arrays already have the input's layout,
 dtype and value range.
+
+Inpainting returns the observed pixels exactly as they were and takes only the holes from
+the network (``keep_known=True``): the network reproduces known pixels closely but not
+exactly, and a user who filled holes expects the rest of the image untouched.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
 
 from . import __version__
-from .arrays import ImageLayout, prepare_image, prepare_mask, restore_layout
+from .arrays import ImageLayout, keep_known_pixels, prepare_image, prepare_mask, restore_layout
 from .errors import InputError
 from .fit import Fitter, Snapshot
 from .forward import ForwardModel, Identity, KnownPixels, LanczosDownsampler
 from .networks import SkipNetConfig
-from .presets import DEFAULT_PRESET, TASKS, settings_for
+from .presets import DEFAULT_PRESET, TASKS, resolve_preset, settings_for
 from .stopping import StoppingConfig
 
 
@@ -28,6 +33,8 @@ def iter_restore(
     image,
     *,
     mask=None,
+    mask_marks: str = "holes",
+    keep_known: bool = True,
     factor: int | None = None,
     preset: str = DEFAULT_PRESET,
     snapshot_every: int | None = 100,
@@ -58,11 +65,22 @@ def iter_restore(
     mask : ndarray, optional
         Inpainting only: nonzero marks a missing pixel (a hole to fill), as painted in a
         napari Labels layer. ``(H, W)`` for all channels, or one plane per channel.
+    mask_marks : {"holes", "known"}
+        Inpainting only: what the nonzero pixels of ``mask`` are. ``"known"`` suits masks
+        where 255 marks the known pixels (those published with the paper). A mask that
+        makes more than half of the image a hole draws an
+        :class:`~napari_dip.errors.InputWarning`: it is probably inverted.
+    keep_known : bool
+        Inpainting only: ``True`` (default) returns the known pixels exactly as they are
+        in ``image`` and the network's values in the holes only, in ``output`` and
+        ``average`` alike; ``False`` returns the network's whole image.
     factor : {2, 3, 4, 8}, optional
         Super-resolution only: the output is ``factor`` times larger on each side.
-    preset : {"paper", "fast"}
+    preset : {"auto", "paper", "fast"}
         ``paper`` is the published network and schedule; ``fast`` a network with 48
-        instead of 128 channels per scale, practical on a CPU.
+        instead of 128 channels per scale, practical on a CPU; ``auto`` (default) is
+        ``paper`` on a CUDA GPU and ``fast`` otherwise. The settings record both
+        (``preset``, ``preset_requested``).
     snapshot_every : int or None
         Yield a snapshot every this many iterations; ``None`` yields only the final one.
         Snapshots copy from the device, so fewer is faster.
@@ -116,13 +134,16 @@ def iter_restore(
         raise InputError(f"a factor is only used for super-resolution, not for {task!r}")
 
     observed, layout, alpha = prepare_image(image, channel_axis)
-    forward_model = forward_model_for(task, layout, mask=mask, factor=factor)
+    forward_model = forward_model_for(task, layout, mask=mask, factor=factor, mask_marks=mask_marks)
+    # Read before the fitter moves the model to its device.
+    known = forward_model.known[0].numpy().copy() if task == "inpaint" else None
     # Holes (inpainting) are not noise: an estimate there would measure the mask's edges.
     noise_sigma = None if task == "inpaint" else estimate_noise(observed)
+    resolved_preset = resolve_preset(preset, device)
 
     net, fit_config = settings_for(
         task,
-        preset,
+        resolved_preset,
         factor=factor,
         channels=channels,
         network=network,
@@ -144,7 +165,8 @@ def iter_restore(
     description = {
         "napari_dip": __version__,
         "task": task,
-        "preset": preset,
+        "preset": resolved_preset,
+        "preset_requested": preset,
         "factor": factor,
         "noise_sigma_estimate": noise_sigma,
         "input": {
@@ -154,15 +176,24 @@ def iter_restore(
             "value_range": [list(layout.low), list(layout.high)],
         },
     }
-    return _in_user_layout(fitter.run(every, snapshot_seconds), layout, alpha, description)
+    keep = None
+    if task == "inpaint":
+        description.update(mask_marks=mask_marks, hole_fraction=round(1.0 - float(known.mean()), 6),
+                           keep_known=bool(keep_known))
+        if keep_known:
+            # A copy: the caller may change its array while the fit runs.
+            keep = (np.array(image, copy=True), known)
+    return _in_user_layout(fitter.run(every, snapshot_seconds), layout, alpha, description, keep)
 
 
-def forward_model_for(task: str, layout: ImageLayout, mask=None, factor: int | None = None) -> ForwardModel:
+def forward_model_for(
+    task: str, layout: ImageLayout, mask=None, factor: int | None = None, mask_marks: str = "holes"
+) -> ForwardModel:
     """The degradation model of a task for an image of this layout."""
     if task == "inpaint":
         if mask is None:
             raise InputError("inpainting needs a mask (nonzero = hole to fill)")
-        return KnownPixels(prepare_mask(mask, layout))
+        return KnownPixels(prepare_mask(mask, layout, marks=mask_marks))
     if task == "super-resolve":
         if factor is None:
             raise InputError("super-resolution needs a factor (2, 3, 4 or 8)")
@@ -174,21 +205,41 @@ def estimate_noise(chw: np.ndarray) -> float:
     """Standard deviation of Gaussian noise in a normalised ``(C, H, W)`` image (wavelet
     estimate of :func:`skimage.restoration.estimate_sigma`, averaged over channels).
 
+    Constant channels count as noise-free, and so does a channel the estimate has no
+    detail to measure on (a flat synthetic image): there it would divide zero by zero.
+
     >>> rng = np.random.default_rng(0)
     >>> round(estimate_noise(0.5 + rng.normal(0, 0.1, (1, 128, 128))), 2)
     0.1
     """
     from skimage.restoration import estimate_sigma
 
-    return float(estimate_sigma(np.asarray(chw, np.float64), channel_axis=0, average_sigmas=True))
+    values = np.asarray(chw, np.float64)
+    flat = values.reshape(values.shape[0], -1)
+    varying = flat.max(axis=1) > flat.min(axis=1)
+    if not varying.any():
+        return 0.0
+    with warnings.catch_warnings():
+        # "Mean of empty slice": no nonzero wavelet detail in a channel; counted as 0 below.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sigmas = np.asarray(estimate_sigma(values[varying], channel_axis=0, average_sigmas=False), np.float64)
+    sigmas = np.where(np.isfinite(sigmas), sigmas, 0.0)
+    return float(sigmas.sum() / values.shape[0])
 
 
-def _in_user_layout(snapshots, layout, alpha, description) -> Iterator[Snapshot]:
+def _in_user_layout(snapshots, layout, alpha, description, keep=None) -> Iterator[Snapshot]:
+    def user(chw):
+        result = restore_layout(chw, layout, alpha)
+        if keep is not None:
+            original, known = keep
+            result = keep_known_pixels(result, original, known, layout)
+        return result
+
     for snap in snapshots:
         yield replace(
             snap,
-            output=restore_layout(snap.output, layout, alpha),
-            average=restore_layout(snap.average, layout, alpha),
+            output=user(snap.output),
+            average=user(snap.average),
             settings={**description, **snap.settings} if snap.settings else {},
         )
 
@@ -248,8 +299,10 @@ def super_resolve(
 def inpaint(image, mask, *, preset: str = DEFAULT_PRESET, seed: int | None = 0, device: str = "auto", **settings) -> np.ndarray:
     """Fill the pixels of ``image`` where ``mask`` is nonzero with a deep image prior.
 
-    Known pixels are matched, holes are filled by the network. ``mask`` is ``(H, W)`` for
-    every channel or has the image's own shape for one mask per channel.
+    Holes are filled by the network; the known pixels are returned exactly as they are in
+    ``image`` (``keep_known=False`` returns the network's whole image instead). ``mask``
+    is ``(H, W)`` for every channel or has the image's own shape for one mask per channel;
+    nonzero marks a hole, or a known pixel with ``mask_marks="known"``.
 
     Examples
     --------
