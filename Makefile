@@ -9,8 +9,9 @@ PYTHON ?= python3
 TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
-# Debian packages the widget tests need for a real (virtual) X display.
-SYSTEM_PACKAGES := xvfb libxcb-icccm4 libxcb-keysyms1
+# Debian packages the widget tests need for a real (virtual) X display; Qt >= 6.5 (napari's
+# windows) also refuses to start on X11 without libxcb-cursor0.
+SYSTEM_PACKAGES := xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0
 
 .PHONY: demo test napari system-deps clean
 
@@ -46,14 +47,22 @@ test: $(VENV)/.testing system-deps
 	$(BIN)/npe2 validate napari-dip
 	XDG_CONFIG_HOME=$$(mktemp -d) XDG_CACHE_HOME=$$(mktemp -d) $(BIN)/python -m pytest
 
+# On Debian/Ubuntu, install whichever of SYSTEM_PACKAGES is missing (not only when Xvfb is);
+# elsewhere, only say so when Xvfb is missing.
 system-deps:
-	@if command -v Xvfb >/dev/null; then :; \
+	@if command -v dpkg-query >/dev/null; then \
+		missing=$$(for p in $(SYSTEM_PACKAGES); do \
+			dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	elif command -v Xvfb >/dev/null; then missing=""; \
+	else missing="$(SYSTEM_PACKAGES)"; fi; \
+	missing=$$(echo $$missing); \
+	if [ -z "$$missing" ]; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then \
-		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else \
-		echo "Xvfb is missing: install it ($(SYSTEM_PACKAGES) on Debian/Ubuntu) to run the widget tests" >&2; \
+		echo "Missing system packages: $$missing (Debian/Ubuntu names); install them to run the widget tests" >&2; \
 	fi
 
 clean:

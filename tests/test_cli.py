@@ -1,11 +1,16 @@
 """The command line end to end, on tiny images (a few iterations of a narrow network)."""
 
+import sys
+import tempfile
+from types import SimpleNamespace
+
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
-import imageio.v3 as iio
 
-from napari_dip.cli import main
+from napari_dip import io
+from napari_dip.cli import bar_total, format_duration, format_rate, main, progress_postfix
 from napari_dip.io import ImageFile, read_image, read_provenance, write_image
 from tiny import smooth_image
 
@@ -78,11 +83,17 @@ def test_existing_output_is_not_overwritten_unless_asked(grey_png, tmp_path, cap
         (lambda d, g: ["denoise", str(d / "int32.tif"), "-o", str(d / "o.tif")], "not supported"),
         (lambda d, g: ["denoise", str(d / "broken.png"), "-o", str(d / "o.png")], "cannot be read"),
         (lambda d, g: ["denoise", str(g), "-o", str(d / "o.png"), "--device", "cuda:3"], "cuda"),
+        (lambda d, g: ["denoise", str(g), "-o", "/sys/napari-dip-test.tif"], "cannot write to /sys"),
+        (lambda d, g: ["denoise", str(g), "-o", "/proc/napari-dip-test.tif"], "cannot write to /proc"),
+        (lambda d, g: ["denoise", str(g), "-o", str(g.with_suffix("")) + "/o.tif"], "is not a folder"),
+        (lambda d, g: ["denoise", str(d / "flat.png"), "-o", str(d / "o.png")], "the image is constant"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(make_args, message, grey_png, tmp_path, capsys):
     iio.imwrite(tmp_path / "small.png", np.ones((8, 8), np.uint8))
     iio.imwrite(tmp_path / "tiny.png", np.ones((8, 8), np.uint8))
+    iio.imwrite(tmp_path / "flat.png", np.full((32, 32), 128, np.uint8))
+    grey_png.with_suffix("").write_bytes(b"a file, not a folder")
     tifffile.imwrite(tmp_path / "int32.tif", np.ones((32, 32), np.int32))
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
     args = make_args(tmp_path, grey_png)
@@ -122,3 +133,155 @@ def test_console_script_is_installed():
     script = shutil.which("napari-dip") or str(Path(sys.executable).parent / "napari-dip")
     done = subprocess.run([script, "--version"], capture_output=True, text=True, check=True)
     assert done.stdout.startswith("napari-dip ")
+
+
+# -- issue 8 ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("output", ["/sys/napari-dip-test.tif", "/proc/x.png"])
+def test_an_unwritable_output_is_refused_before_the_fit(output, grey_png, capsys):
+    # 100000 iterations: only a check before the fit returns at once
+    code = main(["denoise", str(grey_png), "-o", output, *FAST[:-1], "--iterations", "100000", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("napari-dip: error: cannot write to") and err.count("\n") == 1
+
+
+def test_check_writable_creates_no_file_and_leaves_none(tmp_path):
+    assert io.check_writable(tmp_path / "o.tif") == tmp_path / "o.tif"
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_late_write_failure_keeps_the_result_in_a_rescue_file(grey_png, tmp_path, monkeypatch, capsys):
+    rescue_dir = tmp_path / "tmp"
+    rescue_dir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(rescue_dir))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    real_write = io._write_tiff
+
+    def refuse_the_destination(path, image, provenance):  # e.g. the disk filled up during the fit
+        if path.parent == out_dir:
+            raise PermissionError(13, "Permission denied", str(path))
+        real_write(path, image, provenance)
+
+    monkeypatch.setattr(io, "_write_tiff", refuse_the_destination)
+    out = out_dir / "out.tif"
+    code = main(["denoise", str(grey_png), "-o", str(out), *FAST])
+    captured = capsys.readouterr()
+    assert code == 2 and "wrote" not in captured.out
+    err = captured.err
+    assert err.count("\n") == 1
+    assert err.startswith(f"napari-dip: error: cannot write {out} (Permission denied); the result was saved to ")
+    rescued = sorted(rescue_dir.iterdir())
+    assert len(rescued) == 1 and str(rescued[0]) in err and rescued[0].suffix == ".tif"
+    assert tifffile.imread(rescued[0]).shape == (32, 32)
+    assert read_provenance(rescued[0])["iterations_run"] == 4
+    assert not list(out_dir.iterdir())  # nothing half-written at the destination
+
+
+def test_published_masks_need_mask_known_and_an_inverted_one_is_warned_about(grey_png, tmp_path, capsys):
+    holes = np.zeros((32, 32), bool)
+    holes[10:16, 8:20] = True
+    mask_path = tmp_path / "mask.png"
+    iio.imwrite(mask_path, np.where(holes, 0, 255).astype(np.uint8))  # 255 = known
+    out = tmp_path / "filled.tif"
+    assert main(["inpaint", str(grey_png), "--mask", str(mask_path), "-o", str(out), "--mask-known", *FAST]) == 0
+    assert capsys.readouterr().err == ""
+    provenance = read_provenance(out)
+    assert provenance["mask_marks"] == "known" and provenance["hole_fraction"] == pytest.approx(holes.mean(), abs=1e-6)
+    assert main(["inpaint", str(grey_png), "--mask", str(mask_path), "-o", str(out), "--overwrite", *FAST]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("napari-dip: warning: the mask makes 93.0 % of the image holes") and err.count("\n") == 1
+    assert "probably inverted" in err and "--mask-known" in err
+
+
+def test_inpainting_writes_the_known_pixels_unchanged_unless_raw_output(grey_png, tmp_path):
+    image = iio.imread(grey_png)
+    holes = np.zeros((32, 32), np.uint8)
+    holes[10:16, 8:20] = 1
+    mask_path = tmp_path / "mask.png"
+    iio.imwrite(mask_path, holes)
+    kept, raw = tmp_path / "kept.tif", tmp_path / "raw.tif"
+    assert main(["inpaint", str(grey_png), "--mask", str(mask_path), "-o", str(kept), *FAST]) == 0
+    assert main(["inpaint", str(grey_png), "--mask", str(mask_path), "-o", str(raw), "--raw-output", *FAST]) == 0
+    known = holes == 0
+    np.testing.assert_array_equal(tifffile.imread(kept)[known], image[known])
+    assert (tifffile.imread(raw)[known] != image[known]).any()
+    assert read_provenance(kept)["keep_known"] is True and read_provenance(raw)["keep_known"] is False
+
+
+def test_one_line_before_the_fit_says_what_runs(grey_png, stack_tif, tmp_path, capsys):
+    args = [a for a in FAST if a not in ("--preset", "fast")]  # the default preset: auto
+    assert main(["denoise", str(grey_png), "-o", str(tmp_path / "o.png"), *args]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == "denoise grey.png: 32x32 grey uint8, preset fast (auto on cpu), stopping validation, device cpu"
+    assert read_provenance(tmp_path / "o.png")["preset"] == "fast"
+    assert read_provenance(tmp_path / "o.png")["preset_requested"] == "auto"
+    assert main(["super-resolve", str(stack_tif), "-o", str(tmp_path / "sr.tif"), "--factor", "2", *FAST,
+                 "--preset", "paper", "--stop", "none"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == "super-resolve cells.tif: 32x32 2-channel uint16, preset paper, no automatic stopping, device cpu"
+
+
+def test_the_cli_asks_for_a_snapshot_every_two_seconds(grey_png, tmp_path, monkeypatch):
+    from napari_dip import restore
+
+    seen = {}
+    real = restore.iter_restore
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(restore, "iter_restore", spy)
+    args = [a for a in FAST if a != "-q"]
+    assert main(["denoise", str(grey_png), "-o", str(tmp_path / "o.png"), *args]) == 0
+    assert seen["snapshot_seconds"] == 2.0
+
+
+@pytest.mark.parametrize(
+    "rate,text",
+    [(0.154, "6.5 s/it"), (0.5, "2.0 s/it"), (1.0, "1.0 it/s"), (27.31, "27.3 it/s"), (0.0, "? it/s"),
+     (float("nan"), "? it/s")],
+)
+def test_slow_rates_are_shown_as_seconds_per_iteration(rate, text):
+    assert format_rate(rate) == text
+
+
+def test_progress_text_counts_to_the_expected_stop():
+    assert format_duration(59.6) == "1:00" and format_duration(7322) == "2:02:02"
+    # the stopping rule expects to end at 500: the bar and its ETA count to 500, not 3000
+    assert bar_total(200, 500, 3000) == 500
+    assert bar_total(600, 900, 3000) == 900  # a new best moved the end on
+    assert bar_total(2900, 3200, 3000) == 3000  # never beyond the budget
+    assert bar_total(700, 650, 3000) == 700  # nor behind the current iteration
+    assert progress_postfix(200, 500, 0.5, 0.0042) == "2.0 s/it, ETA 10:00, loss 0.0042"
+    assert progress_postfix(10, 500, 0.5, float("nan")) == "2.0 s/it, ETA 16:20"
+
+
+def test_the_progress_bar_follows_the_snapshots(capsys):
+    from napari_dip.cli import _progress
+
+    def snap(iteration, expected, done=False):
+        return SimpleNamespace(iteration=iteration, iterations=3000, expected_stop=expected, loss=0.01,
+                               iterations_per_second=0.25, done=done)
+
+    stream = [snap(10, 500), snap(300, 800), snap(740, 740, done=True)]
+    assert list(_progress(iter(stream), 500, quiet=False)) == stream
+    err = capsys.readouterr().err
+    assert "4.0 s/it" in err and "740/740" in err and "/3000" not in err
+
+
+def test_gui_without_a_display_says_so_without_importing_qt(monkeypatch, capsys):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    for module in ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6"):
+        monkeypatch.setitem(sys.modules, module, None)  # importing any of them now fails
+    assert main(["gui"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("napari-dip: error: no display") and err.count("\n") == 1
+    # A display-less Qt platform chosen on purpose passes the check (and reaches the import).
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    assert main(["gui"]) == 2
+    assert "napari is not installed" in capsys.readouterr().err

@@ -1,29 +1,38 @@
 """Command line: ``napari-dip denoise|super-resolve|inpaint INPUT -o OUTPUT`` and ``napari-dip demo``.
 
 Errors a user can fix (missing file, wrong mask shape, too small an image, unsupported
-dtype, output exists) end the program with status 2 and one line on standard error;
-nothing is written then.
+dtype, output exists or cannot be written, no display for ``gui``) end the program with
+status 2 and one line on standard error; they are found before the fit, and nothing is
+written then. If the output still cannot be written after the fit, the result goes to a
+rescue file in the temporary folder, which the error line names. Warnings about the input
+(an inpainting mask that looks inverted) are one ``napari-dip: warning:`` line each.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+import warnings
 from pathlib import Path
 
 from . import __version__
-from .errors import DeviceMemoryError, InputError
+from .errors import DeviceMemoryError, InputError, InputWarning
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+#: A progress bar update at least this often (seconds), however slow an iteration is.
+PROGRESS_SECONDS = 2.0
 
 
 def _add_fit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, help="image to restore (.tif, .tiff or .png)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the result (.tif or .png)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
-    parser.add_argument("--preset", choices=("paper", "fast"), default="paper",
-                        help="paper: the published network and schedule; fast: 48-channel network (default: paper)")
+    parser.add_argument("--preset", choices=("auto", "paper", "fast"), default="auto",
+                        help="paper: the published network and schedule; fast: 48-channel network, practical on a CPU; "
+                             "auto: paper on a CUDA GPU, fast otherwise (default: auto)")
     parser.add_argument("--iterations", type=int, help="number of iterations (default: the preset's)")
     parser.add_argument("--learning-rate", type=float, help="Adam learning rate (default: the preset's)")
     parser.add_argument("--reg-noise-std", type=float, help="jitter of the input noise (default: the preset's; for denoising, a third of the estimated noise level, within 1/30 to 1/15)")
@@ -63,10 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit_options(inpaint)
     inpaint.add_argument("--mask", type=Path, required=True,
                          help="mask image of the same height and width: nonzero = hole to fill")
+    inpaint.add_argument("--mask-known", action="store_true",
+                         help="nonzero in the mask marks the known pixels instead (e.g. 255 = known, "
+                              "as in the masks published with the paper)")
+    inpaint.add_argument("--raw-output", action="store_true",
+                         help="write the network's whole image; by default the known pixels are kept "
+                              "exactly as they are in INPUT and only the holes are filled")
 
     demo = tasks.add_parser("demo", help="denoise a built-in example with known ground truth and report PSNR")
     demo.add_argument("--iterations", type=int, default=800, help="number of iterations (default: 800)")
-    demo.add_argument("--preset", choices=("paper", "fast"), default="fast", help="network preset (default: fast)")
+    demo.add_argument("--preset", choices=("auto", "paper", "fast"), default="fast",
+                      help="network preset (default: fast)")
     demo.add_argument("--size", type=int, default=128, help="side of the example image in pixels (default: 128)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
@@ -79,24 +95,110 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def format_rate(iterations_per_second: float) -> str:
+    """Speed for a person: iterations per second, or seconds per iteration below one.
+
+    >>> format_rate(12.34), format_rate(0.154), format_rate(0.0)
+    ('12.3 it/s', '6.5 s/it', '? it/s')
+    """
+    rate = iterations_per_second
+    if not (rate > 0 and math.isfinite(rate)):
+        return "? it/s"
+    return f"{rate:.1f} it/s" if rate >= 1 else f"{1 / rate:.1f} s/it"
+
+
+def format_duration(seconds: float) -> str:
+    """``m:ss`` or ``h:mm:ss``.
+
+    >>> format_duration(42.4), format_duration(200), format_duration(3723)
+    ('0:42', '3:20', '1:02:03')
+    """
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def bar_total(iteration: int, expected_stop: int | None, budget: int) -> int:
+    """Where the progress bar ends: the iteration the fit stops at if its rule sees no new
+    best (it moves on as the rule finds one), never beyond the budget nor before now.
+
+    >>> bar_total(250, 500, 3000), bar_total(2900, 3200, 3000), bar_total(40, None, 3000)
+    (500, 3000, 3000)
+    """
+    end = budget if expected_stop is None else expected_stop
+    return int(min(budget, max(iteration, end)))
+
+
+def progress_postfix(iteration: int, total: int, iterations_per_second: float, loss: float) -> str:
+    """What follows the bar: speed, time left to ``total``, loss.
+
+    >>> progress_postfix(10, 500, 0.2, 0.01234)
+    '5.0 s/it, ETA 40:50, loss 0.0123'
+    >>> progress_postfix(500, 500, 30.0, 0.002)
+    '30.0 it/s, loss 0.002'
+    """
+    parts = [format_rate(iterations_per_second)]
+    if total > iteration and iterations_per_second > 0 and math.isfinite(iterations_per_second):
+        parts.append(f"ETA {format_duration((total - iteration) / iterations_per_second)}")
+    if math.isfinite(loss):
+        parts.append(f"loss {loss:.3g}")
+    return ", ".join(parts)
+
+
 def _progress(snapshots, total: int, quiet: bool):
-    """Pass snapshots through, drawing a progress bar with iterations/s and the loss."""
+    """Pass snapshots through, drawing a progress bar that counts to the expected stop."""
     if quiet:
         yield from snapshots
         return
     from tqdm import tqdm
 
-    with tqdm(total=total, unit="it", dynamic_ncols=True, file=sys.stderr) as bar:
+    # Our own rate and ETA (from the fit's clock, to the expected stop) instead of tqdm's.
+    bar_format = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+    with tqdm(total=total, unit="it", dynamic_ncols=True, file=sys.stderr, bar_format=bar_format) as bar:
         for snap in snapshots:
-            if snap.done:  # stopped early by its rule: the bar ends where the fit did
-                bar.total = snap.iteration
+            bar.total = bar_total(snap.iteration, snap.expected_stop, snap.iterations)
+            bar.set_postfix_str(
+                progress_postfix(snap.iteration, bar.total, snap.iterations_per_second, snap.loss), refresh=False
+            )
             bar.update(snap.iteration - bar.n)
-            bar.set_postfix(loss=f"{snap.loss:.3g}", refresh=False)
             yield snap
 
 
+def _start_total(budget: int, stopping) -> int:
+    """The bar's end before the first snapshot: the earliest the stopping rule can end the fit."""
+    if stopping.rule == "none":
+        return budget
+    return min(budget, stopping.warmup + stopping.patience)
+
+
+def _plan_line(args, source_data) -> str:
+    """One line saying what is about to run: image, preset (and why), stopping, device."""
+    from .arrays import describe_layout, prepare_image
+    from .devices import resolve_device
+    from .presets import resolve_preset, stopping_for
+
+    _, layout, _ = prepare_image(source_data, args.channel_axis)
+    device = resolve_device(args.device)
+    preset = resolve_preset(args.preset, args.device)
+    why = f" (auto on {device.type})" if args.preset == "auto" else ""
+    rule = stopping_for(args.command, args.stop, args.patience).rule
+    stopping = "no automatic stopping" if rule == "none" else f"stopping {rule}"
+    return f"{args.command} {args.input.name}: {describe_layout(layout)}, preset {preset}{why}, {stopping}, device {device}"
+
+
+def _report_warnings(caught) -> None:
+    """Input warnings as one line each; anything else as Python would show it."""
+    for warning in caught:
+        if issubclass(warning.category, InputWarning):
+            print(f"napari-dip: warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+
+
 def _run_task(args) -> int:
-    from .io import ImageFile, check_png, check_writable, read_image, write_image
+    from .io import ImageFile, check_png, check_writable, read_image, write_image_or_rescue
+    from .presets import settings_for, stopping_for
     from .restore import iter_restore, last_snapshot
 
     output = check_writable(args.output, args.overwrite)
@@ -107,30 +209,38 @@ def _run_task(args) -> int:
     factor = None
     if args.command == "inpaint":
         options["mask"] = read_image(args.mask).data
+        options["mask_marks"] = "known" if args.mask_known else "holes"
+        options["keep_known"] = not args.raw_output
     if args.command == "super-resolve":
         factor = options["factor"] = args.factor
     if args.progress_every < 1:
         raise InputError("--progress-every must be at least 1")
 
-    snapshots = iter_restore(
-        args.command,
-        source.data,
-        preset=args.preset,
-        snapshot_every=args.progress_every,
-        channel_axis=args.channel_axis,
-        iterations=args.iterations,
-        learning_rate=args.learning_rate,
-        reg_noise_std=args.reg_noise_std,
-        channels=args.channels,
-        seed=args.seed,
-        device=args.device,
-        precision=args.precision,
-        stopping=args.stop,
-        runs=args.runs,
-        patience=args.patience,
-        **options,
-    )
-    total = args.iterations or _preset_iterations(args.command, args.preset, factor)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InputWarning)
+        snapshots = iter_restore(
+            args.command,
+            source.data,
+            preset=args.preset,
+            snapshot_every=args.progress_every,
+            snapshot_seconds=None if args.quiet else PROGRESS_SECONDS,
+            channel_axis=args.channel_axis,
+            iterations=args.iterations,
+            learning_rate=args.learning_rate,
+            reg_noise_std=args.reg_noise_std,
+            channels=args.channels,
+            seed=args.seed,
+            device=args.device,
+            precision=args.precision,
+            stopping=args.stop,
+            runs=args.runs,
+            patience=args.patience,
+            **options,
+        )
+    _report_warnings(caught)
+    print(_plan_line(args, source.data), flush=True)
+    budget = args.iterations or settings_for(args.command, "fast", factor=factor)[1].iterations  # same for every preset
+    total = _start_total(budget, stopping_for(args.command, args.stop, args.patience))
     final = last_snapshot(_progress(snapshots, total, args.quiet))
 
     # A finer pixel grid: pixels per unit grow by the factor, so physical size is kept.
@@ -139,18 +249,12 @@ def _run_task(args) -> int:
         resolution = (resolution[0] * factor, resolution[1] * factor)
     provenance = {**final.settings, "iterations_run": final.iteration, "stop_reason": final.stop_reason,
                   "best_iteration": final.best_iteration, "source": str(args.input)}
-    write_image(output, ImageFile(final.average, resolution, source.resolution_unit, source.extra), provenance,
-                overwrite=args.overwrite)
+    write_image_or_rescue(output, ImageFile(final.average, resolution, source.resolution_unit, source.extra),
+                          provenance, overwrite=args.overwrite)
     chosen = f", result from iteration {final.best_iteration}" if final.best_iteration else ""
     print(f"wrote {output} ({final.iteration} iterations in {final.elapsed:.1f} s, "
-          f"{final.iterations_per_second:.2f} it/s, stopped by {final.stop_reason}{chosen})")
+          f"{format_rate(final.iterations_per_second)}, stopped by {final.stop_reason}{chosen})")
     return 0
-
-
-def _preset_iterations(task: str, preset: str, factor: int | None) -> int:
-    from .presets import settings_for
-
-    return settings_for(task, preset, factor=factor)[1].iterations
 
 
 def _run_demo(args) -> int:
@@ -168,7 +272,33 @@ def _run_demo(args) -> int:
     return 0
 
 
+def display_problem(environ=None, platform: str | None = None) -> str | None:
+    """Why a Qt window cannot open here, or ``None``: on Linux, neither an X11 nor a
+    Wayland display, and no display-less Qt platform (``QT_QPA_PLATFORM=offscreen``) chosen.
+    Qt itself would abort the process (status 134) with several lines about xcb plugins.
+
+    >>> display_problem({}, "linux") is not None, display_problem({"DISPLAY": ":0"}, "linux")
+    (True, None)
+    >>> display_problem({"QT_QPA_PLATFORM": "offscreen"}, "linux"), display_problem({}, "darwin")
+    (None, None)
+    """
+    environ = os.environ if environ is None else environ
+    platform = sys.platform if platform is None else platform
+    if not platform.startswith("linux"):
+        return None
+    if environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY"):
+        return None
+    qt_platform = environ.get("QT_QPA_PLATFORM", "").strip()
+    if qt_platform and not qt_platform.startswith(("xcb", "wayland")):
+        return None
+    return ("no display (DISPLAY and WAYLAND_DISPLAY are not set): run 'napari-dip gui' in a desktop "
+            "session (or over ssh -X); without one, use 'napari-dip denoise|super-resolve|inpaint'")
+
+
 def _run_gui(args) -> int:
+    problem = display_problem()
+    if problem:  # before importing Qt, which would abort the process
+        raise InputError(problem)
     try:
         import napari
     except ImportError as error:

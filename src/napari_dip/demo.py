@@ -54,12 +54,17 @@ def run_demo(
 
     ``progress(snapshots, total)`` may wrap the snapshot stream (the CLI's progress bar).
     """
+    from .cli import PROGRESS_SECONDS, format_rate
+    from .io import check_folder_writable
     from .restore import iter_restore, last_snapshot
 
+    if figure is not None:
+        check_folder_writable(Path(figure).parent)  # before the fit, not after it
     clean, noisy = example_pair(size, seed)
     start = time.perf_counter()
     snapshots = iter_restore(
-        "denoise", noisy, preset=preset, iterations=iterations, seed=seed, device=device, snapshot_every=10
+        "denoise", noisy, preset=preset, iterations=iterations, seed=seed, device=device, snapshot_every=10,
+        snapshot_seconds=None if progress is None else PROGRESS_SECONDS,
     )
     if progress is not None:
         snapshots = progress(snapshots, iterations)
@@ -67,19 +72,21 @@ def run_demo(
     seconds = time.perf_counter() - start
     restored = final.average
     result = {
+        "preset": final.settings["preset"],
         "psnr_noisy": psnr(clean, noisy),
         "psnr_restored": psnr(clean, restored),
         "seconds": seconds,
         "iterations": final.iteration,
         "device": final.settings["device"],
     }
+    used = final.settings["preset"] + (f" ({preset})" if preset != final.settings["preset"] else "")
     report(
-        f"camera man {size}x{size}, Gaussian noise sigma {SIGMA}/255, preset {preset!r}, "
+        f"camera man {size}x{size}, Gaussian noise sigma {SIGMA}/255, preset {used}, "
         f"{final.iteration} iterations on {result['device']}"
     )
     report(f"PSNR noisy:    {result['psnr_noisy']:.2f} dB")
     report(f"PSNR restored: {result['psnr_restored']:.2f} dB  ({result['psnr_restored'] - result['psnr_noisy']:+.2f} dB)")
-    report(f"time:          {seconds:.1f} s ({final.iteration / seconds:.1f} it/s)")
+    report(f"time:          {seconds:.1f} s ({format_rate(final.iteration / seconds)})")
     if figure is not None:
         save_figure(figure, noisy, restored, clean)
         report(f"figure:        {figure}")

@@ -3,12 +3,17 @@
 TIFF keeps 16-bit and float data as they are and carries the pixel size (resolution
 tags) and, in the image description, how a result was made. PNG holds 8-bit images and
 16-bit grey images; the settings go into a text chunk.
+
+A destination is checked before a fit (:func:`check_writable` writes and deletes a file in
+its folder), and a result that still cannot be written afterwards is saved to the
+temporary folder instead of being lost (:func:`write_image_or_rescue`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,11 +90,77 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Fail early, before a long fit, if ``path`` cannot or must not be written."""
     path = Path(path)
     _suffix(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; name the file to write")
     if path.exists() and not overwrite:
         raise InputError(f"{path} exists; pass --overwrite to replace it")
-    if not path.parent.exists():
-        raise InputError(f"{path.parent} does not exist")
+    check_folder_writable(path.parent)
     return path
+
+
+def check_folder_writable(folder: str | os.PathLike) -> Path:
+    """Fail if no file can be created in ``folder``.
+
+    Permission bits do not tell (root ignores them; read-only mounts, ``/sys`` and network
+    shares refuse what they allow): a file is actually created there and deleted again.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise InputError(f"{folder} does not exist")
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".napari-dip-check-", suffix=".tmp"):
+            pass
+    except OSError as error:
+        raise InputError(f"cannot write to {folder} ({_reason(error)}); choose another output folder") from error
+    return folder
+
+
+def _reason(error: Exception) -> str:
+    """The short cause of an error: ``Permission denied`` rather than the errno and path."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def write_image_or_rescue(
+    path: str | os.PathLike,
+    image: ImageFile,
+    provenance: dict | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """:func:`write_image`, but if that fails (the disk filled up, the folder went away
+    during an hour-long fit) write the result to a new file in the temporary folder and
+    raise an :class:`InputError` that names it: a result is never thrown away.
+    """
+    path = Path(path)
+    try:
+        return write_image(path, image, provenance, overwrite=overwrite)
+    except (OSError, InputError) as error:
+        reason = _reason(error) if isinstance(error, OSError) else str(error)
+        try:
+            rescue = write_rescue(path, image, provenance)
+        except (OSError, InputError) as again:
+            raise InputError(
+                f"cannot write {path} ({reason}), nor a copy in {tempfile.gettempdir()} ({_reason(again)}): "
+                "the result is lost"
+            ) from error
+        raise InputError(f"cannot write {path} ({reason}); the result was saved to {rescue}") from error
+
+
+def write_rescue(path: str | os.PathLike, image: ImageFile, provenance: dict | None = None) -> Path:
+    """Write ``image`` to a new file in :func:`tempfile.gettempdir`, named after ``path``
+    and of the same type; return its path."""
+    path = Path(path)
+    suffix = _suffix(path)
+    handle, name = tempfile.mkstemp(prefix=f"napari-dip-{path.stem}-", suffix=suffix)
+    os.close(handle)
+    try:
+        return write_image(name, image, provenance, overwrite=True)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
 
 
 def write_image(
