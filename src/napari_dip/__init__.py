@@ -25,6 +25,8 @@ _LAZY = {
     "FitConfig": "fit",
     "SkipNetConfig": "networks",
     "InputError": "errors",
+    "ConstantImageError": "errors",
+    "InputWarning": "errors",
     "DeviceMemoryError": "errors",
 }
 
