@@ -250,3 +250,11 @@ def test_the_auto_preset_is_the_default_and_is_recorded(monkeypatch):
     monkeypatch.setattr(presets, "resolve_device", lambda name="auto": torch.device("cuda", 0))
     pretend = last_snapshot(iter_restore("denoise", noisy, iterations=2, snapshot_every=None, **TINY))
     assert pretend.settings["preset"] == "paper" and pretend.settings["preset_requested"] == "auto"
+
+
+def test_threads_reach_the_fit_and_are_recorded():
+    from napari_dip.restore import iter_restore, last_snapshot
+
+    final = last_snapshot(iter_restore("denoise", smooth_image(32), iterations=2, threads=1, snapshot_every=None, **TINY))
+    assert final.settings["threads"] == 1
+    assert final.settings["fit"]["threads"] == 1

@@ -46,6 +46,8 @@ def _add_fit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patience", type=int,
                         help="iterations without improvement before stopping (default: the rule's)")
     parser.add_argument("--runs", type=int, help="average this many independent fits, run side by side (default: 1)")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads (default: as many as there are idle cores when the fit starts)")
     parser.add_argument("--channel-axis", type=int, choices=(0, -1),
                         help="axis of the channels of a 3D image (default: guess)")
     parser.add_argument("--progress-every", type=int, default=10, metavar="N",
@@ -234,6 +236,7 @@ def _run_task(args) -> int:
             precision=args.precision,
             stopping=args.stop,
             runs=args.runs,
+            threads=args.threads,
             patience=args.patience,
             **options,
         )

@@ -53,6 +53,7 @@ def iter_restore(
     stopping: str | StoppingConfig | None = None,
     patience: int | None = None,
     runs: int | None = None,
+    threads: int | None = None,
 ) -> Iterator[Snapshot]:
     """Restore ``image`` step by step, yielding snapshots as the fit proceeds.
 
@@ -110,6 +111,9 @@ def iter_restore(
     runs : int, optional
         Number of independent fits (seeds ``seed``, ``seed + 1``, ...) averaged into the
         result; they run together in one batched pass. The paper gains about 0.6 dB from 2.
+    threads : int, optional
+        CPU threads; by default as many as there are idle cores when the fit starts, so a
+        busy machine is not oversubscribed (recorded as ``settings["threads"]``).
 
     Yields
     ------
@@ -158,6 +162,7 @@ def iter_restore(
         precision=precision,
         backtrack=backtrack,
         runs=runs,
+        threads=threads,
     )
     fit_config = replace(fit_config, seed=seed)  # None is meaningful here: draw a seed
     fitter = Fitter(observed, forward_model, net, fit_config)
