@@ -1,15 +1,75 @@
-"""Pure helpers of the napari widget: names, plane bookkeeping, transforms, metadata."""
+"""Pure helpers of the napari widgets (no display needed): names, plane bookkeeping,
+transforms, metadata, rate and ETA, the device fallback."""
 
 import numpy as np
 import pytest
 
-from napari_dip import _layers
+from napari_dip.widgets import layers as _layers
+from napari_dip.widgets import timing
+from napari_dip.widgets.prefs import device_choice
 
 
-def test_output_names_say_input_and_task():
+def test_output_names_say_input_task_and_settings():
     assert _layers.output_name("cells", "denoise") == "cells [DIP denoise]"
     assert _layers.output_name("cells", "super-resolve", 4) == "cells [DIP super-resolve x4]"
     assert _layers.output_name("cells", "inpaint") == "cells [DIP inpaint]"
+    assert _layers.output_name("cells", "denoise", preset="fast", seed=3) == "cells [DIP denoise fast seed 3]"
+    taken = {"cells [DIP inpaint paper seed 0]", "cells [DIP inpaint paper seed 0 #2]"}
+    assert _layers.output_name("cells", "inpaint", preset="paper", seed=0, taken=taken) == (
+        "cells [DIP inpaint paper seed 0 #3]"
+    )
+
+
+def test_rate_is_per_second_or_per_iteration():
+    assert timing.format_rate(25.0) == "25.0 it/s"
+    assert timing.format_rate(0.05) == "20.0 s/it"  # not "0.1 it/s"
+    assert timing.format_rate(0.0) == "? it/s"
+
+
+def test_eta_counts_to_the_expected_stop_not_the_budget():
+    # The report: 1:26:57 for a run that stopped after 1210 of 5000 iterations.
+    text = timing.eta_text(iteration=1000, budget=5000, expected_stop=1210, rate=1.0)
+    assert text == "ETA 3:30 (stop ~1210)"
+    # Without a stopping rule it counts to the budget.
+    assert timing.eta_text(iteration=1000, budget=5000, expected_stop=5000, rate=1.0) == "ETA 1:06:40"
+    assert timing.eta_text(iteration=10, budget=100, expected_stop=None, rate=None) == "ETA ?"
+
+
+def test_eta_of_a_stack_names_the_plane_and_bounds_the_rest():
+    text = timing.eta_text(iteration=50, budget=100, expected_stop=60, rate=1.0, plane=1, planes=3)
+    # 10 s to this plane's expected stop; at most 10 + 100 s for the last plane's budget.
+    assert text == "ETA 0:10 (stop ~60) for plane 2/3, all \u2264 1:50"
+    assert timing.eta_text(iteration=50, budget=100, expected_stop=None, rate=1.0, plane=2, planes=3) == (
+        "ETA 0:50 for plane 3/3"
+    )
+
+
+def test_rate_leaves_out_the_time_spent_paused():
+    # The report: ETA 8:42 before a pause, 3:58:44 after Resume.
+    meter = timing.RateMeter()
+    meter.start(0.0)
+    meter.update(0, now=1.0)  # the first snapshot anchors the rate
+    assert meter.update(100, now=11.0) == pytest.approx(10.0)
+    meter.pause(11.0)
+    assert meter.active(500.0) == pytest.approx(11.0)
+    meter.resume(1000.0)  # paused for 989 s
+    assert meter.update(110, now=1001.0) == pytest.approx(10.0)
+    assert meter.update(130, now=1003.0) == pytest.approx(10.0)
+
+
+def test_durations_read_as_clock_times():
+    assert timing.format_duration(59.6) == "1:00"
+    assert timing.format_duration(3600) == "1:00:00"
+    assert timing.format_duration(float("inf")) == "?"
+
+
+def test_a_remembered_device_missing_here_falls_back_to_auto():
+    assert device_choice("cuda:1", ["auto", "cuda:0", "cpu"]) == (
+        "auto",
+        "the saved device 'cuda:1' is not available here; using auto",
+    )
+    assert device_choice("mps", ["auto", "mps", "cpu"]) == ("mps", "")
+    assert device_choice(None, ["auto", "cpu"]) == ("auto", "")
 
 
 @pytest.mark.parametrize(

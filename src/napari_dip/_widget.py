@@ -36,7 +36,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from . import _layers
+from .widgets import layers as _layers
 
 PLUGIN_NAME = "napari-dip"
 PLANES_IN_VIEW = "plane in view"

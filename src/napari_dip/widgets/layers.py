@@ -25,12 +25,36 @@ import numpy as np
 TASK_LABELS = {"denoise": "denoise", "super-resolve": "super-resolve", "inpaint": "inpaint"}
 
 
-def output_name(input_name: str, task: str, factor: int | None = None) -> str:
-    """``cells [DIP denoise]``, ``cells [DIP super-resolve x4]``, ``cells [DIP inpaint]``."""
+def output_name(
+    input_name: str,
+    task: str,
+    factor: int | None = None,
+    *,
+    preset: str | None = None,
+    seed: int | None = None,
+    taken: tuple[str, ...] | list[str] | set[str] = (),
+) -> str:
+    """The output layer's name: the input, the task and the settings that tell runs apart.
+
+    ``cells [DIP denoise]``, ``cells [DIP super-resolve x4]``, with settings
+    ``cells [DIP denoise fast seed 3]``; a name in ``taken`` gets ``#2``, ``#3``, ...
+
+    >>> output_name("cells", "denoise", preset="fast", seed=3, taken={"cells [DIP denoise fast seed 3]"})
+    'cells [DIP denoise fast seed 3 #2]'
+    """
     label = TASK_LABELS.get(task, task)
     if task == "super-resolve" and factor:
         label = f"{label} x{factor}"
-    return f"{input_name} [DIP {label}]"
+    if preset:
+        label = f"{label} {preset}"
+    if seed is not None:
+        label = f"{label} seed {seed}"
+    name = f"{input_name} [DIP {label}]"
+    number = 2
+    while name in taken:
+        name = f"{input_name} [DIP {label} #{number}]"
+        number += 1
+    return name
 
 
 def plane_ndim(rgb: bool) -> int:
@@ -188,12 +212,18 @@ def run_metadata(
     planes: list[tuple[int, ...]],
     version: str,
     engine_settings: dict | None = None,
+    preset_requested: str | None = None,
 ) -> dict:
-    """What goes under ``layer.metadata["napari_dip"]``: enough to redo the run."""
+    """What goes under ``layer.metadata["napari_dip"]``: enough to redo the run.
+
+    ``preset`` is the preset the fit used; ``preset_requested`` what the user chose
+    (``"auto"`` resolves to ``"paper"`` on a CUDA GPU and ``"fast"`` otherwise).
+    """
     return {
         "napari_dip": version,
         "task": task,
         "preset": preset,
+        "preset_requested": preset_requested or preset,
         "factor": factor,
         "parameters": dict(parameters),
         "seed": seed,

@@ -1,0 +1,18 @@
+"""The napari dock widgets, in small parts (see DEVELOPERS.md, "How the widget is structured").
+
+Nothing is imported here, so the Qt-free parts (:mod:`.layers`, :mod:`.timing`,
+:mod:`.plan`, :mod:`.prefs`, :mod:`.worker`) import without Qt.
+
+========================  ==============================================================
+``dock``                  the three dock widgets, composed of the parts below
+``form``                  the magicgui form: layer boxes, task options, advanced settings
+``controller``            Run/Pause/Stop, the thread worker, progress bar, status line
+``output``                the output layer: made or taken over, written in place
+``loss_plot``             the live loss curve with labelled axes
+``plan``                  form values and layers -> what a run needs (no Qt)
+``worker``                the worker thread's function (numpy only)
+``layers``                output names, plane bookkeeping, geometry, metadata (pure)
+``timing``                rate and ETA text (pure)
+``prefs``                 the plugin's remembered settings and the device fallback
+========================  ==============================================================
+"""
