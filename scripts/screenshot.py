@@ -29,18 +29,18 @@ def main(argv=None) -> Path:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_dip._widget import DenoiseWidget
+    from napari_dip.widgets.dock import show_widget
 
     viewer = napari.Viewer(show=True, title="napari-dip")
     viewer.window.resize(1280, 760)
     viewer.open_sample("napari-dip", "noisy_camera")
-    widget = DenoiseWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Denoise (Deep Image Prior)", area="right")
-    widget.preset_box.setCurrentIndex(widget.preset_box.findData("fast"))
-    widget.device_box.setCurrentText("cpu")
-    widget.iterations_box.setValue(args.iterations)
-    widget.every_box.setValue(10)
-    widget.reference_picker.set_layer(viewer.layers["camera (clean)"])
+    _dock, widget = show_widget(viewer, "denoise")
+    form = widget.form
+    form.preset.value = "fast"  # loads the preset's values into the advanced section
+    form.device.value = "cpu"
+    form.iterations.value = args.iterations
+    form.update_every.value = 10
+    form.reference.value = viewer.layers["camera (clean)"]
     widget.advanced.expand(animate=False)
 
     widget.start()

@@ -1,8 +1,11 @@
-"""The napari dock widget: streaming fits into one output layer, pause/stop, transforms,
-metadata, masks from Labels, nD planes and error paths. Runs under Xvfb (pytest-xvfb).
+"""The napari dock widgets: streaming fits into one output layer, pause/stop, transforms,
+metadata, masks from Labels, nD planes, naming and replacing outputs, layer boxes that
+follow the layer list, messages, ETA and the dock's width. Runs under Xvfb (pytest-xvfb)
+with real viewers.
 
-Fits are tiny (32x32 to 48x48 pixels, 8 network channels, a handful of iterations) so the
-suite stays fast on a 2-core CPU; what is checked is the plumbing, not restoration quality.
+Fits are tiny (32x32 pixels, 8 network channels, a handful of iterations, CPU) so the
+suite stays fast on a 2-core machine; what is checked is the plumbing, not restoration
+quality. Some tests replace the engine with a scripted one to control what it yields.
 """
 
 import threading
@@ -13,16 +16,17 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("qtpy")
 
-from napari_dip._widget import (  # noqa: E402
-    PLANES_ALL,
+from napari_dip.widgets.dock import (  # noqa: E402
     DenoiseWidget,
     InpaintWidget,
     SuperResolveWidget,
 )
+from napari_dip.widgets.plan import PLANES_ALL  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
 WAIT_MS = 60_000
+TOAST = "napari_dip.widgets.controller.show_error"
 
 
 def _image(shape=(32, 32), seed=0, dtype=np.float32):
@@ -37,13 +41,14 @@ def _image(shape=(32, 32), seed=0, dtype=np.float32):
 
 
 def _tiny(widget, iterations=6, every=2, seed=0):
-    """Make a widget's fit tiny: fast preset, 8 channels, few iterations, CPU."""
-    widget.preset_box.setCurrentIndex(widget.preset_box.findData("fast"))
-    widget.iterations_box.setValue(iterations)
-    widget.every_box.setValue(every)
-    widget.channels_box.setValue(8)
-    widget.seed_box.setValue(seed)
-    widget.device_box.setCurrentText("cpu")
+    """Make a widget's fit tiny: fast preset, CPU, 8 channels, few iterations."""
+    form = widget.form
+    form.preset.value = "fast"  # reloads the advanced values: set them afterwards
+    form.device.value = "cpu"
+    form.iterations.value = iterations
+    form.update_every.value = every
+    form.channels.value = 8
+    form.seed.value = seed
     return widget
 
 
@@ -55,14 +60,68 @@ def _dock(viewer, widget_class):
 
 def _run_to_end(qtbot, widget):
     widget.start()
-    assert widget.run_state is not None, widget.status.text()
+    assert widget.run_state is not None, widget.status
     qtbot.waitUntil(lambda: widget.run_state is None, timeout=WAIT_MS)
 
 
-def _output(viewer, name):
-    layers = [layer for layer in viewer.layers if layer.name == name]
-    assert len(layers) == 1, [layer.name for layer in viewer.layers]
-    return layers[0]
+def _outputs(viewer):
+    return [layer for layer in viewer.layers if "napari_dip" in layer.metadata]
+
+
+def _output(viewer):
+    (layer,) = _outputs(viewer)
+    return layer
+
+
+def _statuses(widget, monkeypatch):
+    """Record every text the status line shows."""
+    seen = []
+    set_status = widget.controller.set_status
+
+    def recording(text):
+        seen.append(text)
+        set_status(text)
+
+    monkeypatch.setattr(widget.controller, "set_status", recording)
+    return seen
+
+
+def _scripted_engine(stop_at, reason, fail_on_plane=None, expected_stop=None):
+    """A stand-in for iter_restore that stops early (as automatic stopping does) or fails."""
+    from napari_dip.errors import InputError
+    from napari_dip.fit import Snapshot
+
+    calls = []
+
+    def iter_restore(task, image, *, snapshot_every, iterations, **kwargs):
+        calls.append(kwargs)
+        if fail_on_plane is not None and len(calls) == fail_on_plane + 1:
+            raise InputError("this plane cannot be restored")
+
+        settings = {"device": "cpu", "preset": "fast", "fit": {"seed": 0}}
+
+        def snapshots():
+            for it in range(snapshot_every, stop_at + 1, snapshot_every):
+                done = it == stop_at
+                yield Snapshot(
+                    iteration=it,
+                    iterations=iterations,
+                    loss=1.0 / it,
+                    output=image * 0 + it,
+                    average=image * 0 + it,
+                    elapsed=0.01 * it,
+                    done=done,
+                    stop_reason=reason if done else None,
+                    expected_stop=it if done else expected_stop,
+                    settings=settings if done or it == snapshot_every else {},
+                )
+
+        return snapshots()
+
+    return iter_restore, calls
+
+
+# -- one run, start to end -------------------------------------------------------------
 
 
 def test_denoise_streams_into_one_layer_and_records_the_run(make_napari_viewer, qtbot):
@@ -82,19 +141,19 @@ def test_denoise_streams_into_one_layer_and_records_the_run(make_napari_viewer, 
     before_transform = layer.data_to_world((5, 7))
     widget = _tiny(_dock(viewer, DenoiseWidget), iterations=6, every=2)
 
-    updates = []
-    added = []
-    viewer.layers.events.inserted.connect(lambda event: added.append(event.value.name))
-    widget.start()
-    output = _output(viewer, "cells [DIP denoise]")
-    output.events.data.connect(lambda event: updates.append(1))
-    seen = []
-    output.events.set_data.connect(lambda event: seen.append(float(output.data.mean())))
-    qtbot.waitUntil(lambda: widget.run_state is None, timeout=WAIT_MS)
+    added, refreshed = [], []
 
-    # One output layer, created at the start, updated in place at every snapshot.
-    assert added == ["cells [DIP denoise]"]
-    assert len(seen) >= 3
+    def on_inserted(event):
+        added.append(event.value.name)
+        event.value.events.set_data.connect(lambda e: refreshed.append(1))
+
+    viewer.layers.events.inserted.connect(on_inserted)
+    _run_to_end(qtbot, widget)
+
+    # One output layer, named after the input, task and settings, updated in place.
+    assert added == ["cells [DIP denoise fast seed 0]"]
+    output = viewer.layers["cells [DIP denoise fast seed 0]"]
+    assert len(refreshed) >= 2
     assert output.data.shape == (32, 32) and output.data.dtype == np.float32
     assert output.data.std() > 0
     # Same world placement and annotations as the input.
@@ -104,31 +163,29 @@ def test_denoise_streams_into_one_layer_and_records_the_run(make_napari_viewer, 
     meta = output.metadata["napari_dip"]
     assert meta["stop_reason"] == "budget"
     assert meta["iterations_run"] == 6
-    assert meta["seed"] == 0
-    assert meta["device"] == "cpu"
-    assert meta["task"] == "denoise" and meta["preset"] == "fast"
+    assert meta["seed"] == 0 and meta["device"] == "cpu"
+    assert meta["task"] == "denoise" and meta["preset"] == "fast" and meta["preset_requested"] == "fast"
     assert meta["parameters"]["channels"] == 8
     assert meta["parameters"]["stopping"] is None  # the engine's task default
     assert meta["engine_settings"]["fit"]["iterations"] == 6
-    assert meta["napari_dip"]
+    assert meta["napari_dip"]  # the version
     assert output.metadata["origin"] == "microscope"
     # The input is untouched.
     np.testing.assert_array_equal(layer.data, original)
     assert "napari_dip" not in layer.metadata
-    assert widget.status.text().startswith("Finished")
+    assert widget.status.startswith("Finished")
     assert len(widget.loss_plot.losses) >= 2
 
 
-def test_same_seed_gives_the_same_result(make_napari_viewer, qtbot):
+def test_same_seed_gives_the_same_result_in_the_replaced_layer(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.add_image(_image((32, 32)), name="a")
     widget = _tiny(_dock(viewer, DenoiseWidget), iterations=4, every=4, seed=5)
     _run_to_end(qtbot, widget)
-    first = np.array(viewer.layers["a [DIP denoise]"].data)
-    viewer.layers.remove("a [DIP denoise]")
-    widget.image_picker.set_layer(viewer.layers["a"])
+    first = np.array(_output(viewer).data)
     _run_to_end(qtbot, widget)
-    np.testing.assert_array_equal(viewer.layers["a [DIP denoise]"].data, first)
+    assert len(_outputs(viewer)) == 1  # "replace previous output" is on by default
+    np.testing.assert_array_equal(_output(viewer).data, first)
 
 
 def test_pause_resume_and_stop_keep_the_latest_result(make_napari_viewer, qtbot):
@@ -140,36 +197,41 @@ def test_pause_resume_and_stop_keep_the_latest_result(make_napari_viewer, qtbot)
     qtbot.waitUntil(lambda: run.snapshots_received >= 2, timeout=WAIT_MS)
 
     widget.toggle_pause()
-    qtbot.waitUntil(lambda: run.worker.is_paused and widget.pause_button.text() == "Resume", timeout=WAIT_MS)
+    button = widget.controls.pause_button
+    qtbot.waitUntil(lambda: run.worker.is_paused and button.text == "Resume", timeout=WAIT_MS)
     qtbot.wait(50)  # a snapshot already in flight may still arrive
     received = run.snapshots_received
-    qtbot.wait(400)
+    qtbot.wait(600)
     assert run.snapshots_received == received, "snapshots kept coming while paused"
 
     widget.toggle_pause()
-    qtbot.waitUntil(lambda: run.snapshots_received > received, timeout=WAIT_MS)
-    qtbot.waitUntil(lambda: widget.pause_button.text() == "Pause", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: run.snapshots_received > received + 1, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: button.text == "Pause", timeout=WAIT_MS)
+    # The pause does not count in the speed (and so not in the ETA).
+    assert run.meter.paused_total >= 0.5
+    assert "it/s" in widget.status or "s/it" in widget.status
 
     widget.stop()
     qtbot.waitUntil(lambda: widget.run_state is None, timeout=WAIT_MS)
-    output = viewer.layers["cells [DIP denoise]"]
+    output = _output(viewer)
     meta = output.metadata["napari_dip"]
     assert meta["stop_reason"] == "user"
     assert 2 <= meta["iterations_run"] < 5000
     # how the fit was made is known although the engine never sent its final snapshot
     assert meta["engine_settings"]["device"] == "cpu" and meta["engine_settings"]["fit"]["seed"] == 0
     assert output.data.std() > 0  # the latest result is kept
-    assert widget.run_button.isEnabled() and not widget.stop_button.isEnabled()
+    assert widget.controls.run_button.enabled and not widget.controls.stop_button.enabled
+    assert widget.status.startswith("Stopped")
 
 
 def test_super_resolution_scales_and_shifts_the_output(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     layer = viewer.add_image(_image((24, 32), dtype=np.uint8), name="tissue", scale=(2.0, 3.0), translate=(10.0, 20.0))
-    widget = _tiny(_dock(viewer, SuperResolveWidget), iterations=4, every=2)
-    widget.factor_box.setCurrentText("2")
-    _tiny(widget, iterations=4, every=2)  # choosing the factor reloads the preset's values
+    widget = _dock(viewer, SuperResolveWidget)
+    widget.form.factor.value = 2
+    _tiny(widget, iterations=4, every=2)
     _run_to_end(qtbot, widget)
-    output = viewer.layers["tissue [DIP super-resolve x2]"]
+    output = viewer.layers["tissue [DIP super-resolve x2 fast seed 0]"]
     assert output.data.shape == (48, 64) and output.data.dtype == np.uint8
     np.testing.assert_allclose(output.scale, (1.0, 1.5))
     # Pixel edges line up: input edge (-0.5, -0.5) and (23.5, 31.5) match the output's.
@@ -180,116 +242,31 @@ def test_super_resolution_scales_and_shifts_the_output(make_napari_viewer, qtbot
 
 def test_inpainting_takes_its_mask_from_a_labels_layer(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
-    image = _image((32, 32))
     holes = np.zeros((32, 32), np.uint8)
     holes[10:16, 12:20] = 1
-    viewer.add_image(image, name="photo")
+    viewer.add_image(_image((32, 32)), name="photo")
     labels = viewer.add_labels(holes.copy(), name="holes")
     widget = _tiny(_dock(viewer, InpaintWidget), iterations=4, every=2)
-    assert widget.mask_picker.layer().name == "holes"
-    widget.image_picker.set_layer(viewer.layers["photo"])
+    assert widget.form.mask.value.name == "holes"
+    assert widget.form.image.value.name == "photo"
     _run_to_end(qtbot, widget)
-    output = viewer.layers["photo [DIP inpaint]"]
-    assert output.data.shape == (32, 32)
-    assert output.metadata["napari_dip"]["engine_settings"]["forward_model"]
+    meta = _output(viewer).metadata["napari_dip"]
+    assert meta["engine_settings"]["forward_model"]
+    assert meta["parameters"]["mask_marks"] == "holes"
     np.testing.assert_array_equal(labels.data, holes)
 
 
-def test_wrong_mask_shape_is_reported_and_nothing_runs(make_napari_viewer, qtbot, monkeypatch):
+def test_mask_of_known_pixels_is_passed_to_the_engine(make_napari_viewer, qtbot, monkeypatch):
     viewer = make_napari_viewer()
     viewer.add_image(_image((32, 32)), name="photo")
-    viewer.add_labels(np.ones((20, 20), np.uint8), name="holes")
-    widget = _tiny(_dock(viewer, InpaintWidget))
-    messages = []
-    monkeypatch.setattr("napari_dip._widget.show_error", messages.append)
-    widget.image_picker.set_layer(viewer.layers["photo"])
-    widget.start()
-    assert widget.run_state is None
-    assert messages and "shape" in messages[0] and "(32, 32)" in messages[0]
-    assert [layer.name for layer in viewer.layers] == ["photo", "holes"]
-    assert widget.run_button.isEnabled()
-
-
-def test_too_small_image_fails_cleanly_in_the_worker(make_napari_viewer, qtbot, monkeypatch):
-    viewer = make_napari_viewer()
-    viewer.add_image(_image((8, 8)), name="tiny")
-    widget = _tiny(_dock(viewer, DenoiseWidget))
-    messages = []
-    monkeypatch.setattr("napari_dip._widget.show_error", messages.append)
+    viewer.add_labels(np.ones((32, 32), np.uint8), name="known")
+    engine, calls = _scripted_engine(stop_at=2, reason="budget")
+    monkeypatch.setattr("napari_dip.restore.iter_restore", engine)
+    widget = _tiny(_dock(viewer, InpaintWidget), iterations=2, every=2)
+    widget.form.mask_known.value = True
     _run_to_end(qtbot, widget)
-    assert messages and "smallest side" in messages[0]
-    # The empty output layer is removed again; the viewer still works.
-    assert [layer.name for layer in viewer.layers] == ["tiny"]
-    assert widget.run_button.isEnabled()
-    viewer.add_image(_image((32, 32)), name="next")
-    widget.image_picker.set_layer(viewer.layers["next"])
-    _run_to_end(qtbot, widget)
-    assert "next [DIP denoise]" in viewer.layers
-
-
-def test_out_of_memory_is_reported(make_napari_viewer, qtbot, monkeypatch):
-    from napari_dip.errors import DeviceMemoryError
-
-    viewer = make_napari_viewer()
-    viewer.add_image(_image((32, 32)), name="big")
-    widget = _tiny(_dock(viewer, DenoiseWidget))
-
-    def no_memory(*args, **kwargs):
-        raise DeviceMemoryError("a 32x32 image needs about 9.0 GiB on cpu")
-
-    monkeypatch.setattr("napari_dip.restore.iter_restore", no_memory)
-    messages = []
-    monkeypatch.setattr("napari_dip._widget.show_error", messages.append)
-    _run_to_end(qtbot, widget)
-    assert messages and "GiB" in messages[0]
-    assert [layer.name for layer in viewer.layers] == ["big"]
-
-
-def test_removing_the_output_layer_stops_the_run(make_napari_viewer, qtbot, monkeypatch):
-    viewer = make_napari_viewer()
-    viewer.add_image(_image((32, 32)), name="cells")
-    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=5000, every=1)
-    messages = []
-    monkeypatch.setattr("napari_dip._widget.show_error", messages.append)
-    widget.start()
-    run = widget.run_state
-    qtbot.waitUntil(lambda: run.snapshots_received >= 1, timeout=WAIT_MS)
-    viewer.layers.remove("cells [DIP denoise]")
-    qtbot.waitUntil(lambda: widget.run_state is None, timeout=WAIT_MS)
-    assert messages and "removed" in messages[0]
-    assert run.done_iterations < 5000
-    assert [layer.name for layer in viewer.layers] == ["cells"]
-
-
-def test_removing_the_input_layer_does_not_lose_the_result(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    viewer.add_image(_image((32, 32)), name="cells")
-    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=8, every=2)
-    widget.start()
-    run = widget.run_state
-    qtbot.waitUntil(lambda: run.snapshots_received >= 1, timeout=WAIT_MS)
-    viewer.layers.remove("cells")
-    qtbot.waitUntil(lambda: widget.run_state is None, timeout=WAIT_MS)
-    output = viewer.layers["cells [DIP denoise]"]
-    assert output.metadata["napari_dip"]["iterations_run"] == 8
-    assert widget.image_picker.layer().name == "cells [DIP denoise]"
-
-
-def test_closing_the_viewer_during_a_run_stops_the_worker(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    viewer.add_image(_image((32, 32)), name="cells")
-    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=5000, every=1)
-    widget.start()
-    run = widget.run_state
-    qtbot.waitUntil(lambda: run.snapshots_received >= 1, timeout=WAIT_MS)
-    worker = run.worker
-    finished = []
-    worker.finished.connect(lambda: finished.append(True))
-    viewer.close()
-    qtbot.waitUntil(lambda: bool(finished), timeout=WAIT_MS)
-    assert run.closed and run.stop_reason == "closed"
-    assert run.done_iterations < 5000
-    assert run.pbar is None
+    assert calls[0]["mask_marks"] == "known"
+    assert _output(viewer).metadata["napari_dip"]["parameters"]["mask_marks"] == "known"
 
 
 def test_all_planes_of_a_stack_go_into_one_nd_layer(make_napari_viewer, qtbot):
@@ -297,10 +274,10 @@ def test_all_planes_of_a_stack_go_into_one_nd_layer(make_napari_viewer, qtbot):
     stack = np.stack([_image((32, 32), seed=i) for i in range(3)])
     viewer.add_image(stack, name="zstack", scale=(4.0, 1.0, 1.0))
     widget = _tiny(_dock(viewer, DenoiseWidget), iterations=2, every=2)
-    assert widget.planes_box.isEnabled()
-    widget.planes_box.setCurrentText(PLANES_ALL)
+    assert widget.form.planes.enabled
+    widget.form.planes.value = PLANES_ALL
     _run_to_end(qtbot, widget)
-    output = viewer.layers["zstack [DIP denoise]"]
+    output = _output(viewer)
     assert output.data.shape == (3, 32, 32)
     assert all(output.data[i].std() > 0 for i in range(3))
     np.testing.assert_allclose(output.scale, (4.0, 1.0, 1.0))
@@ -315,7 +292,7 @@ def test_plane_in_view_restores_only_the_shown_plane(make_napari_viewer, qtbot):
     viewer.dims.set_current_step(0, 2)
     widget = _tiny(_dock(viewer, DenoiseWidget), iterations=2, every=2)
     _run_to_end(qtbot, widget)
-    output = viewer.layers["zstack [DIP denoise]"]
+    output = _output(viewer)
     assert output.data.shape == (1, 32, 32)
     # Drawn at plane 2 of the input.
     np.testing.assert_allclose(output.data_to_world((0, 3, 4)), layer.data_to_world((2, 3, 4)))
@@ -327,9 +304,9 @@ def test_rgb_stays_rgb(make_napari_viewer, qtbot):
     rgb = np.stack([_image((32, 32), seed=i, dtype=np.uint8) for i in range(3)], axis=-1)
     viewer.add_image(rgb, name="colour")
     widget = _tiny(_dock(viewer, DenoiseWidget), iterations=2, every=2)
-    assert not widget.planes_box.isEnabled()
+    assert not widget.form.planes.enabled
     _run_to_end(qtbot, widget)
-    output = viewer.layers["colour [DIP denoise]"]
+    output = _output(viewer)
     assert output.rgb and output.data.shape == (32, 32, 3) and output.data.dtype == np.uint8
 
 
@@ -337,9 +314,9 @@ def test_kept_snapshots_stack_along_an_iteration_axis(make_napari_viewer, qtbot)
     viewer = make_napari_viewer()
     viewer.add_image(_image((32, 32)), name="cells")
     widget = _tiny(_dock(viewer, DenoiseWidget), iterations=5, every=2)
-    widget.keep_snapshots.setChecked(True)
+    widget.form.keep_snapshots.value = True
     _run_to_end(qtbot, widget)
-    output = viewer.layers["cells [DIP denoise]"]
+    output = _output(viewer)
     assert output.data.shape == (3, 32, 32)  # iterations 2, 4 and 5
     assert output.axis_labels[0] == "iteration"
     assert all(output.data[i].std() > 0 for i in range(3))
@@ -348,72 +325,38 @@ def test_kept_snapshots_stack_along_an_iteration_axis(make_napari_viewer, qtbot)
 
 
 def test_reference_layer_gives_psnr(make_napari_viewer, qtbot):
+    from napari_dip.widgets.controller import psnr
+
     viewer = make_napari_viewer()
     clean = _image((32, 32), seed=1)
     viewer.add_image(clean, name="clean")
     viewer.add_image(np.clip(clean + 0.1, 0, 1), name="noisy")
     widget = _tiny(_dock(viewer, DenoiseWidget), iterations=4, every=2)
-    widget.image_picker.set_layer(viewer.layers["noisy"])
-    widget.reference_picker.set_layer(viewer.layers["clean"])
+    assert widget.form.image.value.name == "noisy"  # the active layer
+    assert widget.form.reference.value is None  # never chosen for the user
+    widget.form.reference.value = viewer.layers["clean"]
     _run_to_end(qtbot, widget)
-    assert "PSNR" in widget.status.text() or widget.status.text().startswith("Finished")
-    # The last PSNR is computed against the clean image.
-    from napari_dip._widget import _psnr
-
-    expected = _psnr(clean, viewer.layers["noisy [DIP denoise]"].data)
-    assert widget.last_psnr == pytest.approx(expected, abs=0.01)
-    assert viewer.layers["noisy [DIP denoise]"].metadata["napari_dip"]["psnr_vs_reference"] == widget.last_psnr
-
-
-def test_pickers_follow_added_removed_and_renamed_layers(make_napari_viewer):
-    viewer = make_napari_viewer()
-    widget = _dock(viewer, InpaintWidget)
-    assert widget.image_picker.count() == 0
-    a = viewer.add_image(_image((32, 32)), name="a")
-    viewer.add_labels(np.zeros((32, 32), np.uint8), name="m")
-    viewer.add_image(_image((32, 32)), name="b")
-    assert [widget.image_picker.itemText(i) for i in range(widget.image_picker.count())] == ["b", "a"]
-    assert widget.mask_picker.layer().name == "m"
-    widget.image_picker.set_layer(a)
-    a.name = "renamed"
-    assert widget.image_picker.currentText() == "renamed"
-    assert widget.image_picker.layer() is a
-    viewer.layers.remove("b")
-    assert widget.image_picker.layer() is a
-    viewer.layers.remove("renamed")
-    assert widget.image_picker.count() == 0 and widget.image_picker.layer() is None
-    assert widget.reference_picker.layer() is None
-
-
-def test_advanced_section_shows_the_preset_defaults(make_napari_viewer):
-    from napari_dip.presets import settings_for
-
-    viewer = make_napari_viewer()
-    widget = _dock(viewer, SuperResolveWidget)
-    for preset in ("fast", "paper"):
-        widget.preset_box.setCurrentIndex(widget.preset_box.findData(preset))
-        widget.factor_box.setCurrentText("8")
-        net, fit = settings_for("super-resolve", preset, factor=8)
-        assert widget.iterations_box.value() == fit.iterations
-        assert widget.noise_box.value() == pytest.approx(fit.reg_noise_std, abs=1e-4)
-        assert widget.channels_box.value() == net.channels_down[0]
-    assert widget.device_info.text().startswith("Runs on ")
+    output = _output(viewer)
+    expected = psnr(clean, output.data)
+    assert widget.controller.last_psnr == pytest.approx(expected, abs=0.01)
+    assert output.metadata["napari_dip"]["psnr_vs_reference"] == widget.controller.last_psnr
+    assert "PSNR" in widget.status
 
 
 def test_denoising_jitter_is_left_to_the_engine_unless_set(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.add_image(_image((32, 32)), name="cells")
     widget = _tiny(_dock(viewer, DenoiseWidget), iterations=2, every=2)
-    assert widget.noise_box.text() == "auto"
+    assert widget.form.input_noise.native.text() == "auto"
     _run_to_end(qtbot, widget)
-    record = viewer.layers[-1].metadata["napari_dip"]
+    record = _output(viewer).metadata["napari_dip"]
     assert record["parameters"]["reg_noise_std"] is None
     # chosen by the engine from the noise estimate, and recorded
     assert record["engine_settings"]["fit"]["reg_noise_std"] >= 1 / 30
     assert record["engine_settings"]["noise_sigma_estimate"] > 0
-    widget.noise_box.setValue(0.02)
+    widget.form.input_noise.value = 0.02
     _run_to_end(qtbot, widget)
-    record = viewer.layers[-1].metadata["napari_dip"]
+    record = _output(viewer).metadata["napari_dip"]
     assert record["engine_settings"]["fit"]["reg_noise_std"] == pytest.approx(0.02)
 
 
@@ -425,63 +368,185 @@ def test_layer_updates_happen_on_the_main_thread(make_napari_viewer_proxy, qtbot
     widget = _tiny(DenoiseWidget(viewer), iterations=4, every=1)
     viewer.window.add_dock_widget(widget)
     threads = []
-    widget.start()
-    output = [layer for layer in viewer.layers if layer.name == "cells [DIP denoise]"][0]
-    output.events.set_data.connect(lambda event: threads.append(threading.current_thread()))
-    qtbot.waitUntil(lambda: widget.run_state is None, timeout=WAIT_MS)
+    viewer.layers.events.inserted.connect(
+        lambda event: event.value.events.set_data.connect(lambda e: threads.append(threading.current_thread()))
+    )
+    _run_to_end(qtbot, widget)
     assert threads and all(thread is threading.main_thread() for thread in threads)
-    assert output.metadata["napari_dip"]["stop_reason"] == "budget"
+    assert _output(viewer).metadata["napari_dip"]["stop_reason"] == "budget"
 
 
-def _scripted_engine(stop_at, reason, fail_on_plane=None):
-    """A stand-in for iter_restore that stops early (as automatic stopping does) or fails."""
-    from napari_dip.errors import InputError
-    from napari_dip.fit import Snapshot
-
-    calls = []
-
-    def iter_restore(task, image, *, snapshot_every, iterations, **kwargs):
-        calls.append(kwargs)
-        if fail_on_plane is not None and len(calls) == fail_on_plane + 1:
-            raise InputError("this plane cannot be restored")
-
-        def snapshots():
-            for it in range(snapshot_every, stop_at + 1, snapshot_every):
-                done = it == stop_at
-                yield Snapshot(
-                    iteration=it,
-                    iterations=iterations,
-                    loss=1.0 / it,
-                    output=image * 0 + it,
-                    average=image * 0 + it,
-                    elapsed=0.01 * it,
-                    done=done,
-                    stop_reason=reason if done else None,
-                    settings={"device": "cpu", "fit": {"seed": 0}} if done else {},
-                )
-
-        return snapshots()
-
-    return iter_restore, calls
+# -- outputs: names, replacing, removal ----------------------------------------------------
 
 
-def test_an_early_automatic_stop_is_recorded(make_napari_viewer, qtbot, monkeypatch):
+def test_outputs_are_named_by_settings_and_replaced_or_kept(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
-    viewer.add_image(np.zeros((2, 32, 32), np.float32), name="stack")
-    engine, calls = _scripted_engine(stop_at=4, reason="wmv")
-    monkeypatch.setattr("napari_dip.restore.iter_restore", engine)
-    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=100, every=2)
-    widget.planes_box.setCurrentText(PLANES_ALL)
-    widget.stopping_box.setCurrentIndex(widget.stopping_box.findData("wmv"))
+    viewer.add_image(_image((32, 32)), name="cells")
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=2, every=2, seed=1)
+    _run_to_end(qtbot, widget)
+    first = _output(viewer)
+    assert first.name == "cells [DIP denoise fast seed 1]"
+    first.colormap = "magma"  # the user's display choice survives a replacement
+
+    widget.form.seed.value = 2
+    _run_to_end(qtbot, widget)
+    (replaced,) = _outputs(viewer)
+    assert replaced.unique_id == first.unique_id and replaced.colormap.name == "magma"
+    assert replaced.name == "cells [DIP denoise fast seed 2]"
+    assert replaced.metadata["napari_dip"]["seed"] == 2
+
+    widget.form.replace.value = False
+    _run_to_end(qtbot, widget)
+    names = sorted(layer.name for layer in _outputs(viewer))
+    assert names == ["cells [DIP denoise fast seed 2 #2]", "cells [DIP denoise fast seed 2]"]
+
+
+def test_a_failed_run_leaves_the_previous_output_alone(make_napari_viewer, qtbot, monkeypatch):
+    from napari_dip.errors import DeviceMemoryError
+
+    viewer = make_napari_viewer()
+    viewer.add_image(_image((32, 32)), name="cells")
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=2, every=2)
+    _run_to_end(qtbot, widget)
+    before = np.array(_output(viewer).data)
+
+    def no_memory(*args, **kwargs):
+        raise DeviceMemoryError("a 32x32 image needs about 9.0 GiB on cpu")
+
+    monkeypatch.setattr("napari_dip.restore.iter_restore", no_memory)
+    monkeypatch.setattr(TOAST, lambda message: None)
+    _run_to_end(qtbot, widget)
+    np.testing.assert_array_equal(_output(viewer).data, before)
+    assert _output(viewer).metadata["napari_dip"]["stop_reason"] == "budget"
+
+
+def test_removing_the_output_layer_stops_the_run_with_one_message(make_napari_viewer, qtbot, monkeypatch):
+    viewer = make_napari_viewer()
+    viewer.add_image(_image((32, 32)), name="cells")
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=5000, every=1)
+    messages = []
+    monkeypatch.setattr(TOAST, messages.append)
     widget.start()
     run = widget.run_state
+    qtbot.waitUntil(lambda: run.snapshots_received >= 1, timeout=WAIT_MS)
+    viewer.layers.remove(_output(viewer))
     qtbot.waitUntil(lambda: widget.run_state is None, timeout=WAIT_MS)
-    meta = viewer.layers["stack [DIP denoise]"].metadata["napari_dip"]
-    assert meta["stop_reason"] == "wmv"
-    assert meta["iterations_run"] == 8  # 4 per plane, not the budget of 100
-    assert run.progress_count == run.total_iterations == 200  # both planes count as complete
-    assert all(call["stopping"] == "wmv" for call in calls) and len(calls) == 2
-    np.testing.assert_array_equal(viewer.layers["stack [DIP denoise]"].data, np.full((2, 32, 32), 4.0))
+    qtbot.wait(200)  # snapshots in flight must not repeat the message
+    assert len(messages) == 1 and "removed" in messages[0]
+    assert "removed" in widget.status
+    assert run.done_iterations < 5000
+    assert [layer.name for layer in viewer.layers] == ["cells"]
+
+
+def test_removing_the_input_mid_run_does_not_pick_the_output(make_napari_viewer, qtbot, monkeypatch):
+    viewer = make_napari_viewer()
+    viewer.add_image(_image((32, 32)), name="cells")
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=8, every=2)
+    messages = []
+    monkeypatch.setattr(TOAST, messages.append)
+    widget.start()
+    run = widget.run_state
+    qtbot.waitUntil(lambda: run.snapshots_received >= 1, timeout=WAIT_MS)
+    being_written = _output(viewer).name
+    assert being_written not in [c.name for c in widget.form.image.choices if c is not None]
+    viewer.layers.remove("cells")
+    assert widget.form.image.value is None  # not the output being written
+    qtbot.waitUntil(lambda: widget.run_state is None, timeout=WAIT_MS)
+    output = _output(viewer)
+    assert output.metadata["napari_dip"]["iterations_run"] == 8
+    assert widget.form.image.value is None  # nor the finished output
+    # Run again: nothing restores the restoration; the status line says why.
+    widget.start()
+    assert widget.run_state is None
+    assert "choose an Image layer" in widget.status
+    assert messages and len(_outputs(viewer)) == 1
+
+
+def test_closing_the_viewer_during_a_run_stops_the_worker(make_napari_viewer, qtbot, monkeypatch):
+    viewer = make_napari_viewer()
+    viewer.add_image(_image((32, 32)), name="cells")
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=5000, every=1)
+    messages = []
+    monkeypatch.setattr(TOAST, messages.append)
+    widget.start()
+    run = widget.run_state
+    qtbot.waitUntil(lambda: run.snapshots_received >= 1, timeout=WAIT_MS)
+    worker = run.worker
+    finished = []
+    worker.finished.connect(lambda: finished.append(True))
+    viewer.close()
+    qtbot.waitUntil(lambda: bool(finished), timeout=WAIT_MS)
+    assert run.closed and run.stop_reason == "closed"
+    assert run.done_iterations < 5000
+    assert run.pbar is None
+    qtbot.wait(100)
+    assert messages == []  # closing removes the output layer too, which is no news
+
+
+# -- errors: one short notification, the details in the status line -----------------------
+
+
+def test_the_status_line_shows_the_current_error(make_napari_viewer, qtbot, monkeypatch):
+    from napari_dip.widgets.controller import TOAST_LENGTH
+
+    viewer = make_napari_viewer()
+    viewer.add_image(_image((8, 8)), name="tiny")
+    widget = _tiny(_dock(viewer, InpaintWidget))
+    messages = []
+    monkeypatch.setattr(TOAST, messages.append)
+    widget.start()  # no Labels layer yet
+    assert widget.run_state is None and "Labels layer" in widget.status
+    viewer.add_labels(np.ones((8, 8), np.uint8), name="holes")
+    widget.form.image.value = viewer.layers["tiny"]
+    _run_to_end(qtbot, widget)  # fails in the worker: too small
+    assert widget.status.startswith("Failed") and "smallest side" in widget.status
+    # A wrong-shape mask: the status line shows this error, not the previous run's.
+    viewer.add_image(_image((32, 32)), name="photo")
+    widget.form.image.value = viewer.layers["photo"]
+    messages.clear()
+    widget.start()
+    assert widget.run_state is None
+    assert "shape (8, 8)" in widget.status and "(32, 32)" in widget.status
+    assert "smallest side" not in widget.status
+    assert len(messages) == 1 and len(messages[0]) <= TOAST_LENGTH + len("napari-dip Inpaint: ")
+    assert widget.controls.status.native.wordWrap()
+    assert [layer.name for layer in viewer.layers] == ["tiny", "holes", "photo"]
+    assert widget.controls.run_button.enabled
+
+
+def test_too_small_image_fails_cleanly_in_the_worker(make_napari_viewer, qtbot, monkeypatch):
+    viewer = make_napari_viewer()
+    viewer.add_image(_image((8, 8)), name="tiny")
+    widget = _tiny(_dock(viewer, DenoiseWidget))
+    messages = []
+    monkeypatch.setattr(TOAST, messages.append)
+    _run_to_end(qtbot, widget)
+    assert len(messages) == 1 and "smallest side" in widget.status
+    # No output layer is left behind; the viewer still works.
+    assert [layer.name for layer in viewer.layers] == ["tiny"]
+    assert widget.controls.run_button.enabled
+    viewer.add_image(_image((32, 32)), name="next")
+    widget.form.image.value = viewer.layers["next"]
+    _run_to_end(qtbot, widget)
+    assert _output(viewer).metadata["napari_dip"]["input_layer"] == "next"
+
+
+def test_out_of_memory_is_reported(make_napari_viewer, qtbot, monkeypatch):
+    from napari_dip.errors import DeviceMemoryError
+
+    viewer = make_napari_viewer()
+    viewer.add_image(_image((32, 32)), name="big")
+    widget = _tiny(_dock(viewer, DenoiseWidget))
+
+    def no_memory(*args, **kwargs):
+        raise DeviceMemoryError("a 32x32 image needs about 9.0 GiB on cpu")
+
+    monkeypatch.setattr("napari_dip.restore.iter_restore", no_memory)
+    messages = []
+    monkeypatch.setattr(TOAST, messages.append)
+    _run_to_end(qtbot, widget)
+    assert messages and "GiB" in messages[0] and "GiB" in widget.status
+    assert [layer.name for layer in viewer.layers] == ["big"]
 
 
 def test_an_error_on_a_later_plane_keeps_the_planes_already_restored(make_napari_viewer, qtbot, monkeypatch):
@@ -490,13 +555,136 @@ def test_an_error_on_a_later_plane_keeps_the_planes_already_restored(make_napari
     engine, _calls = _scripted_engine(stop_at=4, reason="budget", fail_on_plane=1)
     monkeypatch.setattr("napari_dip.restore.iter_restore", engine)
     messages = []
-    monkeypatch.setattr("napari_dip._widget.show_error", messages.append)
+    monkeypatch.setattr(TOAST, messages.append)
     widget = _tiny(_dock(viewer, DenoiseWidget), iterations=4, every=2)
-    widget.planes_box.setCurrentText(PLANES_ALL)
+    widget.form.planes.value = PLANES_ALL
     _run_to_end(qtbot, widget)
-    assert messages and "cannot be restored" in messages[0]
-    output = viewer.layers["stack [DIP denoise]"]
+    assert len(messages) == 1 and "cannot be restored" in widget.status
+    output = _output(viewer)
     assert output.data[0].min() == 4.0 and output.data[1].max() == 0.0
     assert output.metadata["napari_dip"]["stop_reason"] == "error"
     assert "cannot be restored" in output.metadata["napari_dip"]["error"]
-    assert widget.run_button.isEnabled()
+    assert widget.controls.run_button.enabled
+
+
+# -- progress: automatic stops and the ETA ----------------------------------------------
+
+
+def test_an_early_automatic_stop_is_recorded_and_the_eta_counts_to_it(make_napari_viewer, qtbot, monkeypatch):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((2, 32, 32), np.float32), name="stack")
+    engine, calls = _scripted_engine(stop_at=4, reason="wmv", expected_stop=7)
+    monkeypatch.setattr("napari_dip.restore.iter_restore", engine)
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=100, every=2)
+    statuses = _statuses(widget, monkeypatch)
+    widget.form.planes.value = PLANES_ALL
+    widget.form.stopping.value = "wmv"
+    widget.start()
+    run = widget.run_state
+    qtbot.waitUntil(lambda: widget.run_state is None, timeout=WAIT_MS)
+    meta = _output(viewer).metadata["napari_dip"]
+    assert meta["stop_reason"] == "wmv"
+    assert meta["iterations_run"] == 8  # 4 per plane, not the budget of 100
+    assert run.progress_count == run.total_iterations == 200  # both planes count as complete
+    assert all(call["stopping"] == "wmv" for call in calls) and len(calls) == 2
+    assert all(call["snapshot_seconds"] == 2.0 for call in calls)  # first feedback within seconds
+    np.testing.assert_array_equal(_output(viewer).data, np.full((2, 32, 32), 4.0))
+    # Mid-plane, the ETA counts to the expected stop (7), not to the budget of 100.
+    assert any("(stop ~7) for plane 1/2" in text for text in statuses), statuses
+
+
+# -- the form ------------------------------------------------------------------------------
+
+
+def test_layer_boxes_follow_added_removed_and_renamed_layers(make_napari_viewer):
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, InpaintWidget)
+    form = widget.form
+    assert form.image.value is None and form.mask.value is None
+    a = viewer.add_image(_image((32, 32)), name="a")
+    assert form.image.value.name == "a"  # the first image is picked up
+    viewer.add_labels(np.zeros((32, 32), np.uint8), name="m")
+    viewer.add_image(_image((32, 32)), name="b")
+    assert {c.name for c in form.image.choices if c is not None} == {"a", "b"}
+    assert form.mask.value.name == "m"
+    assert form.image.value.name == "a"  # a new layer does not take over the choice
+    a.name = "renamed"
+    assert form.image.value.name == "renamed" and form.image.native.currentText() == "renamed"
+    viewer.layers.remove("b")
+    assert form.image.value.name == "renamed"
+    viewer.layers.remove("renamed")
+    assert form.image.value is None
+    assert form.reference.value is None
+
+
+def test_outputs_are_offered_but_never_picked_for_the_user(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(_image((32, 32)), name="cells")
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=2, every=2)
+    _run_to_end(qtbot, widget)
+    other = _dock(viewer, SuperResolveWidget)
+    output = _output(viewer)
+    viewer.layers.selection.active = output
+    assert other.form.image.value.name == "cells"
+    # An explicit choice is allowed (to super-resolve a denoised image).
+    other.form.image.value = next(c for c in other.form.image.choices if c is not None and c.name == output.name)
+    assert other.form.image.value.name == output.name
+
+
+def test_advanced_section_shows_the_preset_defaults(make_napari_viewer):
+    from napari_dip.presets import settings_for
+
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, SuperResolveWidget)
+    form = widget.form
+    assert form.preset.choices == ("auto", "fast", "paper")
+    assert not widget.advanced.isExpanded()  # folded away
+    for preset in ("fast", "paper"):
+        form.preset.value = preset
+        form.factor.value = 8
+        net, fit = settings_for("super-resolve", preset, factor=8)
+        assert form.iterations.value == fit.iterations
+        assert form.input_noise.value == pytest.approx(fit.reg_noise_std, abs=1e-4)
+        assert form.channels.value == net.channels_down[0]
+    form.device.value = "cpu"
+    form.preset.value = "auto"
+    assert form.choices().preset_resolved == "fast"  # auto is the fast preset on a CPU
+    assert form.channels.value == settings_for("super-resolve", "fast", factor=8)[0].channels_down[0]
+    assert form.device_info.value.startswith("Runs on cpu")
+
+
+def test_device_choices_are_the_devices_that_exist(make_napari_viewer):
+    from napari_dip.devices import available_devices
+
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, DenoiseWidget)
+    assert list(widget.form.device.choices) == available_devices()
+
+
+@pytest.mark.parametrize("widget_class", [DenoiseWidget, SuperResolveWidget, InpaintWidget])
+def test_docks_are_narrow(make_napari_viewer, qtbot, widget_class):
+    viewer = make_napari_viewer()
+    viewer.add_image(_image((32, 32)), name="a layer with a rather long name from a microscope")
+    viewer.add_labels(np.zeros((32, 32), np.uint8), name="a labels layer with a long name too")
+    widget = _dock(viewer, widget_class)
+    widget.controls.status.value = "Stopped by an error: " + "a long explanation " * 10
+    assert widget.minimumSizeHint().width() < 300
+    assert widget.sizeHint().width() < 300
+    widget.advanced.expand(animate=False)
+    assert widget.sizeHint().width() < 300
+
+
+def test_loss_plot_labels_its_axes(make_napari_viewer, qtbot, tmp_path):
+    from napari_dip.widgets.loss_plot import LossPlot, iteration_ticks, log_ticks
+
+    assert iteration_ticks(0, 1210) == [0, 500, 1000]
+    assert log_ticks(3e-4, 0.02) == [0.001, 0.01]
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    for iteration, loss in [(25, 0.02), (50, 0.005), (75, 0.002), (100, 0.001)]:
+        plot.add(iteration, loss)
+    x_ticks, y_ticks = plot.axes()
+    assert [label for _v, label in x_ticks] == ["50", "100"]
+    assert [label for _v, label in y_ticks] == ["1e-3", "1e-2"]
+    plot.resize(260, 100)
+    assert not plot.grab().toImage().isNull()  # paints without error

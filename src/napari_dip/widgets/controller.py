@@ -1,0 +1,423 @@
+"""The run controller: Run/Pause/Stop, the napari thread worker, the progress bar, the
+status line (iteration, speed, ETA, loss, PSNR) and the notifications.
+
+Data flow of one run (all on the main thread except the worker's generator):
+
+1. :meth:`RunController.start` gets a :class:`~.plan.Plan`, opens a napari ``progress``
+   bar and starts a generator worker running :func:`.worker.fit_planes`.
+2. Each ``(plane, snapshot)`` the worker yields comes back through its ``yielded`` signal
+   to :meth:`RunController._on_yielded`: the :class:`~.output.OutputLayer` writes it,
+   and the progress bar, status line and loss plot follow. Snapshots are queued and handled
+   one at a time, because refreshing a layer can process Qt events and deliver the next one
+   re-entrantly; the end comes in-band, because Qt does not order the worker's
+   ``finished`` signal after its last ``yielded``.
+3. :meth:`RunController._finish` writes ``metadata["napari_dip"]``, closes the bar and
+   re-enables Run, once per run.
+
+Messages: a notification (toast) says in a few words what happened; the details go to
+the status line, which always shows the latest state, an error included.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from magicgui.widgets import Container, Label, PushButton
+from napari.qt.threading import create_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error
+from qtpy.QtCore import QTimer
+
+from . import layers as geo
+from .output import OutputLayer, find_layer, output_key
+from .plan import Plan
+from .timing import RateMeter, eta_text, format_rate
+from .worker import fit_planes
+
+#: Queued after the snapshots when the worker thread ends (see ``_on_yielded``).
+_WORKER_FINISHED = object()
+#: Notifications longer than this are cut at a word; the status line has the whole text.
+TOAST_LENGTH = 72
+
+
+def short_message(text: str, limit: int = TOAST_LENGTH) -> str:
+    """``text`` cut at a word to at most ``limit`` characters, with an ellipsis.
+
+    >>> short_message("mask 'holes' has shape (20, 20); image 'photo' needs (32, 32)", 40)
+    "mask 'holes' has shape (20, 20); image…"
+    """
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rsplit(" ", 1)[0]
+    return cut + "…"
+
+
+def psnr(reference, image) -> float:
+    """PSNR in dB with the data range of the reference's type: 255 for uint8, 1 for
+    floats in [0, 1], otherwise the reference's own range.
+
+    >>> round(psnr(np.zeros(4, np.uint8), np.full(4, 255, np.uint8)), 2)
+    0.0
+    """
+    dtype = np.asarray(reference).dtype
+    reference = np.asarray(reference, dtype=np.float64)
+    image = np.asarray(image, dtype=np.float64)
+    if reference.shape != image.shape:
+        return float("nan")
+    if dtype == np.uint8:
+        span = 255.0
+    elif dtype.kind == "f" and reference.min() >= 0.0 and reference.max() <= 1.0:
+        span = 1.0
+    else:
+        span = float(reference.max() - reference.min())
+    mse = float(np.mean((reference - image) ** 2))
+    return float("inf") if mse == 0 else 10.0 * math.log10((span or 1.0) ** 2 / mse)
+
+
+class RunControls(Container):
+    """Run, Pause/Resume and Stop, and the word-wrapped status line."""
+
+    def __init__(self):
+        self.run_button = PushButton(text="Run", tooltip="Start the fit; the output layer appears within seconds")
+        self.pause_button = PushButton(text="Pause", tooltip="Pause or resume the fit")
+        self.stop_button = PushButton(text="Stop", tooltip="Stop; the output keeps the latest result")
+        buttons = Container(widgets=[self.run_button, self.pause_button, self.stop_button], layout="horizontal",
+                            labels=False)
+        buttons.native.layout().setContentsMargins(0, 0, 0, 0)
+        self.status = Label(value="Ready")
+        self.status.native.setWordWrap(True)
+        super().__init__(widgets=[buttons, self.status], labels=False)
+        self.native.layout().setContentsMargins(0, 0, 0, 0)
+        self.set_running(False)
+
+    def set_running(self, running: bool) -> None:
+        self.run_button.enabled = not running
+        self.pause_button.enabled = running
+        self.stop_button.enabled = running
+        if not running:
+            self.pause_button.text = "Pause"
+
+
+@dataclass
+class Run:
+    """The state of one run on the main thread while its worker goes."""
+
+    plan: Plan
+    output: OutputLayer
+    worker: object = None
+    pbar: object = None
+    meter: RateMeter = field(default_factory=RateMeter)
+    stop_reason: str | None = None  # "user", "closed", "error", "output layer removed"
+    engine_stop_reason: str | None = None
+    error: str | None = None
+    engine_settings: dict = field(default_factory=dict)
+    snapshots_received: int = 0
+    plane_done: int = 0  # iterations done in the current plane
+    planes_finished: int = 0
+    iterations_finished: int = 0  # in the planes before the current one
+    plane_complete: bool = False
+    last_plane: int = -1
+    last_psnr: float | None = None
+    closed: bool = False
+
+    @property
+    def total_iterations(self) -> int:
+        return self.plan.iterations * len(self.plan.planes)
+
+    @property
+    def done_iterations(self) -> int:
+        """Iterations actually run (planes may stop early with automatic stopping)."""
+        return self.iterations_finished + self.plane_done
+
+    @property
+    def progress_count(self) -> int:
+        """Progress in budget units: a plane that stopped early counts as complete."""
+        return self.planes_finished * self.plan.iterations + (0 if self.plane_complete else self.plane_done)
+
+    def abandon(self, *args) -> None:
+        """The widget is being destroyed (viewer closed): stop the worker, close the bar."""
+        self.closed = True
+        # Closing the viewer removes its layers before the widgets go.
+        if self.stop_reason in (None, "output layer removed"):
+            self.stop_reason = "closed"
+        if self.worker is not None:
+            self.worker.quit()
+        if self.pbar is not None:
+            self.pbar.close()
+            self.pbar = None
+        self.output.close()
+
+
+class RunController:
+    """Runs a plan in a worker and reports on it; one run at a time."""
+
+    def __init__(self, viewer, controls: RunControls, loss_plot, title: str):
+        self.viewer = viewer
+        self.controls = controls
+        self.loss_plot = loss_plot
+        self.title = title  # "Denoise", for messages
+        self.run: Run | None = None
+        #: PSNR (dB) of the latest update against the reference layer, if one is chosen.
+        self.last_psnr: float | None = None
+        #: The output layer each (input, task, factor) got last: what "replace" reuses.
+        self.outputs: dict = {}
+        self.clock = time.perf_counter
+        self._pending: list = []
+        self._handling = False
+
+    # -- messages
+
+    def set_status(self, text: str) -> None:
+        self.controls.status.value = text
+        self.controls.status.tooltip = text
+
+    def report_error(self, text: str, prefix: str = "Cannot run") -> None:
+        """The whole message in the status line, a short one as a notification."""
+        self.set_status(f"{prefix}: {text}")
+        show_error(f"napari-dip {self.title}: {short_message(text)}")
+
+    # -- starting
+
+    def start(self, plan: Plan) -> None:
+        if self.run is not None:
+            return
+        previous = None
+        key = output_key(plan)
+        if plan.choices.replace and key in self.outputs:
+            previous = find_layer(self.viewer, self.outputs[key])
+        output = OutputLayer(self.viewer, plan, previous=previous)
+        run = Run(plan=plan, output=output)
+        output.on_removed = lambda: self._on_output_removed(run)
+        run.pbar = progress(total=run.total_iterations, desc=f"DIP {plan.task}: {plan.input_name}")
+        worker = create_worker(fit_planes, *plan.fit_args, plan.fit_kwargs, _start_thread=False)
+        run.worker = worker
+        worker.yielded.connect(self._on_yielded)
+        worker.finished.connect(self._on_finished)
+        worker.paused.connect(self._on_paused)
+        worker.resumed.connect(self._on_resumed)
+        # When the viewer (and the widget) goes away mid-run, stop the worker without
+        # touching the deleted widget: ``abandon`` belongs to the plain Python run object.
+        self.controls.native.destroyed.connect(run.abandon)
+        self.run = run
+        self.loss_plot.clear()
+        notes = "".join(f" · {note}" for note in plan.notes)
+        self.set_status(f"Starting {plan.task} of {plan.input_name!r} on {plan.choices.device}...{notes}")
+        self.controls.set_running(True)
+        run.meter.start(self.clock())
+        worker.start()
+
+    # -- while it runs (main thread, through the worker's signals)
+
+    def _on_yielded(self, item) -> None:
+        self._pending.append(item)
+        if self._handling:
+            return
+        self._handling = True
+        try:
+            while self._pending:
+                item = self._pending.pop(0)
+                if item is _WORKER_FINISHED:
+                    if self.run is not None:
+                        self._finish(self.run)
+                else:
+                    self._handle(item)
+        finally:
+            self._handling = False
+
+    def _handle(self, item) -> None:
+        run = self.run
+        if run is None or run.closed:
+            return
+        k, snapshot = item
+        if snapshot is None:  # the end marker: every plane is done
+            self._finish(run)
+            return
+        if isinstance(snapshot, BaseException):
+            run.error = str(snapshot)
+            run.stop_reason = "error"
+            self._finish(run)
+            return
+        if run.output.removed or run.stop_reason == "output layer removed":
+            return
+        if snapshot.settings:  # the first and the final snapshot say how the fit is made
+            run.engine_settings = snapshot.settings
+            resolved = snapshot.settings.get("preset")
+            if resolved and run.output.layer is None:
+                run.plan.choices.preset_resolved = resolved
+        if snapshot.done:
+            run.engine_stop_reason = snapshot.stop_reason
+        if k != run.last_plane:
+            run.iterations_finished += run.plane_done
+            run.last_plane = k
+            run.plane_done = 0
+            run.plane_complete = False
+            self.loss_plot.clear()
+        made = run.output.layer is not None
+        image = run.output.write(k, snapshot, self._metadata(run, "running"))
+        if not made:
+            self.outputs[output_key(run.plan)] = run.output.layer.unique_id
+
+        previous = run.progress_count
+        run.plane_done = snapshot.iteration
+        if snapshot.done:
+            run.planes_finished += 1
+            run.plane_complete = True
+        run.snapshots_received += 1
+        if run.pbar is not None:
+            run.pbar.update(run.progress_count - previous)
+        self.loss_plot.add(snapshot.iteration, snapshot.loss)
+        self._show_progress(run, snapshot, image, k)
+
+    def _show_progress(self, run: Run, snapshot, image, k: int) -> None:
+        rate = run.meter.update(run.done_iterations, self.clock())
+        parts = [f"iteration {snapshot.iteration}/{snapshot.iterations}", format_rate(rate)]
+        if not snapshot.done:
+            parts.append(
+                eta_text(
+                    iteration=snapshot.iteration,
+                    budget=snapshot.iterations,
+                    expected_stop=snapshot.expected_stop,
+                    rate=rate,
+                    plane=k,
+                    planes=len(run.plan.planes),
+                )
+            )
+        parts.append(f"loss {snapshot.loss:.2e}")
+        if run.plan.reference is not None and image is not None:
+            reference = run.plan.reference
+            if run.plan.reference_per_plane:
+                reference = reference[run.plan.planes[k]]
+            run.last_psnr = self.last_psnr = psnr(reference, image)
+            parts.append(f"PSNR {run.last_psnr:.2f} dB")
+        if snapshot.backtracks:
+            parts.append(f"{snapshot.backtracks} backtracks")
+        if run.worker is not None and run.worker.is_paused:
+            parts.append("paused")  # a snapshot in flight when Pause was pressed
+        self.set_status(" · ".join(parts))
+
+    def _on_output_removed(self, run: Run) -> None:
+        """The user deleted the layer being written: stop, and say so once."""
+        if run.closed or self.run is not run or run.stop_reason is not None:
+            return
+        run.stop_reason = "output layer removed"
+        run.worker.quit()
+        self.set_status("Stopped: the output layer was removed")
+        # Closing the viewer also removes every layer, just before the widget goes:
+        # notify once this event is over, unless that is what happened.
+        QTimer.singleShot(0, lambda: self._notify_removed(run))
+
+    def _notify_removed(self, run: Run) -> None:
+        try:
+            self.controls.native.objectName()
+        except RuntimeError:  # deleted with the viewer
+            return
+        if not run.closed and len(self.viewer.layers) > 0:
+            show_error(f"napari-dip {self.title}: output layer removed, fit stopped")
+
+    def _on_paused(self) -> None:
+        run = self.run
+        if run is not None and not run.closed:
+            run.meter.pause(self.clock())
+            self.controls.pause_button.text = "Resume"
+            self.set_status(self.controls.status.value + " · paused")
+
+    def _on_resumed(self) -> None:
+        run = self.run
+        if run is not None and not run.closed:
+            run.meter.resume(self.clock())
+            self.controls.pause_button.text = "Pause"
+
+    def toggle_pause(self) -> None:
+        run = self.run
+        if run is None or run.worker is None:
+            return
+        if run.worker.is_paused:
+            run.worker.resume()
+        else:
+            run.worker.pause()
+
+    def stop(self) -> None:
+        """Stop the fit; the output layer keeps the latest result."""
+        run = self.run
+        if run is None or run.worker is None:
+            return
+        if run.stop_reason is None:
+            run.stop_reason = "user"
+        self.set_status(self.controls.status.value + " · stopping")
+        run.worker.quit()
+
+    def _on_finished(self) -> None:
+        # Reached without the end marker when the run was stopped or the viewer closed.
+        run = self.run
+        if run is not None and run.closed:
+            self._finish(run)  # the widget is gone: only close the progress bar
+        elif run is not None:
+            self._on_yielded(_WORKER_FINISHED)
+
+    # -- the end
+
+    def _finish(self, run: Run) -> None:
+        """Close the progress bar, write the metadata and re-enable Run (once per run)."""
+        if self.run is not run:
+            return
+        self.run = None
+        if run.pbar is not None:
+            run.pbar.close()
+            run.pbar = None
+        if run.closed:  # the widget is gone; only the run object is left
+            return
+        try:
+            self.controls.native.destroyed.disconnect(run.abandon)
+        except (TypeError, RuntimeError):
+            pass
+        self.controls.set_running(False)
+        if run.error:
+            self.report_error(run.error, prefix="Failed" if run.snapshots_received == 0 else "Stopped by an error")
+        if not run.output.exists():
+            run.output.close()
+            if run.stop_reason == "output layer removed":
+                self.set_status("Stopped: the output layer was removed")
+            elif not run.error:
+                self.set_status("Stopped before the first update")
+            return
+        reason = run.stop_reason or run.engine_stop_reason or "budget"
+        run.output.finish(self._metadata(run, reason))
+        if run.error:
+            return
+        text = {
+            "budget": "Finished",
+            "user": "Stopped; the output keeps the latest result",
+        }.get(reason, f"Finished ({reason})")
+        psnr_text = f" · PSNR {run.last_psnr:.2f} dB" if run.last_psnr is not None else ""
+        self.set_status(f"{text} · {run.done_iterations} iterations{psnr_text} · {run.output.layer.name}")
+
+    def _metadata(self, run: Run, stop_reason: str) -> dict:
+        from .. import __version__
+
+        plan = run.plan
+        settings = run.engine_settings or {}
+        record = geo.run_metadata(
+            task=plan.task,
+            preset=settings.get("preset", plan.choices.preset_resolved),
+            preset_requested=plan.choices.preset,
+            factor=plan.choices.factor,
+            parameters=plan.parameters,
+            seed=settings.get("fit", {}).get("seed", plan.choices.seed),
+            device=settings.get("device", plan.choices.device),
+            iterations_run=run.done_iterations,
+            iterations_planned=run.total_iterations,
+            stop_reason=stop_reason,
+            input_name=plan.input_name,
+            planes=plan.planes,
+            version=__version__,
+            engine_settings=settings,
+        )
+        if run.last_psnr is not None:
+            record["psnr_vs_reference"] = run.last_psnr
+        if run.error:
+            record["error"] = run.error
+        return {**plan.base_metadata, "napari_dip": record}

@@ -1,0 +1,269 @@
+"""The form of a dock widget, in magicgui: layer choices, the task's options, and the
+advanced settings (shown in a collapsed section by the dock).
+
+Layer boxes list the viewer's layers top first and follow the layer list through
+:meth:`TaskForm.reset_choices` (napari calls it on every layer insert, removal, move and
+rename of a docked widget). The chosen layer stays chosen across renames and moves. When
+it goes away the box falls back to another ordinary image, never to an output of
+napari-dip (restoring a restoration by accident), and layers that a run is writing are
+not offered at all.
+"""
+
+from __future__ import annotations
+
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, SpinBox
+from napari.layers import Image, Labels
+from qtpy.QtWidgets import QComboBox, QSizePolicy
+
+from . import prefs
+from .output import ACTIVE_OUTPUTS, is_output
+from .plan import PLANES_ALL, PLANES_IN_VIEW, SHOW_AVERAGE, SHOW_OUTPUT, Choices
+
+#: The stopping box's labels and the engine's rule names (``iter_restore(stopping=...)``).
+STOPPING_CHOICES = [("auto", "auto"), ("ES-WMV", "wmv"), ("held-out", "validation"), ("off", "none")]
+PRESET_CHOICES = ["auto", "fast", "paper"]
+FACTORS = [2, 3, 4, 8]
+#: The input-noise box's "auto" sits one 4-decimal step below zero (a valid jitter).
+AUTO_STEP = 1e-4
+
+
+class LayerBox(ComboBox):
+    """A combo box of layers; its empty choice reads "none"."""
+
+    null_string = "none"
+
+
+def _narrow(box) -> None:
+    """Let a combo box shrink with the dock instead of growing to its longest item."""
+    native = box.native
+    if isinstance(native, QComboBox):
+        native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        native.setMinimumContentsLength(8)
+
+
+class TaskForm:
+    """The widgets of one task's form and the plain values they hold (:meth:`choices`)."""
+
+    def __init__(self, viewer, task: str, settings=None):
+        self.viewer = viewer
+        self.task = task
+        self.settings = settings
+        self.device_note = ""
+        self._build()
+        self.reset_choices()
+        self.load_preset_defaults()
+        self.update_planes()
+        self.update_device_info()
+        self.image.changed.connect(self.update_planes)
+        self.preset.changed.connect(self._on_preset)
+        self.device.changed.connect(self._on_device)
+        if self.factor is not None:
+            self.factor.changed.connect(self.load_preset_defaults)
+
+    # -- building
+
+    def _build(self) -> None:
+        from ..devices import available_devices
+
+        self.image = LayerBox(label="Image", choices=self._image_choices, nullable=True,
+                              tooltip="The layer to restore; it is never modified")
+        self.mask = self.mask_known = self.factor = None
+        task_widgets = []
+        if self.task == "inpaint":
+            self.mask = LayerBox(label="Mask", choices=self._labels_choices,
+                                 tooltip="Labels layer marking the holes to fill (nonzero = hole)")
+            self.mask_known = CheckBox(text="mask marks known pixels", value=False,
+                                       tooltip="Nonzero mask pixels are the known ones (published DIP masks)")
+            task_widgets += [self.mask, self.mask_known]
+        if self.task == "super-resolve":
+            self.factor = ComboBox(label="Factor", choices=FACTORS, value=4,
+                                   tooltip="The output is this many times larger on each side")
+            task_widgets.append(self.factor)
+        self.reference = LayerBox(label="Reference", choices=self._reference_choices, nullable=True,
+                                  tooltip="Optional clean image: the status line shows the PSNR against it")
+        preset = prefs.recall(self.settings, "preset", "auto")
+        self.preset = ComboBox(label="Preset", choices=PRESET_CHOICES,
+                               value=preset if preset in PRESET_CHOICES else "auto",
+                               tooltip="auto: paper on a CUDA GPU, fast elsewhere. fast: a narrower network, "
+                               "practical on a CPU. paper: the published settings")
+        devices = available_devices()
+        device, self.device_note = prefs.device_choice(prefs.recall(self.settings, "device", "auto"), devices)
+        self.device = ComboBox(label="Device", choices=devices, value=device,
+                               tooltip="auto: CUDA, then Apple MPS, then the CPU")
+        self.device_info = Label(value="")
+        self.device_info.native.setWordWrap(True)
+        self.device_info.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.planes = ComboBox(label="Planes", choices=[PLANES_IN_VIEW, PLANES_ALL],
+                               tooltip="For a stack (Z, time, ...): only the plane shown, or every plane in turn")
+        self.replace = CheckBox(text="replace previous output", value=True,
+                                tooltip="Write into the last output of this image and task instead of adding a layer")
+        self.basic = Container(widgets=[self.image, *task_widgets, self.reference, self.preset, self.device,
+                                        self.planes, self.replace])
+
+        self.iterations = SpinBox(label="Iterations", min=1, max=1_000_000,
+                                  tooltip="The budget; automatic stopping usually ends the fit sooner")
+        self.stopping = ComboBox(label="Stopping", choices=STOPPING_CHOICES, value="auto",
+                                 tooltip="auto: the task's default rule. ES-WMV: when the output's variance is "
+                                 "lowest. held-out: when held-out pixels stop improving. off: run the budget")
+        self.learning_rate = FloatSpinBox(label="Learn rate", min=1e-5, max=1.0, step=0.001)
+        self.learning_rate.native.setDecimals(5)
+        self.input_noise = FloatSpinBox(label="Input noise", min=-AUTO_STEP, max=1.0, step=0.005,
+                                        tooltip="Jitter added to the network input each step; auto: the engine "
+                                        "chooses (for denoising from the estimated noise level)")
+        self.input_noise.native.setDecimals(4)
+        self.input_noise.native.setSpecialValueText("auto")
+        self.channels = SpinBox(label="Channels", min=1, max=512, tooltip="Network width: channels per scale")
+        self.seed = SpinBox(label="Seed", min=0, max=2**31 - 1, tooltip="Same seed, same result")
+        self.update_every = SpinBox(label="Update every", min=1, max=100_000,
+                                    value=int(prefs.recall(self.settings, "snapshot_every", 25)),
+                                    tooltip="Iterations between updates of the output (and at least every 2 s)")
+        self.show = ComboBox(label="Show", choices=[SHOW_AVERAGE, SHOW_OUTPUT],
+                             tooltip="The running average of outputs is smoother and is what the engine returns")
+        self.keep_snapshots = CheckBox(text="keep snapshots", value=False,
+                                       tooltip="Stack the updates along an iteration axis, to scrub back")
+        self.advanced = Container(widgets=[self.iterations, self.stopping, self.learning_rate, self.input_noise,
+                                           self.channels, self.seed, self.update_every, self.show,
+                                           self.keep_snapshots])
+        for box in (self.image, self.mask, self.factor, self.reference, self.preset, self.device, self.planes,
+                    self.stopping, self.show):
+            if box is not None:
+                _narrow(box)
+        for container in (self.basic, self.advanced):
+            container.native.layout().setContentsMargins(0, 0, 0, 0)
+
+    def align_labels(self) -> None:
+        """Give the labels of both sections one width, measured with the font napari's
+        style sheet gives them (magicgui measures before the style sheet applies)."""
+        labelled = [w._labeled_widget() for w in [*self.basic, *self.advanced]]
+        labels = [lw._label_widget.native for lw in labelled if lw is not None]
+        if labels:
+            width = max(label.sizeHint().width() for label in labels)
+            for label in labels:
+                label.setMinimumWidth(width)
+
+    # -- layer choices
+
+    def _layers(self, kind):
+        # Top layer first, as in napari's layer list.
+        return [layer for layer in reversed(list(self.viewer.layers)) if isinstance(layer, kind)]
+
+    def _image_choices(self, widget=None):
+        return [(layer.name, layer) for layer in self._layers(Image) if layer.unique_id not in ACTIVE_OUTPUTS]
+
+    def _reference_choices(self, widget=None):
+        return self._image_choices()
+
+    def _labels_choices(self, widget=None):
+        return [(layer.name, layer) for layer in self._layers(Labels)]
+
+    def _default_image(self):
+        """The active layer if it is an ordinary image, else the top one; never an output."""
+        candidates = [layer for _name, layer in self._image_choices() if not is_output(layer)]
+        active = self.viewer.layers.selection.active
+        for layer in candidates:
+            if active is not None and layer.unique_id == active.unique_id:
+                return layer
+        return candidates[0] if candidates else None
+
+    def reset_choices(self, *args) -> None:
+        """Follow the layer list, keeping each box's layer while it exists."""
+        try:
+            boxes = [(self.image, True), (self.mask, False), (self.reference, False)]
+            for box, pick_default in boxes:
+                if box is None:
+                    continue
+                previous = box.value
+                box.reset_choices()
+                kept = None
+                if previous is not None:
+                    kept = next((c for c in box.choices if c is not None and c.unique_id == previous.unique_id), None)
+                if kept is not None:
+                    if box.value is None or box.value.unique_id != kept.unique_id:
+                        box.value = kept
+                elif pick_default and box.value is None:
+                    default = self._default_image()
+                    if default is not None:
+                        box.value = next(c for c in box.choices if c is not None and c.unique_id == default.unique_id)
+        except RuntimeError:  # the Qt widgets are gone (the viewer is closing)
+            return
+
+    # -- reacting to choices
+
+    def update_planes(self, *args) -> None:
+        from .layers import leading_shape
+
+        layer = self.image.value
+        self.planes.enabled = layer is not None and bool(leading_shape(layer.data.shape, layer.rgb))
+
+    def resolved_preset(self) -> str:
+        from ..presets import resolve_preset
+
+        try:
+            return resolve_preset(self.preset.value, self.device.value)
+        except ValueError:
+            return "fast"
+
+    def load_preset_defaults(self, *args) -> None:
+        """Show the preset's schedule and network width in the advanced section."""
+        from ..presets import settings_for
+
+        factor = self.factor.value if self.factor is not None else None
+        net, fit = settings_for(self.task, self.resolved_preset(), factor=factor)
+        self.iterations.value = fit.iterations
+        self.learning_rate.value = fit.learning_rate
+        # Denoising's jitter follows the image's noise level: left to the engine.
+        self.input_noise.value = self.input_noise.min if self.task == "denoise" else fit.reg_noise_std
+        self.channels.value = int(net.channels_down[0])
+        self.seed.value = fit.seed or 0
+
+    def _on_preset(self, value) -> None:
+        self.load_preset_defaults()
+        prefs.remember(self.settings, "preset", value)
+
+    def _on_device(self, value) -> None:
+        self.device_note = ""
+        self.update_device_info()
+        prefs.remember(self.settings, "device", value)
+        if self.preset.value == "auto":
+            self.load_preset_defaults()
+
+    def update_device_info(self) -> None:
+        from ..devices import describe_device
+
+        try:
+            text = f"Runs on {describe_device(self.device.value)}"
+        except ValueError as error:
+            text = str(error)
+        if self.device_note:
+            text = f"{self.device_note[0].upper()}{self.device_note[1:]}. {text}"
+        self.device_info.value = text
+        self.device_info.tooltip = text
+
+    # -- reading
+
+    def choices(self) -> Choices:
+        """The form's values as plain values and layers."""
+        noise = self.input_noise.value
+        stopping = self.stopping.value
+        return Choices(
+            task=self.task,
+            image=self.image.value,
+            mask=self.mask.value if self.mask is not None else None,
+            mask_marks_known=bool(self.mask_known.value) if self.mask_known is not None else False,
+            factor=self.factor.value if self.factor is not None else None,
+            reference=self.reference.value,
+            preset=self.preset.value,
+            preset_resolved=self.resolved_preset(),
+            device=self.device.value,
+            planes=self.planes.value,
+            replace=bool(self.replace.value),
+            iterations=int(self.iterations.value),
+            stopping=None if stopping == "auto" else stopping,
+            learning_rate=float(self.learning_rate.value),
+            reg_noise_std=None if noise <= self.input_noise.min + AUTO_STEP / 2 else float(noise),
+            channels=int(self.channels.value),
+            seed=int(self.seed.value),
+            snapshot_every=int(self.update_every.value),
+            show=self.show.value,
+            keep_snapshots=bool(self.keep_snapshots.value),
+        )

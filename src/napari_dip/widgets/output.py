@@ -1,0 +1,173 @@
+"""The output layer of a run: made (or taken over) at the first snapshot, then updated in place.
+
+One layer per run. It inherits the input's placement in the world (see :mod:`.layers`),
+is named after the input, the task and the settings that tell runs apart, and carries
+``metadata["napari_dip"]`` saying how it was made. With *replace previous output* the
+previous run's layer of the same input and task is taken over instead of adding a new
+one (its position in the layer list and display settings stay), but only once the new
+run has something to show: a run that fails at once leaves the previous result alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.layers import Image
+
+from . import layers as geo
+from .plan import SHOW_AVERAGE, Plan
+
+#: unique_ids of the layers that runs are writing now: never offered as an input.
+ACTIVE_OUTPUTS: set = set()
+
+
+def same_layer(a, b) -> bool:
+    """Identity through napari's PublicOnlyProxy wrappers (each access makes a new proxy)."""
+    return a is not None and b is not None and a.unique_id == b.unique_id
+
+
+def find_layer(viewer, unique_id):
+    """The viewer's layer with this ``unique_id``, or ``None``."""
+    for layer in viewer.layers:
+        if layer.unique_id == unique_id:
+            return layer
+    return None
+
+
+def is_output(layer) -> bool:
+    """Whether a layer was made by napari-dip (its metadata says how)."""
+    return isinstance(layer.metadata.get("napari_dip"), dict)
+
+
+def output_key(plan: Plan) -> tuple:
+    """Runs with the same key replace each other's output."""
+    return (plan.input_layer.unique_id, plan.task, plan.choices.factor)
+
+
+class OutputLayer:
+    """The layer one run writes into, and the array behind it."""
+
+    def __init__(self, viewer, plan: Plan, *, previous=None, on_removed=None):
+        self.viewer = viewer
+        self.plan = plan
+        self.previous = previous
+        self.on_removed = on_removed
+        self.data = np.zeros(plan.out_shape, plan.dtype)
+        self.layer = None
+        self.slot = -1  # the newest filled slot of a kept-snapshots stack
+        self.removed = False
+        self.writes = 0
+
+    # -- the layer
+
+    def _geometry(self) -> geo.Geometry:
+        geometry = self.plan.geometry
+        if self.plan.keep_snapshots:
+            every = self.plan.snapshot_every
+            geometry = geo.with_leading_axis(geometry, label="iteration", scale=every, translate=every)
+        return geometry
+
+    def _name(self, exclude=None) -> str:
+        choices = self.plan.choices
+        taken = {layer.name for layer in self.viewer.layers if not same_layer(layer, exclude)}
+        return geo.output_name(
+            self.plan.input_name,
+            self.plan.task,
+            choices.factor,
+            preset=choices.preset_resolved,
+            seed=choices.seed,
+            taken=taken,
+        )
+
+    def _make(self, metadata: dict) -> None:
+        geometry = self._geometry()
+        previous = self.previous
+        if previous is not None and not any(same_layer(previous, layer) for layer in self.viewer.layers):
+            previous = None
+        if previous is not None and previous.ndim == geometry.ndim and bool(previous.rgb) == self.plan.rgb:
+            # Take it over: same place in the layer list, same display settings.
+            ACTIVE_OUTPUTS.add(previous.unique_id)
+            previous.data = self.data
+            for name, value in geometry.as_layer_kwargs().items():
+                setattr(previous, name, value)
+            previous.name = self._name(exclude=previous)
+            previous.metadata = metadata
+            self.layer = previous
+            return
+        index = None
+        if previous is not None:  # a different shape of output: a new layer in its place
+            index = list(self.viewer.layers).index(previous)
+            self.viewer.layers.remove(previous)
+        kwargs = geometry.as_layer_kwargs()
+        source = self.plan.input_layer
+        if not self.plan.rgb:
+            kwargs["colormap"] = source.colormap.name
+            kwargs["contrast_limits"] = tuple(source.contrast_limits)
+        layer = Image(self.data, name=self._name(), rgb=self.plan.rgb, metadata=metadata, **kwargs)
+        # Known as an output before the layer list announces it, so no layer box offers it.
+        ACTIVE_OUTPUTS.add(layer.unique_id)
+        self.layer = self.viewer.add_layer(layer)
+        if index is not None:
+            self.viewer.layers.move(len(self.viewer.layers) - 1, index)
+
+    def exists(self) -> bool:
+        return self.layer is not None and not self.removed
+
+    # -- writing
+
+    def write(self, k: int, snapshot, metadata: dict):
+        """Put plane ``k``'s snapshot into the layer (making it on the first call); return
+        the image shown, or ``None`` when the layer is gone."""
+        if self.removed:
+            return None
+        if self.layer is None:
+            self._make(metadata)
+            self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        image = snapshot.average if self.plan.choices.show == SHOW_AVERAGE else snapshot.output
+        target = self.plan.out_index[k]
+        if self.plan.keep_snapshots:
+            every = self.plan.snapshot_every
+            slot = snapshot.iteration // every - (snapshot.iteration % every == 0)
+            self.slot = min(slot, self.data.shape[0] - 1)
+            self.data[(self.slot, *target)] = image
+        else:
+            self.data[target] = image
+        self.writes += 1
+        self.layer.refresh()
+        if self.plan.keep_snapshots:
+            self._show_slot()
+        return image
+
+    def _show_slot(self) -> None:
+        # The stack's first axis is the viewer's first here: show the newest snapshot.
+        axis = self.viewer.dims.ndim - self.layer.ndim
+        step = list(self.viewer.dims.current_step)
+        step[axis] = self.slot
+        self.viewer.dims.current_step = tuple(step)
+
+    def _on_layer_removed(self, event) -> None:
+        if self.removed or not same_layer(getattr(event, "value", None), self.layer):
+            return
+        self.removed = True
+        self.close()
+        if self.on_removed is not None:
+            self.on_removed()
+
+    # -- the end
+
+    def finish(self, metadata: dict) -> None:
+        """Trim an unfilled kept-snapshots stack and write how the layer was made."""
+        if not self.exists():
+            return
+        if self.plan.keep_snapshots and self.slot + 1 < self.data.shape[0]:
+            self.layer.data = self.data[: self.slot + 1]
+        self.layer.metadata = metadata
+        self.close()
+
+    def close(self) -> None:
+        """Stop watching the layer list (idempotent)."""
+        if self.layer is not None:
+            ACTIVE_OUTPUTS.discard(self.layer.unique_id)
+        try:
+            self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
+        except (TypeError, ValueError, RuntimeError):
+            pass
