@@ -325,7 +325,7 @@ def test_kept_snapshots_stack_along_an_iteration_axis(make_napari_viewer, qtbot)
 
 
 def test_reference_layer_gives_psnr(make_napari_viewer, qtbot):
-    from napari_dip.widgets.controller import psnr
+    from napari_dip.widgets.run import psnr
 
     viewer = make_napari_viewer()
     clean = _image((32, 32), seed=1)

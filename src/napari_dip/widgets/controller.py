@@ -20,21 +20,17 @@ the status line, which always shows the latest state, an error included.
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
 
-import numpy as np
 from magicgui.widgets import Container, Label, PushButton
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 
-from . import layers as geo
 from .output import OutputLayer, find_layer, output_key
 from .plan import Plan
-from .timing import RateMeter, eta_text, format_rate
+from .run import Run, status_line
 from .worker import fit_planes
 
 #: Queued after the snapshots when the worker thread ends (see ``_on_yielded``).
@@ -54,28 +50,6 @@ def short_message(text: str, limit: int = TOAST_LENGTH) -> str:
         return text
     cut = text[: limit - 1].rsplit(" ", 1)[0]
     return cut + "…"
-
-
-def psnr(reference, image) -> float:
-    """PSNR in dB with the data range of the reference's type: 255 for uint8, 1 for
-    floats in [0, 1], otherwise the reference's own range.
-
-    >>> round(psnr(np.zeros(4, np.uint8), np.full(4, 255, np.uint8)), 2)
-    0.0
-    """
-    dtype = np.asarray(reference).dtype
-    reference = np.asarray(reference, dtype=np.float64)
-    image = np.asarray(image, dtype=np.float64)
-    if reference.shape != image.shape:
-        return float("nan")
-    if dtype == np.uint8:
-        span = 255.0
-    elif dtype.kind == "f" and reference.min() >= 0.0 and reference.max() <= 1.0:
-        span = 1.0
-    else:
-        span = float(reference.max() - reference.min())
-    mse = float(np.mean((reference - image) ** 2))
-    return float("inf") if mse == 0 else 10.0 * math.log10((span or 1.0) ** 2 / mse)
 
 
 class RunControls(Container):
@@ -100,56 +74,6 @@ class RunControls(Container):
         self.stop_button.enabled = running
         if not running:
             self.pause_button.text = "Pause"
-
-
-@dataclass
-class Run:
-    """The state of one run on the main thread while its worker goes."""
-
-    plan: Plan
-    output: OutputLayer
-    worker: object = None
-    pbar: object = None
-    meter: RateMeter = field(default_factory=RateMeter)
-    stop_reason: str | None = None  # "user", "closed", "error", "output layer removed"
-    engine_stop_reason: str | None = None
-    error: str | None = None
-    engine_settings: dict = field(default_factory=dict)
-    snapshots_received: int = 0
-    plane_done: int = 0  # iterations done in the current plane
-    planes_finished: int = 0
-    iterations_finished: int = 0  # in the planes before the current one
-    plane_complete: bool = False
-    last_plane: int = -1
-    last_psnr: float | None = None
-    closed: bool = False
-
-    @property
-    def total_iterations(self) -> int:
-        return self.plan.iterations * len(self.plan.planes)
-
-    @property
-    def done_iterations(self) -> int:
-        """Iterations actually run (planes may stop early with automatic stopping)."""
-        return self.iterations_finished + self.plane_done
-
-    @property
-    def progress_count(self) -> int:
-        """Progress in budget units: a plane that stopped early counts as complete."""
-        return self.planes_finished * self.plan.iterations + (0 if self.plane_complete else self.plane_done)
-
-    def abandon(self, *args) -> None:
-        """The widget is being destroyed (viewer closed): stop the worker, close the bar."""
-        self.closed = True
-        # Closing the viewer removes its layers before the widgets go.
-        if self.stop_reason in (None, "output layer removed"):
-            self.stop_reason = "closed"
-        if self.worker is not None:
-            self.worker.quit()
-        if self.pbar is not None:
-            self.pbar.close()
-            self.pbar = None
-        self.output.close()
 
 
 class RunController:
@@ -243,61 +167,22 @@ class RunController:
             return
         if run.output.removed or run.stop_reason == "output layer removed":
             return
-        if snapshot.settings:  # the first and the final snapshot say how the fit is made
-            run.engine_settings = snapshot.settings
-            resolved = snapshot.settings.get("preset")
-            if resolved and run.output.layer is None:
-                run.plan.choices.preset_resolved = resolved
-        if snapshot.done:
-            run.engine_stop_reason = snapshot.stop_reason
-        if k != run.last_plane:
-            run.iterations_finished += run.plane_done
-            run.last_plane = k
-            run.plane_done = 0
-            run.plane_complete = False
+        new_plane = run.note_snapshot(k, snapshot)
+        if new_plane:
             self.loss_plot.clear()
         made = run.output.layer is not None
-        image = run.output.write(k, snapshot, self._metadata(run, "running"))
+        image = run.output.write(k, snapshot, run.metadata("running"))
         if not made:
             self.outputs[output_key(run.plan)] = run.output.layer.unique_id
-
-        previous = run.progress_count
-        run.plane_done = snapshot.iteration
-        if snapshot.done:
-            run.planes_finished += 1
-            run.plane_complete = True
-        run.snapshots_received += 1
+        delta = run.count_progress(snapshot)
         if run.pbar is not None:
-            run.pbar.update(run.progress_count - previous)
+            run.pbar.update(delta)
         self.loss_plot.add(snapshot.iteration, snapshot.loss)
-        self._show_progress(run, snapshot, image, k)
-
-    def _show_progress(self, run: Run, snapshot, image, k: int) -> None:
         rate = run.meter.update(run.done_iterations, self.clock())
-        parts = [f"iteration {snapshot.iteration}/{snapshot.iterations}", format_rate(rate)]
-        if not snapshot.done:
-            parts.append(
-                eta_text(
-                    iteration=snapshot.iteration,
-                    budget=snapshot.iterations,
-                    expected_stop=snapshot.expected_stop,
-                    rate=rate,
-                    plane=k,
-                    planes=len(run.plan.planes),
-                )
-            )
-        parts.append(f"loss {snapshot.loss:.2e}")
         if run.plan.reference is not None and image is not None:
-            reference = run.plan.reference
-            if run.plan.reference_per_plane:
-                reference = reference[run.plan.planes[k]]
-            run.last_psnr = self.last_psnr = psnr(reference, image)
-            parts.append(f"PSNR {run.last_psnr:.2f} dB")
-        if snapshot.backtracks:
-            parts.append(f"{snapshot.backtracks} backtracks")
-        if run.worker is not None and run.worker.is_paused:
-            parts.append("paused")  # a snapshot in flight when Pause was pressed
-        self.set_status(" · ".join(parts))
+            run.measure_psnr(k, image)
+            self.last_psnr = run.last_psnr
+        self.set_status(status_line(run, snapshot, k, rate))
 
     def _on_output_removed(self, run: Run) -> None:
         """The user deleted the layer being written: stop, and say so once."""
@@ -385,7 +270,7 @@ class RunController:
                 self.set_status("Stopped before the first update")
             return
         reason = run.stop_reason or run.engine_stop_reason or "budget"
-        run.output.finish(self._metadata(run, reason))
+        run.output.finish(run.metadata(reason))
         if run.error:
             return
         text = {
@@ -394,30 +279,3 @@ class RunController:
         }.get(reason, f"Finished ({reason})")
         psnr_text = f" · PSNR {run.last_psnr:.2f} dB" if run.last_psnr is not None else ""
         self.set_status(f"{text} · {run.done_iterations} iterations{psnr_text} · {run.output.layer.name}")
-
-    def _metadata(self, run: Run, stop_reason: str) -> dict:
-        from .. import __version__
-
-        plan = run.plan
-        settings = run.engine_settings or {}
-        record = geo.run_metadata(
-            task=plan.task,
-            preset=settings.get("preset", plan.choices.preset_resolved),
-            preset_requested=plan.choices.preset,
-            factor=plan.choices.factor,
-            parameters=plan.parameters,
-            seed=settings.get("fit", {}).get("seed", plan.choices.seed),
-            device=settings.get("device", plan.choices.device),
-            iterations_run=run.done_iterations,
-            iterations_planned=run.total_iterations,
-            stop_reason=stop_reason,
-            input_name=plan.input_name,
-            planes=plan.planes,
-            version=__version__,
-            engine_settings=settings,
-        )
-        if run.last_psnr is not None:
-            record["psnr_vs_reference"] = run.last_psnr
-        if run.error:
-            record["error"] = run.error
-        return {**plan.base_metadata, "napari_dip": record}

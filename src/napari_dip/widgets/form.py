@@ -1,22 +1,16 @@
-"""The form of a dock widget, in magicgui: layer choices, the task's options, and the
-advanced settings (shown in a collapsed section by the dock).
-
-Layer boxes list the viewer's layers top first and follow the layer list through
-:meth:`TaskForm.reset_choices` (napari calls it on every layer insert, removal, move and
-rename of a docked widget). The chosen layer stays chosen across renames and moves. When
-it goes away the box falls back to another ordinary image, never to an output of
-napari-dip (restoring a restoration by accident), and layers that a run is writing are
-not offered at all.
+"""The form of a dock widget, in magicgui: the layer boxes (:mod:`.layer_boxes`), the
+task's options, the device with a line saying what it is, and the advanced settings
+(shown in a collapsed section by the dock). :meth:`TaskForm.choices` reads it all into
+plain values for :func:`.plan.make_plan`.
 """
 
 from __future__ import annotations
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, SpinBox
-from napari.layers import Image, Labels
 from qtpy.QtWidgets import QComboBox, QSizePolicy
 
 from . import prefs
-from .output import ACTIVE_OUTPUTS, is_output
+from .layer_boxes import LayerBoxes
 from .plan import PLANES_ALL, PLANES_IN_VIEW, SHOW_AVERAGE, SHOW_OUTPUT, Choices
 
 #: The stopping box's labels and the engine's rule names (``iter_restore(stopping=...)``).
@@ -25,12 +19,6 @@ PRESET_CHOICES = ["auto", "fast", "paper"]
 FACTORS = [2, 3, 4, 8]
 #: The input-noise box's "auto" sits one 4-decimal step below zero (a valid jitter).
 AUTO_STEP = 1e-4
-
-
-class LayerBox(ComboBox):
-    """A combo box of layers; its empty choice reads "none"."""
-
-    null_string = "none"
 
 
 def _narrow(box) -> None:
@@ -65,13 +53,11 @@ class TaskForm:
     def _build(self) -> None:
         from ..devices import available_devices
 
-        self.image = LayerBox(label="Image", choices=self._image_choices, nullable=True,
-                              tooltip="The layer to restore; it is never modified")
-        self.mask = self.mask_known = self.factor = None
+        self.boxes = LayerBoxes(self.viewer, with_mask=self.task == "inpaint")
+        self.image, self.mask, self.reference = self.boxes.image, self.boxes.mask, self.boxes.reference
+        self.mask_known = self.factor = None
         task_widgets = []
         if self.task == "inpaint":
-            self.mask = LayerBox(label="Mask", choices=self._labels_choices,
-                                 tooltip="Labels layer marking the holes to fill (nonzero = hole)")
             self.mask_known = CheckBox(text="mask marks known pixels", value=False,
                                        tooltip="Nonzero mask pixels are the known ones (published DIP masks)")
             task_widgets += [self.mask, self.mask_known]
@@ -79,8 +65,6 @@ class TaskForm:
             self.factor = ComboBox(label="Factor", choices=FACTORS, value=4,
                                    tooltip="The output is this many times larger on each side")
             task_widgets.append(self.factor)
-        self.reference = LayerBox(label="Reference", choices=self._reference_choices, nullable=True,
-                                  tooltip="Optional clean image: the status line shows the PSNR against it")
         preset = prefs.recall(self.settings, "preset", "auto")
         self.preset = ComboBox(label="Preset", choices=PRESET_CHOICES,
                                value=preset if preset in PRESET_CHOICES else "auto",
@@ -141,51 +125,9 @@ class TaskForm:
             for label in labels:
                 label.setMinimumWidth(width)
 
-    # -- layer choices
-
-    def _layers(self, kind):
-        # Top layer first, as in napari's layer list.
-        return [layer for layer in reversed(list(self.viewer.layers)) if isinstance(layer, kind)]
-
-    def _image_choices(self, widget=None):
-        return [(layer.name, layer) for layer in self._layers(Image) if layer.unique_id not in ACTIVE_OUTPUTS]
-
-    def _reference_choices(self, widget=None):
-        return self._image_choices()
-
-    def _labels_choices(self, widget=None):
-        return [(layer.name, layer) for layer in self._layers(Labels)]
-
-    def _default_image(self):
-        """The active layer if it is an ordinary image, else the top one; never an output."""
-        candidates = [layer for _name, layer in self._image_choices() if not is_output(layer)]
-        active = self.viewer.layers.selection.active
-        for layer in candidates:
-            if active is not None and layer.unique_id == active.unique_id:
-                return layer
-        return candidates[0] if candidates else None
-
     def reset_choices(self, *args) -> None:
-        """Follow the layer list, keeping each box's layer while it exists."""
-        try:
-            boxes = [(self.image, True), (self.mask, False), (self.reference, False)]
-            for box, pick_default in boxes:
-                if box is None:
-                    continue
-                previous = box.value
-                box.reset_choices()
-                kept = None
-                if previous is not None:
-                    kept = next((c for c in box.choices if c is not None and c.unique_id == previous.unique_id), None)
-                if kept is not None:
-                    if box.value is None or box.value.unique_id != kept.unique_id:
-                        box.value = kept
-                elif pick_default and box.value is None:
-                    default = self._default_image()
-                    if default is not None:
-                        box.value = next(c for c in box.choices if c is not None and c.unique_id == default.unique_id)
-        except RuntimeError:  # the Qt widgets are gone (the viewer is closing)
-            return
+        """Follow the layer list (napari calls this on every change to it)."""
+        self.boxes.reset_choices()
 
     # -- reacting to choices
 
