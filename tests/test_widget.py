@@ -401,6 +401,19 @@ def test_outputs_are_named_by_settings_and_replaced_or_kept(make_napari_viewer, 
     assert names == ["cells [DIP denoise fast seed 2 #2]", "cells [DIP denoise fast seed 2]"]
 
 
+def test_a_replaced_output_of_another_shape_keeps_its_place(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(_image((32, 32)), name="cells")
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=2, every=2)
+    _run_to_end(qtbot, widget)
+    viewer.add_image(_image((32, 32), seed=3), name="on top")
+    widget.form.image.value = next(c for c in widget.form.image.choices if c is not None and c.name == "cells")
+    widget.form.keep_snapshots.value = True  # one more axis: a new layer, in the old one's place
+    _run_to_end(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == ["cells", "cells [DIP denoise fast seed 0]", "on top"]
+    assert _output(viewer).data.shape == (1, 32, 32)
+
+
 def test_a_failed_run_leaves_the_previous_output_alone(make_napari_viewer, qtbot, monkeypatch):
     from napari_dip.errors import DeviceMemoryError
 
