@@ -244,3 +244,15 @@ def test_expected_stop_is_best_plus_patience_within_the_budget():
     # Without a rule the fit runs its budget, and that is what it expects.
     plain = list(fit(observation(), Identity(), TINY_NET, replace(CPU, iterations=4, stopping=StoppingConfig(rule="none")), 2))
     assert [s.expected_stop for s in plain] == [4, 4]
+
+
+def test_a_backtrack_before_the_first_check_still_yields_an_image():
+    # NaN at step 3, detected at the snapshot of step 5: the state comes back from the
+    # checkpoint taken after step 1, which has an output (the initial state had none).
+    model = CountingModel(poison_at=3)
+    snaps = list(fit(observation(), model, TINY_NET, replace(CPU, iterations=10, check_every=10), snapshot_every=5))
+    assert [s.iteration for s in snaps] == [5, 10]
+    assert snaps[0].backtracks == 1
+    assert np.isfinite(snaps[0].loss)
+    for snap in snaps:
+        assert snap.output.shape == (1, 32, 32) and np.isfinite(snap.average).all()

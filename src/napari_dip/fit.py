@@ -278,7 +278,9 @@ class Fitter:
         backtracks = consecutive_backtracks = 0
         learning_rate = cfg.learning_rate
         first = True
-        checkpoint = self._save(run_averages, output, last_loss)
+        # The first checkpoint is taken after the first step (below), so that a backtrack
+        # always comes back to a state with an output to show.
+        checkpoint = None
         checkpoint_at = 0
         start = time.perf_counter()
         last_snapshot_time = start
@@ -323,6 +325,9 @@ class Fitter:
                 average = run_averages if self.runs == 1 else run_averages.mean(dim=0, keepdim=True)
                 losses[pending] = loss.detach()
                 pending += 1
+                if checkpoint is None:
+                    checkpoint = self._save(run_averages, output, float(loss.detach()))  # one host sync, once
+                    checkpoint_at = iteration
                 if isinstance(self.stopper, WindowedVariance):
                     self.stopper.update(iteration, output, average)
                 elif isinstance(self.stopper, HeldOutPixels):
