@@ -27,6 +27,7 @@ pytestmark = pytest.mark.gui
 
 WAIT_MS = 60_000
 TOAST = "napari_dip.widgets.controller.show_error"
+WARNING_TOAST = "napari_dip.widgets.controller.show_warning"
 
 
 def _image(shape=(32, 32), seed=0, dtype=np.float32):
@@ -40,11 +41,11 @@ def _image(shape=(32, 32), seed=0, dtype=np.float32):
     return data.astype(dtype)
 
 
-def _tiny(widget, iterations=6, every=2, seed=0):
+def _tiny(widget, iterations=6, every=2, seed=0, preset="fast"):
     """Make a widget's fit tiny: fast preset, CPU, 8 channels, few iterations."""
     form = widget.form
-    form.preset.value = "fast"  # reloads the advanced values: set them afterwards
     form.device.value = "cpu"
+    form.preset.value = preset  # reloads the advanced values: set them afterwards
     form.iterations.value = iterations
     form.update_every.value = every
     form.channels.value = 8
@@ -86,8 +87,9 @@ def _statuses(widget, monkeypatch):
     return seen
 
 
-def _scripted_engine(stop_at, reason, fail_on_plane=None, expected_stop=None):
-    """A stand-in for iter_restore that stops early (as automatic stopping does) or fails."""
+def _scripted_engine(stop_at, reason, fail_on_plane=None, expected_stop=None, best=None, crash_at=None):
+    """A stand-in for iter_restore that stops early (as automatic stopping does) or fails:
+    with an InputError on plane ``fail_on_plane``, with a bug at iteration ``crash_at``."""
     from napari_dip.errors import InputError
     from napari_dip.fit import Snapshot
 
@@ -102,6 +104,8 @@ def _scripted_engine(stop_at, reason, fail_on_plane=None, expected_stop=None):
 
         def snapshots():
             for it in range(snapshot_every, stop_at + 1, snapshot_every):
+                if it == crash_at:
+                    raise KeyError("a bug in the engine")
                 done = it == stop_at
                 yield Snapshot(
                     iteration=it,
@@ -113,6 +117,7 @@ def _scripted_engine(stop_at, reason, fail_on_plane=None, expected_stop=None):
                     done=done,
                     stop_reason=reason if done else None,
                     expected_stop=it if done else expected_stop,
+                    best_iteration=best,
                     settings=settings if done or it == snapshot_every else {},
                 )
 
@@ -169,6 +174,13 @@ def test_denoise_streams_into_one_layer_and_records_the_run(make_napari_viewer, 
     assert meta["parameters"]["stopping"] is None  # the engine's task default
     assert meta["engine_settings"]["fit"]["iterations"] == 6
     assert meta["napari_dip"]  # the version
+    assert meta["threads"] == meta["engine_settings"]["threads"] >= 1
+    assert meta["best_iteration"] is None  # the stopping rule was still warming up
+    assert meta["plane_results"] == [
+        {"plane": [], "iterations_run": 6, "stop_reason": "budget", "best_iteration": None, "backtracks": 0,
+         "reg_noise_std": meta["engine_settings"]["fit"]["reg_noise_std"]}
+    ]
+    assert meta["constant_planes"] == [] and meta["warnings"] == []
     assert output.metadata["origin"] == "microscope"
     # The input is untouched.
     np.testing.assert_array_equal(layer.data, original)
@@ -217,6 +229,8 @@ def test_pause_resume_and_stop_keep_the_latest_result(make_napari_viewer, qtbot)
     meta = output.metadata["napari_dip"]
     assert meta["stop_reason"] == "user"
     assert 2 <= meta["iterations_run"] < 5000
+    (plane,) = meta["plane_results"]  # the plane under way when it was stopped
+    assert plane["stop_reason"] == "user" and plane["iterations_run"] == meta["iterations_run"]
     # how the fit was made is known although the engine never sent its final snapshot
     assert meta["engine_settings"]["device"] == "cpu" and meta["engine_settings"]["fit"]["seed"] == 0
     assert output.data.std() > 0  # the latest result is kept
@@ -253,6 +267,8 @@ def test_inpainting_takes_its_mask_from_a_labels_layer(make_napari_viewer, qtbot
     meta = _output(viewer).metadata["napari_dip"]
     assert meta["engine_settings"]["forward_model"]
     assert meta["parameters"]["mask_marks"] == "holes"
+    assert meta["mask_marks"] == "holes" and meta["keep_known"] is True
+    assert meta["warnings"] == []  # 5 % holes: no warning
     np.testing.assert_array_equal(labels.data, holes)
 
 
@@ -340,6 +356,7 @@ def test_reference_layer_gives_psnr(make_napari_viewer, qtbot):
     expected = psnr(clean, output.data)
     assert widget.controller.last_psnr == pytest.approx(expected, abs=0.01)
     assert output.metadata["napari_dip"]["psnr_vs_reference"] == widget.controller.last_psnr
+    assert output.metadata["napari_dip"]["plane_results"][0]["psnr_vs_reference"] == widget.controller.last_psnr
     assert "PSNR" in widget.status
 
 
@@ -580,13 +597,143 @@ def test_an_error_on_a_later_plane_keeps_the_planes_already_restored(make_napari
     assert widget.controls.run_button.enabled
 
 
+def test_a_bug_in_the_worker_is_not_reported_as_finished(make_napari_viewer, qtbot, monkeypatch):
+    viewer = make_napari_viewer()
+    viewer.add_image(_image((32, 32)), name="cells")
+    engine, _calls = _scripted_engine(stop_at=6, reason="budget", crash_at=4)
+    monkeypatch.setattr("napari_dip.restore.iter_restore", engine)
+    messages = []
+    monkeypatch.setattr(TOAST, messages.append)
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=6, every=2)
+    # napari re-raises a worker's exception in the main thread (its traceback notification)
+    with qtbot.capture_exceptions() as exceptions:
+        _run_to_end(qtbot, widget)
+    assert [type(e[1]) for e in exceptions] == [KeyError]
+    assert widget.status.startswith("Stopped by an error: internal error: KeyError")
+    meta = _output(viewer).metadata["napari_dip"]
+    assert meta["stop_reason"] == "error" and "KeyError" in meta["error"]
+    assert meta["iterations_run"] == 2
+    assert messages == []  # no second notification besides napari's
+    assert widget.controls.run_button.enabled
+
+
+# -- blank planes and the engine's warnings -------------------------------------------------
+
+
+def test_constant_planes_of_a_stack_are_copied_through(make_napari_viewer, qtbot, monkeypatch):
+    viewer = make_napari_viewer()
+    stack = np.stack([_image((32, 32), seed=i) for i in range(4)])
+    stack[0] = 0.25  # before the output layer exists
+    stack[2] = 0.0  # an empty slice between two restored ones
+    viewer.add_image(stack, name="zstack")
+    messages = []
+    monkeypatch.setattr(TOAST, messages.append)
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=2, every=2)
+    widget.form.planes.value = PLANES_ALL
+    statuses = _statuses(widget, monkeypatch)
+    widget.start()
+    run = widget.run_state
+    qtbot.waitUntil(lambda: widget.run_state is None, timeout=WAIT_MS)
+    output = _output(viewer)
+    assert (output.data[0] == 0.25).all() and (output.data[2] == 0.0).all()
+    assert output.data[1].std() > 0 and output.data[3].std() > 0
+    meta = output.metadata["napari_dip"]
+    assert meta["constant_planes"] == [[0], [2]]
+    assert meta["stop_reason"] == "budget" and meta["iterations_run"] == 4
+    assert [p["stop_reason"] for p in meta["plane_results"]] == ["constant", "budget", "constant", "budget"]
+    assert run.progress_count == run.total_iterations  # the bar reaches its end
+    assert widget.status.startswith("Finished")
+    assert "2 constant planes copied through unchanged (0, 2)" in widget.status
+    assert any(text.startswith("plane 2 is constant: copied through") for text in statuses), statuses
+    assert messages == []
+
+
+def test_a_constant_plane_is_enlarged_unchanged_by_super_resolution(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    stack = np.stack([_image((32, 32), dtype=np.uint8), np.full((32, 32), 7, np.uint8)])
+    viewer.add_image(stack, name="frames")
+    widget = _dock(viewer, SuperResolveWidget)
+    widget.form.factor.value = 2
+    _tiny(widget, iterations=2, every=2)
+    widget.form.planes.value = PLANES_ALL
+    _run_to_end(qtbot, widget)
+    output = _output(viewer)
+    assert output.data.shape == (2, 64, 64) and (output.data[1] == 7).all()
+    assert output.metadata["napari_dip"]["constant_planes"] == [[1]]
+
+
+def test_a_constant_image_is_refused_with_a_clear_message(make_napari_viewer, qtbot, monkeypatch):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 32), np.float32), name="black")
+    messages = []
+    monkeypatch.setattr(TOAST, messages.append)
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=2, every=2)
+    _run_to_end(qtbot, widget)
+    assert widget.status.startswith("Failed: the image is constant")
+    assert len(messages) == 1 and "constant" in messages[0]
+    assert [layer.name for layer in viewer.layers] == ["black"]
+    # A stack of blank planes only: no output that merely copies the input.
+    viewer.add_image(np.full((3, 32, 32), 9, np.uint16), name="blank stack")
+    widget.form.image.value = viewer.layers["blank stack"]
+    widget.form.planes.value = PLANES_ALL
+    messages.clear()
+    _run_to_end(qtbot, widget)
+    assert widget.status == "Failed: every plane of 'blank stack' is constant: there is nothing to restore"
+    assert len(messages) == 1
+    assert [layer.name for layer in viewer.layers] == ["black", "blank stack"]
+
+
+def _inverted_mask(shape=(32, 32)):
+    """Holes everywhere except a 10-pixel margin on two sides: about 90 % of the image."""
+    mask = np.ones(shape, np.uint8)
+    mask[..., :3, :] = 0
+    mask[..., :, :1] = 0
+    return mask
+
+
+def test_an_inverted_mask_warning_reaches_the_user_once(make_napari_viewer, qtbot, monkeypatch):
+    from napari.utils.notifications import notification_manager
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.stack([_image((32, 32), seed=i) for i in range(2)]), name="photos")
+    viewer.add_labels(_inverted_mask(), name="holes")  # one mask for both planes
+    warned, relayed, errors = [], [], []
+    monkeypatch.setattr(WARNING_TOAST, warned.append)
+    monkeypatch.setattr(TOAST, errors.append)
+    monkeypatch.setattr(notification_manager, "receive_warning", lambda *args: relayed.append(args))
+    widget = _tiny(_dock(viewer, InpaintWidget), iterations=2, every=2)
+    widget.form.planes.value = PLANES_ALL
+    statuses = _statuses(widget, monkeypatch)
+    _run_to_end(qtbot, widget)
+    # One short notification, napari's warning relay not used a second time.
+    assert len(warned) == 1 and "probably inverted" in warned[0] and len(warned[0]) <= 100
+    assert not [args for args in relayed if "inverted" in str(args[0])]
+    assert errors == []
+    # In the status line from the first update to the end, once each time.
+    assert widget.status.startswith("Finished") and widget.status.count("probably inverted") == 1
+    assert "tick 'mask marks known pixels'" in widget.status  # the widget's words, not the CLI's
+    assert any("iteration" in text and "probably inverted" in text for text in statuses)
+    meta = _output(viewer).metadata["napari_dip"]
+    (text,) = meta["warnings"]  # the same warning for both planes, recorded once
+    assert "probably inverted" in text and text.endswith("(planes 0, 1)")
+    assert meta["engine_settings"]["hole_fraction"] > 0.85 and meta["mask_marks"] == "holes"
+
+    # Marked as known pixels, the same mask draws no warning.
+    widget.form.mask_known.value = True
+    warned.clear()
+    _run_to_end(qtbot, widget)
+    assert warned == [] and "warning" not in widget.status
+    meta = _output(viewer).metadata["napari_dip"]
+    assert meta["warnings"] == [] and meta["mask_marks"] == "known"
+
+
 # -- progress: automatic stops and the ETA ----------------------------------------------
 
 
 def test_an_early_automatic_stop_is_recorded_and_the_eta_counts_to_it(make_napari_viewer, qtbot, monkeypatch):
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((2, 32, 32), np.float32), name="stack")
-    engine, calls = _scripted_engine(stop_at=4, reason="wmv", expected_stop=7)
+    engine, calls = _scripted_engine(stop_at=4, reason="wmv", expected_stop=7, best=2)
     monkeypatch.setattr("napari_dip.restore.iter_restore", engine)
     widget = _tiny(_dock(viewer, DenoiseWidget), iterations=100, every=2)
     statuses = _statuses(widget, monkeypatch)
@@ -598,6 +745,8 @@ def test_an_early_automatic_stop_is_recorded_and_the_eta_counts_to_it(make_napar
     meta = _output(viewer).metadata["napari_dip"]
     assert meta["stop_reason"] == "wmv"
     assert meta["iterations_run"] == 8  # 4 per plane, not the budget of 100
+    outcomes = [(p["plane"], p["iterations_run"], p["stop_reason"], p["best_iteration"]) for p in meta["plane_results"]]
+    assert outcomes == [([0], 4, "wmv", 2), ([1], 4, "wmv", 2)]
     assert run.progress_count == run.total_iterations == 200  # both planes count as complete
     assert all(call["stopping"] == "wmv" for call in calls) and len(calls) == 2
     assert all(call["snapshot_seconds"] == 2.0 for call in calls)  # first feedback within seconds

@@ -15,7 +15,10 @@ Data flow of one run (all on the main thread except the worker's generator):
    re-enables Run, once per run.
 
 Messages: a notification (toast) says in a few words what happened; the details go to
-the status line, which always shows the latest state, an error included.
+the status line, which always shows the latest state, an error included. The engine's
+warnings (an inpainting mask that looks inverted) get one short notification per run and
+stay in the status line to the end; they and the constant planes of a stack copied through
+are recorded in the output's metadata.
 """
 
 from __future__ import annotations
@@ -25,18 +28,21 @@ import time
 from magicgui.widgets import Container, Label, PushButton
 from napari.qt.threading import create_worker
 from napari.utils import progress
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer
 
+from . import layers as geo
 from .output import OutputLayer, find_layer, output_key
 from .plan import Plan
-from .run import Run, status_line
-from .worker import fit_planes
+from .run import Run, in_widget_terms, status_line
+from .worker import ConstantPlane, EngineWarning, fit_planes
 
 #: Queued after the snapshots when the worker thread ends (see ``_on_yielded``).
 _WORKER_FINISHED = object()
 #: Notifications longer than this are cut at a word; the status line has the whole text.
 TOAST_LENGTH = 72
+#: The same for a warning's first clause, which says what looks wrong.
+WARNING_LENGTH = 90
 
 
 def short_message(text: str, limit: int = TOAST_LENGTH) -> str:
@@ -99,10 +105,11 @@ class RunController:
         self.controls.status.value = text
         self.controls.status.tooltip = text
 
-    def report_error(self, text: str, prefix: str = "Cannot run") -> None:
+    def report_error(self, text: str, prefix: str = "Cannot run", notify: bool = True) -> None:
         """The whole message in the status line, a short one as a notification."""
         self.set_status(f"{prefix}: {text}")
-        show_error(f"napari-dip {self.title}: {short_message(text)}")
+        if notify:
+            show_error(f"napari-dip {self.title}: {short_message(text)}")
 
     # -- starting
 
@@ -121,6 +128,7 @@ class RunController:
         run.worker = worker
         worker.yielded.connect(self._on_yielded)
         worker.finished.connect(self._on_finished)
+        worker.errored.connect(lambda error: self._on_errored(run, error))
         worker.paused.connect(self._on_paused)
         worker.resumed.connect(self._on_resumed)
         # When the viewer (and the widget) goes away mid-run, stop the worker without
@@ -165,7 +173,17 @@ class RunController:
             run.stop_reason = "error"
             self._finish(run)
             return
+        if isinstance(snapshot, EngineWarning):
+            message = in_widget_terms(snapshot.message)
+            if run.note_warning(k, message):
+                # What is wrong, without the hint (the status line has it all), and whole:
+                # a warning's point ("probably inverted") tends to come last.
+                show_warning(f"napari-dip {self.title}: {short_message(message.split('; ')[0], WARNING_LENGTH)}")
+            return
         if run.output.removed or run.stop_reason == "output layer removed":
+            return
+        if isinstance(snapshot, ConstantPlane):
+            self._copy_through(run, k, snapshot)
             return
         new_plane = run.note_snapshot(k, snapshot)
         if new_plane:
@@ -180,9 +198,26 @@ class RunController:
         self.loss_plot.add(snapshot.iteration, snapshot.loss)
         rate = run.meter.update(run.done_iterations, self.clock())
         if run.plan.reference is not None and image is not None:
-            run.measure_psnr(k, image)
+            run.measure_psnr(k, image, done=snapshot.done)
             self.last_psnr = run.last_psnr
         self.set_status(status_line(run, snapshot, k, rate))
+
+    def _copy_through(self, run: Run, k: int, plane: ConstantPlane) -> None:
+        """A constant plane of a stack: into the output unchanged, and on to the next."""
+        delta = run.note_constant_plane(k)
+        run.output.copy_through(k, plane.image)
+        if run.pbar is not None:
+            run.pbar.update(delta)
+        self.loss_plot.clear()
+        index = geo.planes_text([run.plan.planes[k]])
+        parts = [f"plane {index} is constant: copied through unchanged", *run.remarks(constant_planes=False)]
+        self.set_status(" · ".join(parts))
+
+    def _on_errored(self, run: Run, error: BaseException) -> None:
+        """A bug in the worker (napari shows its traceback): say so instead of "Finished"."""
+        if self.run is run and not run.closed:
+            run.internal_error = True
+            self._on_yielded((run.last_plane, RuntimeError(f"internal error: {type(error).__name__}: {error}")))
 
     def _on_output_removed(self, run: Run) -> None:
         """The user deleted the layer being written: stop, and say so once."""
@@ -260,14 +295,21 @@ class RunController:
         except (TypeError, RuntimeError):
             pass
         self.controls.set_running(False)
+        made = run.output.exists()
+        # Constant planes copied through are news only in an output that exists.
+        remarks = "".join(f" · {remark}" for remark in run.remarks(constant_planes=made))
+        if not made and not run.error and not run.stop_reason and len(run.constant_planes) == len(run.plan.planes):
+            run.error = f"every plane of {run.plan.input_name!r} is constant: there is nothing to restore"
         if run.error:
-            self.report_error(run.error, prefix="Failed" if run.snapshots_received == 0 else "Stopped by an error")
+            self.report_error(run.error, prefix="Stopped by an error" if made else "Failed",
+                              notify=not run.internal_error)
+            self.set_status(self.controls.status.value + remarks)
         if not run.output.exists():
             run.output.close()
             if run.stop_reason == "output layer removed":
                 self.set_status("Stopped: the output layer was removed")
             elif not run.error:
-                self.set_status("Stopped before the first update")
+                self.set_status("Stopped before the first update" + remarks)
             return
         reason = run.stop_reason or run.engine_stop_reason or "budget"
         run.output.finish(run.metadata(reason))
@@ -278,4 +320,4 @@ class RunController:
             "user": "Stopped; the output keeps the latest result",
         }.get(reason, f"Finished ({reason})")
         psnr_text = f" · PSNR {run.last_psnr:.2f} dB" if run.last_psnr is not None else ""
-        self.set_status(f"{text} · {run.done_iterations} iterations{psnr_text} · {run.output.layer.name}")
+        self.set_status(f"{text} · {run.done_iterations} iterations{psnr_text} · {run.output.layer.name}{remarks}")

@@ -235,3 +235,12 @@ def run_metadata(
         "planes": [list(p) for p in planes],
         "engine_settings": engine_settings or {},
     }
+
+
+def planes_text(planes) -> str:
+    """Plane indices for a message: ``2``, ``0, 3`` or ``(0, 2), (1, 2)`` for several plane axes.
+
+    >>> planes_text([(2,)]), planes_text([(0,), (3,)]), planes_text([(0, 2), (1, 2)])
+    ('2', '0, 3', '(0, 2), (1, 2)')
+    """
+    return ", ".join(str(p[0]) if len(p) == 1 else f"({', '.join(str(i) for i in p)})" for p in planes)

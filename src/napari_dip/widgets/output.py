@@ -137,6 +137,20 @@ class OutputLayer:
             self._show_slot()
         return image
 
+    def copy_through(self, k: int, image) -> None:
+        """Put plane ``k`` in unchanged (a constant plane the engine cannot restore): into
+        every slot of a kept-snapshots stack. Before the first snapshot there is no layer
+        yet; the array it will show is filled all the same."""
+        if self.removed:
+            return
+        target = self.plan.out_index[k]
+        if self.plan.keep_snapshots:
+            self.data[(slice(None), *target)] = image
+        else:
+            self.data[target] = image
+        if self.layer is not None:
+            self.layer.refresh()
+
     def _show_slot(self) -> None:
         # The stack's first axis is the viewer's first here: show the newest snapshot.
         axis = self.viewer.dims.ndim - self.layer.ndim

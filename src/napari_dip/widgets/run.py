@@ -38,6 +38,24 @@ def psnr(reference, image) -> float:
     return float("inf") if mse == 0 else 10.0 * math.log10((span or 1.0) ** 2 / mse)
 
 
+#: The engine's hints name the command line option and the API argument; the widget has a checkbox.
+_HINTS = {
+    "pass --mask-known / mask_marks='known'": "tick 'mask marks known pixels'",
+    "leave out --mask-known / mask_marks='known'": "untick 'mask marks known pixels'",
+}
+
+
+def in_widget_terms(message: str) -> str:
+    """An engine warning with its hint in the widget's terms.
+
+    >>> in_widget_terms("it is probably inverted; pass --mask-known / mask_marks='known' if nonzero marks known pixels")
+    "it is probably inverted; tick 'mask marks known pixels' if nonzero marks known pixels"
+    """
+    for engine, widget in _HINTS.items():
+        message = message.replace(engine, widget)
+    return message
+
+
 @dataclass
 class Run:
     """The state of one run on the main thread while its worker goes."""
@@ -50,6 +68,7 @@ class Run:
     stop_reason: str | None = None  # "user", "closed", "error", "output layer removed"
     engine_stop_reason: str | None = None
     error: str | None = None
+    internal_error: bool = False  # a bug, not the user's input: napari shows the traceback
     engine_settings: dict = field(default_factory=dict)
     snapshots_received: int = 0
     plane_done: int = 0  # iterations done in the current plane
@@ -59,6 +78,14 @@ class Run:
     last_plane: int = -1
     last_psnr: float | None = None
     closed: bool = False
+    #: Planes of a stack copied through because they are constant (plane indices).
+    constant_planes: list = field(default_factory=list)
+    #: The engine's warnings: message -> the plane indices it came for, in order.
+    warnings: dict = field(default_factory=dict)
+    #: One record per finished (or copied-through) plane: iterations, stop, best iteration.
+    plane_results: list = field(default_factory=list)
+    best_iteration: int | None = None  # the stopping rule's best so far, in the current plane
+    backtracks: int = 0  # in the current plane
 
     @property
     def total_iterations(self) -> int:
@@ -94,15 +121,73 @@ class Run:
             resolved = snapshot.settings.get("preset")
             if resolved and self.output.layer is None:
                 self.plan.choices.preset_resolved = resolved  # names the output
+        new_plane = self._enter_plane(k)
+        self.best_iteration = snapshot.best_iteration
+        self.backtracks = int(snapshot.backtracks)
         if snapshot.done:
             self.engine_stop_reason = snapshot.stop_reason
+            fit = self.engine_settings.get("fit", {})
+            self.plane_results.append({
+                "plane": list(self.plan.planes[k]),
+                "iterations_run": int(snapshot.iteration),
+                "stop_reason": snapshot.stop_reason,
+                "best_iteration": snapshot.best_iteration,
+                "backtracks": int(snapshot.backtracks),
+                "reg_noise_std": fit.get("reg_noise_std"),
+            })
+        return new_plane
+
+    def _enter_plane(self, k: int) -> bool:
         if k == self.last_plane:
             return False
         self.iterations_finished += self.plane_done
         self.last_plane = k
         self.plane_done = 0
         self.plane_complete = False
+        self.best_iteration = None
+        self.backtracks = 0
         return True
+
+    def note_constant_plane(self, k: int) -> int:
+        """Plane ``k`` was copied through (constant): it counts as complete. Returns the
+        progress bar's step."""
+        self._enter_plane(k)
+        previous = self.progress_count
+        self.planes_finished += 1
+        self.plane_complete = True
+        plane = self.plan.planes[k]
+        self.constant_planes.append(plane)
+        self.plane_results.append({"plane": list(plane), "iterations_run": 0, "stop_reason": "constant",
+                                   "best_iteration": None, "backtracks": 0, "reg_noise_std": None})
+        return self.progress_count - previous
+
+    def note_warning(self, k: int, message: str) -> bool:
+        """Record an engine warning for plane ``k``; return whether it is the run's first."""
+        first = not self.warnings
+        planes = self.warnings.setdefault(message, [])
+        if self.plan.planes[k] not in planes:
+            planes.append(self.plan.planes[k])
+        return first
+
+    def warning_texts(self) -> list[str]:
+        """The engine's warnings, each once; in a stack, with the planes they came for."""
+        several = len(self.plan.planes) > 1
+        return [f"{text} (plane{'s' if len(planes) > 1 else ''} {geo.planes_text(planes)})" if several else text
+                for text, planes in self.warnings.items()]
+
+    def remarks(self, constant_planes: bool = True) -> list[str]:
+        """What the user should know besides the progress: constant planes copied
+        through, the engine's first warning, the plan's notes. For the status line."""
+        parts = list(self.plan.notes)
+        if self.constant_planes and constant_planes:
+            count = len(self.constant_planes)
+            parts.append(f"{count} constant plane{'s' if count > 1 else ''} copied through unchanged "
+                         f"({geo.planes_text(self.constant_planes)})")
+        if self.warnings:
+            first = next(iter(self.warnings))
+            more = len(self.warnings) - 1
+            parts.append(f"warning: {first}" + (f" (and {more} more, see the layer's metadata)" if more else ""))
+        return parts
 
     def count_progress(self, snapshot) -> int:
         """Count a written snapshot; return the progress bar's step."""
@@ -114,11 +199,13 @@ class Run:
         self.snapshots_received += 1
         return self.progress_count - previous
 
-    def measure_psnr(self, k: int, image) -> None:
+    def measure_psnr(self, k: int, image, done: bool = False) -> None:
         reference = self.plan.reference
         if self.plan.reference_per_plane:
             reference = reference[self.plan.planes[k]]
         self.last_psnr = psnr(reference, image)
+        if done and self.plane_results:  # the plane's result: kept per plane
+            self.plane_results[-1]["psnr_vs_reference"] = self.last_psnr
 
     def metadata(self, stop_reason: str) -> dict:
         """The output's metadata: the input's, and under ``napari_dip`` how it was made."""
@@ -142,6 +229,27 @@ class Run:
             version=__version__,
             engine_settings=settings,
         )
+        results = list(self.plane_results)
+        if self.plane_done and not self.plane_complete and 0 <= self.last_plane < len(plan.planes):
+            # The plane under way when the run ended (stopped, failed, still running).
+            results.append({"plane": list(plan.planes[self.last_plane]), "iterations_run": int(self.plane_done),
+                            "stop_reason": stop_reason, "best_iteration": self.best_iteration,
+                            "backtracks": self.backtracks,
+                            "reg_noise_std": settings.get("fit", {}).get("reg_noise_std")})
+            if self.last_psnr is not None:
+                results[-1]["psnr_vs_reference"] = self.last_psnr
+        record["threads"] = settings.get("threads")
+        # The stopping rule's best iteration, whose result the output holds when the rule
+        # ended the fit; per plane in ``plane_results``.
+        record["best_iteration"] = results[-1]["best_iteration"] if len(plan.planes) == 1 and results else None
+        record["plane_results"] = results
+        if plan.task == "inpaint":
+            record["mask_marks"] = settings.get("mask_marks", plan.parameters.get("mask_marks"))
+            record["keep_known"] = settings.get("keep_known", True)
+        record["constant_planes"] = [list(p) for p in self.constant_planes]
+        record["warnings"] = self.warning_texts()
+        if plan.notes:
+            record["notes"] = list(plan.notes)
         if self.last_psnr is not None:
             record["psnr_vs_reference"] = self.last_psnr
         if self.error:
@@ -168,6 +276,7 @@ def status_line(run: Run, snapshot, k: int, rate: float | None) -> str:
         parts.append(f"PSNR {run.last_psnr:.2f} dB")
     if snapshot.backtracks:
         parts.append(f"{snapshot.backtracks} backtracks")
+    parts += run.remarks()
     if run.worker is not None and run.worker.is_paused:
         parts.append("paused")  # a snapshot in flight when Pause was pressed
     return " · ".join(parts)
