@@ -77,7 +77,8 @@ def trace(task, observed, kwargs, evaluate, rule, options):
     chw, layout, alpha = prepare_image(observed)
     model = forward_model_for(task, layout, **kwargs)
     net, fit = settings_for(task, options.preset, factor=kwargs.get("factor"), channels=options.channels,
-                            stopping=rule, iterations=options.iterations, device=options.device, seed=options.seed)
+                            stopping=rule, iterations=options.iterations, device=options.device, seed=options.seed,
+                            learning_rate=options.learning_rate)
     # Run the whole budget: the decision is replayed offline for several patience values.
     fit = replace(fit, stopping=replace(fit.stopping, patience=10**9, warmup=0))
     fitter = Fitter(chw, model, net, fit)
@@ -102,6 +103,76 @@ def replay(scores, psnrs, patience, warmup):
     return (end, best_at, psnrs[best_at - 1]) if best_at else (end, None, psnrs[-1])
 
 
+def replay_rise(scores, psnrs, tolerance, min_wait, patience, warmup):
+    """Replay the trend rule: stop once the score has risen ``tolerance`` (relative) above
+    its best and stayed past it for ``min_wait`` iterations, or after ``patience``."""
+    best_score, best_at = np.inf, None
+    for i, score in enumerate(scores, start=1):
+        if i >= warmup and score < best_score:
+            best_score, best_at = score, i
+        if best_at is not None:
+            waited = i - best_at
+            if waited >= patience or (waited >= min_wait and score > best_score * (1 + tolerance)):
+                return i, best_at, psnrs[best_at - 1]
+    end = len(scores)
+    return (end, best_at, psnrs[best_at - 1]) if best_at else (end, None, psnrs[-1])
+
+
+def replay_slope(scores, psnrs, window, min_wait, patience, warmup):
+    """Replay the slope rule: stop once the least-squares slope of the score over the last
+    ``window`` iterations is positive, at least ``min_wait`` past the best, or after ``patience``."""
+    best_score, best_at = np.inf, None
+    x = np.arange(window) - (window - 1) / 2
+    for i, score in enumerate(scores, start=1):
+        if i >= warmup and score < best_score:
+            best_score, best_at = score, i
+        if best_at is not None:
+            waited = i - best_at
+            rising = waited >= min_wait and i >= window and float(x @ scores[i - window:i]) > 0
+            if waited >= patience or rising:
+                return i, best_at, psnrs[best_at - 1]
+    end = len(scores)
+    return (end, best_at, psnrs[best_at - 1]) if best_at else (end, None, psnrs[-1])
+
+
+def from_traces(folder: Path, rules: list[str], warmup: int) -> int:
+    """Replay candidate rules on saved traces (``--traces``) without fitting again.
+
+    Each rule is ``pP`` (patience P), ``rT/W/P`` (rise of T relative after W iterations,
+    patience P as the backstop) or ``sN/W/P`` (slope over the last N iterations positive,
+    at least W past the best, patience P).
+    """
+    traces = sorted(folder.glob("*.npz"))
+    if not traces:
+        print(f"no traces in {folder}")
+        return 1
+    totals = {rule: [] for rule in rules}
+    print(f"{'trace':48s} oracle    " + "  ".join(f"{r:>16s}" for r in rules))
+    for path in traces:
+        data = np.load(path)
+        scores, psnrs = data["scores"], data["psnrs"]
+        oracle = float(np.max(psnrs))
+        cells = []
+        for rule in rules:
+            if rule.startswith("p"):
+                stop, _best, value = replay(scores, psnrs, int(rule[1:]), warmup)
+            elif rule.startswith("s"):
+                window, min_wait, patience = (int(v) for v in rule[1:].split("/"))
+                stop, _best, value = replay_slope(scores, psnrs, window, min_wait, patience, warmup)
+            else:
+                tolerance, min_wait, patience = rule[1:].split("/")
+                stop, _best, value = replay_rise(scores, psnrs, float(tolerance), int(min_wait), int(patience), warmup)
+            totals[rule].append((value - oracle, stop, len(scores)))
+            cells.append(f"{value - oracle:+.2f}@{stop:<5d}")
+        print(f"{path.stem:48s} {oracle:6.2f}   " + "  ".join(f"{c:>16s}" for c in cells))
+    print("\nmean gap to the oracle (dB), mean stop iteration, worst gap")
+    for rule, rows in totals.items():
+        gaps = np.array([r[0] for r in rows])
+        stops = np.array([r[1] for r in rows])
+        print(f"  {rule:14s} {gaps.mean():+.3f} dB  @{stops.mean():6.0f}  worst {gaps.min():+.2f}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(quality.DEFAULT_DATA))
@@ -118,11 +189,18 @@ def main(argv=None) -> int:
     parser.add_argument("--patience", default="100,200,300,500,1000")
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rules", default="wmv,validation")
+    parser.add_argument("--learning-rate", type=float, help="Adam learning rate (default: the preset's)")
     parser.add_argument("--sigmas", default="25", help="denoising noise levels (of 255), comma-separated")
     parser.add_argument("--traces", type=Path,
                         help="also save each fit's per-iteration score and PSNR here (npz), to replay other rules")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--from-traces", type=Path, help="replay --replay-rules on traces saved with --traces; no fit")
+    parser.add_argument("--replay-rules", default="p100,p200,p300,r0.01/50/300,r0.02/50/300",
+                        help="with --from-traces: pP (patience), rT/W/P (relative rise T after W, patience P), "
+                             "sN/W/P (slope over N positive, W past the best, patience P)")
     options = parser.parse_args(argv)
+    if options.from_traces:
+        return from_traces(options.from_traces, options.replay_rules.split(","), options.warmup)
     options.sigmas = [float(s) for s in options.sigmas.split(",")]
     options.tasks = options.tasks.split(",")
     if options.threads:

@@ -182,3 +182,34 @@ def test_denoising_jitter_grows_with_the_noise_within_its_bounds():
     assert settings_for("denoise", noise_sigma=0.15)[1].reg_noise_std == pytest.approx(0.05)
     assert settings_for("denoise", noise_sigma=0.15, reg_noise_std=0.0)[1].reg_noise_std == 0.0
     assert settings_for("inpaint", noise_sigma=0.15)[1].reg_noise_std == 0.03
+
+
+def test_trend_test_stops_once_the_score_has_clearly_risen():
+    from napari_dip.stopping import _BestTracker
+
+    config = StoppingConfig(rule="validation", patience=100, warmup=0, rise=0.01, min_wait=5)
+    tracker = _BestTracker(config, torch.device("cpu"))
+    image = torch.zeros(1, 1, 4, 4)
+    scores = [1.0, 0.9, 0.8, 0.805, 0.806, 0.807, 0.808, 0.809, 0.81, 0.82]
+    stops = []
+    for iteration, score in enumerate(scores, start=1):
+        tracker.step.add_(1)
+        tracker._record(torch.tensor(score), iteration, image, image)
+        stops.append(tracker.should_stop(iteration))
+    # Best at 3 (0.8); 0.809 at 8 is 1.1 % above it and 5 iterations later: stop there, not
+    # 100 iterations later. A small rise (0.805) or one too soon does not stop it.
+    assert stops.index(True) == 7
+    assert tracker.best_iteration() == 3
+    without = StoppingConfig(rule="validation", patience=100, warmup=0)
+    assert without.rise is None
+    with pytest.raises(InputError):
+        StoppingConfig(rise=0)
+
+
+def test_denoising_default_uses_the_trend_test_and_other_rules_their_own_defaults():
+    _, fit = settings_for("denoise")
+    assert fit.stopping.rule == "validation" and fit.stopping.patience == 100 and fit.stopping.rise == 0.003
+    _, fit = settings_for("denoise", stopping="wmv")
+    assert fit.stopping.rule == "wmv" and fit.stopping.patience == 1000 and fit.stopping.rise is None
+    _, fit = settings_for("super-resolve", factor=4, stopping="validation")
+    assert fit.stopping.patience == 300 and fit.stopping.rise is None

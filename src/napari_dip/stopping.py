@@ -45,6 +45,12 @@ class StoppingConfig:
     holdout_fraction: float = 0.05
     #: Held-out validation: weight of the exponential smoothing of the validation error.
     smoothing: float = 0.9
+    #: Trend test: stop as soon as the score has risen this much (relative) above its best,
+    #: at least ``min_wait`` iterations after it, without waiting out the patience; ``None``
+    #: waits for the patience alone. A smooth score that has clearly turned up will not
+    #: come back down below its best (benchmarks/stopping.py --from-traces).
+    rise: float | None = None
+    min_wait: int = 25
 
     def __post_init__(self):
         if self.rule not in RULES:
@@ -55,6 +61,10 @@ class StoppingConfig:
             raise InputError(f"holdout_fraction must be in (0, 0.5), got {self.holdout_fraction}")
         if not 0 <= self.smoothing < 1:
             raise InputError(f"smoothing must be in [0, 1), got {self.smoothing}")
+        if self.rise is not None and not self.rise > 0:
+            raise InputError(f"rise must be positive (or None), got {self.rise}")
+        if self.min_wait < 0:
+            raise InputError(f"min_wait must be >= 0, got {self.min_wait}")
 
 
 class _BestTracker:
@@ -92,7 +102,15 @@ class _BestTracker:
 
     def should_stop(self, iteration: int) -> bool:
         best = self.best_iteration()
-        return best is not None and iteration - best >= self.config.patience
+        if best is None:
+            return False
+        waited = iteration - best
+        if waited >= self.config.patience:
+            return True
+        rise = self.config.rise
+        if rise is None or waited < self.config.min_wait or self.last_score is None:
+            return False
+        return bool(self.last_score > self.best_score * (1.0 + rise))
 
 
 class WindowedVariance(_BestTracker):
