@@ -363,7 +363,7 @@ def run_auto_stop(task, observed, evaluate, options, **task_kwargs) -> dict:
     if options.holdout is not None:
         from dataclasses import replace
 
-        from napari_dip.presets import stopping_for
+        from napari_dip.engine.presets import stopping_for
 
         rule = replace(stopping_for(task, rule), holdout_fraction=options.holdout)
     last = None

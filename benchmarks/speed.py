@@ -10,7 +10,7 @@ default) to the same random RGB image from the same seed:
 * ``plain``: the loop as usually written: float32, default memory layout, a fresh jitter
   tensor each step, and ``loss.item()`` every iteration (for logging and backtracking),
   which makes a GPU wait for the host once per step.
-* ``engine``: :class:`napari_dip.fit.Fitter` as the API runs it: channels-last
+* ``engine``: :class:`napari_dip.engine.fit.Fitter` as the API runs it: channels-last
   activations, jitter drawn into a preallocated tensor, losses kept on the device and read
   every ``check_every`` steps, cuDNN autotuning on CUDA; float32 unless a ``-bf16``/``-fp16``
   variant is asked for.
@@ -44,10 +44,10 @@ def _worker(variant: str, size: int, warmup: int, iterations: int, device_name: 
     import torch
     from torch.nn import functional as F
 
-    from napari_dip.devices import resolve_device
-    from napari_dip.fit import FitConfig, Fitter
-    from napari_dip.forward import Identity
-    from napari_dip.networks import NETWORK_PRESETS, SkipNet
+    from napari_dip.engine.devices import resolve_device
+    from napari_dip.engine.fit import FitConfig, Fitter
+    from napari_dip.engine.forward import Identity
+    from napari_dip.engine.networks import NETWORK_PRESETS, SkipNet
 
     if threads:
         torch.set_num_threads(threads)
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
         variants = args.variants.split(",")
     else:
         sys.path.insert(0, str(ROOT / "src"))
-        from napari_dip.devices import resolve_device
+        from napari_dip.engine.devices import resolve_device
 
         on_cuda = resolve_device(args.device).type == "cuda"
         variants = ["plain", "engine"] + (["engine-bf16"] if on_cuda else [])

@@ -70,8 +70,8 @@ def cases(options):
 def trace(task, observed, kwargs, evaluate, rule, options):
     """Run one fit to the end of the budget, recording (score, psnr) at every iteration."""
     from napari_dip.arrays import prepare_image, restore_layout
-    from napari_dip.fit import Fitter
-    from napari_dip.presets import settings_for
+    from napari_dip.engine.fit import Fitter
+    from napari_dip.engine.presets import settings_for
     from napari_dip.restore import forward_model_for
 
     chw, layout, alpha = prepare_image(observed)

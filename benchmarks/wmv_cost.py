@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from napari_dip.stopping import StoppingConfig, WindowedVariance
+from napari_dip.engine.stopping import StoppingConfig, WindowedVariance
 
 
 def main() -> None:

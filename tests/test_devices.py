@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from napari_dip.devices import cpu_threads, idle_cores, resolve_device
+from napari_dip.engine.devices import cpu_threads, idle_cores, resolve_device
 from napari_dip.errors import InputError
 
 
@@ -39,8 +39,8 @@ def test_a_cpu_fit_sets_its_threads_and_puts_them_back():
 
     import numpy as np
 
-    from napari_dip.fit import FitConfig, Fitter
-    from napari_dip.forward import Identity
+    from napari_dip.engine.fit import FitConfig, Fitter
+    from napari_dip.engine.forward import Identity
     from tiny import TINY_NET, smooth_image
 
     before = torch.get_num_threads()

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from napari_dip.errors import InputError
-from napari_dip.fit import FitConfig, Fitter, estimate_memory_bytes, fit
-from napari_dip.forward import Identity, KnownPixels, LanczosDownsampler
-from napari_dip.networks import PAPER
-from napari_dip.stopping import StoppingConfig
+from napari_dip.engine.fit import FitConfig, Fitter, estimate_memory_bytes, fit
+from napari_dip.engine.forward import Identity, KnownPixels, LanczosDownsampler
+from napari_dip.engine.networks import PAPER
+from napari_dip.engine.stopping import StoppingConfig
 from tiny import TINY_NET, smooth_image
 
 CPU = FitConfig(iterations=40, device="cpu", learning_rate=0.01)

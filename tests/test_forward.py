@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from napari_dip.errors import InputError
-from napari_dip.forward import Identity, KnownPixels, LanczosDownsampler, lanczos_kernel
+from napari_dip.engine.forward import Identity, KnownPixels, LanczosDownsampler, lanczos_kernel
 
 
 @pytest.mark.parametrize("factor", [2, 3, 4, 8])

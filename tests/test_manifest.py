@@ -173,7 +173,7 @@ def test_device_choice_is_remembered_in_plugin_settings(plugin_settings, npe2pm,
 def test_a_remembered_device_missing_here_falls_back_to_auto_and_says_so(plugin_settings, npe2pm, make_napari_viewer):
     from napari.settings import get_plugin_settings
 
-    from napari_dip.devices import available_devices, describe_device
+    from napari_dip.engine.devices import available_devices, describe_device
     from napari_dip.widgets.dock import DenoiseWidget
 
     if "cuda:0" in available_devices():

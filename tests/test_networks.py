@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from napari_dip.errors import InputError
-from napari_dip.networks import FAST, PAPER, SkipNet, SkipNetConfig, count_parameters
+from napari_dip.engine.networks import FAST, PAPER, SkipNet, SkipNetConfig, count_parameters
 from tiny import TINY_NET
 
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from napari_dip import presets
+from napari_dip.engine import presets
 from napari_dip.errors import InputError
-from napari_dip.presets import DEFAULT_PRESET, resolve_preset, settings_for
+from napari_dip.engine.presets import DEFAULT_PRESET, resolve_preset, settings_for
 
 
 def pretend_device(monkeypatch, device):

@@ -245,7 +245,7 @@ def test_the_auto_preset_is_the_default_and_is_recorded(monkeypatch):
     # On a machine whose device resolves to a GPU, auto means the paper's network.
     import torch
 
-    from napari_dip import presets
+    from napari_dip.engine import presets
 
     monkeypatch.setattr(presets, "resolve_device", lambda name="auto": torch.device("cuda", 0))
     pretend = last_snapshot(iter_restore("denoise", noisy, iterations=2, snapshot_every=None, **TINY))

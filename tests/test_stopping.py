@@ -8,10 +8,10 @@ import torch
 
 from napari_dip import iter_restore
 from napari_dip.errors import InputError
-from napari_dip.fit import FitConfig, Fitter
-from napari_dip.forward import Identity, KnownPixels
-from napari_dip.presets import settings_for
-from napari_dip.stopping import HeldOutPixels, StoppingConfig, WindowedVariance
+from napari_dip.engine.fit import FitConfig, Fitter
+from napari_dip.engine.forward import Identity, KnownPixels
+from napari_dip.engine.presets import settings_for
+from napari_dip.engine.stopping import HeldOutPixels, StoppingConfig, WindowedVariance
 from tiny import TINY, TINY_NET, smooth_image
 
 CPU = torch.device("cpu")
@@ -174,7 +174,7 @@ def test_inpainting_validation_needs_observed_pixels_to_hold_out():
 
 
 def test_denoising_jitter_grows_with_the_noise_within_its_bounds():
-    from napari_dip.presets import DENOISING_JITTER_RANGE, denoising_jitter
+    from napari_dip.engine.presets import DENOISING_JITTER_RANGE, denoising_jitter
 
     low, high = DENOISING_JITTER_RANGE
     assert denoising_jitter(0.0) == low and denoising_jitter(1.0) == high
@@ -185,7 +185,7 @@ def test_denoising_jitter_grows_with_the_noise_within_its_bounds():
 
 
 def test_trend_test_stops_once_the_score_has_clearly_risen():
-    from napari_dip.stopping import _BestTracker
+    from napari_dip.engine.stopping import _BestTracker
 
     config = StoppingConfig(rule="validation", patience=100, warmup=0, rise=0.01, min_wait=5)
     tracker = _BestTracker(config, torch.device("cpu"))

@@ -91,7 +91,7 @@ def _scripted_engine(stop_at, reason, fail_on_plane=None, expected_stop=None, be
     """A stand-in for iter_restore that stops early (as automatic stopping does) or fails:
     with an InputError on plane ``fail_on_plane``, with a bug at iteration ``crash_at``."""
     from napari_dip.errors import InputError
-    from napari_dip.fit import Snapshot
+    from napari_dip.engine.fit import Snapshot
 
     calls = []
 
@@ -794,7 +794,7 @@ def test_outputs_are_offered_but_never_picked_for_the_user(make_napari_viewer, q
 
 
 def test_advanced_section_shows_the_preset_defaults(make_napari_viewer):
-    from napari_dip.presets import settings_for
+    from napari_dip.engine.presets import settings_for
 
     viewer = make_napari_viewer()
     widget = _dock(viewer, SuperResolveWidget)
@@ -816,7 +816,7 @@ def test_advanced_section_shows_the_preset_defaults(make_napari_viewer):
 
 
 def test_device_choices_are_the_devices_that_exist(make_napari_viewer):
-    from napari_dip.devices import available_devices
+    from napari_dip.engine.devices import available_devices
 
     viewer = make_napari_viewer()
     widget = _dock(viewer, DenoiseWidget)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from napari_dip.networks import SkipNetConfig
+from napari_dip.engine.networks import SkipNetConfig
 
 #: Three scales of 8 channels: a few thousand parameters, milliseconds per step at 32x32.
 TINY_NET = SkipNetConfig(

@@ -177,8 +177,8 @@ def _start_total(budget: int, stopping) -> int:
 def _plan_line(args, source_data) -> str:
     """One line saying what is about to run: image, preset (and why), stopping, device."""
     from .arrays import describe_layout, prepare_image
-    from .devices import resolve_device
-    from .presets import resolve_preset, stopping_for
+    from .engine.devices import resolve_device
+    from .engine.presets import resolve_preset, stopping_for
 
     _, layout, _ = prepare_image(source_data, args.channel_axis)
     device = resolve_device(args.device)
@@ -200,7 +200,7 @@ def _report_warnings(caught) -> None:
 
 def _run_task(args) -> int:
     from .io import ImageFile, check_png, check_writable, read_image, write_image_or_rescue
-    from .presets import settings_for, stopping_for
+    from .engine.presets import settings_for, stopping_for
     from .restore import iter_restore, last_snapshot
 
     output = check_writable(args.output, args.overwrite)

@@ -2,7 +2,7 @@
 
 ``denoise``, ``super_resolve`` and ``inpaint`` return the finished restoration;
 ``iter_restore`` is the streaming form a GUI or a progress bar consumes, yielding
-:class:`~napari_dip.fit.Snapshot` objects whose arrays already have the input's layout,
+:class:`~napari_dip.engine.fit.Snapshot` objects whose arrays already have the input's layout,
 dtype and value range.
 
 Inpainting returns the observed pixels exactly as they were and takes only the holes from
@@ -21,11 +21,11 @@ import numpy as np
 from . import __version__
 from .arrays import ImageLayout, keep_known_pixels, prepare_image, prepare_mask, restore_layout
 from .errors import InputError
-from .fit import Fitter, Snapshot
-from .forward import ForwardModel, Identity, KnownPixels, LanczosDownsampler
-from .networks import SkipNetConfig
-from .presets import DEFAULT_PRESET, TASKS, resolve_preset, settings_for
-from .stopping import StoppingConfig
+from .engine.fit import Fitter, Snapshot
+from .engine.forward import ForwardModel, Identity, KnownPixels, LanczosDownsampler
+from .engine.networks import SkipNetConfig
+from .engine.presets import DEFAULT_PRESET, TASKS, resolve_preset, settings_for
+from .engine.stopping import StoppingConfig
 
 
 def iter_restore(
@@ -91,9 +91,9 @@ def iter_restore(
     channel_axis : {None, 0, -1}
         Where the channels are; ``None`` guesses (see :func:`~napari_dip.arrays.guess_channel_axis`).
     iterations, learning_rate, reg_noise_std, average_weight, precision, backtrack
-        Override the preset's fit settings (:class:`~napari_dip.fit.FitConfig`). For
+        Override the preset's fit settings (:class:`~napari_dip.engine.fit.FitConfig`). For
         denoising, the default ``reg_noise_std`` (input jitter) follows the noise level
-        estimated from the image (:func:`~napari_dip.presets.denoising_jitter`).
+        estimated from the image (:func:`~napari_dip.engine.presets.denoising_jitter`).
     channels : int, optional
         Width of the preset's network (channels per scale).
     network : SkipNetConfig, optional
@@ -105,7 +105,7 @@ def iter_restore(
         ``auto`` (CUDA, then Apple MPS, then CPU), or ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
     stopping : {None, "wmv", "validation", "none"} or StoppingConfig
         Automatic stopping, on by default (``None``: the task's default rule). ``"none"``
-        runs every iteration of the budget. See :mod:`napari_dip.stopping`.
+        runs every iteration of the budget. See :mod:`napari_dip.engine.stopping`.
     patience : int, optional
         Iterations without improvement before the stopping rule ends the fit.
     runs : int, optional

@@ -51,7 +51,7 @@ class TaskForm:
     # -- building
 
     def _build(self) -> None:
-        from ..devices import available_devices
+        from ..engine.devices import available_devices
 
         self.boxes = LayerBoxes(self.viewer, with_mask=self.task == "inpaint")
         self.image, self.mask, self.reference = self.boxes.image, self.boxes.mask, self.boxes.reference
@@ -138,7 +138,7 @@ class TaskForm:
         self.planes.enabled = layer is not None and bool(leading_shape(layer.data.shape, layer.rgb))
 
     def resolved_preset(self) -> str:
-        from ..presets import resolve_preset
+        from ..engine.presets import resolve_preset
 
         try:
             return resolve_preset(self.preset.value, self.device.value)
@@ -147,7 +147,7 @@ class TaskForm:
 
     def load_preset_defaults(self, *args) -> None:
         """Show the preset's schedule and network width in the advanced section."""
-        from ..presets import settings_for
+        from ..engine.presets import settings_for
 
         factor = self.factor.value if self.factor is not None else None
         net, fit = settings_for(self.task, self.resolved_preset(), factor=factor)
@@ -170,7 +170,7 @@ class TaskForm:
             self.load_preset_defaults()
 
     def update_device_info(self) -> None:
-        from ..devices import describe_device
+        from ..engine.devices import describe_device
 
         try:
             text = f"Runs on {describe_device(self.device.value)}"

@@ -6,7 +6,7 @@ left. Three rules:
 * the speed is in iterations per second, or in seconds per iteration below one per second
   (a slow GPU-less paper fit would otherwise read "0.0 it/s");
 * the time left counts to the iteration the fit is *expected* to end at
-  (:attr:`napari_dip.fit.Snapshot.expected_stop`: where the stopping rule ends it if no
+  (:attr:`napari_dip.engine.fit.Snapshot.expected_stop`: where the stopping rule ends it if no
   better iteration comes), not to the budget, which most runs never reach; the budgets of
   the planes still to come are only an upper bound;
 * time spent paused does not count: :class:`RateMeter` measures active time only.

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from .errors import InputError
+from ..errors import InputError
 
 
 def _mps_available() -> bool:

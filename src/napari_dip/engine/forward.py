@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import InputError
+from ..errors import InputError
 
 SUPPORTED_FACTORS = (2, 3, 4, 8)
 

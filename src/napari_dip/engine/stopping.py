@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import InputError
+from ..errors import InputError
 
 RULES = ("wmv", "validation", "none")
 

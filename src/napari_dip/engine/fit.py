@@ -25,7 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from .devices import cpu_threads, free_memory_bytes, idle_cores, resolve_device
-from .errors import DeviceMemoryError, InputError
+from ..errors import DeviceMemoryError, InputError
 from .forward import describe as describe_forward_model
 from .networks import SkipNet, SkipNetConfig, count_parameters
 from .stopping import HeldOutPixels, StoppingConfig, WindowedVariance
@@ -70,10 +70,10 @@ class FitConfig:
     #: (0.26 against 0.22 s per step) and mixed for the paper network.
     channels_last: bool | None = None
     #: CPU threads for the fit; ``None``: as many as there are idle cores when the fit
-    #: starts (:func:`napari_dip.devices.cpu_threads`), so a busy machine is not
+    #: starts (:func:`napari_dip.engine.devices.cpu_threads`), so a busy machine is not
     #: oversubscribed. Ignored on GPUs.
     threads: int | None = None
-    #: Automatic stopping (see :mod:`napari_dip.stopping`); ``StoppingConfig(rule="none")``
+    #: Automatic stopping (see :mod:`napari_dip.engine.stopping`); ``StoppingConfig(rule="none")``
     #: runs the whole budget.
     stopping: StoppingConfig = StoppingConfig()
 
@@ -165,7 +165,7 @@ class Fitter:
     """One DIP fit: ``network(z)`` is fitted so that ``forward_model(network(z)) ≈ observation``.
 
     ``observation`` is ``(C, h, w)`` float32 in [0, 1]; ``forward_model`` a module from
-    :mod:`napari_dip.forward` whose ``image_size`` gives the size of the restored image.
+    :mod:`napari_dip.engine.forward` whose ``image_size`` gives the size of the restored image.
     """
 
     def __init__(

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch import nn
 
-from .errors import InputError
+from ..errors import InputError
 
 ACTIVATIONS = ("leaky_relu", "relu", "elu", "silu")
 NORMALISATIONS = ("batch", "none")

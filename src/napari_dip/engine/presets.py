@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .devices import resolve_device
-from .errors import InputError
+from ..errors import InputError
 from .fit import FitConfig
 from .forward import SUPPORTED_FACTORS
 from .networks import NETWORK_PRESETS, SkipNetConfig
