@@ -256,3 +256,24 @@ def test_a_backtrack_before_the_first_check_still_yields_an_image():
     assert np.isfinite(snaps[0].loss)
     for snap in snaps:
         assert snap.output.shape == (1, 32, 32) and np.isfinite(snap.average).all()
+
+
+def test_warm_start_carries_weights_and_input_to_the_next_fit():
+    from napari_dip.engine.fit import FitState
+
+    first = Fitter(observation(seed=0), Identity(), TINY_NET, replace(CPU, iterations=20))
+    list(first.run(20))
+    state = first.export_state()
+    assert isinstance(state, FitState)
+    second = Fitter(observation(seed=1), Identity(), TINY_NET, replace(CPU, iterations=5, seed=9), initial_state=state)
+    for name, value in second.network.state_dict().items():
+        assert torch.equal(value, state.network[name]), name
+    assert torch.equal(second.input, state.input)
+    # A fresh fit with the same seed would start elsewhere: the warm start is not a no-op.
+    cold = Fitter(observation(seed=1), Identity(), TINY_NET, replace(CPU, iterations=5, seed=9))
+    assert not torch.equal(cold.input, second.input)
+    # Changing the state afterwards does not reach back into the first fit.
+    state.input.zero_()
+    assert not torch.equal(first.input.cpu(), state.input)
+    with pytest.raises(InputError, match="planes of one size"):
+        Fitter(observation(size=48), Identity(), TINY_NET, replace(CPU, iterations=2), initial_state=first.export_state())

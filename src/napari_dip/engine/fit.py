@@ -102,6 +102,26 @@ class FitConfig:
 
 
 @dataclass
+class FitState:
+    """What a warm start carries from one fit to the next: weights and the input noise."""
+
+    network: dict
+    input: torch.Tensor
+    network_config: SkipNetConfig
+    channels: int
+    runs: int
+
+    def check_compatible(self, network_config: SkipNetConfig, channels: int, runs: int, input_shape: tuple) -> None:
+        if (network_config, channels, runs) != (self.network_config, self.channels, self.runs):
+            raise InputError("a warm start needs the same network, channels and runs as the fit it comes from")
+        if tuple(self.input.shape) != tuple(input_shape):
+            raise InputError(
+                f"a warm start needs planes of one size: the previous input was {tuple(self.input.shape)[-2:]}, "
+                f"this one is {tuple(input_shape)[-2:]}"
+            )
+
+
+@dataclass
 class Snapshot:
     """The state of a fit after ``iteration`` steps.
 
@@ -174,6 +194,7 @@ class Fitter:
         forward_model: torch.nn.Module,
         network: SkipNetConfig | None = None,
         config: FitConfig | None = None,
+        initial_state: FitState | None = None,
     ):
         self.network_config = network or SkipNetConfig()
         self.config = config or FitConfig()
@@ -205,6 +226,11 @@ class Fitter:
             inputs.append(torch.rand((1, cfg.input_channels, *self.padded_size), generator=noise) * cfg.input_scale)
         net = nets[0] if self.runs == 1 else SkipNet.side_by_side(nets)
         z = torch.cat(inputs, dim=1)
+        if initial_state is not None:
+            # Warm start (the next plane of a stack): the previous fit's weights and input.
+            initial_state.check_compatible(self.network_config, channels, self.runs, tuple(z.shape))
+            net.load_state_dict(initial_state.network)
+            z = initial_state.input.detach().to("cpu").clone()
 
         channels_last = self.config.channels_last
         if channels_last is None:
@@ -248,6 +274,18 @@ class Fitter:
             "forward_model": describe_forward_model(self.forward_model),
             "torch": torch.__version__,
         }
+
+    def export_state(self) -> FitState:
+        """The network's weights and input now, to start the next plane's fit from
+        (``Fitter(..., initial_state=state)``). Copies on the CPU: later steps of this fit
+        do not change it."""
+        return FitState(
+            network={k: v.detach().to("cpu", copy=True) for k, v in self.network.state_dict().items()},
+            input=self.input.detach().to("cpu", copy=True).contiguous(),
+            network_config=self.network_config,
+            channels=int(self.observation.shape[1]),
+            runs=self.runs,
+        )
 
     def run(self, snapshot_every: int = 100, snapshot_seconds: float | None = None) -> Iterator[Snapshot]:
         """Fit, yielding a :class:`Snapshot` every ``snapshot_every`` iterations and at the end.

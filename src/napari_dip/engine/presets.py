@@ -165,3 +165,27 @@ def settings_for(
     values.update({k: v for k, v in fit_overrides.items() if v is not None})
     values["stopping"] = stopping_for(task, stopping, patience)
     return net, replace(FitConfig(), **values)
+
+
+#: Warm start across the planes of a stack (DECO-DIP does this for video): later planes
+#: start from the previous plane's network at a tenth of the learning rate, with a small
+#: budget and their own automatic stop, which may fire from the first iteration on.
+WARM_START_ITERATIONS = 150
+WARM_START_LR_FACTOR = 0.1
+
+
+def warm_start_config(config: FitConfig) -> FitConfig:
+    """The fit settings of a plane that starts from the previous plane's network.
+
+    >>> from napari_dip.engine.fit import FitConfig
+    >>> follow = warm_start_config(FitConfig(iterations=3000, learning_rate=0.01))
+    >>> follow.iterations, follow.learning_rate, follow.stopping.warmup
+    (150, 0.001, 0)
+    """
+    stopping = replace(config.stopping, warmup=0, patience=min(config.stopping.patience, WARM_START_ITERATIONS // 3))
+    return replace(
+        config,
+        iterations=min(config.iterations, WARM_START_ITERATIONS),
+        learning_rate=config.learning_rate * WARM_START_LR_FACTOR,
+        stopping=stopping,
+    )
