@@ -35,6 +35,7 @@ import importlib.util
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -167,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(quality_default))
     parser.add_argument("--baseline", help="git revision of the engine to compare with (a worktree of it is used)")
+    parser.add_argument("--current", help="git revision to measure as the current engine (default: this checkout's src)")
     parser.add_argument("--tasks", default="denoise", help="comma-separated: denoise, super-resolve, inpaint")
     parser.add_argument("--sizes", default="128", help="comma-separated image sides (of the result)")
     parser.add_argument("--sigmas", default="25", help="denoising noise levels, of 255")
@@ -183,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     options = build_parser().parse_args(argv)
+    # Killed with SIGTERM: unwind like Ctrl-C, so the running fit is killed with us and the
+    # worktrees are removed, instead of an orphan fit spoiling the next run's timings.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     options.tasks = options.tasks.split(",")
     options.sizes = [int(s) for s in options.sizes.split(",")]
     options.sigmas = [float(s) for s in options.sigmas.split(",")]
@@ -198,6 +203,11 @@ def main(argv=None) -> int:
     dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"], capture_output=True,
                                 text=True).stdout.strip())
     try:
+        if options.current:
+            # A committed engine, not the working tree: edits made while the run goes on
+            # (or uncommitted ones) cannot leak into the measurement.
+            engines["current"], head = baseline_worktree(options.current, work / "current")
+            dirty = False
         if options.baseline:
             engines["baseline"], baseline_commit = baseline_worktree(options.baseline, work / "baseline")
         rows = []
@@ -225,8 +235,9 @@ def main(argv=None) -> int:
                     print(f"{name:38s} BM3D {row['bm3d']['seconds']:7.1f} s  {row['bm3d']['psnr']:.2f} dB", flush=True)
             rows.append(row)
     finally:
-        if baseline_commit:
-            remove_worktree(work / "baseline")
+        for name in ("baseline", "current"):
+            if (work / name).exists():
+                remove_worktree(work / name)
 
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
     print(f"\ntime to result, {date.today()}, {machine}; current = {head}{' + uncommitted src' if dirty else ''}"
