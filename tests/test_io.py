@@ -10,7 +10,6 @@ from napari_dip.errors import InputError
 from napari_dip.io import (
     Calibration,
     ImageFile,
-    check_axes,
     imagej_conversion,
     project_axes,
     read_image,
@@ -32,13 +31,6 @@ def _ramp(shape, dtype=np.uint16):
 )
 def test_tifffile_axes_in_the_api_letters(file_axes, axes):
     assert project_axes(file_axes) == axes
-
-
-def test_axes_given_by_a_person_are_checked():
-    assert check_axes("zyx", (5, 32, 32)) == "ZYX"
-    for bad, message in [("ZYXQ", "letters"), ("ZZX", "twice"), ("ZCT", "Y and X"), ("TZYX", "has 3")]:
-        with pytest.raises(InputError, match=message):
-            check_axes(bad, (5, 32, 32))
 
 
 def test_imagej_hyperstack_is_read_with_axes_and_calibration(tmp_path):

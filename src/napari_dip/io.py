@@ -205,26 +205,6 @@ def project_axes(file_axes: str) -> str | None:
     return axes
 
 
-def check_axes(axes: str, shape: tuple[int, ...]) -> str:
-    """``axes`` in capitals, checked against ``shape``: letters of ``TZCYX``, each once,
-    Y and X among them, one per dimension.
-
-    >>> check_axes("zyx", (5, 64, 64))
-    'ZYX'
-    """
-    text = axes.strip().upper()
-    shown = "x".join(str(n) for n in shape)
-    if not text or any(letter not in AXES_LETTERS for letter in text):
-        raise InputError(f"axes {axes!r}: use the letters T, Z, C, Y and X, e.g. ZYX")
-    if len(set(text)) != len(text):
-        raise InputError(f"axes {axes!r} name an axis twice")
-    if "Y" not in text or "X" not in text:
-        raise InputError(f"axes {axes!r} must include Y and X (the image plane)")
-    if len(text) != len(shape):
-        raise InputError(f"axes {text} name {len(text)} axes but the image has {len(shape)} ({shown})")
-    return text
-
-
 def _suffix(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
