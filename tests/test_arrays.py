@@ -25,6 +25,12 @@ def roundtrip(image, **kw):
     return chw, restore_layout(chw, layout, alpha)
 
 
+def channel_first(image):
+    """``channel_axis=0`` for a channel-first 3D test image: a ``(C, H, W)`` array is
+    ambiguous (planes or channels) and is never guessed."""
+    return {"channel_axis": 0} if image.ndim == 3 and image.shape[-1] > 4 else {}
+
+
 @pytest.mark.parametrize(
     "image",
     [
@@ -37,7 +43,7 @@ def roundtrip(image, **kw):
     ],
 )
 def test_dtype_shape_and_values_survive_the_round_trip(image):
-    chw, back = roundtrip(image)
+    chw, back = roundtrip(image, **channel_first(image))
     assert chw.dtype == np.float32 and chw.min() >= 0 and chw.max() <= 1
     assert back.dtype == image.dtype and back.shape == image.shape
     tolerance = 0 if image.dtype.kind == "u" else 1e-3 * float(np.ptp(image.astype(float)))
@@ -62,7 +68,7 @@ def test_float_in_unit_range_is_used_as_it_is():
 
 def test_multichannel_is_normalised_per_channel():
     image = np.stack([np.linspace(0, 10, 256), np.linspace(1000, 60000, 256)]).reshape(2, 16, 16).astype(np.uint16)
-    chw, _, _ = prepare_image(image)
+    chw, _, _ = prepare_image(image, channel_axis=0)
     assert chw.shape == (2, 16, 16)
     assert chw[0].max() == 1 and chw[1].max() == 1
 
@@ -81,7 +87,7 @@ def test_constant_channel_next_to_varying_ones_stays_constant():
     image = np.stack([np.full((16, 16), 1234), np.arange(256).reshape(16, 16)]).astype(np.uint16)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        chw, back = roundtrip(image)
+        chw, back = roundtrip(image, channel_axis=0)
     assert (chw[0] == 0).all() and (back[0] == 1234).all()
     np.testing.assert_array_equal(back, image)
 
@@ -103,7 +109,7 @@ def test_constant_image_is_refused_without_numpy_warnings(image, shown):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(ConstantImageError, match=f"the image is constant \\({shown}\\): there is nothing to restore"):
-            prepare_image(image)
+            prepare_image(image, **channel_first(image))
     assert issubclass(ConstantImageError, InputError)
 
 
@@ -119,14 +125,16 @@ def test_constant_image_is_refused_without_numpy_warnings(image, shown):
 def test_describe_layout(image, words):
     image = image.copy()
     image.flat[0] = 1  # not constant
-    assert describe_layout(prepare_image(image)[1]) == words
+    assert describe_layout(prepare_image(image, **channel_first(image))[1]) == words
 
 
 def test_channel_axis_guess_and_override():
     assert guess_channel_axis((64, 64)) is None
     assert guess_channel_axis((64, 64, 3)) == 2
-    assert guess_channel_axis((3, 64, 64)) == 0
-    assert guess_channel_axis((5, 64, 64)) == 0
+    for ambiguous in [(3, 64, 64), (5, 64, 64)]:  # planes or channels: never guessed (issue 10)
+        with pytest.raises(InputError, match='axes="ZYX" for a stack'):
+            guess_channel_axis(ambiguous)
+    assert prepare_image(varying((5, 20, 24)), channel_axis=0)[0].shape == (5, 20, 24)
     chw, layout, _ = prepare_image(varying((20, 24, 16), np.float32), channel_axis=-1)
     assert chw.shape == (16, 20, 24) and layout.channel_axis == 2 and not layout.has_alpha
 
@@ -135,7 +143,8 @@ def test_channel_axis_guess_and_override():
     "image,message",
     [
         (np.zeros((8, 40), np.uint8), f"at least {MIN_SIDE}"),
-        (np.zeros((2, 3, 32, 32), np.uint8), "one plane at a time"),
+        (np.zeros((2, 3, 32, 32), np.uint8), "4D array needs axes"),
+        (np.zeros((5, 32, 32), np.uint8), "5 planes or 5 channels"),
         (np.zeros((32,), np.uint8), "2D grey"),
         (np.zeros((32, 32), np.int32), "dtype int32"),
         (np.zeros((32, 32), bool), "dtype bool"),
@@ -219,7 +228,7 @@ def test_a_mask_that_is_mostly_holes_warns_it_is_probably_inverted():
 def test_keep_known_pixels_takes_only_the_holes_from_the_result(shape, channel_axis, mask_shape):
     rng = np.random.default_rng(0)
     original = rng.integers(0, 65536, shape).astype(np.uint16)
-    _, layout, _ = prepare_image(original)
+    _, layout, _ = prepare_image(original, channel_axis)
     mask = rng.random(mask_shape) < 0.3
     known = prepare_mask(mask, layout)
     result = rng.integers(0, 65536, shape).astype(np.uint16)

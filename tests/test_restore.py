@@ -30,7 +30,7 @@ def test_denoise_returns_input_dtype_and_removes_noise():
 def test_denoise_multichannel_uint16_keeps_range():
     image = (smooth_image(32, channels=2) * 3000 + 500).astype(np.uint16)
     image = np.moveaxis(image, -1, 0)
-    result = denoise(image, iterations=5, **TINY)
+    result = denoise(image, iterations=5, channel_axis=0, **TINY)
     assert result.shape == (2, 32, 32) and result.dtype == np.uint16
     assert result.min() >= image.min() and result.max() <= image.max()
 
@@ -157,7 +157,8 @@ def test_inpainting_keeps_the_known_pixels_exactly(layout):
     else:
         image = (smooth_image(32) * 5.0 - 1.3).astype(np.float32)  # scaled by its own range
         mask, hole_values = holes, holes
-    snaps = list(iter_restore("inpaint", image, mask=mask, iterations=4, snapshot_every=2, **TINY))
+    channels = {"channel_axis": 0} if layout == "channel-first uint16" else {}
+    snaps = list(iter_restore("inpaint", image, mask=mask, iterations=4, snapshot_every=2, **channels, **TINY))
     for snap in snaps:
         for result in (snap.average, snap.output):
             assert result.dtype == image.dtype and result.shape == image.shape
@@ -221,7 +222,7 @@ def test_a_constant_channel_next_to_varying_ones_restores_without_warnings():
     image = np.stack([np.full((32, 32), 4000), noisy.astype(np.uint16) * 10 + 100]).astype(np.uint16)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        final = last_snapshot(iter_restore("denoise", image, iterations=3, snapshot_every=None, **TINY))
+        final = last_snapshot(iter_restore("denoise", image, iterations=3, snapshot_every=None, channel_axis=0, **TINY))
     assert (final.average[0] == 4000).all()
     assert 0 < final.settings["noise_sigma_estimate"] < 1
     assert np.isfinite(final.settings["fit"]["reg_noise_std"])

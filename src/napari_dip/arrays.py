@@ -1,9 +1,10 @@
 """Translate between users' arrays and the engine's normalised channel-first float images.
 
 The engine works on ``(C, H, W)`` float32 arrays in [0, 1]. Users hand in 2D grey images,
-channels-last RGB/RGBA, or channel-first multichannel stacks, as uint8, uint16 or float.
-This module turns one into the other and back, so every result comes out with the input's
-layout, dtype and value range.
+channels-last RGB/RGBA, or channel-first multichannel images, as uint8, uint16 or float
+(stacks of them are split into such planes by :mod:`napari_dip.axes`). This module turns
+one into the other and back, so every result comes out with the input's layout, dtype and
+value range.
 
 Normalisation
 -------------
@@ -12,6 +13,9 @@ Normalisation
 * ``uint16`` and other float images are scaled per channel from their own ``[min, max]``
   to [0, 1]: a 12-bit camera image stored as 16-bit would otherwise use 6 % of the range
   the network's sigmoid output covers. Results are mapped back to the same ``[min, max]``.
+* The planes of a stack (Z, T) share one range per channel, that of the whole stack
+  (:func:`value_range`), so that they stay comparable; a constant plane inside a varying
+  stack is then fine.
 * RGBA: the alpha channel is not restored; it is passed through (resized for
   super-resolution).
 
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .axes import layout_for
 from .errors import ConstantImageError, InputError, InputWarning
 
 #: Smallest image side, in pixels, the engine accepts. Below it there is too little
@@ -65,19 +70,19 @@ class ImageLayout:
 
 
 def guess_channel_axis(shape: tuple[int, ...]) -> int | None:
-    """Return the channel axis scikit-image style code would most likely mean.
+    """Return the channel axis of an image of this shape when it is not ambiguous.
 
-    2D arrays are grey. A 3D array whose last axis holds at most 4 entries while its
-    first holds more is channels-last (RGB, RGBA); any other 3D array is channel-first.
+    2D arrays are grey (``None``). A 3D array whose last axis holds at most 4 entries while
+    its first holds more is channels-last (RGB, RGBA: 2). Any other array raises
+    :class:`~napari_dip.errors.InputError` asking for ``axes`` (or ``channel_axis``): a
+    ``(5, 64, 64)`` array may be five planes of a stack or five channels, and restoring a
+    stack as one multichannel image is wrong without a word (see
+    :func:`napari_dip.axes.layout_for`).
+
+    >>> guess_channel_axis((64, 64)), guess_channel_axis((64, 64, 3))
+    (None, 2)
     """
-    if len(shape) == 2:
-        return None
-    if len(shape) == 3:
-        return 2 if shape[2] <= 4 < shape[0] else 0
-    raise InputError(
-        f"expected a 2D grey image or a 3D image with channels, got shape {shape}; "
-        "restore stacks (Z, time) one plane at a time"
-    )
+    return {"YX": None, "YXC": 2}[layout_for(shape).axes]
 
 
 def _check_dtype(array: np.ndarray, what: str) -> None:
@@ -87,27 +92,20 @@ def _check_dtype(array: np.ndarray, what: str) -> None:
 
 
 def prepare_image(
-    image, channel_axis: int | None = None
+    image, channel_axis: int | None = None, *, value_range: tuple | None = None
 ) -> tuple[np.ndarray, ImageLayout, np.ndarray | None]:
     """Return ``(chw, layout, alpha)``: the image as normalised ``(C, H, W)`` float32.
 
     ``channel_axis`` is ``None`` (guess, see :func:`guess_channel_axis`), 0 or -1/2.
     ``alpha`` is the untouched alpha plane of an RGBA image, else ``None``.
+
+    ``value_range`` ``(low, high)``, one value each per restored channel, replaces the
+    image's own range: the planes of a stack share the stack's (:func:`value_range`), so
+    they come back on one scale, and a constant plane inside a varying stack is accepted.
     """
     array = np.asarray(image)
     _check_dtype(array, "the image")
-    if array.ndim not in (2, 3):
-        guess_channel_axis(array.shape)  # raises the explanatory error
-    if channel_axis is None:
-        axis = guess_channel_axis(array.shape)
-    elif array.ndim == 2:
-        raise InputError(f"channel_axis={channel_axis} was given but the image is 2D, shape {array.shape}")
-    elif channel_axis in (0, -3):
-        axis = 0
-    elif channel_axis in (-1, 2):
-        axis = 2
-    else:
-        raise InputError(f"channel_axis must be 0 (channel-first) or -1 (channels-last), got {channel_axis}")
+    axis = {"YX": None, "CYX": 0, "YXC": 2}[layout_for(array.shape, None, channel_axis).axes]
 
     if axis is None:
         chw = array[np.newaxis]
@@ -131,19 +129,15 @@ def prepare_image(
     values = chw.astype(np.float32 if array.dtype.itemsize <= 4 else np.float64)
     if not np.isfinite(values).all():
         raise InputError("the image contains NaN or infinite values; replace them before restoring")
-    channel_min = values.min(axis=(1, 2)).astype(np.float64)
-    channel_max = values.max(axis=(1, 2)).astype(np.float64)
-    _check_not_constant(channel_min, channel_max, array.dtype)
-
-    if array.dtype == np.uint8:
-        low = np.zeros(values.shape[0])
-        high = np.full(values.shape[0], 255.0)
-    elif array.dtype.kind == "f" and channel_min.min() >= 0 and channel_max.max() <= 1:
-        # Already in the engine's range (the usual float convention): used as it is.
-        low = np.zeros(values.shape[0])
-        high = np.ones(values.shape[0])
+    if value_range is None:
+        channel_min = values.min(axis=(1, 2)).astype(np.float64)
+        channel_max = values.max(axis=(1, 2)).astype(np.float64)
+        _check_not_constant(channel_min, channel_max, array.dtype)
+        low, high = _range_rule(channel_min, channel_max, array.dtype)
     else:
-        low, high = channel_min, channel_max
+        low, high = (np.asarray(v, np.float64).reshape(-1) for v in value_range)
+        if low.shape != (values.shape[0],) or high.shape != low.shape:
+            raise ValueError(f"value_range needs {values.shape[0]} low and high values, got {value_range}")
     span = np.where(high > low, high - low, 1.0)
     normalised = (values - low[:, None, None]) / span[:, None, None]
     layout = ImageLayout(
@@ -155,6 +149,45 @@ def prepare_image(
         high=tuple(float(v) for v in high),
     )
     return np.ascontiguousarray(normalised, dtype=np.float32), layout, alpha
+
+
+def _range_rule(channel_min: np.ndarray, channel_max: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The values that map to 0 and 1, per channel, from the channels' extremes (module docstring)."""
+    dtype = np.dtype(dtype)
+    if dtype == np.uint8:
+        return np.zeros(channel_min.shape[0]), np.full(channel_min.shape[0], 255.0)
+    if dtype.kind == "f" and channel_min.min() >= 0 and channel_max.max() <= 1:
+        # Already in the engine's range (the usual float convention): used as it is.
+        return np.zeros(channel_min.shape[0]), np.ones(channel_min.shape[0])
+    return channel_min, channel_max
+
+
+def value_range(array, channel_axis: int | None = None, channels: int | None = None) -> tuple[tuple, tuple]:
+    """``(low, high)`` per channel for a whole array of planes (a stack), by the rules of
+    :func:`prepare_image` over all of it, to pass to ``prepare_image(plane, value_range=...)``.
+
+    ``channel_axis`` is the position of the channels in ``array`` (``None``: one channel);
+    ``channels`` keeps the first ones only (3 of RGBA: alpha is not restored). Refuses
+    NaN and infinite values, and an array whose every channel holds a single value
+    (:class:`~napari_dip.errors.ConstantImageError`); single planes may be constant.
+
+    >>> stack = np.stack([np.full((16, 16), 100), np.arange(256).reshape(16, 16) + 1000]).astype(np.uint16)
+    >>> value_range(stack)
+    ((100.0,), (1255.0,))
+    """
+    array = np.asarray(array)
+    _check_dtype(array, "the image")
+    if channel_axis is None:
+        low, high = np.array([array.min()]), np.array([array.max()])
+    else:
+        others = tuple(i for i in range(array.ndim) if i != channel_axis % array.ndim)
+        low, high = array.min(axis=others), array.max(axis=others)
+    low, high = low[:channels].astype(np.float64), high[:channels].astype(np.float64)
+    if not (np.isfinite(low).all() and np.isfinite(high).all()):
+        raise InputError("the image contains NaN or infinite values; replace them before restoring")
+    _check_not_constant(low, high, array.dtype)
+    low, high = _range_rule(low, high, array.dtype)
+    return tuple(float(v) for v in low), tuple(float(v) for v in high)
 
 
 def _check_not_constant(channel_min: np.ndarray, channel_max: np.ndarray, dtype: np.dtype) -> None:
@@ -244,7 +277,7 @@ MASK_MARKS = ("holes", "known")
 SUSPICIOUS_HOLE_FRACTION = 0.5
 
 
-def prepare_mask(mask, layout: ImageLayout, marks: str = "holes") -> np.ndarray:
+def prepare_mask(mask, layout: ImageLayout, marks: str = "holes", warn_inverted: bool = True) -> np.ndarray:
     """Return the known-pixel weights ``(1 or C, H, W)`` float32 for an inpainting mask.
 
     With ``marks="holes"`` (default) ``mask`` is nonzero where a pixel is missing (a hole
@@ -254,7 +287,9 @@ def prepare_mask(mask, layout: ImageLayout, marks: str = "holes") -> np.ndarray:
     channel, or one plane per channel in the image's own layout.
 
     A mask that makes more than half of the image a hole is most likely the other
-    convention: it is used, with an :class:`~napari_dip.errors.InputWarning`.
+    convention: it is used, with an :class:`~napari_dip.errors.InputWarning`
+    (:func:`warn_if_inverted`; ``warn_inverted=False`` leaves that to the caller, e.g. once
+    for a whole stack).
 
     >>> _, layout, _ = prepare_image(np.arange(16 * 16, dtype=np.uint8).reshape(16, 16))
     >>> holes = np.zeros((16, 16), bool); holes[:4] = True
@@ -287,14 +322,20 @@ def prepare_mask(mask, layout: ImageLayout, marks: str = "holes") -> np.ndarray:
     fully_missing = holes.reshape(holes.shape[0], -1).all(axis=1)
     if fully_missing.any():
         raise InputError("the mask covers every pixel of the image or of a channel; nothing is left to fit")
-    fraction = float(holes.mean())
+    if warn_inverted:
+        warn_if_inverted(float(holes.mean()), marks)
+    return np.ascontiguousarray(~holes, dtype=np.float32)
+
+
+def warn_if_inverted(fraction: float, marks: str = "holes") -> None:
+    """Warn (:class:`~napari_dip.errors.InputWarning`) when a mask makes more than
+    :data:`SUSPICIOUS_HOLE_FRACTION` of the image holes: it probably marks the other way."""
     if fraction > SUSPICIOUS_HOLE_FRACTION:
         if marks == "holes":
             hint = "pass --mask-known / mask_marks='known' if nonzero marks known pixels"
         else:
             hint = "leave out --mask-known / mask_marks='known' if nonzero marks the holes"
         _warn_caller(f"the mask makes {100 * fraction:.1f} % of the image holes to fill: it is probably inverted; {hint}")
-    return np.ascontiguousarray(~holes, dtype=np.float32)
 
 
 def _warn_caller(message: str) -> None:
