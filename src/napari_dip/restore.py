@@ -5,6 +5,12 @@
 :class:`~napari_dip.engine.fit.Snapshot` objects whose arrays already have the input's layout,
 dtype and value range.
 
+Stacks (``axes`` with ``Z`` or ``T``, see :mod:`napari_dip.axes`) are restored plane by
+plane: the task functions return the whole stack, ``iter_restore_planes`` streams
+``(index, snapshot)`` pairs. A plane starts from the previous plane's fitted network
+(warm start, :func:`~napari_dip.engine.presets.warm_start_config`) unless
+``warm_start=False``; the planes share one value range, so they stay comparable.
+
 Inpainting returns the observed pixels exactly as they were and takes only the holes from
 the network (``keep_known=True``): the network reproduces known pixels closely but not
 exactly, and a user who filled holes expects the rest of the image untouched.
@@ -12,20 +18,33 @@ exactly, and a user who filled holes expects the rest of the image untouched.
 
 from __future__ import annotations
 
+import secrets
 import warnings
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from . import __version__
-from .arrays import ImageLayout, keep_known_pixels, prepare_image, prepare_mask, restore_layout
+from .arrays import (
+    ImageLayout,
+    keep_known_pixels,
+    prepare_image,
+    prepare_mask,
+    restore_layout,
+    value_range,
+    warn_if_inverted,
+)
+from .axes import layout_for
 from .errors import InputError
 from .engine.fit import Fitter, Snapshot
 from .engine.forward import ForwardModel, Identity, KnownPixels, LanczosDownsampler
 from .engine.networks import SkipNetConfig
-from .engine.presets import DEFAULT_PRESET, TASKS, resolve_preset, settings_for
+from .engine.presets import DEFAULT_PRESET, TASKS, resolve_preset, settings_for, warm_start_config
 from .engine.stopping import StoppingConfig
+
+#: At most this many planes of a stack (evenly spaced) give the stack's noise estimate.
+NOISE_SAMPLE_PLANES = 16
 
 
 def iter_restore(
@@ -40,6 +59,7 @@ def iter_restore(
     snapshot_every: int | None = 100,
     snapshot_seconds: float | None = None,
     channel_axis: int | None = None,
+    axes: str | None = None,
     iterations: int | None = None,
     learning_rate: float | None = None,
     reg_noise_std: float | None = None,
@@ -62,7 +82,9 @@ def iter_restore(
     task : {"denoise", "super-resolve", "inpaint"}
     image : ndarray
         2D grey, channels-last RGB/RGBA, or channel-first multichannel; uint8, uint16 or
-        float. See :mod:`napari_dip.arrays` for how values are normalised.
+        float. See :mod:`napari_dip.arrays` for how values are normalised. One image:
+        for a stack (Z, T) use :func:`iter_restore_planes` (a stack of one plane is
+        accepted, and the snapshots have its shape).
     mask : ndarray, optional
         Inpainting only: nonzero marks a missing pixel (a hole to fill), as painted in a
         napari Labels layer. ``(H, W)`` for all channels, or one plane per channel.
@@ -89,7 +111,12 @@ def iter_restore(
         Also yield a snapshot whenever this many seconds have passed since the last one
         (e.g. 2.0 for a GUI: first feedback quickly even when iterations are slow).
     channel_axis : {None, 0, -1}
-        Where the channels are; ``None`` guesses (see :func:`~napari_dip.arrays.guess_channel_axis`).
+        Where the channels are; ``None`` guesses where that is unambiguous: 2D is grey,
+        ``(H, W, 3 or 4)`` colour; any other 3D array needs ``channel_axis`` or ``axes``
+        (:func:`~napari_dip.axes.layout_for`).
+    axes : str, optional
+        One letter per dimension from ``TZCYX`` (``S`` counts as ``C``), e.g. ``"YX"``,
+        ``"CYX"``, ``"YXC"``; see :mod:`napari_dip.axes`.
     iterations, learning_rate, reg_noise_std, average_weight, precision, backtrack
         Override the preset's fit settings (:class:`~napari_dip.engine.fit.FitConfig`). For
         denoising, the default ``reg_noise_std`` (input jitter) follows the noise level
@@ -130,75 +157,374 @@ def iter_restore(
     2 uint8 (64, 64)
     4 uint8 (64, 64)
     """
-    if task not in TASKS:
-        raise InputError(f"unknown task {task!r}; choose one of {TASKS}")
-    if task != "inpaint" and mask is not None:
-        raise InputError(f"a mask is only used for inpainting, not for {task!r}")
-    if task != "super-resolve" and factor is not None:
-        raise InputError(f"a factor is only used for super-resolution, not for {task!r}")
-
-    observed, layout, alpha = prepare_image(image, channel_axis)
-    forward_model = forward_model_for(task, layout, mask=mask, factor=factor, mask_marks=mask_marks)
-    # Read before the fitter moves the model to its device.
-    known = forward_model.known[0].numpy().copy() if task == "inpaint" else None
-    # Holes (inpainting) are not noise: an estimate there would measure the mask's edges.
-    noise_sigma = None if task == "inpaint" else estimate_noise(observed)
-    resolved_preset = resolve_preset(preset, device)
-
-    net, fit_config = settings_for(
-        task,
-        resolved_preset,
-        factor=factor,
-        channels=channels,
-        network=network,
-        stopping=stopping,
-        patience=patience,
-        noise_sigma=noise_sigma,
-        iterations=iterations,
-        learning_rate=learning_rate,
-        reg_noise_std=reg_noise_std,
-        average_weight=average_weight,
-        device=device,
-        precision=precision,
-        backtrack=backtrack,
-        runs=runs,
-        threads=threads,
+    job = _Job(
+        task, image, axes=axes, channel_axis=channel_axis, mask=mask, mask_marks=mask_marks, keep_known=keep_known,
+        factor=factor, preset=preset, snapshot_every=snapshot_every, snapshot_seconds=snapshot_seconds, seed=seed,
+        device=device, stopping=stopping, patience=patience, channels=channels, network=network,
+        iterations=iterations, learning_rate=learning_rate, reg_noise_std=reg_noise_std,
+        average_weight=average_weight, precision=precision, backtrack=backtrack, runs=runs, threads=threads,
+        single=True,
     )
-    fit_config = replace(fit_config, seed=seed)  # None is meaningful here: draw a seed
-    fitter = Fitter(observed, forward_model, net, fit_config)
-    every = fit_config.iterations if snapshot_every is None else snapshot_every
-    description = {
-        "napari_dip": __version__,
-        "task": task,
-        "preset": resolved_preset,
-        "preset_requested": preset,
-        "factor": factor,
-        "noise_sigma_estimate": noise_sigma,
-        "input": {
-            "shape": list(layout.shape),
-            "dtype": str(layout.dtype),
-            "channel_axis": layout.channel_axis,
-            "value_range": [list(layout.low), list(layout.high)],
-        },
-    }
-    keep = None
-    if task == "inpaint":
-        description.update(mask_marks=mask_marks, hole_fraction=round(1.0 - float(known.mean()), 6),
-                           keep_known=bool(keep_known))
-        if keep_known:
-            # A copy: the caller may change its array while the fit runs.
-            keep = (np.array(image, copy=True), known)
-    return _in_user_layout(fitter.run(every, snapshot_seconds), layout, alpha, description, keep)
+    if not job.layout.is_stack:
+        return job.single()
+    # A stack of one plane: the snapshots get the stack's shape (size-1 axes put back).
+    return (
+        replace(snap, output=job.layout.expand(snap.output), average=job.layout.expand(snap.average))
+        for _, snap in job.planes(warm_start=False)
+    )
+
+
+def iter_restore_planes(
+    task: str, image, *, axes: str | None = None, warm_start: bool = True, **settings
+) -> Iterator[tuple[tuple[int, ...], Snapshot]]:
+    """Restore a stack plane by plane, yielding ``(index, snapshot)`` as each fit proceeds.
+
+    ``index`` is the plane's position along the iterated axes (``T`` and ``Z`` in the order
+    of ``axes``: ``(t, z)`` for ``"TCZYX"``, ``(z,)`` for ``"ZYX"``, ``()`` for a single
+    image); the planes come in C order. Each plane's snapshots are those of
+    :func:`iter_restore` for that plane: arrays in the plane's layout (``(H, W)``,
+    ``(C, H, W)`` or ``(H, W, C)``, Y and X enlarged for super-resolution) and the input's
+    dtype, its own automatic stop, the last one ``done=True``. Put the final ones together
+    with :meth:`napari_dip.axes.AxesLayout.put` (or call :func:`denoise` & co., which do).
+
+    Parameters
+    ----------
+    axes : str, optional
+        One letter per dimension from ``TZCYX``, e.g. ``"ZYX"``, ``"TYX"``, ``"TCZYX"``
+        (:mod:`napari_dip.axes`); ``None`` only for arrays that are not ambiguous (2D,
+        ``(H, W, 3 or 4)``, or 3D with ``channel_axis``).
+    warm_start : bool
+        ``True`` (default): each plane after the first starts from the previous fitted
+        plane's network and input, at a tenth of the learning rate with a budget of at
+        most 150 iterations (:func:`~napari_dip.engine.presets.warm_start_config`).
+        ``False``: every plane is an independent fit with the full settings.
+    settings
+        Those of :func:`iter_restore` (``mask``, ``factor``, ``preset``, ``iterations``,
+        ``seed``, ``snapshot_every``, ...). ``mask`` is ``(Y, X)`` (or one plane's shape
+        with channels) for every plane, or one per plane: the stack's shape without the
+        channel axis (or with it, one per channel). ``seed=None`` draws one seed for the
+        whole stack.
+
+    The planes share one value range per channel, the whole stack's, so they are restored
+    on one scale. A plane that is constant inside a varying stack, and for inpainting with
+    one mask per plane a plane without holes, is not fitted but copied through (enlarged
+    by pixel repetition for super-resolution): its one snapshot has ``iteration=0`` and
+    ``stop_reason`` ``"constant"`` or ``"no holes"``, and the next fitted plane starts from
+    the last fitted one. The first and last snapshot of each plane carry
+    ``settings["plane"]`` (index, number, count) and ``settings["warm_start"]``
+    (``{"from": index, "from_plane": number}`` of the plane it started from, or ``None``).
+    Leave the array unchanged while the stream runs: planes are read as they come.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skimage import data
+    >>> stack = np.stack([data.camera()[:32, :32], data.camera()[32:64, :32]])
+    >>> for index, snap in iter_restore_planes("denoise", stack, axes="ZYX", preset="fast", iterations=4,
+    ...                                         snapshot_every=None):
+    ...     print(index, snap.average.shape, snap.settings["warm_start"])
+    (0,) (32, 32) None
+    (1,) (32, 32) {'from': [0], 'from_plane': 0}
+    """
+    job = _Job(task, image, axes=axes, **settings)
+    return job.planes(warm_start=warm_start)
+
+
+@dataclass
+class _Plane:
+    """One plane, prepared for the engine."""
+
+    image: np.ndarray  # the user's plane (a view of the input)
+    observed: np.ndarray  # (C, H, W) float32 in [0, 1]
+    layout: ImageLayout
+    alpha: np.ndarray | None
+    forward_model: ForwardModel
+    known: np.ndarray | None  # inpainting: (1 or C, H, W), nonzero = known
+
+    @property
+    def constant(self) -> bool:
+        flat = self.observed.reshape(self.observed.shape[0], -1)
+        return bool((flat.max(axis=1) == flat.min(axis=1)).all())
+
+
+class _Job:
+    """One call's input, checked before any fit starts, and its settings; makes the fits
+    of :func:`iter_restore` (:meth:`single`) and :func:`iter_restore_planes` (:meth:`planes`)."""
+
+    def __init__(
+        self,
+        task: str,
+        image,
+        *,
+        axes: str | None = None,
+        channel_axis: int | None = None,
+        mask=None,
+        mask_marks: str = "holes",
+        keep_known: bool = True,
+        factor: int | None = None,
+        preset: str = DEFAULT_PRESET,
+        snapshot_every: int | None = 100,
+        snapshot_seconds: float | None = None,
+        seed: int | None = 0,
+        device: str = "auto",
+        stopping: str | StoppingConfig | None = None,
+        patience: int | None = None,
+        channels: int | None = None,
+        network: SkipNetConfig | None = None,
+        single: bool = False,
+        **fit_overrides,
+    ):
+        if task not in TASKS:
+            raise InputError(f"unknown task {task!r}; choose one of {TASKS}")
+        if task != "inpaint" and mask is not None:
+            raise InputError(f"a mask is only used for inpainting, not for {task!r}")
+        if task != "super-resolve" and factor is not None:
+            raise InputError(f"a factor is only used for super-resolution, not for {task!r}")
+        self.task, self.factor, self.mask_marks, self.keep_known = task, factor, mask_marks, keep_known
+        self.snapshot_every, self.snapshot_seconds = snapshot_every, snapshot_seconds
+        self.image = np.asarray(image)
+        self.layout = layout = layout_for(self.image.shape, axes, channel_axis)
+        if single and layout.planes != 1:
+            raise InputError(
+                f"the image is a stack of {layout.planes} planes ({layout.describe()}); iter_restore restores one: "
+                "use iter_restore_planes to stream a stack plane by plane, or denoise, super_resolve or inpaint"
+            )
+        if layout.planes == 0 or self.image.size == 0:
+            raise InputError(f"the image is empty ({layout.describe()})")
+        self.value_range = None
+        if layout.is_stack:
+            # One range for the whole stack: planes stay comparable, and a constant plane
+            # among varying ones is no reason to refuse the stack.
+            alpha = layout.plane_axes == "YXC" and layout.channels == 4
+            self.value_range = value_range(self.image, layout.channel_axis, 3 if alpha else None)
+
+        self.mask, self.mask_per_plane, self.no_holes = None, False, set()
+        if task == "inpaint":
+            if mask is None:
+                raise InputError("inpainting needs a mask (nonzero = hole to fill)")
+            self.mask = np.asarray(mask)
+            if layout.is_stack:
+                self.mask_per_plane = layout.mask_kind(self.mask.shape) == "per plane"
+
+        first_index = next(layout.indices())
+        if task == "inpaint" and layout.is_stack:
+            self._check_masks(first_index)
+        # Prepared now, so that a bad image fails before anything runs; used by the first fit.
+        first = None if first_index in self.no_holes else self._prepare(first_index, warn_inverted=not layout.is_stack)
+        self._first = first
+
+        if task == "inpaint":
+            noise_sigma = None  # holes are not noise: an estimate there would measure the mask's edges
+        elif layout.is_stack:
+            noise_sigma = self._stack_noise(first_index, first)
+        else:
+            noise_sigma = estimate_noise(first.observed)
+        self.resolved_preset = resolve_preset(preset, device)
+        self.net, fit_config = settings_for(
+            task,
+            self.resolved_preset,
+            factor=factor,
+            channels=channels,
+            network=network,
+            stopping=stopping,
+            patience=patience,
+            noise_sigma=noise_sigma,
+            device=device,
+            **fit_overrides,
+        )
+        if seed is None and layout.is_stack:
+            seed = secrets.randbelow(2**31)  # one seed for every plane, recorded with each
+        self.fit_config = replace(fit_config, seed=seed)  # None is meaningful here: draw a seed
+        low, high = self.value_range or (first.layout.low, first.layout.high)
+        self.description = {
+            "napari_dip": __version__,
+            "task": task,
+            "preset": self.resolved_preset,
+            "preset_requested": preset,
+            "factor": factor,
+            "noise_sigma_estimate": noise_sigma,
+            "input": {
+                "shape": list(layout.shape),
+                "dtype": str(self.image.dtype),
+                "axes": layout.axes,
+                # Single images: where the engine found the channels (0, 2), as always.
+                "channel_axis": first.layout.channel_axis if not layout.is_stack else layout.channel_axis,
+                "value_range": [list(low), list(high)],
+            },
+        }
+        if task == "inpaint":
+            self.description.update(mask_marks=mask_marks, keep_known=bool(keep_known))
+
+    # -- planes ------------------------------------------------------------------------
+
+    def _prepare(self, index: tuple[int, ...], warn_inverted: bool = False) -> _Plane:
+        layout = self.layout
+        image = layout.plane(self.image, index)
+        try:
+            observed, image_layout, alpha = prepare_image(
+                image, layout.plane_channel_axis, value_range=self.value_range
+            )
+            mask = None
+            if self.mask is not None:
+                mask = layout.mask_plane(self.mask, index) if layout.is_stack else self.mask
+            forward_model = forward_model_for(
+                self.task, image_layout, mask=mask, factor=self.factor, mask_marks=self.mask_marks,
+                warn_inverted=warn_inverted,
+            )
+        except InputError as error:
+            if not layout.is_stack or layout.planes == 1:
+                raise
+            raise type(error)(f"plane {layout.plane_name(index)}: {error}") from error
+        # Read before the fitter moves the model to its device.
+        known = forward_model.known[0].numpy().copy() if self.task == "inpaint" else None
+        return _Plane(image, observed, image_layout, alpha, forward_model, known)
+
+    def _check_masks(self, first_index: tuple[int, ...]) -> None:
+        """Every plane's mask, before the first fit starts; one warning for the stack if
+        the masks look inverted. With one mask per plane, a plane without holes is left
+        as it is (:attr:`no_holes`), as long as some plane has holes."""
+        layout = self.layout
+        _, image_layout, _ = prepare_image(
+            layout.plane(self.image, first_index), layout.plane_channel_axis, value_range=self.value_range
+        )
+        indices = list(layout.indices()) if self.mask_per_plane else [first_index]
+        fractions = []
+        for index in indices:
+            mask = layout.mask_plane(self.mask, index)
+            try:
+                if self.mask_per_plane and mask.dtype.kind in "biuf" and _marks_no_hole(mask, self.mask_marks):
+                    self.no_holes.add(index)
+                    fractions.append(0.0)
+                    continue
+                known = prepare_mask(mask, image_layout, self.mask_marks, warn_inverted=False)
+            except InputError as error:
+                if len(indices) == 1:
+                    raise
+                raise InputError(f"plane {layout.plane_name(index)}: {error}") from error
+            fractions.append(1.0 - float(known.mean()))
+        if len(self.no_holes) == len(indices):
+            if self.mask_marks == "holes":
+                raise InputError("the mask marks no pixel to fill (nonzero = hole) in any plane; paint the holes first")
+            raise InputError("the mask marks every pixel of every plane as known (nonzero = known): there is no hole")
+        warn_if_inverted(float(np.mean(fractions)), self.mask_marks)
+
+    def _stack_noise(self, first_index: tuple[int, ...], first: _Plane | None) -> float:
+        """The noise level of a stack: the median of up to :data:`NOISE_SAMPLE_PLANES`
+        evenly spaced planes' estimates (constant planes left out), so that every plane
+        is fitted with the same settings."""
+        indices = list(self.layout.indices())
+        spaced = np.linspace(0, len(indices) - 1, min(len(indices), NOISE_SAMPLE_PLANES))
+        picks = sorted({int(i) for i in spaced.round()})
+        sigmas = []
+        for pick in picks:
+            plane = first if indices[pick] == first_index and first is not None else self._prepare(indices[pick])
+            if not plane.constant:
+                sigmas.append(estimate_noise(plane.observed))
+        return float(np.median(sigmas)) if sigmas else 0.0
+
+    # -- fits --------------------------------------------------------------------------
+
+    def _every(self, config) -> int:
+        return config.iterations if self.snapshot_every is None else self.snapshot_every
+
+    def _user_snapshots(self, fitter: Fitter, plane: _Plane, description: dict) -> Iterator[Snapshot]:
+        keep = None
+        if plane.known is not None:
+            description = {**description, "hole_fraction": round(1.0 - float(plane.known.mean()), 6)}
+            if self.keep_known:
+                # A copy: the caller may change its array while the fit runs.
+                keep = (np.array(plane.image, copy=True), plane.known)
+        snapshots = fitter.run(self._every(fitter.config), self.snapshot_seconds)
+        return _in_user_layout(snapshots, plane.layout, plane.alpha, description, keep)
+
+    def single(self) -> Iterator[Snapshot]:
+        """The fit of a single image (no T or Z axis)."""
+        plane, self._first = self._first, None
+        fitter = Fitter(plane.observed, plane.forward_model, self.net, self.fit_config)
+        return self._user_snapshots(fitter, plane, self.description)
+
+    def planes(self, warm_start: bool = True) -> Iterator[tuple[tuple[int, ...], Snapshot]]:
+        """The planes' fits in turn, each plane after the first fitted one warm-started
+        from it when ``warm_start``."""
+        layout = self.layout
+        warm_config = warm_start_config(self.fit_config)
+        state = source = None  # the last fitted plane's network and input, and which plane
+        count = layout.planes
+        for number, index in enumerate(layout.indices()):
+            description = {
+                **self.description,
+                "plane": {"index": list(index), "axes": layout.iterated, "number": number, "count": count},
+                "warm_start": None,
+            }
+            if index in self.no_holes:
+                yield index, self._copied_snapshot(layout.plane(self.image, index), "no holes", description)
+                continue
+            if number == 0:
+                plane, self._first = self._first, None
+            else:
+                plane = self._prepare(index)
+            if plane.constant:
+                yield index, self._copied_snapshot(plane.image, "constant", description)
+                continue
+            config = self.fit_config
+            if warm_start and state is not None:
+                config = warm_config
+                description["warm_start"] = {"from": list(source[0]), "from_plane": source[1]}
+            fitter = Fitter(plane.observed, plane.forward_model, self.net, config, initial_state=state)
+            state = None  # the fitter has its own copy
+            snapshots = self._user_snapshots(fitter, plane, description)
+            try:
+                for snapshot in snapshots:
+                    yield index, snapshot
+            finally:
+                snapshots.close()
+            if warm_start:
+                state, source = fitter.export_state(), (index, number)
+            del fitter, plane
+
+    def _copied_snapshot(self, image: np.ndarray, reason: str, description: dict) -> Snapshot:
+        """The final snapshot of a plane that is not fitted, because it is constant inside
+        a varying stack or (inpainting, one mask per plane) has no holes: the plane itself,
+        each pixel repeated ``factor`` times along Y and X for super-resolution (exact
+        for a constant plane). ``stop_reason`` is ``reason``."""
+        result = np.array(image, copy=True)
+        f = self.factor or 1
+        if f > 1:
+            axes = self.layout.plane_axes
+            result = np.repeat(np.repeat(result, f, axis=axes.index("Y")), f, axis=axes.index("X"))
+        return Snapshot(
+            iteration=0,
+            iterations=0,
+            loss=0.0,
+            output=result,
+            average=result.copy(),
+            elapsed=0.0,
+            done=True,
+            stop_reason=reason,
+            expected_stop=0,
+            settings={**description, "copied": reason},
+        )
+
+
+def _marks_no_hole(mask, marks: str) -> bool:
+    """True when a mask plane marks no hole: all zero (``marks="holes"``) or all nonzero."""
+    marked = np.asarray(mask) != 0
+    return not marked.any() if marks == "holes" else bool(marked.all())
 
 
 def forward_model_for(
-    task: str, layout: ImageLayout, mask=None, factor: int | None = None, mask_marks: str = "holes"
+    task: str,
+    layout: ImageLayout,
+    mask=None,
+    factor: int | None = None,
+    mask_marks: str = "holes",
+    warn_inverted: bool = True,
 ) -> ForwardModel:
     """The degradation model of a task for an image of this layout."""
     if task == "inpaint":
         if mask is None:
             raise InputError("inpainting needs a mask (nonzero = hole to fill)")
-        return KnownPixels(prepare_mask(mask, layout, marks=mask_marks))
+        return KnownPixels(prepare_mask(mask, layout, marks=mask_marks, warn_inverted=warn_inverted))
     if task == "super-resolve":
         if factor is None:
             raise InputError("super-resolution needs a factor (2, 3, 4 or 8)")
@@ -261,13 +587,40 @@ def _final(snapshots: Iterator[Snapshot]) -> np.ndarray:
     return last_snapshot(snapshots).average
 
 
-def denoise(image, *, preset: str = DEFAULT_PRESET, seed: int | None = 0, device: str = "auto", **settings) -> np.ndarray:
+def _restore(task: str, image, *, axes: str | None, warm_start: bool, **settings) -> np.ndarray:
+    """The whole result: of one image through :func:`iter_restore`, of a stack assembled
+    from :func:`iter_restore_planes`' final snapshots."""
+    settings["snapshot_every"] = None
+    layout = layout_for(np.shape(image), axes, settings.get("channel_axis"))
+    if not layout.is_stack:
+        return _final(iter_restore(task, image, axes=axes, **settings))
+    output = layout.new_output(np.asarray(image).dtype, settings.get("factor"))
+    for index, snapshot in iter_restore_planes(task, image, axes=axes, warm_start=warm_start, **settings):
+        if snapshot.done:
+            layout.put(output, index, snapshot.average)
+    return output
+
+
+def denoise(
+    image,
+    *,
+    axes: str | None = None,
+    warm_start: bool = True,
+    preset: str = DEFAULT_PRESET,
+    seed: int | None = 0,
+    device: str = "auto",
+    **settings,
+) -> np.ndarray:
     """Remove noise from ``image`` with a deep image prior.
 
     Returns the exponential average of the network outputs at the iteration the automatic
     stopping rule picks (or after the whole budget with ``stopping="none"``), with the
     input's shape, dtype and value range. ``settings`` are those of :func:`iter_restore`
     (``iterations``, ``learning_rate``, ``channels``, ``stopping``, ``runs``, ...).
+
+    A stack (``axes`` with ``Z`` or ``T``, e.g. ``"ZYX"``, ``"TCZYX"``) is restored plane by
+    plane, each plane warm-started from the previous one unless ``warm_start=False``
+    (:func:`iter_restore_planes`).
 
     Examples
     --------
@@ -276,17 +629,29 @@ def denoise(image, *, preset: str = DEFAULT_PRESET, seed: int | None = 0, device
     >>> noisy = data.camera()[:64, :64]
     >>> denoise(noisy, preset="fast", iterations=5).shape
     (64, 64)
+    >>> denoise(np.stack([noisy, noisy.T]), axes="ZYX", preset="fast", iterations=5).shape
+    (2, 64, 64)
     """
-    return _final(iter_restore("denoise", image, preset=preset, seed=seed, device=device, snapshot_every=None, **settings))
+    return _restore("denoise", image, axes=axes, warm_start=warm_start, preset=preset, seed=seed, device=device,
+                    **settings)
 
 
 def super_resolve(
-    image, factor: int = 4, *, preset: str = DEFAULT_PRESET, seed: int | None = 0, device: str = "auto", **settings
+    image,
+    factor: int = 4,
+    *,
+    axes: str | None = None,
+    warm_start: bool = True,
+    preset: str = DEFAULT_PRESET,
+    seed: int | None = 0,
+    device: str = "auto",
+    **settings,
 ) -> np.ndarray:
     """Upscale ``image`` by an integer ``factor`` (2, 3, 4 or 8) with a deep image prior.
 
     The network's output is fitted so that, downsampled with a Lanczos-2 anti-aliasing
-    kernel, it matches ``image``. The result is ``factor`` times larger on each side.
+    kernel, it matches ``image``. The result is ``factor`` times larger on each side (Y and
+    X of every plane of a stack; ``axes`` and ``warm_start`` as for :func:`denoise`).
 
     Examples
     --------
@@ -294,20 +659,31 @@ def super_resolve(
     >>> super_resolve(data.camera()[:32, :48], 2, preset="fast", iterations=5).shape
     (64, 96)
     """
-    return _final(
-        iter_restore(
-            "super-resolve", image, factor=factor, preset=preset, seed=seed, device=device, snapshot_every=None, **settings
-        )
+    return _restore(
+        "super-resolve", image, axes=axes, warm_start=warm_start, factor=factor, preset=preset, seed=seed,
+        device=device, **settings,
     )
 
 
-def inpaint(image, mask, *, preset: str = DEFAULT_PRESET, seed: int | None = 0, device: str = "auto", **settings) -> np.ndarray:
+def inpaint(
+    image,
+    mask,
+    *,
+    axes: str | None = None,
+    warm_start: bool = True,
+    preset: str = DEFAULT_PRESET,
+    seed: int | None = 0,
+    device: str = "auto",
+    **settings,
+) -> np.ndarray:
     """Fill the pixels of ``image`` where ``mask`` is nonzero with a deep image prior.
 
     Holes are filled by the network; the known pixels are returned exactly as they are in
     ``image`` (``keep_known=False`` returns the network's whole image instead). ``mask``
     is ``(H, W)`` for every channel or has the image's own shape for one mask per channel;
-    nonzero marks a hole, or a known pixel with ``mask_marks="known"``.
+    nonzero marks a hole, or a known pixel with ``mask_marks="known"``. For a stack
+    (``axes`` as for :func:`denoise`) ``(H, W)`` serves every plane, and the stack's shape
+    without (or with) its channel axis gives one mask per plane.
 
     Examples
     --------
@@ -318,6 +694,7 @@ def inpaint(image, mask, *, preset: str = DEFAULT_PRESET, seed: int | None = 0, 
     >>> inpaint(image, holes, preset="fast", iterations=5).dtype
     dtype('uint8')
     """
-    return _final(
-        iter_restore("inpaint", image, mask=mask, preset=preset, seed=seed, device=device, snapshot_every=None, **settings)
+    return _restore(
+        "inpaint", image, axes=axes, warm_start=warm_start, mask=mask, preset=preset, seed=seed, device=device,
+        **settings,
     )
