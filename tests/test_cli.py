@@ -45,7 +45,7 @@ def test_denoise_png_end_to_end_records_provenance(grey_png, tmp_path, capsys):
 
 def test_super_resolve_keeps_16_bit_and_scales_the_pixel_size(stack_tif, tmp_path):
     out = tmp_path / "sr.tif"
-    assert main(["super-resolve", str(stack_tif), "-o", str(out), "--factor", "2", *FAST]) == 0
+    assert main(["super-resolve", str(stack_tif), "-o", str(out), "--factor", "2", "--axes", "CYX", *FAST]) == 0
     result = read_image(out)
     assert result.data.shape == (2, 64, 64) and result.data.dtype == np.uint16
     assert result.resolution == pytest.approx((10.0, 10.0))  # twice as many pixels per cm
@@ -214,13 +214,14 @@ def test_one_line_before_the_fit_says_what_runs(grey_png, stack_tif, tmp_path, c
     args = [a for a in FAST if a not in ("--preset", "fast")]  # the default preset: auto
     assert main(["denoise", str(grey_png), "-o", str(tmp_path / "o.png"), *args]) == 0
     first = capsys.readouterr().out.splitlines()[0]
-    assert first == "denoise grey.png: 32x32 grey uint8, preset fast (auto on cpu), stopping validation, device cpu"
+    assert first == "denoise grey.png: YX 32x32 uint8 (PNG), preset fast (auto on cpu), stopping validation, device cpu"
     assert read_provenance(tmp_path / "o.png")["preset"] == "fast"
     assert read_provenance(tmp_path / "o.png")["preset_requested"] == "auto"
     assert main(["super-resolve", str(stack_tif), "-o", str(tmp_path / "sr.tif"), "--factor", "2", *FAST,
-                 "--preset", "paper", "--stop", "none"]) == 0
+                 "--preset", "paper", "--stop", "none", "--channel-axis", "0"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
-    assert first == "super-resolve cells.tif: 32x32 2-channel uint16, preset paper, no automatic stopping, device cpu"
+    assert first == ("super-resolve cells.tif: CYX 2x32x32 uint16 (TIFF, 2000.0 um/px), preset paper, "
+                     "no automatic stopping, device cpu")
 
 
 def test_the_cli_asks_for_a_snapshot_every_two_seconds(grey_png, tmp_path, monkeypatch):
@@ -285,3 +286,109 @@ def test_gui_without_a_display_says_so_without_importing_qt(monkeypatch, capsys)
     monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
     assert main(["gui"]) == 2
     assert "napari is not installed" in capsys.readouterr().err
+
+
+# -- issue 10: axes and what the microscope recorded --------------------------------------
+
+TINY = ["--preset", "fast", "--channels", "8", "--iterations", "2", "--device", "cpu", "-q"]
+
+
+def _noisy_stack(shape, seed=0):
+    """uint16 planes with structure and noise, the last two axes 32x32 (Y, X)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:32, :32]
+    base = (np.sin(x / 5) + np.cos(y / 7)) * 1000 + 3000
+    return (base + rng.normal(0, 200, shape)).clip(0, 65535).astype(np.uint16)
+
+
+@pytest.fixture
+def imagej_zyx(tmp_path):
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, _noisy_stack((3, 32, 32)), imagej=True, resolution=(5.0, 5.0),
+                     metadata={"axes": "ZYX", "unit": "um", "spacing": 1.0, "finterval": 2.5})
+    return path
+
+
+def test_an_imagej_z_stack_comes_back_as_one_with_its_calibration(imagej_zyx, tmp_path, capsys):
+    out = tmp_path / "restored.tif"
+    assert main(["denoise", str(imagej_zyx), "-o", str(out), *TINY]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("denoise stack.tif: ZYX 3x32x32 uint16 (ImageJ, 0.2 um/px, z 1.0 um, t 2.5 s), "
+                        "3 planes warm-started, preset fast, stopping validation, device cpu")
+    assert lines[-1].startswith(f"wrote {out} (3 planes, ")
+    with tifffile.TiffFile(out) as tif:
+        assert tif.is_imagej and tif.series[0].axes == "ZYX" and tif.series[0].dtype == np.uint16
+        meta = tif.imagej_metadata
+        assert (meta["unit"], meta["spacing"], meta["finterval"]) == ("um", 1.0, 2.5)
+        assert tif.pages[0].resolution == pytest.approx((5.0, 5.0))
+    provenance = read_provenance(out)
+    assert provenance["axes"] == "ZYX" and provenance["planes"] == 3 and provenance["warm_start"] is True
+    results = provenance["plane_results"]
+    assert [r["index"] for r in results] == [[0], [1], [2]]
+    assert [r["warm_start_from"] for r in results] == [None, [0], [1]]
+    assert all(r["iterations_run"] == 2 and r["stop_reason"] == "budget" for r in results)
+    assert provenance["iterations_run"] == 6 and provenance["stop_reasons"] == {"budget": 3}
+
+
+def test_super_resolving_a_hyperstack_divides_only_the_pixel_width_and_height(tmp_path):
+    source = tmp_path / "hyper.tif"
+    tifffile.imwrite(source, _noisy_stack((2, 2, 2, 32, 32)), imagej=True, resolution=(5.0, 4.0),
+                     metadata={"axes": "TZCYX", "unit": "um", "spacing": 0.5, "finterval": 30.0, "tunit": "min"})
+    out = tmp_path / "sr.tif"
+    assert main(["super-resolve", str(source), "-o", str(out), "--factor", "2", *TINY]) == 0
+    with tifffile.TiffFile(out) as tif:
+        assert tif.is_imagej and tif.series[0].axes == "TZCYX" and tif.series[0].shape == (2, 2, 2, 64, 64)
+        meta = tif.imagej_metadata
+        assert (meta["unit"], meta["spacing"], meta["finterval"], meta["tunit"]) == ("um", 0.5, 30.0, "min")
+        assert tif.pages[0].resolution == pytest.approx((10.0, 8.0))  # pixels per um: twice as many
+    provenance = read_provenance(out)
+    assert provenance["factor"] == 2 and provenance["planes"] == 4 and provenance["plane_axes"] == "TZ"
+    assert [r["index"] for r in provenance["plane_results"]] == [[0, 0], [0, 1], [1, 0], [1, 1]]
+
+
+def test_an_ome_tiff_stays_ome_with_its_physical_sizes(tmp_path, capsys):
+    source = tmp_path / "cells.ome.tif"
+    tifffile.imwrite(source, _noisy_stack((2, 32, 32)), ome=True, metadata={
+        "axes": "ZYX", "PhysicalSizeX": 0.3, "PhysicalSizeY": 0.3, "PhysicalSizeZ": 2.0})
+    out = tmp_path / "sr.ome.tif"
+    assert main(["super-resolve", str(source), "-o", str(out), "--factor", "2", "--no-warm-start", *TINY]) == 0
+    assert "ZYX 2x32x32 uint16 (OME-TIFF, 0.3 um/px, z 2.0 um), 2 planes fitted independently" in capsys.readouterr().out
+    with tifffile.TiffFile(out) as tif:
+        assert tif.is_ome and tif.series[0].axes == "ZYX" and tif.series[0].shape == (2, 64, 64)
+        pixels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Pixels"]
+        assert pixels["PhysicalSizeX"] == pytest.approx(0.15) and pixels["PhysicalSizeY"] == pytest.approx(0.15)
+        assert pixels["PhysicalSizeZ"] == 2.0
+    provenance = read_provenance(out)
+    assert provenance["warm_start"] is False
+    assert [r["warm_start_from"] for r in provenance["plane_results"]] == [None, None]
+
+
+def test_a_stack_without_axes_is_refused_with_a_hint_and_runs_with_axes(tmp_path, capsys):
+    source = tmp_path / "plain.tif"
+    tifffile.imwrite(source, _noisy_stack((5, 32, 32)), resolution=(5000.0, 5000.0), resolutionunit="CENTIMETER")
+    out = tmp_path / "o.tif"
+    assert main(["denoise", str(source), "-o", str(out), *TINY[:-3], "--iterations", "100000", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("napari-dip: error: plain.tif does not say what its axes are")
+    assert "5x32x32" in err and "--axes ZYX" in err and "CYX" in err
+    assert not out.exists()
+    assert main(["denoise", str(source), "-o", str(out), "--axes", "zyx", *TINY]) == 0
+    assert capsys.readouterr().out.startswith("denoise plain.tif: ZYX 5x32x32 uint16 (TIFF, 2.0 um/px), 5 planes")
+    with tifffile.TiffFile(out) as tif:
+        assert tif.series[0].axes == "ZYX" and tif.series[0].shape == (5, 32, 32)  # no --axes needed next time
+        assert tif.pages[0].resolution == pytest.approx((5000.0, 5000.0)) and tif.pages[0].resolutionunit == 3
+    assert read_image(out).axes == "ZYX"
+
+
+@pytest.mark.parametrize("axes,message", [("ZYXC", "names 4 dimensions"), ("ZQX", "unknown letter")])
+def test_bad_axes_exit_2_before_the_fit(axes, message, imagej_zyx, tmp_path, capsys):
+    assert main(["denoise", str(imagej_zyx), "-o", str(tmp_path / "o.tif"), "--axes", axes, *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and not (tmp_path / "o.tif").exists()
+
+
+def test_a_stack_shows_which_plane_runs(imagej_zyx, tmp_path, capsys):
+    args = [a for a in TINY if a != "-q"]
+    assert main(["denoise", str(imagej_zyx), "-o", str(tmp_path / "o.tif"), *args]) == 0
+    err = capsys.readouterr().err
+    assert "plane 1/3" in err and "plane 3/3" in err

@@ -6,6 +6,13 @@ status 2 and one line on standard error; they are found before the fit, and noth
 written then. If the output still cannot be written after the fit, the result goes to a
 rescue file in the temporary folder, which the error line names. Warnings about the input
 (an inpainting mask that looks inverted) are one ``napari-dip: warning:`` line each.
+
+The axes of INPUT come from the file (ImageJ hyperstack or OME-TIFF metadata, tifffile's
+series axes) or from ``--axes``; a file that does not say (a plain ``(5, 64, 64)`` TIFF)
+is refused with a hint, never guessed. Stacks (``T``, ``Z``) are restored plane by plane,
+each plane warm-started from the previous one unless ``--no-warm-start``, and the result
+is written back as the same kind of file with the same axes and calibration
+(:mod:`napari_dip.io`).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import math
 import os
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
@@ -48,8 +56,16 @@ def _add_fit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, help="average this many independent fits, run side by side (default: 1)")
     parser.add_argument("--threads", type=int,
                         help="CPU threads (default: as many as there are idle cores when the fit starts)")
+    parser.add_argument("--axes", metavar="LETTERS",
+                        help="what each axis of INPUT is, one letter per axis from T (time), Z (depth), "
+                             "C (channels) and Y, X (the image plane), e.g. ZYX, TYX, CYX, YXC, TZCYX; "
+                             "T and Z are restored plane by plane, C together (default: from the file: "
+                             "ImageJ or OME-TIFF metadata)")
     parser.add_argument("--channel-axis", type=int, choices=(0, -1),
-                        help="axis of the channels of a 3D image (default: guess)")
+                        help="of a 3D image: 0 is --axes CYX, -1 is --axes YXC")
+    parser.add_argument("--no-warm-start", action="store_true",
+                        help="fit every plane of a stack on its own; by default a plane starts from the "
+                             "previous plane's network, with a much smaller budget")
     parser.add_argument("--progress-every", type=int, default=10, metavar="N",
                         help="update the progress bar every N iterations (default: 10)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -174,19 +190,75 @@ def _start_total(budget: int, stopping) -> int:
     return min(budget, stopping.warmup + stopping.patience)
 
 
-def _plan_line(args, source_data) -> str:
-    """One line saying what is about to run: image, preset (and why), stopping, device."""
-    from .arrays import describe_layout, prepare_image
+def _axes_for(args, source) -> str:
+    """The axes to restore ``source`` with: ``--axes``, else ``--channel-axis`` for a 3D
+    image, else the file's own; a file that does not say is never guessed."""
+    shape = source.data.shape
+    if args.axes:
+        return args.axes.strip().upper()
+    if args.channel_axis is not None:
+        if len(shape) != 3:
+            raise InputError(f"--channel-axis applies to 3D images, not to {_sizes(shape)}; use --axes")
+        return "CYX" if args.channel_axis == 0 else "YXC"
+    if source.axes:
+        return source.axes
+    said = f", tifffile reads them as {source.file_axes}" if source.file_axes else ""
+    examples = {3: "--axes ZYX for a Z-stack, TYX for a time-lapse, CYX for channels",
+                4: "--axes TZYX for a time-lapse of Z-stacks, ZCYX for a Z-stack of channels"}
+    example = examples.get(len(shape), f"--axes {'TZCYX'[-len(shape):]}" if len(shape) <= 5 else "--axes TZCYX")
+    raise InputError(
+        f"{args.input.name} does not say what its axes are (shape {_sizes(shape)}{said}); "
+        f"give them with --axes, e.g. {example}"
+    )
+
+
+def _sizes(shape) -> str:
+    return "x".join(str(n) for n in shape)
+
+
+def _plan_line(args, source, layout) -> str:
+    """One line saying what is about to run: the image's layout, file and calibration, the
+    planes, preset (and why), stopping, device."""
     from .engine.devices import resolve_device
     from .engine.presets import resolve_preset, stopping_for
 
-    _, layout, _ = prepare_image(source_data, args.channel_axis)
     device = resolve_device(args.device)
     preset = resolve_preset(args.preset, args.device)
     why = f" (auto on {device.type})" if args.preset == "auto" else ""
     rule = stopping_for(args.command, args.stop, args.patience).rule
     stopping = "no automatic stopping" if rule == "none" else f"stopping {rule}"
-    return f"{args.command} {args.input.name}: {describe_layout(layout)}, preset {preset}{why}, {stopping}, device {device}"
+    image = f"{layout.axes} {_sizes(layout.shape)} {source.data.dtype.name} ({source.describe()})"
+    if layout.is_stack:
+        count = layout.planes
+        how = "fitted independently" if args.no_warm_start or count == 1 else "warm-started"
+        image += f", {count} plane{'s' if count != 1 else ''} {how}"
+    return f"{args.command} {args.input.name}: {image}, preset {preset}{why}, {stopping}, device {device}"
+
+
+def _plane_progress(pairs, count: int, total: int, quiet: bool):
+    """Pass ``(index, snapshot)`` pairs through, drawing one bar per plane ("plane k/n")
+    that counts to the plane's expected stop."""
+    if quiet:
+        yield from pairs
+        return
+    from tqdm import tqdm
+
+    bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+    current, number = None, 0
+    with tqdm(total=total, unit="it", dynamic_ncols=True, file=sys.stderr, bar_format=bar_format,
+              desc=f"plane 1/{count}") as bar:
+        for index, snap in pairs:
+            if index != current:
+                current, number = index, number + 1
+                bar.set_description_str(f"plane {number}/{count}", refresh=False)
+                if number > 1:
+                    bar.reset(total=bar_total(0, snap.expected_stop, snap.iterations))
+            bar.total = bar_total(snap.iteration, snap.expected_stop, snap.iterations)
+            bar.set_postfix_str(
+                progress_postfix(snap.iteration, bar.total, snap.iterations_per_second, snap.loss), refresh=False
+            )
+            bar.update(snap.iteration - bar.n)
+            yield index, snap
 
 
 def _report_warnings(caught) -> None:
@@ -199,12 +271,14 @@ def _report_warnings(caught) -> None:
 
 
 def _run_task(args) -> int:
-    from .io import ImageFile, check_png, check_writable, read_image, write_image_or_rescue
+    from .axes import layout_for
+    from .io import check_png, check_writable, imagej_conversion, read_image, write_image_or_rescue
     from .engine.presets import settings_for, stopping_for
-    from .restore import iter_restore, last_snapshot
+    from .restore import iter_restore, iter_restore_planes, last_snapshot
 
     output = check_writable(args.output, args.overwrite)
     source = read_image(args.input)
+    layout = layout_for(source.data.shape, _axes_for(args, source))
     if output.suffix.lower() == ".png":
         check_png(output, source.data)  # the result has the input's dtype: say so before the fit
     options = {}
@@ -217,47 +291,89 @@ def _run_task(args) -> int:
         factor = options["factor"] = args.factor
     if args.progress_every < 1:
         raise InputError("--progress-every must be at least 1")
-
+    settings = dict(
+        axes=layout.axes,
+        preset=args.preset,
+        snapshot_every=args.progress_every,
+        snapshot_seconds=None if args.quiet else PROGRESS_SECONDS,
+        iterations=args.iterations,
+        learning_rate=args.learning_rate,
+        reg_noise_std=args.reg_noise_std,
+        channels=args.channels,
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+        stopping=args.stop,
+        runs=args.runs,
+        threads=args.threads,
+        patience=args.patience,
+        **options,
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InputWarning)
-        snapshots = iter_restore(
-            args.command,
-            source.data,
-            preset=args.preset,
-            snapshot_every=args.progress_every,
-            snapshot_seconds=None if args.quiet else PROGRESS_SECONDS,
-            channel_axis=args.channel_axis,
-            iterations=args.iterations,
-            learning_rate=args.learning_rate,
-            reg_noise_std=args.reg_noise_std,
-            channels=args.channels,
-            seed=args.seed,
-            device=args.device,
-            precision=args.precision,
-            stopping=args.stop,
-            runs=args.runs,
-            threads=args.threads,
-            patience=args.patience,
-            **options,
-        )
+        if layout.is_stack:
+            stream = iter_restore_planes(args.command, source.data, warm_start=not args.no_warm_start, **settings)
+        else:
+            stream = iter_restore(args.command, source.data, **settings)
     _report_warnings(caught)
-    print(_plan_line(args, source.data), flush=True)
+    # The metadata the result is written with: the file's, with the axes used.
+    result = replace(source.zoomed(source.data, factor), axes=layout.axes)
+    conversion = imagej_conversion(result, output)
+    if conversion:
+        print(f"napari-dip: warning: {conversion}", file=sys.stderr)
+    print(_plan_line(args, source, layout), flush=True)
     budget = args.iterations or settings_for(args.command, "fast", factor=factor)[1].iterations  # same for every preset
     total = _start_total(budget, stopping_for(args.command, args.stop, args.patience))
-    final = last_snapshot(_progress(snapshots, total, args.quiet))
-
-    # A finer pixel grid: pixels per unit grow by the factor, so physical size is kept.
-    resolution = source.resolution
-    if factor and resolution is not None:
-        resolution = (resolution[0] * factor, resolution[1] * factor)
-    provenance = {**final.settings, "iterations_run": final.iteration, "stop_reason": final.stop_reason,
-                  "best_iteration": final.best_iteration, "source": str(args.input)}
-    write_image_or_rescue(output, ImageFile(final.average, resolution, source.resolution_unit, source.extra),
-                          provenance, overwrite=args.overwrite)
-    chosen = f", result from iteration {final.best_iteration}" if final.best_iteration else ""
-    print(f"wrote {output} ({final.iteration} iterations in {final.elapsed:.1f} s, "
-          f"{format_rate(final.iterations_per_second)}, stopped by {final.stop_reason}{chosen})")
+    if layout.is_stack:
+        data, provenance, summary = _fit_planes(stream, layout, source.data.dtype, factor, total, args)
+    else:
+        final = last_snapshot(_progress(stream, total, args.quiet))
+        data = final.average
+        provenance = {**final.settings, "iterations_run": final.iteration, "stop_reason": final.stop_reason,
+                      "best_iteration": final.best_iteration}
+        chosen = f", result from iteration {final.best_iteration}" if final.best_iteration else ""
+        summary = (f"{final.iteration} iterations in {final.elapsed:.1f} s, "
+                   f"{format_rate(final.iterations_per_second)}, stopped by {final.stop_reason}{chosen}")
+    provenance["source"] = str(args.input)
+    provenance["axes"] = layout.axes
+    write_image_or_rescue(output, result.zoomed(data, None), provenance, overwrite=args.overwrite)
+    print(f"wrote {output} ({summary})")
     return 0
+
+
+def _fit_planes(pairs, layout, dtype, factor, total, args) -> tuple:
+    """Run a stack's plane-by-plane fits to their end: the whole result, the provenance
+    (the first fitted plane's settings, each plane's outcome) and a summary for a person."""
+    output = layout.new_output(dtype, factor)
+    finals = []
+    for index, snap in _plane_progress(pairs, layout.planes, total, args.quiet):
+        if snap.done:
+            layout.put(output, index, snap.average)
+            finals.append((index, snap))
+    fitted = [snap for _, snap in finals if snap.stop_reason != "constant"] or [finals[-1][1]]
+    provenance = {key: value for key, value in fitted[0].settings.items() if key not in ("plane", "warm_start")}
+    warm = not args.no_warm_start and layout.planes > 1
+    provenance["warm_start"] = warm
+    if warm and len(fitted) > 1:
+        provenance["warm_start_fit"] = fitted[-1].settings.get("fit")
+    provenance["planes"] = layout.planes
+    provenance["plane_axes"] = layout.iterated
+    provenance["plane_results"] = [
+        {"index": list(index), "iterations_run": snap.iteration, "stop_reason": snap.stop_reason,
+         "best_iteration": snap.best_iteration, "backtracks": snap.backtracks,
+         "warm_start_from": (snap.settings.get("warm_start") or {}).get("from"), "seconds": round(snap.elapsed, 3)}
+        for index, snap in finals
+    ]
+    reasons: dict[str, int] = {}
+    for _, snap in finals:
+        reasons[snap.stop_reason] = reasons.get(snap.stop_reason, 0) + 1
+    provenance["iterations_run"] = sum(snap.iteration for _, snap in finals)
+    provenance["stop_reasons"] = reasons
+    seconds = sum(snap.elapsed for _, snap in finals)
+    stopped = ", ".join(f"{reason} {count}x" for reason, count in reasons.items())
+    summary = (f"{len(finals)} planes, {provenance['iterations_run']} iterations in {seconds:.1f} s, "
+               f"stopped by {stopped}")
+    return output, provenance, summary
 
 
 def _run_demo(args) -> int:
