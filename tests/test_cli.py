@@ -392,3 +392,16 @@ def test_a_stack_shows_which_plane_runs(imagej_zyx, tmp_path, capsys):
     assert main(["denoise", str(imagej_zyx), "-o", str(tmp_path / "o.tif"), *args]) == 0
     err = capsys.readouterr().err
     assert "plane 1/3" in err and "plane 3/3" in err
+
+
+def test_a_constant_plane_is_copied_through_and_recorded(tmp_path):
+    data = _noisy_stack((3, 32, 32))
+    data[0] = 1000  # a blank first plane: the settings come from the first fitted plane
+    source = tmp_path / "blank.tif"
+    tifffile.imwrite(source, data, imagej=True, metadata={"axes": "ZYX"})
+    out = tmp_path / "o.tif"
+    assert main(["denoise", str(source), "-o", str(out), *TINY]) == 0
+    np.testing.assert_array_equal(tifffile.imread(out)[0], data[0])
+    provenance = read_provenance(out)
+    assert [r["stop_reason"] for r in provenance["plane_results"]] == ["constant", "budget", "budget"]
+    assert provenance["fit"]["iterations"] == 2 and provenance["stop_reasons"] == {"constant": 1, "budget": 2}

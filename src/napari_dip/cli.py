@@ -350,7 +350,8 @@ def _fit_planes(pairs, layout, dtype, factor, total, args) -> tuple:
         if snap.done:
             layout.put(output, index, snap.average)
             finals.append((index, snap))
-    fitted = [snap for _, snap in finals if snap.stop_reason != "constant"] or [finals[-1][1]]
+    # Constant planes and planes without holes are copied through, not fitted.
+    fitted = [snap for _, snap in finals if not snap.settings.get("copied")] or [finals[-1][1]]
     provenance = {key: value for key, value in fitted[0].settings.items() if key not in ("plane", "warm_start")}
     warm = not args.no_warm_start and layout.planes > 1
     provenance["warm_start"] = warm
