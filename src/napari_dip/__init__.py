@@ -21,6 +21,7 @@ _LAZY = {
     "super_resolve": "restore",
     "inpaint": "restore",
     "iter_restore": "restore",
+    "iter_restore_planes": "restore",
     "Snapshot": "engine.fit",
     "FitConfig": "engine.fit",
     "SkipNetConfig": "engine.networks",
