@@ -108,13 +108,29 @@ def main(argv=None) -> int:
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--fmd-image", default="Confocal_BPAE_B_1.png")
     parser.add_argument("--set12-image", default="05.png")
+    parser.add_argument("--stacks", default="FMD,Set12", help="which stacks: FMD, Set12 or both")
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--iterations", type=int, help="budget of the first plane (default: the preset's; for smoke runs)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warm-iterations", type=int,
+                        help="budget of a warm-started plane (default: presets.WARM_START_ITERATIONS)")
+    parser.add_argument("--warm-lr-factor", type=float,
+                        help="learning rate of a warm-started plane relative to the first (default: presets')")
+    parser.add_argument("--warm-average-weight", type=float,
+                        help="running-average weight of a warm-started plane (default: presets')")
+    parser.add_argument("--fits", default="independent,warm", help="which to run: independent, warm or both")
     parser.add_argument("--out", type=Path)
     options = parser.parse_args(argv)
+    from napari_dip.engine import presets
+
+    if options.warm_iterations:
+        presets.WARM_START_ITERATIONS = options.warm_iterations
+    if options.warm_average_weight is not None:
+        presets.WARM_START_AVERAGE_WEIGHT = options.warm_average_weight
+    if options.warm_lr_factor:
+        presets.WARM_START_LR_FACTOR = options.warm_lr_factor
     if options.threads:
         import torch
 
@@ -122,8 +138,10 @@ def main(argv=None) -> int:
 
     results = {}
     for name, (clean, noisy) in build_stacks(options).items():
+        if name.split()[0] not in options.stacks.split(","):
+            continue
         results[name] = {}
-        for warm in (False, True):
+        for warm in [w == "warm" for w in options.fits.split(",")]:
             label = "warm start" if warm else "independent"
             rows = restore(noisy, warm, options)
             for row in rows:

@@ -172,6 +172,10 @@ def settings_for(
 #: budget and their own automatic stop, which may fire from the first iteration on.
 WARM_START_ITERATIONS = 150
 WARM_START_LR_FACTOR = 0.1
+#: The running average of a warm plane starts from the previous plane's picture (its first
+#: output); at the fit's usual weight (0.99) a fifth of that would still be in it after
+#: 150 iterations, so a warm plane averages over a shorter span.
+WARM_START_AVERAGE_WEIGHT = 0.9
 
 
 def warm_start_config(config: FitConfig) -> FitConfig:
@@ -187,5 +191,6 @@ def warm_start_config(config: FitConfig) -> FitConfig:
         config,
         iterations=min(config.iterations, WARM_START_ITERATIONS),
         learning_rate=config.learning_rate * WARM_START_LR_FACTOR,
+        average_weight=min(config.average_weight, WARM_START_AVERAGE_WEIGHT),
         stopping=stopping,
     )
