@@ -214,14 +214,16 @@ def test_one_line_before_the_fit_says_what_runs(grey_png, stack_tif, tmp_path, c
     args = [a for a in FAST if a not in ("--preset", "fast")]  # the default preset: auto
     assert main(["denoise", str(grey_png), "-o", str(tmp_path / "o.png"), *args]) == 0
     first = capsys.readouterr().out.splitlines()[0]
-    assert first == "denoise grey.png: YX 32x32 uint8 (PNG), preset fast (auto on cpu), stopping validation, device cpu"
+    assert first.startswith(
+        "denoise grey.png: YX 32x32 uint8 (PNG), preset fast (auto on cpu), stopping validation, device cpu, needs about "
+    )
     assert read_provenance(tmp_path / "o.png")["preset"] == "fast"
     assert read_provenance(tmp_path / "o.png")["preset_requested"] == "auto"
     assert main(["super-resolve", str(stack_tif), "-o", str(tmp_path / "sr.tif"), "--factor", "2", *FAST,
                  "--preset", "paper", "--stop", "none", "--channel-axis", "0"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
-    assert first == ("super-resolve cells.tif: CYX 2x32x32 uint16 (TIFF, 2000.0 um/px), preset paper, "
-                     "no automatic stopping, device cpu")
+    assert first.startswith("super-resolve cells.tif: CYX 2x32x32 uint16 (TIFF, 2000.0 um/px), preset paper, "
+                            "no automatic stopping, device cpu, needs about ")
 
 
 def test_the_cli_asks_for_a_snapshot_every_two_seconds(grey_png, tmp_path, monkeypatch):
@@ -405,3 +407,20 @@ def test_a_constant_plane_is_copied_through_and_recorded(tmp_path):
     provenance = read_provenance(out)
     assert [r["stop_reason"] for r in provenance["plane_results"]] == ["constant", "budget", "budget"]
     assert provenance["fit"]["iterations"] == 2 and provenance["stop_reasons"] == {"constant": 1, "budget": 2}
+
+
+def test_the_line_before_the_fit_shows_the_memory_it_needs():
+    from types import SimpleNamespace
+
+    from napari_dip.axes import layout_for
+    from napari_dip.cli import _memory_needed
+    from napari_dip.engine.fit import estimate_memory_bytes
+    from napari_dip.engine.presets import network_for
+
+    args = SimpleNamespace(command="super-resolve", channels=None, factor=4)
+    text = _memory_needed(args, "paper", layout_for((512, 512, 3), "YXC"))
+    expected = estimate_memory_bytes(network_for("super-resolve", "paper"), 3, 2048, 2048) / 2**30
+    assert text == f", needs about {expected:.1f} GiB"
+    assert expected > 10  # a 2048² paper fit is large: worth saying before it starts
+    small = _memory_needed(SimpleNamespace(command="denoise", channels=8, factor=None), "fast", layout_for((64, 64)))
+    assert float(small.split()[-2]) < expected

@@ -232,7 +232,27 @@ def _plan_line(args, source, layout) -> str:
         count = layout.planes
         how = "fitted independently" if args.no_warm_start or count == 1 else "warm-started"
         image += f", {count} plane{'s' if count != 1 else ''} {how}"
-    return f"{args.command} {args.input.name}: {image}, preset {preset}{why}, {stopping}, device {device}"
+    memory = _memory_needed(args, preset, layout)
+    return (f"{args.command} {args.input.name}: {image}, preset {preset}{why}, {stopping}, device {device}"
+            f"{memory}")
+
+
+def _memory_needed(args, preset: str, layout) -> str:
+    """``", needs about 0.4 GiB"``: the fit's estimated peak memory for one plane, so a
+    user sees before a long fit what it asks of the machine (empty if it cannot be told)."""
+    from .engine.fit import estimate_memory_bytes
+    from .engine.presets import network_for
+
+    try:
+        net = network_for(args.command, preset)
+        if args.channels:
+            net = net.with_width(args.channels)
+        factor = getattr(args, "factor", None) or 1
+        colour = max(1, min(layout.channels, 3))
+        needed = estimate_memory_bytes(net, colour, layout.height * factor, layout.width * factor)
+    except (ValueError, AttributeError):
+        return ""
+    return f", needs about {needed / 2**30:.1f} GiB"
 
 
 def _plane_progress(pairs, count: int, total: int, quiet: bool):
