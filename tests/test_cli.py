@@ -316,7 +316,7 @@ def test_an_imagej_z_stack_comes_back_as_one_with_its_calibration(imagej_zyx, tm
     assert main(["denoise", str(imagej_zyx), "-o", str(out), *TINY]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == ("denoise stack.tif: ZYX 3x32x32 uint16 (ImageJ, 0.2 um/px, z 1.0 um, t 2.5 s), "
-                        "3 planes warm-started, preset fast, stopping validation, device cpu")
+                        "3 planes warm-started, preset fast, stopping validation, device cpu, needs about 0.1 GiB")
     assert lines[-1].startswith(f"wrote {out} (3 planes, ")
     with tifffile.TiffFile(out) as tif:
         assert tif.is_imagej and tif.series[0].axes == "ZYX" and tif.series[0].dtype == np.uint16
