@@ -126,6 +126,21 @@ def _scripted_engine(stop_at, reason, fail_on_plane=None, expected_stop=None, be
     return iter_restore, calls
 
 
+def _scripted_planes(engine):
+    """A stand-in for iter_restore_planes: the scripted ``engine`` for each plane along the
+    first axis (an error in a later plane is raised from the stream, as the API does)."""
+
+    def iter_restore_planes(task, image, *, axes, warm_start, mask=None, **kwargs):
+        def stream():
+            for z in range(image.shape[0]):
+                for snapshot in engine(task, image[z], **kwargs):
+                    yield (z,), snapshot
+
+        return stream()
+
+    return iter_restore_planes
+
+
 # -- one run, start to end -------------------------------------------------------------
 
 
@@ -178,8 +193,9 @@ def test_denoise_streams_into_one_layer_and_records_the_run(make_napari_viewer, 
     assert meta["best_iteration"] is None  # the stopping rule was still warming up
     assert meta["plane_results"] == [
         {"plane": [], "iterations_run": 6, "stop_reason": "budget", "best_iteration": None, "backtracks": 0,
-         "reg_noise_std": meta["engine_settings"]["fit"]["reg_noise_std"]}
+         "reg_noise_std": meta["engine_settings"]["fit"]["reg_noise_std"], "warm_start": None}
     ]
+    assert meta["warm_start"] is None and meta["axes"] == "YX"
     assert meta["constant_planes"] == [] and meta["warnings"] == []
     assert output.metadata["origin"] == "microscope"
     # The input is untouched.
@@ -299,6 +315,126 @@ def test_all_planes_of_a_stack_go_into_one_nd_layer(make_napari_viewer, qtbot):
     np.testing.assert_allclose(output.scale, (4.0, 1.0, 1.0))
     meta = output.metadata["napari_dip"]
     assert meta["iterations_run"] == 6 and meta["planes"] == [[0], [1], [2]]
+
+
+def test_all_planes_are_warm_started_plane_to_plane_unless_unticked(make_napari_viewer, qtbot, monkeypatch):
+    viewer = make_napari_viewer()
+    stack = np.stack([_image((32, 32), seed=i) for i in range(3)])
+    viewer.add_image(stack, name="frames", axis_labels=("time", "y", "x"))
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=4, every=2)
+    assert not widget.form.warm_start.enabled  # only with all planes
+    widget.form.planes.value = PLANES_ALL
+    assert widget.form.warm_start.enabled and widget.form.warm_start.value  # on by default
+    statuses = _statuses(widget, monkeypatch)
+    widget.start()
+    run = widget.run_state
+    assert run.progress_total == 3  # the bar counts planes
+    qtbot.waitUntil(lambda: widget.run_state is None, timeout=WAIT_MS)
+    meta = _output(viewer).metadata["napari_dip"]
+    assert meta["axes"] == "TYX" and meta["warm_start"] is True
+    assert [p["warm_start"] for p in meta["plane_results"]] == [
+        None, {"from": [0], "from_plane": 0}, {"from": [1], "from_plane": 1}]
+    assert all(p["stop_reason"] == "budget" for p in meta["plane_results"])
+    assert run.progress_count == 3
+    assert any(text.startswith("plane 2/3 (warm start) · iteration") for text in statuses), statuses
+    assert viewer.dims.current_step[0] == 2  # the sliders followed the plane being written
+
+    widget.form.warm_start.value = False
+    _run_to_end(qtbot, widget)
+    meta = _output(viewer).metadata["napari_dip"]
+    assert meta["warm_start"] is False
+    assert [p["warm_start"] for p in meta["plane_results"]] == [None, None, None]
+    assert [p["iterations_run"] for p in meta["plane_results"]] == [4, 4, 4]
+
+
+def test_the_sliders_follow_the_plane_until_the_user_moves_one(make_napari_viewer):
+    from napari_dip.widgets.follow import PlaneFollower
+
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.zeros((4, 3, 8, 8), np.float32), scale=(2.0, 1.0, 1.0, 1.0))
+    follower = PlaneFollower(viewer, layer, 2)
+    follower.show((1, 2))
+    assert viewer.dims.current_step[:2] == (1, 2)
+    viewer.dims.set_current_step(0, 3)  # the user looks elsewhere
+    follower.show((2, 0))
+    assert viewer.dims.current_step[:2] == (3, 2) and not follower.following
+
+
+def test_a_layer_s_leading_axes_become_the_api_s_axes(make_napari_viewer):
+    from napari_dip.widgets.plan import Choices, make_plan
+
+    viewer = make_napari_viewer()
+
+    def plan_for(data, together=False, **kwargs):
+        layers = viewer.add_image(data, **kwargs)
+        layers = layers if isinstance(layers, list) else [layers]
+        choices = Choices(task="denoise", image=layers[0], planes=PLANES_ALL, together=together, group=layers)
+        return make_plan(viewer, choices)
+
+    assert plan_for(np.zeros((2, 3, 32, 32)), axis_labels=("z", "t", "y", "x")).axes == "ZTYX"
+    assert plan_for(np.zeros((2, 3, 32, 32))).axes == "TZYX"  # unlabelled: T then Z
+    assert plan_for(np.zeros((3, 32, 32))).axes == "ZYX"
+    rgb = plan_for(np.zeros((2, 32, 32, 3), np.uint8), rgb=True)
+    assert rgb.axes == "ZYXC" and rgb.planes == [(0,), (1,)]
+    # More than two leading axes: handed over as one axis of planes, in the same order.
+    flat = plan_for(np.zeros((2, 2, 2, 32, 32)))
+    assert flat.axes == "ZYX" and flat.fit_args[0].shape == (8, 32, 32) and len(flat.planes) == 8
+    # A channel group of stacks: the channels go before Y.
+    group = plan_for(np.zeros((2, 3, 32, 32), np.float32), together=True, channel_axis=0)
+    assert group.axes == "ZCYX" and group.fit_args[0].shape == (3, 2, 32, 32) and group.out_shape == (3, 32, 32)
+
+
+def test_a_channel_group_is_restored_together_into_one_output_per_channel(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    data = np.stack([_image((32, 32), seed=1), _image((32, 32), seed=2)[::-1]])
+    layers = viewer.add_image(data, channel_axis=0, name=["dapi", "actin"], colormap=["blue", "green"],
+                              contrast_limits=[(0.1, 0.9), (0.0, 0.8)], scale=(0.5, 0.5))
+    layers[1].opacity = 0.7
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=4, every=2)
+    assert not widget.form.together.enabled  # one layer selected (the last added)
+    viewer.layers.selection.update(layers)
+    assert widget.form.together.enabled
+    widget.form.together.value = True
+    _run_to_end(qtbot, widget)
+    assert widget.status.startswith("Finished"), widget.status
+    outputs = {layer.metadata["napari_dip"]["input_layer"]: layer for layer in _outputs(viewer)}
+    assert sorted(outputs) == ["actin", "dapi"]
+    for channel, source in enumerate(layers):
+        output = outputs[source.name]
+        assert output.name == f"{source.name} [DIP denoise fast seed 0]"
+        assert output.colormap.name == source.colormap.name
+        assert output.blending == source.blending  # additive, the first channel translucent_no_depth
+        assert tuple(output.contrast_limits) == tuple(source.contrast_limits)
+        assert output.opacity == pytest.approx(source.opacity)
+        np.testing.assert_allclose(output.scale, source.scale)
+        assert output.data.shape == (32, 32) and output.data.std() > 0
+        meta = output.metadata["napari_dip"]
+        assert meta["channels_restored_jointly"] == ["dapi", "actin"] and meta["channel"] == channel
+        assert meta["axes"] == "CYX"
+    assert not np.array_equal(outputs["dapi"].data, outputs["actin"].data)
+    np.testing.assert_array_equal(layers[0].data, data[0])  # inputs untouched
+
+    # Again: each output is replaced in place, not duplicated.
+    _run_to_end(qtbot, widget)
+    assert len(_outputs(viewer)) == 2
+
+
+def test_a_channel_group_of_stacks_restores_all_planes_together(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    data = np.stack([np.stack([_image((32, 32), seed=10 * c + z) for z in range(2)]) for c in range(2)])
+    layers = viewer.add_image(data, channel_axis=0, name=["a", "b"])
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=2, every=2)
+    viewer.layers.selection.update(layers)
+    widget.form.together.value = True
+    widget.form.planes.value = PLANES_ALL
+    _run_to_end(qtbot, widget)
+    outputs = _outputs(viewer)
+    assert len(outputs) == 2
+    for output in outputs:
+        assert output.data.shape == (2, 32, 32) and all(output.data[z].std() > 0 for z in range(2))
+        meta = output.metadata["napari_dip"]
+        assert meta["axes"] == "ZCYX" and meta["warm_start"] is True
+        assert meta["planes"] == [[0], [1]]
 
 
 def test_plane_in_view_restores_only_the_shown_plane(make_napari_viewer, qtbot):
@@ -583,7 +719,7 @@ def test_an_error_on_a_later_plane_keeps_the_planes_already_restored(make_napari
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((3, 32, 32), np.float32), name="stack")
     engine, _calls = _scripted_engine(stop_at=4, reason="budget", fail_on_plane=1)
-    monkeypatch.setattr("napari_dip.restore.iter_restore", engine)
+    monkeypatch.setattr("napari_dip.restore.iter_restore_planes", _scripted_planes(engine))
     messages = []
     monkeypatch.setattr(TOAST, messages.append)
     widget = _tiny(_dock(viewer, DenoiseWidget), iterations=4, every=2)
@@ -641,7 +777,7 @@ def test_constant_planes_of_a_stack_are_copied_through(make_napari_viewer, qtbot
     assert meta["constant_planes"] == [[0], [2]]
     assert meta["stop_reason"] == "budget" and meta["iterations_run"] == 4
     assert [p["stop_reason"] for p in meta["plane_results"]] == ["constant", "budget", "constant", "budget"]
-    assert run.progress_count == run.total_iterations  # the bar reaches its end
+    assert run.progress_count == run.progress_total == 4  # the bar counts planes and reaches its end
     assert widget.status.startswith("Finished")
     assert "2 constant planes copied through unchanged (0, 2)" in widget.status
     assert any(text.startswith("plane 2 is constant: copied through") for text in statuses), statuses
@@ -714,8 +850,8 @@ def test_an_inverted_mask_warning_reaches_the_user_once(make_napari_viewer, qtbo
     assert "tick 'mask marks known pixels'" in widget.status  # the widget's words, not the CLI's
     assert any("iteration" in text and "probably inverted" in text for text in statuses)
     meta = _output(viewer).metadata["napari_dip"]
-    (text,) = meta["warnings"]  # the same warning for both planes, recorded once
-    assert "probably inverted" in text and text.endswith("(planes 0, 1)")
+    (text,) = meta["warnings"]  # the stack's masks are checked together: one warning
+    assert "probably inverted" in text
     assert meta["engine_settings"]["hole_fraction"] > 0.85 and meta["mask_marks"] == "holes"
 
     # Marked as known pixels, the same mask draws no warning.
@@ -734,7 +870,7 @@ def test_an_early_automatic_stop_is_recorded_and_the_eta_counts_to_it(make_napar
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((2, 32, 32), np.float32), name="stack")
     engine, calls = _scripted_engine(stop_at=4, reason="wmv", expected_stop=7, best=2)
-    monkeypatch.setattr("napari_dip.restore.iter_restore", engine)
+    monkeypatch.setattr("napari_dip.restore.iter_restore_planes", _scripted_planes(engine))
     widget = _tiny(_dock(viewer, DenoiseWidget), iterations=100, every=2)
     statuses = _statuses(widget, monkeypatch)
     widget.form.planes.value = PLANES_ALL
@@ -747,7 +883,7 @@ def test_an_early_automatic_stop_is_recorded_and_the_eta_counts_to_it(make_napar
     assert meta["iterations_run"] == 8  # 4 per plane, not the budget of 100
     outcomes = [(p["plane"], p["iterations_run"], p["stop_reason"], p["best_iteration"]) for p in meta["plane_results"]]
     assert outcomes == [([0], 4, "wmv", 2), ([1], 4, "wmv", 2)]
-    assert run.progress_count == run.total_iterations == 200  # both planes count as complete
+    assert run.progress_count == run.progress_total == 2  # both planes count as complete
     assert all(call["stopping"] == "wmv" for call in calls) and len(calls) == 2
     assert all(call["snapshot_seconds"] == 2.0 for call in calls)  # first feedback within seconds
     np.testing.assert_array_equal(_output(viewer).data, np.full((2, 32, 32), 4.0))

@@ -13,6 +13,7 @@ Nothing is imported here, so the Qt-free parts (:mod:`.layers`, :mod:`.timing`,
 ``loss_plot``             the live loss curve with labelled axes
 ``plan``                  form values and layers -> what a run needs (no Qt)
 ``worker``                the worker thread's function (numpy only)
+``follow``                the sliders follow the plane a stack's run writes
 ``layers``                output names, plane bookkeeping, geometry, metadata (pure)
 ``timing``                rate and ETA text (pure)
 ``prefs``                 the plugin's remembered settings and the device fallback

@@ -4,7 +4,7 @@ status line (iteration, speed, ETA, loss, PSNR) and the notifications.
 Data flow of one run (all on the main thread except the worker's generator):
 
 1. :meth:`RunController.start` gets a :class:`~.plan.Plan`, opens a napari ``progress``
-   bar and starts a generator worker running :func:`.worker.fit_planes`.
+   bar and starts a generator worker running :func:`.worker.fit`.
 2. Each ``(plane, snapshot)`` the worker yields comes back through its ``yielded`` signal
    to :meth:`RunController._on_yielded`: the :class:`~.output.OutputLayer` writes it,
    and the progress bar, status line and loss plot follow. Snapshots are queued and handled
@@ -32,10 +32,11 @@ from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer
 
 from . import layers as geo
-from .output import OutputLayer, find_layer, output_key
+from .follow import PlaneFollower
+from .output import Outputs, find_layer, output_key
 from .plan import Plan
 from .run import Run, in_widget_terms, status_line
-from .worker import ConstantPlane, EngineWarning, fit_planes
+from .worker import EngineWarning, fit, is_copied
 
 #: Queued after the snapshots when the worker thread ends (see ``_on_yielded``).
 _WORKER_FINISHED = object()
@@ -116,15 +117,20 @@ class RunController:
     def start(self, plan: Plan) -> None:
         if self.run is not None:
             return
-        previous = None
-        key = output_key(plan)
-        if plan.choices.replace and key in self.outputs:
-            previous = find_layer(self.viewer, self.outputs[key])
-        output = OutputLayer(self.viewer, plan, previous=previous)
+
+        def previous_of(source):
+            key = output_key(plan, source)
+            if plan.choices.replace and key in self.outputs:
+                return find_layer(self.viewer, self.outputs[key])
+            return None
+
+        output = Outputs.for_plan(self.viewer, plan, previous_of)
         run = Run(plan=plan, output=output)
-        output.on_removed = lambda: self._on_output_removed(run)
-        run.pbar = progress(total=run.total_iterations, desc=f"DIP {plan.task}: {plan.input_name}")
-        worker = create_worker(fit_planes, *plan.fit_args, plan.fit_kwargs, _start_thread=False)
+        output.set_on_removed(lambda: self._on_output_removed(run))
+        if plan.stack and len(plan.planes) > 1:
+            run.follower = PlaneFollower(self.viewer, plan.input_layer, len(plan.planes[0]))
+        run.pbar = progress(total=run.progress_total, desc=f"DIP {plan.task}: {plan.input_name}")
+        worker = create_worker(fit, *plan.fit_args, plan.fit_kwargs, _start_thread=False)
         run.worker = worker
         worker.yielded.connect(self._on_yielded)
         worker.finished.connect(self._on_finished)
@@ -170,6 +176,8 @@ class RunController:
             return
         if isinstance(snapshot, BaseException):
             run.error = str(snapshot)
+            if type(snapshot).__name__ == "ConstantImageError" and len(run.plan.planes) > 1:
+                run.error = f"every plane of {run.plan.input_name!r} is constant: there is nothing to restore"
             run.stop_reason = "error"
             self._finish(run)
             return
@@ -182,16 +190,20 @@ class RunController:
             return
         if run.output.removed or run.stop_reason == "output layer removed":
             return
-        if isinstance(snapshot, ConstantPlane):
+        if is_copied(snapshot):
             self._copy_through(run, k, snapshot)
             return
         new_plane = run.note_snapshot(k, snapshot)
         if new_plane:
             self.loss_plot.clear()
+            if run.follower is not None:
+                run.follower.show(run.plan.planes[k])
         made = run.output.layer is not None
         image = run.output.write(k, snapshot, run.metadata("running"))
         if not made:
-            self.outputs[output_key(run.plan)] = run.output.layer.unique_id
+            for part in run.output.parts:
+                if part.layer is not None:
+                    self.outputs[output_key(run.plan, part.source)] = part.layer.unique_id
         delta = run.count_progress(snapshot)
         if run.pbar is not None:
             run.pbar.update(delta)
@@ -202,15 +214,17 @@ class RunController:
             self.last_psnr = run.last_psnr
         self.set_status(status_line(run, snapshot, k, rate))
 
-    def _copy_through(self, run: Run, k: int, plane: ConstantPlane) -> None:
-        """A constant plane of a stack: into the output unchanged, and on to the next."""
-        delta = run.note_constant_plane(k)
-        run.output.copy_through(k, plane.image)
+    def _copy_through(self, run: Run, k: int, snapshot) -> None:
+        """A plane of a stack the API copied through (constant, or no holes to fill):
+        into the output unchanged, and on to the next."""
+        delta = run.note_copied_plane(k, snapshot.stop_reason)
+        run.output.copy_through(k, snapshot.average)
         if run.pbar is not None:
             run.pbar.update(delta)
         self.loss_plot.clear()
         index = geo.planes_text([run.plan.planes[k]])
-        parts = [f"plane {index} is constant: copied through unchanged", *run.remarks(constant_planes=False)]
+        what = "is constant" if snapshot.stop_reason == "constant" else "has no holes"
+        parts = [f"plane {index} {what}: copied through unchanged", *run.remarks(constant_planes=False)]
         self.set_status(" · ".join(parts))
 
     def _on_errored(self, run: Run, error: BaseException) -> None:
@@ -320,4 +334,4 @@ class RunController:
             "user": "Stopped; the output keeps the latest result",
         }.get(reason, f"Finished ({reason})")
         psnr_text = f" · PSNR {run.last_psnr:.2f} dB" if run.last_psnr is not None else ""
-        self.set_status(f"{text} · {run.done_iterations} iterations{psnr_text} · {run.output.layer.name}{remarks}")
+        self.set_status(f"{text} · {run.done_iterations} iterations{psnr_text} · {run.output.names()}{remarks}")

@@ -11,7 +11,7 @@ from qtpy.QtWidgets import QComboBox, QSizePolicy
 
 from . import prefs
 from .layer_boxes import LayerBoxes
-from .plan import PLANES_ALL, PLANES_IN_VIEW, SHOW_AVERAGE, SHOW_OUTPUT, Choices
+from .plan import PLANES_ALL, PLANES_IN_VIEW, SHOW_AVERAGE, SHOW_OUTPUT, Choices, channel_group
 
 #: The stopping box's labels and the engine's rule names (``iter_restore(stopping=...)``).
 STOPPING_CHOICES = [("auto", "auto"), ("ES-WMV", "wmv"), ("held-out", "validation"), ("off", "none")]
@@ -37,12 +37,18 @@ class TaskForm:
         self.task = task
         self.settings = settings
         self.device_note = ""
+        #: The last channel group selected: kept when the selection moves on (a new output
+        #: layer is selected when it is added), as long as its layers exist.
+        self._group: list = []
         self._build()
         self.reset_choices()
         self.load_preset_defaults()
-        self.update_planes()
+        self.update_group()
         self.update_device_info()
         self.image.changed.connect(self.update_planes)
+        self.planes.changed.connect(self.update_planes)
+        self.together.changed.connect(self.update_planes)
+        viewer.layers.selection.events.changed.connect(self.update_group)
         self.preset.changed.connect(self._on_preset)
         self.device.changed.connect(self._on_device)
         if self.factor is not None:
@@ -79,10 +85,17 @@ class TaskForm:
         self.device_info.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.planes = ComboBox(label="Planes", choices=[PLANES_IN_VIEW, PLANES_ALL],
                                tooltip="For a stack (Z, time, ...): only the plane shown, or every plane in turn")
+        self.warm_start = CheckBox(text="warm start across planes", value=True,
+                                   tooltip="Each plane starts from the previous plane's network: a short fit "
+                                   "at a lower learning rate. Off: every plane is fitted from scratch")
+        self.together = CheckBox(text="selected layers as channels", value=False,
+                                 tooltip="Restore the Image layers selected in the layer list together, as the "
+                                 "channels of one image (e.g. the layers of add_image(..., channel_axis=...)); "
+                                 "each gets its own output with its colormap and blending")
         self.replace = CheckBox(text="replace previous output", value=True,
                                 tooltip="Write into the last output of this image and task instead of adding a layer")
         self.basic = Container(widgets=[self.image, *task_widgets, self.reference, self.preset, self.device,
-                                        self.planes, self.replace])
+                                        self.planes, self.warm_start, self.together, self.replace])
 
         self.iterations = SpinBox(label="Iterations", min=1, max=1_000_000,
                                   tooltip="The budget; automatic stopping usually ends the fit sooner")
@@ -132,10 +145,35 @@ class TaskForm:
     # -- reacting to choices
 
     def update_planes(self, *args) -> None:
+        """Planes and warm start apply to a stack (the image's, or the channel group's)."""
         from .layers import leading_shape
 
-        layer = self.image.value
-        self.planes.enabled = layer is not None and bool(leading_shape(layer.data.shape, layer.rgb))
+        group = self.group() if self.together.value else []
+        layer = group[0] if group else self.image.value
+        stack = layer is not None and bool(leading_shape(layer.data.shape, layer.rgb))
+        self.planes.enabled = stack
+        self.warm_start.enabled = stack and self.planes.value == PLANES_ALL
+        self.image.enabled = not group
+
+    def group(self) -> list:
+        """The channel group selected in the layer list, or the last one while it exists."""
+        selected = channel_group(self.viewer)
+        if selected:
+            self._group = selected
+            return selected
+        present = {layer.unique_id for layer in self.viewer.layers}
+        if self._group and all(layer.unique_id in present for layer in self._group):
+            return list(self._group)
+        self._group = []
+        return []
+
+    def update_group(self, *args) -> None:
+        """Offer restoring together while a channel group is selected in the layer list."""
+        try:
+            self.together.enabled = bool(self.group()) or bool(self.together.value)
+            self.update_planes()
+        except RuntimeError:  # the Qt widgets are gone (the viewer is closing)
+            return
 
     def resolved_preset(self) -> str:
         from ..engine.presets import resolve_preset
@@ -198,6 +236,9 @@ class TaskForm:
             preset_resolved=self.resolved_preset(),
             device=self.device.value,
             planes=self.planes.value,
+            warm_start=bool(self.warm_start.value),
+            together=bool(self.together.value),
+            group=self.group() if self.together.value else [],
             replace=bool(self.replace.value),
             iterations=int(self.iterations.value),
             stopping=None if stopping == "auto" else stopping,

@@ -244,3 +244,34 @@ def planes_text(planes) -> str:
     ('2', '0, 3', '(0, 2), (1, 2)')
     """
     return ", ".join(str(p[0]) if len(p) == 1 else f"({', '.join(str(i) for i in p)})" for p in planes)
+
+
+#: Axis labels read as time or depth (lower case); any other leading axis is Z or T by position.
+TIME_LABELS = {"t", "time", "frame", "frames", "timepoint"}
+DEPTH_LABELS = {"z", "depth", "slice", "slices", "plane", "planes"}
+
+
+def stack_letters(labels) -> str | None:
+    """The ``T``/``Z`` letters of a layer's leading axes, for the API's ``axes``: from the
+    axis labels where they say time or depth, otherwise by position (``Z``; ``TZ`` for
+    two axes, the order of ImageJ hyperstacks). ``None`` when there are more than two
+    leading axes or two of the same kind: the planes are then handed over as one axis.
+
+    >>> stack_letters(("z",)), stack_letters(("0",)), stack_letters(("t",)), stack_letters(("a", "b"))
+    ('Z', 'Z', 'T', 'TZ')
+    >>> stack_letters(("z", "time")), stack_letters(("z", "b")), stack_letters(("a", "b", "c"))
+    ('ZT', 'ZT', None)
+    """
+    labels = [str(label).strip().lower() for label in labels]
+    if not labels or len(labels) > 2:
+        return None
+    said = ["T" if label in TIME_LABELS else "Z" if label in DEPTH_LABELS else "" for label in labels]
+    if len(labels) == 1:
+        return said[0] or "Z"
+    if not any(said):
+        return "TZ"
+    if said[0] and said[1]:
+        return "".join(said) if said[0] != said[1] else None
+    known = said[0] or said[1]
+    other = "Z" if known == "T" else "T"
+    return "".join(letter or other for letter in said)

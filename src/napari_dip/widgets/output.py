@@ -38,17 +38,24 @@ def is_output(layer) -> bool:
     return isinstance(layer.metadata.get("napari_dip"), dict)
 
 
-def output_key(plan: Plan) -> tuple:
-    """Runs with the same key replace each other's output."""
-    return (plan.input_layer.unique_id, plan.task, plan.choices.factor)
+def output_key(plan: Plan, source=None) -> tuple:
+    """Runs with the same key replace each other's output (one key per input layer)."""
+    source = plan.input_layer if source is None else source
+    return (source.unique_id, plan.task, plan.choices.factor)
 
 
 class OutputLayer:
-    """The layer one run writes into, and the array behind it."""
+    """The layer one run writes for one input layer, and the array behind it.
 
-    def __init__(self, viewer, plan: Plan, *, previous=None, on_removed=None):
+    ``channel``: for layers restored together as channels, which channel of each
+    snapshot (axis 0 of the plane) this layer shows; ``None`` otherwise.
+    """
+
+    def __init__(self, viewer, plan: Plan, *, source=None, channel=None, previous=None, on_removed=None):
         self.viewer = viewer
         self.plan = plan
+        self.source = plan.input_layer if source is None else source
+        self.channel = channel
         self.previous = previous
         self.on_removed = on_removed
         self.data = np.zeros(plan.out_shape, plan.dtype)
@@ -60,7 +67,9 @@ class OutputLayer:
     # -- the layer
 
     def _geometry(self) -> geo.Geometry:
-        geometry = self.plan.geometry
+        plan = self.plan
+        geometry = geo.output_geometry(geo.layer_geometry(self.source), factor=plan.choices.factor,
+                                       plane_offset=plan.plane_offset)
         if self.plan.keep_snapshots:
             every = self.plan.snapshot_every
             geometry = geo.with_leading_axis(geometry, label="iteration", scale=every, translate=every)
@@ -70,7 +79,7 @@ class OutputLayer:
         choices = self.plan.choices
         taken = {layer.name for layer in self.viewer.layers if not same_layer(layer, exclude)}
         return geo.output_name(
-            self.plan.input_name,
+            self.source.name,
             self.plan.task,
             choices.factor,
             preset=choices.preset_resolved,
@@ -78,7 +87,17 @@ class OutputLayer:
             taken=taken,
         )
 
+    def _metadata(self, record: dict) -> dict:
+        """The input's metadata, and under ``napari_dip`` the run's record for this layer."""
+        base = {k: v for k, v in dict(self.source.metadata).items() if k != "napari_dip"}
+        record = dict(record["napari_dip"])
+        record["input_layer"] = self.source.name
+        if self.channel is not None:
+            record["channel"] = self.channel
+        return {**base, "napari_dip": record}
+
     def _make(self, metadata: dict) -> None:
+        metadata = self._metadata(metadata)
         geometry = self._geometry()
         previous = self.previous
         if previous is not None and not any(same_layer(previous, layer) for layer in self.viewer.layers):
@@ -98,10 +117,14 @@ class OutputLayer:
             index = list(self.viewer.layers).index(previous)
             self.viewer.layers.remove(previous)
         kwargs = geometry.as_layer_kwargs()
-        source = self.plan.input_layer
+        source = self.source
+        # The input's look: with a channel group, each colour and the additive blending.
+        kwargs["blending"] = source.blending
+        kwargs["opacity"] = source.opacity
         if not self.plan.rgb:
-            kwargs["colormap"] = source.colormap.name
+            kwargs["colormap"] = source.colormap
             kwargs["contrast_limits"] = tuple(source.contrast_limits)
+            kwargs["gamma"] = source.gamma
         layer = Image(self.data, name=self._name(), rgb=self.plan.rgb, metadata=metadata, **kwargs)
         # Known as an output before the layer list announces it, so no layer box offers it.
         ACTIVE_OUTPUTS.add(layer.unique_id)
@@ -123,6 +146,8 @@ class OutputLayer:
             self._make(metadata)
             self.viewer.layers.events.removed.connect(self._on_layer_removed)
         image = snapshot.average if self.plan.choices.show == SHOW_AVERAGE else snapshot.output
+        if self.channel is not None:
+            image = image[self.channel]
         target = self.plan.out_index[k]
         if self.plan.keep_snapshots:
             every = self.plan.snapshot_every
@@ -144,6 +169,8 @@ class OutputLayer:
         if self.removed:
             return
         target = self.plan.out_index[k]
+        if self.channel is not None:
+            image = image[self.channel]
         if self.plan.keep_snapshots:
             self.data[(slice(None), *target)] = image
         else:
@@ -174,7 +201,7 @@ class OutputLayer:
             return
         if self.plan.keep_snapshots and self.slot + 1 < self.data.shape[0]:
             self.layer.data = self.data[: self.slot + 1]
-        self.layer.metadata = metadata
+        self.layer.metadata = self._metadata(metadata)
         self.close()
 
     def close(self) -> None:
@@ -185,3 +212,61 @@ class OutputLayer:
             self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         except (TypeError, ValueError, RuntimeError):
             pass
+
+
+class Outputs:
+    """The output layers of one run: one per input layer (several when layers are
+    restored together as channels), written, finished and watched together."""
+
+    def __init__(self, parts: list[OutputLayer]):
+        self.parts = parts
+
+    @classmethod
+    def for_plan(cls, viewer, plan: Plan, previous_of) -> Outputs:
+        """One :class:`OutputLayer` per source; ``previous_of(source)`` gives the layer to take over."""
+        joint = plan.joint
+        return cls([OutputLayer(viewer, plan, source=source, channel=c if joint else None,
+                                previous=previous_of(source)) for c, source in enumerate(plan.sources)])
+
+    @property
+    def layer(self):
+        """The first output layer (``None`` before the first snapshot)."""
+        return self.parts[0].layer
+
+    @property
+    def layers(self) -> list:
+        return [part.layer for part in self.parts if part.layer is not None]
+
+    @property
+    def removed(self) -> bool:
+        return any(part.removed for part in self.parts)
+
+    def set_on_removed(self, callback) -> None:
+        for part in self.parts:
+            part.on_removed = callback
+
+    def exists(self) -> bool:
+        return any(part.exists() for part in self.parts)
+
+    def names(self) -> str:
+        return ", ".join(layer.name for layer in self.layers)
+
+    def write(self, k: int, snapshot, metadata: dict):
+        """Write plane ``k``'s snapshot into every layer; return the image shown (all
+        channels), or ``None`` when a layer is gone."""
+        shown = [part.write(k, snapshot, metadata) for part in self.parts]
+        if self.removed:
+            return None
+        return shown[0] if len(shown) == 1 else np.stack(shown)
+
+    def copy_through(self, k: int, image) -> None:
+        for part in self.parts:
+            part.copy_through(k, image)
+
+    def finish(self, metadata: dict) -> None:
+        for part in self.parts:
+            part.finish(metadata)
+
+    def close(self) -> None:
+        for part in self.parts:
+            part.close()

@@ -35,6 +35,10 @@ class Choices:
     preset_resolved: str = "fast"
     device: str = "auto"
     planes: str = PLANES_IN_VIEW
+    warm_start: bool = True
+    #: Restore the Image layers in ``group`` (the layer list's selection) as the channels of one image.
+    together: bool = False
+    group: list = field(default_factory=list)
     replace: bool = True
     iterations: int = 1000
     stopping: str | None = None
@@ -52,21 +56,24 @@ class Plan:
     """Everything a run needs, read from the layers on the main thread."""
 
     task: str
-    input_layer: object
+    input_layer: object  # the first of ``sources``
     input_name: str
     rgb: bool
-    planes: list
-    out_index: list  # where plane k goes in the output array
-    out_shape: tuple
+    planes: list  # the restored planes' indices along the layer's leading axes
+    out_index: list  # where plane k goes in each output array
+    out_shape: tuple  # of each output
     dtype: np.dtype
-    geometry: geo.Geometry
-    fit_args: tuple  # (data, planes, rgb, task, mask_data, mask_per_plane) for the worker
+    plane_offset: tuple  # the first restored plane, for an output of the plane in view only
+    fit_args: tuple  # the worker's arguments before ``fit_kwargs`` (see :func:`.worker.fit`)
     fit_kwargs: dict
     parameters: dict
     choices: Choices
+    #: The input layers, one output each: one layer, or a channel group restored together.
+    sources: list = field(default_factory=list)
+    #: The ``axes`` the API gets (``"ZYX"``, ``"TZYXC"``, ``"ZCYX"``, ``"CYX"``, ``"YX"``).
+    axes: str = "YX"
     reference: np.ndarray | None = None
     reference_per_plane: bool = False
-    base_metadata: dict = field(default_factory=dict)
     #: Things the user should know that do not stop the run (shown in the status line).
     notes: list = field(default_factory=list)
 
@@ -82,6 +89,39 @@ class Plan:
     def keep_snapshots(self) -> bool:
         return self.choices.keep_snapshots
 
+    @property
+    def joint(self) -> bool:
+        """Several layers restored together as channels (one output each)."""
+        return len(self.sources) > 1
+
+    @property
+    def stack(self) -> bool:
+        """Several planes streamed by ``iter_restore_planes``."""
+        return self.fit_args[4]
+
+    @property
+    def warm_start(self) -> bool | None:
+        """Whether planes are warm-started from the previous one (``None``: one plane)."""
+        return self.choices.warm_start if self.stack and len(self.planes) > 1 else None
+
+
+def is_image(layer) -> bool:
+    return type(layer).__name__ == "Image"
+
+
+def channel_group(viewer) -> list:
+    """The Image layers selected in the layer list, in its order (channel 0 at the
+    bottom, as ``viewer.add_image(data, channel_axis=...)`` adds them), when they can be
+    restored together: two or more, one shape and dtype, not RGB, one resolution. Else ``[]``."""
+    selection = viewer.layers.selection
+    layers = [layer for layer in viewer.layers if layer in selection and is_image(layer)]
+    if len(layers) < 2 or len(layers) != len(selection):
+        return []
+    kinds = {(layer.data.shape, np.dtype(layer.data.dtype), bool(layer.rgb), bool(layer.multiscale)) for layer in layers}
+    if len(kinds) > 1 or next(iter(kinds))[2:] != (False, False):
+        return []
+    return layers
+
 
 def plane_in_view(viewer, layer, leading) -> tuple[int, ...]:
     """Index along the layer's leading axes of the plane the viewer shows."""
@@ -89,14 +129,52 @@ def plane_in_view(viewer, layer, leading) -> tuple[int, ...]:
     return tuple(int(np.clip(np.round(position[axis]), 0, size - 1)) for axis, size in enumerate(leading))
 
 
+def _sources(choices: Choices) -> list:
+    from ..errors import InputError
+
+    if not choices.together:
+        if choices.image is None:
+            raise InputError("choose an Image layer to restore")
+        return [choices.image]
+    layers = list(choices.group)
+    if len(layers) < 2:
+        raise InputError(
+            "to restore layers together as channels, select two or more Image layers of one shape and type "
+            "in the layer list (the layers viewer.add_image(..., channel_axis=...) makes)"
+        )
+    return layers
+
+
+def _fit_input(sources, planes, stack: bool, letters: str | None, rgb: bool):
+    """The array the API gets, its axes, and the planes' indices in the API's terms.
+
+    A stack is handed over whole (channels stacked before Y); more than two leading axes,
+    or labels that do not say T and Z, as one axis of planes (the order is the same).
+    One plane: that plane alone (channels first)."""
+    plane_axes = "CYX" if len(sources) > 1 else "YXC" if rgb else "YX"
+    if not stack:
+        index = planes[0]
+        images = [np.asarray(layer.data[index]) for layer in sources]
+        return (np.stack(images) if len(images) > 1 else images[0]), plane_axes, planes
+    leading = len(planes[0])
+    if len(sources) > 1:
+        data = np.stack([np.asarray(layer.data) for layer in sources], axis=leading)
+    else:
+        data = sources[0].data
+    if letters is None:
+        data = np.asarray(data)
+        data = data.reshape((-1, *data.shape[leading:]))
+        return data, "Z" + plane_axes, [(k,) for k in range(len(planes))]
+    return data, letters + plane_axes, planes
+
+
 def make_plan(viewer, choices: Choices) -> Plan:
     """Read the chosen layers into arrays and plain values; raise ``InputError``."""
     from ..errors import InputError
 
-    layer = choices.image
-    if layer is None:
-        raise InputError("choose an Image layer to restore")
-    if layer.multiscale:
+    sources = _sources(choices)
+    layer = sources[0]
+    if any(source.multiscale for source in sources):
         raise InputError("multiscale layers are not supported; restore a single-resolution layer")
     data = layer.data
     shape = tuple(data.shape)
@@ -104,7 +182,8 @@ def make_plan(viewer, choices: Choices) -> Plan:
     leading = geo.leading_shape(shape, rgb)
     height, width = shape[len(leading) : len(leading) + 2]
 
-    if not leading or choices.planes == PLANES_ALL:
+    stack = bool(leading) and choices.planes == PLANES_ALL
+    if not leading or stack:
         planes = geo.plane_indices(shape, rgb)
         out_index, out_leading, plane_offset = planes, leading, ()
     else:
@@ -134,7 +213,7 @@ def make_plan(viewer, choices: Choices) -> Plan:
     dtype = np.dtype(data.dtype)
     if choices.keep_snapshots:
         count = geo.snapshot_count(iterations, every)
-        if count * math.prod(out_shape) * dtype.itemsize > MAX_STACK_BYTES:
+        if count * math.prod(out_shape) * dtype.itemsize * len(sources) > MAX_STACK_BYTES:
             raise InputError(
                 f"keeping {count} snapshots of {out_shape} needs more than "
                 f"{MAX_STACK_BYTES / 2**30:.0f} GiB; update less often or restore one plane"
@@ -144,12 +223,22 @@ def make_plan(viewer, choices: Choices) -> Plan:
     reference, reference_per_plane, notes = None, False, []
     if choices.reference is not None:
         ref_shape = tuple(choices.reference.data.shape)
-        if ref_shape == out_plane:
+        if len(sources) > 1:
+            notes.append("no PSNR: the reference is one layer, the result several channels")
+        elif ref_shape == out_plane:
             reference = choices.reference.data
         elif leading and ref_shape == leading + out_plane:
             reference, reference_per_plane = choices.reference.data, True
         else:
             notes.append(f"no PSNR: reference {choices.reference.name!r} has shape {ref_shape}, the result {out_plane}")
+
+    letters = geo.stack_letters(geo.layer_geometry(layer).axis_labels[: len(leading)]) if stack else ""
+    fit_data, axes, api_planes = _fit_input(sources, planes, stack, letters, rgb)
+    mask = mask_data
+    if mask_data is not None and not stack and mask_per_plane:
+        mask = np.asarray(mask_data[planes[0]])
+    elif mask_data is not None and stack and mask_per_plane and letters is None:
+        mask = np.asarray(mask_data).reshape((-1, height, width))
 
     parameters = {
         "iterations": iterations,
@@ -160,7 +249,11 @@ def make_plan(viewer, choices: Choices) -> Plan:
         "stopping": choices.stopping,
         "show": choices.show,
         "planes": choices.planes if leading else "single image",
+        "axes": axes,
+        "warm_start": choices.warm_start if stack and len(planes) > 1 else None,
     }
+    if len(sources) > 1:
+        parameters["channels_together"] = [source.name for source in sources]
     fit_kwargs = {
         "preset": choices.preset,
         "factor": choices.factor,
@@ -179,7 +272,6 @@ def make_plan(viewer, choices: Choices) -> Plan:
         marks = "known" if choices.mask_marks_known else "holes"
         parameters["mask_marks"] = marks
         fit_kwargs["mask_marks"] = marks
-    geometry = geo.output_geometry(geo.layer_geometry(layer), factor=choices.factor, plane_offset=plane_offset)
     return Plan(
         task=choices.task,
         input_layer=layer,
@@ -189,13 +281,14 @@ def make_plan(viewer, choices: Choices) -> Plan:
         out_index=out_index,
         out_shape=out_shape,
         dtype=dtype,
-        geometry=geometry,
-        fit_args=(data, planes, rgb, choices.task, mask_data, mask_per_plane),
+        plane_offset=plane_offset,
+        fit_args=(fit_data, axes, choices.task, mask, stack, choices.warm_start, api_planes),
         fit_kwargs=fit_kwargs,
         parameters=parameters,
         choices=choices,
+        sources=sources,
+        axes=axes,
         reference=reference,
         reference_per_plane=reference_per_plane,
-        base_metadata={k: v for k, v in dict(layer.metadata).items() if k != "napari_dip"},
         notes=notes,
     )

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import layers as geo
-from .output import OutputLayer
+from .output import Outputs
 from .plan import Plan
 from .timing import RateMeter, eta_text, format_rate
 
@@ -61,7 +61,7 @@ class Run:
     """The state of one run on the main thread while its worker goes."""
 
     plan: Plan
-    output: OutputLayer
+    output: Outputs
     worker: object = None
     pbar: object = None
     meter: RateMeter = field(default_factory=RateMeter)
@@ -78,6 +78,8 @@ class Run:
     last_plane: int = -1
     last_psnr: float | None = None
     closed: bool = False
+    #: Moves the viewer's sliders to the plane being written (a stack), or ``None``.
+    follower: object = None
     #: Planes of a stack copied through because they are constant (plane indices).
     constant_planes: list = field(default_factory=list)
     #: The engine's warnings: message -> the plane indices it came for, in order.
@@ -86,6 +88,8 @@ class Run:
     plane_results: list = field(default_factory=list)
     best_iteration: int | None = None  # the stopping rule's best so far, in the current plane
     backtracks: int = 0  # in the current plane
+    #: Where the current plane was warm-started from (``settings["warm_start"]``), or ``None``.
+    warm_from: dict | None = None
 
     @property
     def total_iterations(self) -> int:
@@ -97,8 +101,20 @@ class Run:
         return self.iterations_finished + self.plane_done
 
     @property
+    def by_planes(self) -> bool:
+        """A stack's progress counts planes (their budgets differ with warm start)."""
+        return len(self.plan.planes) > 1
+
+    @property
+    def progress_total(self) -> int:
+        return len(self.plan.planes) if self.by_planes else self.plan.iterations
+
+    @property
     def progress_count(self) -> int:
-        """Progress in budget units: a plane that stopped early counts as complete."""
+        """Progress in planes for a stack, else in budget units; a plane that stopped
+        early counts as complete."""
+        if self.by_planes:
+            return self.planes_finished
         return self.planes_finished * self.plan.iterations + (0 if self.plane_complete else self.plane_done)
 
     def abandon(self, *args) -> None:
@@ -116,12 +132,13 @@ class Run:
 
     def note_snapshot(self, k: int, snapshot) -> bool:
         """Take in what a snapshot says about the fit; return whether plane ``k`` is new."""
+        new_plane = self._enter_plane(k)
         if snapshot.settings:  # the first and the final snapshot say how the fit is made
             self.engine_settings = snapshot.settings
+            self.warm_from = snapshot.settings.get("warm_start")
             resolved = snapshot.settings.get("preset")
             if resolved and self.output.layer is None:
                 self.plan.choices.preset_resolved = resolved  # names the output
-        new_plane = self._enter_plane(k)
         self.best_iteration = snapshot.best_iteration
         self.backtracks = int(snapshot.backtracks)
         if snapshot.done:
@@ -134,6 +151,7 @@ class Run:
                 "best_iteration": snapshot.best_iteration,
                 "backtracks": int(snapshot.backtracks),
                 "reg_noise_std": fit.get("reg_noise_std"),
+                "warm_start": self.warm_from,
             })
         return new_plane
 
@@ -146,33 +164,38 @@ class Run:
         self.plane_complete = False
         self.best_iteration = None
         self.backtracks = 0
+        self.warm_from = None
         return True
 
-    def note_constant_plane(self, k: int) -> int:
-        """Plane ``k`` was copied through (constant): it counts as complete. Returns the
-        progress bar's step."""
+    def note_copied_plane(self, k: int, reason: str = "constant") -> int:
+        """Plane ``k`` was copied through by the API (``reason``: ``"constant"``, or
+        ``"no holes"`` for inpainting): it counts as complete. Returns the progress bar's step."""
         self._enter_plane(k)
         previous = self.progress_count
         self.planes_finished += 1
         self.plane_complete = True
         plane = self.plan.planes[k]
-        self.constant_planes.append(plane)
-        self.plane_results.append({"plane": list(plane), "iterations_run": 0, "stop_reason": "constant",
-                                   "best_iteration": None, "backtracks": 0, "reg_noise_std": None})
+        if reason == "constant":
+            self.constant_planes.append(plane)
+        self.plane_results.append({"plane": list(plane), "iterations_run": 0, "stop_reason": reason,
+                                   "best_iteration": None, "backtracks": 0, "reg_noise_std": None,
+                                   "warm_start": None})
         return self.progress_count - previous
 
-    def note_warning(self, k: int, message: str) -> bool:
-        """Record an engine warning for plane ``k``; return whether it is the run's first."""
+    def note_warning(self, k: int | None, message: str) -> bool:
+        """Record an engine warning for plane ``k`` (``None``: the whole stack); return
+        whether it is the run's first."""
         first = not self.warnings
         planes = self.warnings.setdefault(message, [])
-        if self.plan.planes[k] not in planes:
+        if k is not None and self.plan.planes[k] not in planes:
             planes.append(self.plan.planes[k])
         return first
 
     def warning_texts(self) -> list[str]:
         """The engine's warnings, each once; in a stack, with the planes they came for."""
         several = len(self.plan.planes) > 1
-        return [f"{text} (plane{'s' if len(planes) > 1 else ''} {geo.planes_text(planes)})" if several else text
+        return [f"{text} (plane{'s' if len(planes) > 1 else ''} {geo.planes_text(planes)})" if several and planes
+                else text
                 for text, planes in self.warnings.items()]
 
     def remarks(self, constant_planes: bool = True) -> list[str]:
@@ -208,7 +231,8 @@ class Run:
             self.plane_results[-1]["psnr_vs_reference"] = self.last_psnr
 
     def metadata(self, stop_reason: str) -> dict:
-        """The output's metadata: the input's, and under ``napari_dip`` how it was made."""
+        """The outputs' record, under ``napari_dip``: how they were made (each output
+        adds its input's metadata, name and channel)."""
         from .. import __version__
 
         plan = self.plan
@@ -235,7 +259,8 @@ class Run:
             results.append({"plane": list(plan.planes[self.last_plane]), "iterations_run": int(self.plane_done),
                             "stop_reason": stop_reason, "best_iteration": self.best_iteration,
                             "backtracks": self.backtracks,
-                            "reg_noise_std": settings.get("fit", {}).get("reg_noise_std")})
+                            "reg_noise_std": settings.get("fit", {}).get("reg_noise_std"),
+                            "warm_start": self.warm_from})
             if self.last_psnr is not None:
                 results[-1]["psnr_vs_reference"] = self.last_psnr
         record["threads"] = settings.get("threads")
@@ -247,6 +272,12 @@ class Run:
             record["mask_marks"] = settings.get("mask_marks", plan.parameters.get("mask_marks"))
             record["keep_known"] = settings.get("keep_known", True)
         record["constant_planes"] = [list(p) for p in self.constant_planes]
+        record["axes"] = plan.axes
+        # Whether each plane after the first started from the previous one's network
+        # (``None``: one plane); per plane in ``plane_results[...]["warm_start"]``.
+        record["warm_start"] = plan.warm_start
+        if plan.joint:
+            record["channels_restored_jointly"] = [source.name for source in plan.sources]
         record["warnings"] = self.warning_texts()
         if plan.notes:
             record["notes"] = list(plan.notes)
@@ -254,12 +285,14 @@ class Run:
             record["psnr_vs_reference"] = self.last_psnr
         if self.error:
             record["error"] = self.error
-        return {**plan.base_metadata, "napari_dip": record}
+        return {"napari_dip": record}
 
 
 def status_line(run: Run, snapshot, k: int, rate: float | None) -> str:
     """iteration, speed, ETA, loss, PSNR, backtracks: the status line during a run."""
     parts = [f"iteration {snapshot.iteration}/{snapshot.iterations}", format_rate(rate)]
+    if len(run.plan.planes) > 1:
+        parts.insert(0, f"plane {k + 1}/{len(run.plan.planes)}" + (" (warm start)" if run.warm_from else ""))
     if not snapshot.done:
         parts.append(
             eta_text(

@@ -5,91 +5,90 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-import numpy as np
-
 #: What the worker yields after the last plane: ``(len(planes), DONE)``.
 DONE = None
-
-
-@dataclass(frozen=True)
-class ConstantPlane:
-    """Yielded instead of snapshots for a constant plane of a stack (an empty Z slice, a
-    black frame): the engine refused it, and ``image`` is the plane copied through
-    unchanged (enlarged by the factor for super-resolution) for the output."""
-
-    image: np.ndarray
-    message: str
+#: The stop reasons of a plane the API copies through instead of fitting it.
+COPIED = ("constant", "no holes")
 
 
 @dataclass(frozen=True)
 class EngineWarning:
-    """An :class:`~napari_dip.errors.InputWarning` the engine gave when a plane's fit
-    started (e.g. a mask that looks inverted): the fit goes on, the user should know."""
+    """An :class:`~napari_dip.errors.InputWarning` the engine gave when the fit started
+    (e.g. a mask that looks inverted): the fit goes on, the user should know. ``k`` of a
+    stack's warning is ``None``: the API checks a stack's masks together."""
 
     message: str
 
 
-def copy_through(image: np.ndarray, factor: int | None) -> np.ndarray:
-    """A constant plane as the output shows it: unchanged, or each pixel repeated
-    ``factor`` times along both image axes (exact, as every pixel has the same value).
-
-    >>> copy_through(np.full((2, 3), 7, np.uint8), 2).shape
-    (4, 6)
-    """
-    f = factor or 1
-    if f == 1:
-        return np.array(image)
-    return np.repeat(np.repeat(image, f, axis=0), f, axis=1)
+def is_copied(snapshot) -> bool:
+    """A plane of a stack the API did not fit but copied through: constant inside a
+    varying stack, or (inpainting, one mask per plane) without holes."""
+    return bool(snapshot.done and snapshot.iteration == 0 and snapshot.stop_reason in COPIED)
 
 
-def fit_planes(data, planes, rgb, task, mask_data, mask_per_plane, fit_kwargs):
-    """Restore ``data[plane]`` for each plane index in turn, yielding ``(k, snapshot)``,
-    then ``(len(planes), None)`` when all are done.
+def _start(start):
+    """Call ``start()`` (which makes the API's generator, checking the input), recording
+    the engine's ``InputWarning``\\ s; return ``(stream or None, failure, warnings)``."""
+    from ..errors import InputWarning
 
-    Runs in the worker thread. A user's mistake or a full device (the engine's
-    ``InputError``, ``DeviceMemoryError``, a diverging fit) is yielded as
-    ``(k, exception)``, so the widget can report it in one line instead of a traceback;
-    anything else is a bug and propagates. In a stack of several planes, a constant plane
-    (``ConstantImageError``) does not stop the run: it is yielded as a
-    :class:`ConstantPlane` and the next plane follows. The engine's ``InputWarning``\\ s
-    are yielded as :class:`EngineWarning`\\ s before the plane's snapshots.
-    """
-    from ..errors import ConstantImageError, InputWarning
-    from ..restore import iter_restore
-
-    for k, index in enumerate(planes):
-        failure = None
-        image = np.array(data[index])  # a copy: the layer's array is never written
-        # Only the engine's start is watched: that is where it checks the input. The
-        # record is module state, so it is kept short (other warnings are passed on).
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", InputWarning)
-            try:
-                mask = None
-                if mask_data is not None:
-                    mask = np.array(mask_data[index] if mask_per_plane else mask_data)
-                snapshots = iter_restore(task, image, mask=mask, channel_axis=-1 if rgb else None, **fit_kwargs)
-            except (ValueError, MemoryError, FloatingPointError) as error:
-                failure = error
-        for warning in caught:
-            if issubclass(warning.category, InputWarning):
-                yield k, EngineWarning(str(warning.message))
-            else:
-                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-        if isinstance(failure, ConstantImageError) and len(planes) > 1:
-            yield k, ConstantPlane(copy_through(image, fit_kwargs.get("factor")), str(failure))
-            continue
-        if failure is not None:
-            yield k, failure
-            return
+    stream = failure = None
+    # Only the start is watched: that is where the engine checks the input. The record
+    # is module state, so it is kept short (other warnings are passed on).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InputWarning)
         try:
-            for snapshot in snapshots:
-                yield k, snapshot
+            stream = start()
         except (ValueError, MemoryError, FloatingPointError) as error:
-            yield k, error
-            return
-        finally:
-            snapshots.close()
+            failure = error
+    messages = []
+    for warning in caught:
+        if issubclass(warning.category, InputWarning):
+            messages.append(str(warning.message))
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return stream, failure, messages
+
+
+def fit(data, axes, task, mask, stack, warm_start, planes, fit_kwargs):
+    """Restore ``data`` (laid out as ``axes`` says), yielding ``(k, snapshot)`` with ``k``
+    the plane's position in ``planes``, then ``(len(planes), DONE)``.
+
+    One plane goes through ``iter_restore``; a stack (``stack``) through
+    ``iter_restore_planes``, warm-started plane to plane when ``warm_start``, which copies
+    constant planes through itself (:func:`is_copied`). Runs in the worker thread. A
+    user's mistake or a full device (the engine's ``InputError``, ``DeviceMemoryError``, a
+    diverging fit) is yielded as ``(k, exception)``, so the widget can report it in one
+    line instead of a traceback; anything else is a bug and propagates. The engine's
+    ``InputWarning``\\ s are yielded as :class:`EngineWarning`\\ s before the snapshots.
+    """
+    from ..restore import iter_restore, iter_restore_planes
+
+    if stack:
+        position = {tuple(plane): k for k, plane in enumerate(planes)}
+        stream, failure, messages = _start(
+            lambda: iter_restore_planes(task, data, axes=axes, mask=mask, warm_start=warm_start, **fit_kwargs)
+        )
+    else:
+        stream, failure, messages = _start(lambda: iter_restore(task, data, axes=axes, mask=mask, **fit_kwargs))
+    for message in messages:
+        yield (None if stack else 0), EngineWarning(message)
+    if failure is not None:
+        yield 0, failure
+        return
+    k = 0
+    try:
+        for item in stream:
+            if stack:
+                index, snapshot = item
+                k = position[tuple(index)]
+            else:
+                snapshot = item
+            yield k, snapshot
+    except (ValueError, MemoryError, FloatingPointError) as error:
+        yield k, error
+        return
+    finally:
+        stream.close()
     # The end travels with the snapshots: Qt does not order the worker's ``finished``
     # signal after its last ``yielded`` one.
     yield len(planes), DONE
