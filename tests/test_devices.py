@@ -54,6 +54,30 @@ def test_a_cpu_fit_sets_its_threads_and_puts_them_back():
     assert torch.get_num_threads() == before
     with pytest.raises(InputError):
         FitConfig(threads=0)
+    with pytest.raises(InputError):
+        FitConfig(threads="many")
+
+
+def test_threads_default_to_torchs_setting_and_auto_follows_idle_cores(monkeypatch):
+    import numpy as np
+
+    from napari_dip.engine import fit as fit_module
+    from napari_dip.engine.fit import FitConfig, Fitter
+    from napari_dip.engine.forward import Identity
+    from tiny import TINY_NET, smooth_image
+
+    image = np.moveaxis(smooth_image(32, 1), -1, 0)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        # The default does not look at the load: the same seed gives the same result.
+        monkeypatch.setattr(fit_module, "idle_cores", lambda: pytest.fail("measured the load by default"))
+        assert Fitter(image, Identity(), TINY_NET, FitConfig(iterations=1, device="cpu")).threads == 2
+        monkeypatch.setattr(fit_module, "idle_cores", lambda: 1.1)
+        auto = Fitter(image, Identity(), TINY_NET, FitConfig(iterations=1, device="cpu", threads="auto"))
+        assert auto.threads == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_unknown_device_is_an_input_error():

@@ -54,8 +54,9 @@ def _add_fit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patience", type=int,
                         help="iterations without improvement before stopping (default: the rule's)")
     parser.add_argument("--runs", type=int, help="average this many independent fits, run side by side (default: 1)")
-    parser.add_argument("--threads", type=int,
-                        help="CPU threads (default: as many as there are idle cores when the fit starts)")
+    parser.add_argument("--threads", type=_threads,
+                        help="CPU threads, or 'auto': as many as there are idle cores when the fit starts, which "
+                             "spares a busy machine but makes the result depend on the load (default: PyTorch's)")
     parser.add_argument("--axes", metavar="LETTERS",
                         help="what each axis of INPUT is, one letter per axis from T (time), Z (depth), "
                              "C (channels) and Y, X (the image plane), e.g. ZYX, TYX, CYX, YXC, TZCYX; "
@@ -69,6 +70,15 @@ def _add_fit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress-every", type=int, default=10, metavar="N",
                         help="update the progress bar every N iterations (default: 10)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _threads(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -73,7 +73,7 @@ def iter_restore(
     stopping: str | StoppingConfig | None = None,
     patience: int | None = None,
     runs: int | None = None,
-    threads: int | None = None,
+    threads: int | str | None = None,
 ) -> Iterator[Snapshot]:
     """Restore ``image`` step by step, yielding snapshots as the fit proceeds.
 
@@ -138,9 +138,10 @@ def iter_restore(
     runs : int, optional
         Number of independent fits (seeds ``seed``, ``seed + 1``, ...) averaged into the
         result; they run together in one batched pass. The paper gains about 0.6 dB from 2.
-    threads : int, optional
-        CPU threads; by default as many as there are idle cores when the fit starts, so a
-        busy machine is not oversubscribed (recorded as ``settings["threads"]``).
+    threads : int or "auto", optional
+        CPU threads; by default PyTorch's setting. ``"auto"`` takes as many as there are
+        idle cores when the fit starts, so a busy machine is not oversubscribed, but then
+        the result depends on the load (recorded as ``settings["threads"]``).
 
     Yields
     ------

@@ -69,10 +69,11 @@ class FitConfig:
     #: on CUDA only. On a 2-core CPU it was slower for the fast network at 256x256
     #: (0.26 against 0.22 s per step) and mixed for the paper network.
     channels_last: bool | None = None
-    #: CPU threads for the fit; ``None``: as many as there are idle cores when the fit
-    #: starts (:func:`napari_dip.engine.devices.cpu_threads`), so a busy machine is not
-    #: oversubscribed. Ignored on GPUs.
-    threads: int | None = None
+    #: CPU threads for the fit: ``None`` keeps PyTorch's setting (the same result for the
+    #: same seed on one machine); ``"auto"`` uses as many as there are idle cores when the
+    #: fit starts (:func:`napari_dip.engine.devices.cpu_threads`), so a busy machine is not
+    #: oversubscribed, at the cost of results that depend on the load. Ignored on GPUs.
+    threads: int | str | None = None
     #: Automatic stopping (see :mod:`napari_dip.engine.stopping`); ``StoppingConfig(rule="none")``
     #: runs the whole budget.
     stopping: StoppingConfig = StoppingConfig()
@@ -92,8 +93,10 @@ class FitConfig:
             raise InputError(f"check_every must be at least 1, got {self.check_every}")
         if self.runs < 1:
             raise InputError(f"runs must be at least 1, got {self.runs}")
-        if self.threads is not None and self.threads < 1:
-            raise InputError(f"threads must be at least 1, got {self.threads}")
+        if self.threads is not None and self.threads != "auto" and not (
+            isinstance(self.threads, int) and self.threads >= 1
+        ):
+            raise InputError(f"threads must be a whole number of at least 1, or 'auto', got {self.threads!r}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
@@ -257,8 +260,10 @@ class Fitter:
         #: CPU threads the fit runs with (set while :meth:`run` runs; ``None`` on a GPU).
         self.threads = None
         if self.device.type == "cpu":
-            idle = None if self.config.threads is not None else idle_cores()
-            self.threads = cpu_threads(self.config.threads, idle)
+            if self.config.threads == "auto":
+                self.threads = cpu_threads(None, idle_cores())
+            else:
+                self.threads = cpu_threads(self.config.threads)
 
     # -- public ------------------------------------------------------------------------
 
