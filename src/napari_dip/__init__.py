@@ -28,6 +28,7 @@ _LAZY = {
     "InputError": "errors",
     "ConstantImageError": "errors",
     "InputWarning": "errors",
+    "InvertedMaskWarning": "errors",
     "DeviceMemoryError": "errors",
 }
 

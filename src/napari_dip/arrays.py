@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .axes import layout_for
-from .errors import ConstantImageError, InputError, InputWarning
+from .errors import ConstantImageError, InputError, InputWarning, InvertedMaskWarning
 
 #: Smallest image side, in pixels, the engine accepts. Below it there is too little
 #: structure for the network prior to act on, and the result would be meaningless.
@@ -331,14 +331,10 @@ def warn_if_inverted(fraction: float, marks: str = "holes") -> None:
     """Warn (:class:`~napari_dip.errors.InputWarning`) when a mask makes more than
     :data:`SUSPICIOUS_HOLE_FRACTION` of the image holes: it probably marks the other way."""
     if fraction > SUSPICIOUS_HOLE_FRACTION:
-        if marks == "holes":
-            hint = "pass --mask-known / mask_marks='known' if nonzero marks known pixels"
-        else:
-            hint = "leave out --mask-known / mask_marks='known' if nonzero marks the holes"
-        _warn_caller(f"the mask makes {100 * fraction:.1f} % of the image holes to fill: it is probably inverted; {hint}")
+        _warn_caller(InvertedMaskWarning(fraction, marks))
 
 
-def _warn_caller(message: str) -> None:
+def _warn_caller(warning: InputWarning) -> None:
     """Warn with the location of the first caller outside napari-dip, so that Python's
     once-per-location filter applies to the user's own line, not to the one line of ours
     every call passes through (a second inverted mask would go unnoticed)."""
@@ -346,7 +342,7 @@ def _warn_caller(message: str) -> None:
     frame, level = sys._getframe(0), 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
         frame, level = frame.f_back, level + 1
-    warnings.warn(message, InputWarning, stacklevel=level)
+    warnings.warn(warning, stacklevel=level)
 
 
 def keep_known_pixels(result: np.ndarray, original: np.ndarray, known: np.ndarray, layout: ImageLayout) -> np.ndarray:

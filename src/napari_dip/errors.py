@@ -26,3 +26,27 @@ class DeviceMemoryError(MemoryError):
 
 class InputWarning(UserWarning):
     """The input is usable but looks like a mistake (e.g. an inverted inpainting mask)."""
+
+
+class InvertedMaskWarning(InputWarning):
+    """An inpainting mask that makes most of the image holes: it probably marks the other
+    way. Carries the numbers, so each interface can name its own switch (:meth:`describe`).
+    """
+
+    def __init__(self, hole_fraction: float, marks: str = "holes"):
+        self.hole_fraction = float(hole_fraction)
+        self.marks = marks
+        super().__init__(self.describe("pass --mask-known / mask_marks='known'",
+                                       "leave out --mask-known / mask_marks='known'"))
+
+    def describe(self, mark_known: str, mark_holes: str) -> str:
+        """The message with the interface's words for choosing each convention.
+
+        >>> InvertedMaskWarning(0.9).describe("tick the box", "untick the box")
+        'the mask makes 90.0 % of the image holes to fill: it is probably inverted; tick the box if nonzero marks known pixels'
+        """
+        if self.marks == "holes":
+            hint = f"{mark_known} if nonzero marks known pixels"
+        else:
+            hint = f"{mark_holes} if nonzero marks the holes"
+        return f"the mask makes {100 * self.hole_fraction:.1f} % of the image holes to fill: it is probably inverted; {hint}"

@@ -31,11 +31,12 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer
 
+from ..errors import ConstantImageError
 from . import layers as geo
 from .follow import PlaneFollower
 from .output import Outputs, find_layer, output_key
 from .plan import Plan
-from .run import Run, in_widget_terms, status_line
+from .run import Run, status_line
 from .worker import EngineWarning, fit, is_copied
 
 #: Queued after the snapshots when the worker thread ends (see ``_on_yielded``).
@@ -176,13 +177,13 @@ class RunController:
             return
         if isinstance(snapshot, BaseException):
             run.error = str(snapshot)
-            if type(snapshot).__name__ == "ConstantImageError" and len(run.plan.planes) > 1:
+            if isinstance(snapshot, ConstantImageError) and len(run.plan.planes) > 1:
                 run.error = f"every plane of {run.plan.input_name!r} is constant: there is nothing to restore"
             run.stop_reason = "error"
             self._finish(run)
             return
         if isinstance(snapshot, EngineWarning):
-            message = in_widget_terms(snapshot.message)
+            message = snapshot.message
             if run.note_warning(k, message):
                 # What is wrong, without the hint (the status line has it all), and whole:
                 # a warning's point ("probably inverted") tends to come last.

@@ -38,24 +38,6 @@ def psnr(reference, image) -> float:
     return float("inf") if mse == 0 else 10.0 * math.log10((span or 1.0) ** 2 / mse)
 
 
-#: The engine's hints name the command line option and the API argument; the widget has a checkbox.
-_HINTS = {
-    "pass --mask-known / mask_marks='known'": "tick 'mask marks known pixels'",
-    "leave out --mask-known / mask_marks='known'": "untick 'mask marks known pixels'",
-}
-
-
-def in_widget_terms(message: str) -> str:
-    """An engine warning with its hint in the widget's terms.
-
-    >>> in_widget_terms("it is probably inverted; pass --mask-known / mask_marks='known' if nonzero marks known pixels")
-    "it is probably inverted; tick 'mask marks known pixels' if nonzero marks known pixels"
-    """
-    for engine, widget in _HINTS.items():
-        message = message.replace(engine, widget)
-    return message
-
-
 @dataclass
 class Run:
     """The state of one run on the main thread while its worker goes."""

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 #: What the worker yields after the last plane: ``(len(planes), DONE)``.
 DONE = None
+#: How the Inpaint form chooses the mask convention (its "mask marks known pixels" box).
+MASK_KNOWN_ON = "tick 'mask marks known pixels'"
+MASK_KNOWN_OFF = "untick 'mask marks known pixels'"
 #: The stop reasons of a plane the API copies through instead of fitting it.
 COPIED = ("constant", "no holes")
 
@@ -29,7 +32,7 @@ def is_copied(snapshot) -> bool:
 def _start(start):
     """Call ``start()`` (which makes the API's generator, checking the input), recording
     the engine's ``InputWarning``\\ s; return ``(stream or None, failure, warnings)``."""
-    from ..errors import InputWarning
+    from ..errors import InputWarning, InvertedMaskWarning
 
     stream = failure = None
     # Only the start is watched: that is where the engine checks the input. The record
@@ -42,7 +45,9 @@ def _start(start):
             failure = error
     messages = []
     for warning in caught:
-        if issubclass(warning.category, InputWarning):
+        if isinstance(warning.message, InvertedMaskWarning):  # in the form's words
+            messages.append(warning.message.describe(MASK_KNOWN_ON, MASK_KNOWN_OFF))
+        elif issubclass(warning.category, InputWarning):
             messages.append(str(warning.message))
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
