@@ -5,7 +5,6 @@ import pytest
 
 from napari_dip.arrays import (
     MIN_SIDE,
-    describe_layout,
     guess_channel_axis,
     keep_known_pixels,
     prepare_image,
@@ -111,21 +110,6 @@ def test_constant_image_is_refused_without_numpy_warnings(image, shown):
         with pytest.raises(ConstantImageError, match=f"the image is constant \\({shown}\\): there is nothing to restore"):
             prepare_image(image, **channel_first(image))
     assert issubclass(ConstantImageError, InputError)
-
-
-@pytest.mark.parametrize(
-    "image,words",
-    [
-        (np.zeros((20, 30), np.uint16), "20x30 grey uint16"),
-        (np.zeros((20, 30, 3), np.uint8), "20x30 RGB uint8"),
-        (np.zeros((20, 30, 4), np.uint8), "20x30 RGBA uint8"),
-        (np.zeros((5, 20, 30), np.float32), "20x30 5-channel float32"),
-    ],
-)
-def test_describe_layout(image, words):
-    image = image.copy()
-    image.flat[0] = 1  # not constant
-    assert describe_layout(prepare_image(image, **channel_first(image))[1]) == words
 
 
 def test_channel_axis_guess_and_override():

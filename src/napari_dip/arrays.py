@@ -208,24 +208,6 @@ def _check_not_constant(channel_min: np.ndarray, channel_max: np.ndarray, dtype:
     raise ConstantImageError(f"the image is constant ({which}): there is nothing to restore")
 
 
-def describe_layout(layout: ImageLayout) -> str:
-    """A few words for a user: size, kind of channels and dtype.
-
-    >>> _, layout, _ = prepare_image(np.arange(32 * 48, dtype=np.uint16).reshape(32, 48))
-    >>> describe_layout(layout)
-    '32x48 grey uint16'
-    """
-    if layout.channel_axis is None:
-        kind = "grey"
-    elif layout.channel_axis == 2 and layout.has_alpha:
-        kind = "RGBA"
-    elif layout.channel_axis == 2 and layout.channels == 3:
-        kind = "RGB"
-    else:
-        kind = f"{layout.channels}-channel"
-    return f"{layout.height}x{layout.width} {kind} {np.dtype(layout.dtype).name}"
-
-
 def restore_layout(chw: np.ndarray, layout: ImageLayout, alpha: np.ndarray | None = None) -> np.ndarray:
     """Map an engine ``(C, H, W)`` image in [0, 1] back to the user's layout, range and dtype.
 

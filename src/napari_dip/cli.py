@@ -374,12 +374,8 @@ def _run_task(args) -> int:
 def _fit_planes(pairs, layout, dtype, factor, total, args) -> tuple:
     """Run a stack's plane-by-plane fits to their end: the whole result, the provenance
     (the first fitted plane's settings, each plane's outcome) and a summary for a person."""
-    output = layout.new_output(dtype, factor)
-    finals = []
-    for index, snap in _plane_progress(pairs, layout.planes, total, args.quiet):
-        if snap.done:
-            layout.put(output, index, snap.average)
-            finals.append((index, snap))
+    finals = [(index, snap) for index, snap in _plane_progress(pairs, layout.planes, total, args.quiet) if snap.done]
+    output = layout.assemble(((index, snap.average) for index, snap in finals), dtype, factor)
     # Constant planes and planes without holes are copied through, not fitted.
     fitted = [snap for _, snap in finals if not snap.settings.get("copied")] or [finals[-1][1]]
     provenance = {key: value for key, value in fitted[0].settings.items() if key not in ("plane", "warm_start")}

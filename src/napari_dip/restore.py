@@ -595,11 +595,9 @@ def _restore(task: str, image, *, axes: str | None, warm_start: bool, **settings
     layout = layout_for(np.shape(image), axes, settings.get("channel_axis"))
     if not layout.is_stack:
         return _final(iter_restore(task, image, axes=axes, **settings))
-    output = layout.new_output(np.asarray(image).dtype, settings.get("factor"))
-    for index, snapshot in iter_restore_planes(task, image, axes=axes, warm_start=warm_start, **settings):
-        if snapshot.done:
-            layout.put(output, index, snapshot.average)
-    return output
+    stream = iter_restore_planes(task, image, axes=axes, warm_start=warm_start, **settings)
+    finals = ((index, snapshot.average) for index, snapshot in stream if snapshot.done)
+    return layout.assemble(finals, np.asarray(image).dtype, settings.get("factor"))
 
 
 def denoise(

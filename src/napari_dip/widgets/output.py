@@ -62,7 +62,6 @@ class OutputLayer:
         self.layer = None
         self.slot = -1  # the newest filled slot of a kept-snapshots stack
         self.removed = False
-        self.writes = 0
 
     # -- the layer
 
@@ -156,7 +155,6 @@ class OutputLayer:
             self.data[(self.slot, *target)] = image
         else:
             self.data[target] = image
-        self.writes += 1
         self.layer.refresh()
         if self.plan.keep_snapshots:
             self._show_slot()
