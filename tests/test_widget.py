@@ -297,8 +297,25 @@ def test_mask_of_known_pixels_is_passed_to_the_engine(make_napari_viewer, qtbot,
     widget = _tiny(_dock(viewer, InpaintWidget), iterations=2, every=2)
     widget.form.mask_known.value = True
     _run_to_end(qtbot, widget)
-    assert calls[0]["mask_marks"] == "known"
+    assert calls[0]["mask_marks"] == "known" and calls[0]["keep_known"] is True
     assert _output(viewer).metadata["napari_dip"]["parameters"]["mask_marks"] == "known"
+
+
+def test_raw_network_output_reaches_the_engine_and_the_record(make_napari_viewer, qtbot):
+    holes = np.zeros((32, 32), np.uint8)
+    holes[10:16, 12:20] = 1
+    image = _image((32, 32))
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="photo")
+    viewer.add_labels(holes, name="holes")
+    widget = _tiny(_dock(viewer, InpaintWidget), iterations=4, every=2)
+    widget.form.raw_output.value = True
+    _run_to_end(qtbot, widget)
+    meta = _output(viewer).metadata["napari_dip"]
+    assert meta["keep_known"] is False and meta["parameters"]["keep_known"] is False
+    known = holes == 0
+    # The network's values everywhere: the known pixels are not the input's any more.
+    assert not np.array_equal(np.asarray(_output(viewer).data)[known], image[known])
 
 
 def test_all_planes_of_a_stack_go_into_one_nd_layer(make_napari_viewer, qtbot):

@@ -61,12 +61,15 @@ class TaskForm:
 
         self.boxes = LayerBoxes(self.viewer, with_mask=self.task == "inpaint")
         self.image, self.mask, self.reference = self.boxes.image, self.boxes.mask, self.boxes.reference
-        self.mask_known = self.factor = None
+        self.mask_known = self.raw_output = self.factor = None
         task_widgets = []
         if self.task == "inpaint":
             self.mask_known = CheckBox(text="mask marks known pixels", value=False,
                                        tooltip="Nonzero mask pixels are the known ones (published DIP masks)")
-            task_widgets += [self.mask, self.mask_known]
+            self.raw_output = CheckBox(text="raw network output", value=False,
+                                       tooltip="Off: the known pixels stay exactly as they are and only the holes "
+                                       "come from the network. On: the network's whole image")
+            task_widgets += [self.mask, self.mask_known, self.raw_output]
         if self.task == "super-resolve":
             self.factor = ComboBox(label="Factor", choices=FACTORS, value=4,
                                    tooltip="The output is this many times larger on each side")
@@ -230,6 +233,7 @@ class TaskForm:
             image=self.image.value,
             mask=self.mask.value if self.mask is not None else None,
             mask_marks_known=bool(self.mask_known.value) if self.mask_known is not None else False,
+            raw_output=bool(self.raw_output.value) if self.raw_output is not None else False,
             factor=self.factor.value if self.factor is not None else None,
             reference=self.reference.value,
             preset=self.preset.value,

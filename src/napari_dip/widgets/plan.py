@@ -29,6 +29,8 @@ class Choices:
     image: object = None
     mask: object = None
     mask_marks_known: bool = False
+    #: Inpainting: the network's whole image instead of keeping the known pixels.
+    raw_output: bool = False
     factor: int | None = None
     reference: object = None
     preset: str = "auto"
@@ -272,6 +274,7 @@ def make_plan(viewer, choices: Choices) -> Plan:
         marks = "known" if choices.mask_marks_known else "holes"
         parameters["mask_marks"] = marks
         fit_kwargs["mask_marks"] = marks
+        parameters["keep_known"] = fit_kwargs["keep_known"] = not choices.raw_output
     return Plan(
         task=choices.task,
         input_layer=layer,
