@@ -424,3 +424,16 @@ def test_the_line_before_the_fit_shows_the_memory_it_needs():
     assert expected > 10  # a 2048² paper fit is large: worth saying before it starts
     small = _memory_needed(SimpleNamespace(command="denoise", channels=8, factor=None), "fast", layout_for((64, 64)))
     assert float(small.split()[-2]) < expected
+
+
+def test_the_result_never_replaces_its_input_or_mask(grey_png, tmp_path, capsys):
+    before = grey_png.read_bytes()
+    assert main(["denoise", str(grey_png), "-o", str(grey_png), "--overwrite", *FAST]) == 2
+    assert "is the input image" in capsys.readouterr().err
+    mask = tmp_path / "mask.png"
+    holes = np.zeros((32, 32), np.uint8)
+    holes[8:12, 8:12] = 255
+    iio.imwrite(mask, holes)
+    assert main(["inpaint", str(grey_png), "--mask", str(mask), "-o", str(mask), "--overwrite", *FAST]) == 2
+    assert "is the mask" in capsys.readouterr().err
+    assert grey_png.read_bytes() == before and np.array_equal(iio.imread(mask), holes)

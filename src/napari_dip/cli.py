@@ -300,6 +300,14 @@ def _report_warnings(caught) -> None:
             warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
 
 
+def _refuse_to_replace_inputs(output: Path, args) -> None:
+    """Input files are never modified: not even ``--overwrite`` lets the result replace the
+    image or the mask it was made from."""
+    for what, path in (("input image", args.input), ("mask", getattr(args, "mask", None))):
+        if path is not None and output.exists() and Path(path).exists() and output.samefile(path):
+            raise InputError(f"{output} is the {what}; write the result to another file")
+
+
 def _run_task(args) -> int:
     from .axes import layout_for
     from .io import check_png, check_writable, imagej_conversion, read_image, write_image_or_rescue
@@ -307,6 +315,7 @@ def _run_task(args) -> int:
     from .restore import iter_restore, iter_restore_planes, last_snapshot
 
     output = check_writable(args.output, args.overwrite)
+    _refuse_to_replace_inputs(output, args)
     source = read_image(args.input)
     layout = layout_for(source.data.shape, _axes_for(args, source))
     if output.suffix.lower() == ".png":
