@@ -120,6 +120,10 @@ def main(argv=None) -> int:
                         help="learning rate of a warm-started plane relative to the first (default: presets')")
     parser.add_argument("--warm-average-weight", type=float,
                         help="running-average weight of a warm-started plane (default: presets')")
+    parser.add_argument("--warm-check-every", type=int,
+                        help="iterations between stop checks of a warm-started plane (default: presets')")
+    parser.add_argument("--warm-min-wait", type=int,
+                        help="trend test's wait after the best on a warm-started plane (default: presets')")
     parser.add_argument("--fits", default="independent,warm", help="which to run: independent, warm or both")
     parser.add_argument("--out", type=Path)
     options = parser.parse_args(argv)
@@ -131,6 +135,10 @@ def main(argv=None) -> int:
         presets.WARM_START_AVERAGE_WEIGHT = options.warm_average_weight
     if options.warm_lr_factor:
         presets.WARM_START_LR_FACTOR = options.warm_lr_factor
+    if options.warm_check_every:
+        presets.WARM_START_CHECK_EVERY = options.warm_check_every
+    if options.warm_min_wait is not None:
+        presets.WARM_START_MIN_WAIT = options.warm_min_wait
     if options.threads:
         import torch
 
