@@ -588,9 +588,19 @@ def _final(snapshots: Iterator[Snapshot]) -> np.ndarray:
     return last_snapshot(snapshots).average
 
 
-def _restore(task: str, image, *, axes: str | None, warm_start: bool, **settings) -> np.ndarray:
+def _restore(
+    task: str, image, *, axes: str | None, warm_start: bool, volumetric: bool = False, spacing=None, **settings,
+) -> np.ndarray:
     """The whole result: of one image through :func:`iter_restore`, of a stack assembled
-    from :func:`iter_restore_planes`' final snapshots."""
+    from :func:`iter_restore_planes`' final snapshots. ``volumetric=True`` fits each
+    Z-stack at once with a 3D network (:func:`napari_dip.volumes.restore_volumes`,
+    ``spacing`` ``(z, y, x)``)."""
+    if volumetric:
+        from .volumes import restore_volumes
+
+        return restore_volumes(task, image, axes=axes, spacing=spacing, **settings)
+    if spacing is not None:
+        raise InputError("spacing is used by the 3D network only: give volumetric=True with it")
     settings["snapshot_every"] = None
     layout = layout_for(np.shape(image), axes, settings.get("channel_axis"))
     if not layout.is_stack:

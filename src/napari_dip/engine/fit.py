@@ -28,6 +28,7 @@ from .devices import cpu_threads, free_memory_bytes, idle_cores, resolve_device
 from ..errors import DeviceMemoryError, InputError
 from .forward import describe as describe_forward_model
 from .networks import SkipNet, SkipNetConfig, count_parameters
+from .networks3d import VolumeNetConfig, VolumeSkipNet
 from .stopping import HeldOutPixels, StoppingConfig, WindowedVariance
 
 PRECISIONS = ("float32", "bfloat16", "float16")
@@ -202,19 +203,32 @@ class Fitter:
         self.network_config = network or SkipNetConfig()
         self.config = config or FitConfig()
         observation = np.asarray(observation, dtype=np.float32)
-        if observation.ndim != 3:
-            raise InputError(f"observation must be (C, H, W), got shape {observation.shape}")
+        # A volume (C, Z, Y, X) is fitted by a 3D network; everything else below is the
+        # same for both, over all spatial axes.
+        volumetric = isinstance(self.network_config, VolumeNetConfig)
+        if volumetric and observation.ndim != 4:
+            raise InputError(f"a 3D network fits a (C, Z, Y, X) volume, got shape {observation.shape}")
+        if not volumetric and observation.ndim != 3:
+            raise InputError(
+                f"observation must be (C, H, W), got shape {observation.shape} (a volume needs a VolumeNetConfig)"
+            )
+        if volumetric and self.config.runs > 1:
+            raise InputError("several runs side by side are not available for 3D networks; use runs=1")
         self.device = resolve_device(self.config.device)
         self.seed = self.config.seed if self.config.seed is not None else secrets.randbelow(2**31)
         channels = observation.shape[0]
         self.image_size = forward_model.image_size(tuple(observation.shape[1:]))
-        height, width = self.image_size
-        self._check_memory(channels, height, width)
+        if len(self.image_size) != observation.ndim - 1:
+            raise InputError(f"{describe_forward_model(forward_model)} works on 2D images only, not on volumes")
+        self._check_memory(channels, *self.image_size)
 
         cfg = self.network_config
-        self.padded_size = (cfg.padded_size(height), cfg.padded_size(width))
-        self._top = (self.padded_size[0] - height) // 2
-        self._left = (self.padded_size[1] - width) // 2
+        if volumetric:
+            self.padded_size = cfg.padded_shape(self.image_size)
+        else:
+            self.padded_size = tuple(cfg.padded_size(n) for n in self.image_size)
+        #: Where the image sits in the network's padded output, centred on every axis.
+        self._crop = tuple(slice((p - n) // 2, (p - n) // 2 + n) for p, n in zip(self.padded_size, self.image_size))
 
         # The weights and the input are drawn on the CPU from the seed, so a seed means
         # the same start on every device; the global RNG of the caller is left alone.
@@ -224,7 +238,7 @@ class Fitter:
         for run in range(self.runs):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed + run)
-                nets.append(SkipNet(cfg, channels))
+                nets.append(VolumeSkipNet(cfg, channels) if volumetric else SkipNet(cfg, channels))
             noise = torch.Generator().manual_seed(self.seed + run)
             inputs.append(torch.rand((1, cfg.input_channels, *self.padded_size), generator=noise) * cfg.input_scale)
         net = nets[0] if self.runs == 1 else SkipNet.side_by_side(nets)
@@ -238,7 +252,9 @@ class Fitter:
         channels_last = self.config.channels_last
         if channels_last is None:
             channels_last = self.device.type == "cuda"
-        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        memory_format = torch.contiguous_format
+        if channels_last:
+            memory_format = torch.channels_last_3d if volumetric else torch.channels_last
         try:
             self.network = net.to(self.device, memory_format=memory_format)
             self.input = z.to(self.device, memory_format=memory_format)
@@ -246,8 +262,8 @@ class Fitter:
             observed = torch.as_tensor(observation)[None].to(self.device)
             self.observation = self.forward_model.prepare_observation(observed)
         except torch.OutOfMemoryError as error:
-            raise self._memory_error(channels, height, width) from error
-        self.stopper = self._make_stopper(channels, height, width)
+            raise self._memory_error(channels, self.image_size) from error
+        self.stopper = self._make_stopper(channels, self.image_size)
         weight = self.stopper.train_weight if isinstance(self.stopper, HeldOutPixels) else None
         #: Multiplies the squared error: held-out pixels are left out of the loss.
         self.loss_weight = weight
@@ -308,9 +324,7 @@ class Fitter:
         device_type = self.device.type
         autocast_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.precision)
         scaler = torch.amp.GradScaler(device_type) if cfg.precision == "float16" and device_type == "cuda" else None
-        height, width = self.image_size
-        rows = slice(self._top, self._top + height)
-        cols = slice(self._left, self._left + width)
+        crop = (slice(None), slice(None), *self._crop)
 
         jitter = torch.empty_like(self.input)
         losses = torch.zeros(check_every, device=self.device)
@@ -342,7 +356,7 @@ class Fitter:
                 with torch.autocast(device_type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
                     full = self.network(net_input)
                 # (1, runs * C, H, W) -> (runs, C, H, W): the runs become a batch.
-                outputs = full.view(self.runs, -1, *full.shape[-2:])[:, :, rows, cols].float()
+                outputs = full.view(self.runs, -1, *full.shape[2:])[crop].float()
                 predicted = self.forward_model(outputs)
                 if self.loss_weight is None:
                     loss = F.mse_loss(predicted, self.observation.expand_as(predicted))
@@ -447,7 +461,7 @@ class Fitter:
                     if stop_reason is not None:
                         return
         except torch.OutOfMemoryError as error:
-            raise self._memory_error(self.observation.shape[1], height, width) from error
+            raise self._memory_error(self.observation.shape[1], self.image_size) from error
         finally:
             torch.set_num_threads(threads_before)
 
@@ -466,10 +480,10 @@ class Fitter:
         anchor = best if best is not None else max(iteration, stopping.warmup)
         return int(min(budget, max(iteration, anchor + stopping.patience)))
 
-    def _make_stopper(self, channels: int, height: int, width: int):
+    def _make_stopper(self, channels: int, size: tuple[int, ...]):
         stopping = self.config.stopping
         if stopping.rule == "wmv":
-            return WindowedVariance(stopping, (channels, height, width), self.device, self.seed)
+            return WindowedVariance(stopping, (channels, *size), self.device, self.seed)
         if stopping.rule == "validation":
             return HeldOutPixels(stopping, self.observation, self.forward_model.observed_weight(), self.seed)
         return None
@@ -506,17 +520,24 @@ class Fitter:
         output = None if checkpoint["output"] is None else checkpoint["output"].clone()
         return average, output, checkpoint["loss"]
 
-    def _check_memory(self, channels: int, height: int, width: int) -> None:
-        needed = estimate_memory_bytes(self.network_config, channels, height, width) * self.config.runs
+    def _needed_bytes(self, channels: int, size: tuple[int, ...]) -> int:
+        cfg = self.network_config
+        if isinstance(cfg, VolumeNetConfig):
+            return cfg.memory_bytes(channels, size) * self.config.runs
+        return estimate_memory_bytes(cfg, channels, *size) * self.config.runs
+
+    def _check_memory(self, channels: int, *size: int) -> None:
+        needed = self._needed_bytes(channels, size)
         free = free_memory_bytes(self.device)
         if free is not None and needed > free:
-            raise self._memory_error(channels, height, width, needed=needed, free=free)
+            raise self._memory_error(channels, size, needed=needed, free=free)
 
-    def _memory_error(self, channels, height, width, needed=None, free=None) -> DeviceMemoryError:
-        needed = needed or estimate_memory_bytes(self.network_config, channels, height, width) * self.config.runs
+    def _memory_error(self, channels, size, needed=None, free=None) -> DeviceMemoryError:
+        needed = needed or self._needed_bytes(channels, size)
         have = f" and {free / 2**30:.1f} GiB are free" if free else ""
+        what = "volume" if len(size) == 3 else "image"
         return DeviceMemoryError(
-            f"a {height}x{width} image with this network needs about {needed / 2**30:.1f} GiB on "
+            f"a {'x'.join(str(n) for n in size)} {what} with this network needs about {needed / 2**30:.1f} GiB on "
             f"{self.device}{have}; use the 'fast' preset, fewer channels, a crop, or another device"
         )
 

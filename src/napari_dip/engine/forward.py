@@ -48,15 +48,15 @@ class Identity(ForwardModel):
 class KnownPixels(ForwardModel):
     """``A(x) = m * x``: only pixels where ``m`` is 1 were observed.
 
-    ``known`` has shape ``(1, H, W)`` (one mask for all channels) or ``(C, H, W)``.
-    The values of the observation in the holes are ignored.
+    ``known`` has shape ``(1, H, W)`` (one mask for all channels) or ``(C, H, W)``; for a
+    volume ``(1 or C, Z, Y, X)``. The values of the observation in the holes are ignored.
     """
 
     def __init__(self, known: torch.Tensor | np.ndarray):
         super().__init__()
         known = torch.as_tensor(np.asarray(known, dtype=np.float32))
-        if known.ndim != 3:
-            raise ValueError(f"known-pixel mask must be (1 or C, H, W), got {tuple(known.shape)}")
+        if known.ndim not in (3, 4):
+            raise ValueError(f"known-pixel mask must be (1 or C, H, W) or (1 or C, Z, Y, X), got {tuple(known.shape)}")
         self.register_buffer("known", known[None])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -177,7 +177,8 @@ class HeldOutPixels(_BestTracker):
     def __init__(self, config: StoppingConfig, observation: torch.Tensor, weight: torch.Tensor | None, seed: int):
         super().__init__(config, observation.device)
         generator = torch.Generator().manual_seed(seed + 3)
-        draw = torch.rand(observation.shape[-2:], generator=generator).to(observation.device)
+        # One draw per pixel (or voxel) shared by the channels: all axes after (N, C).
+        draw = torch.rand(observation.shape[2:], generator=generator).to(observation.device)
         held = (draw < config.holdout_fraction).to(observation.dtype).expand_as(observation)
         observed = torch.ones_like(observation) if weight is None else weight.expand_as(observation)
         self.held = held * observed
