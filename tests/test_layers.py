@@ -206,3 +206,42 @@ def test_run_metadata_is_plain_and_complete():
     assert meta["iterations_run"] == 7
     assert meta["planes"] == [[0], [1]]
     assert meta["napari_dip"] == "1.2.3"
+
+
+class _Dims:
+    def __init__(self, ndim, order):
+        self.ndim, self.order = ndim, tuple(order)
+
+
+class _Viewer:
+    def __init__(self, ndim, order):
+        self.dims = _Dims(ndim, order)
+
+
+class _Layer:
+    def __init__(self, ndim):
+        self.ndim = ndim
+
+
+def test_view_order_puts_the_displayed_axes_last():
+    assert _layers.view_order(_Viewer(3, (0, 1, 2)), _Layer(3)) is None  # the layer's own order
+    assert _layers.view_order(_Viewer(3, (1, 0, 2)), _Layer(3)) == (1, 0, 2)  # Z-X shown: planes along Y
+    assert _layers.view_order(_Viewer(3, (2, 0, 1)), _Layer(3)) == (2, 0, 1)
+    assert _layers.view_order(_Viewer(4, (0, 2, 3, 1)), _Layer(4)) == (0, 2, 3, 1)  # others keep their order
+    assert _layers.view_order(_Viewer(3, (0, 2, 1)), _Layer(3)) == (0, 2, 1)  # Y and X swapped on screen
+    # A 2D layer in a 3D viewer: only its own axes count.
+    assert _layers.view_order(_Viewer(3, (1, 0, 2)), _Layer(2)) is None
+    # RGB: the colour axis stays last in the data.
+    assert _layers.data_order((1, 0, 2), rgb=True) == (1, 0, 2, 3)
+    order = (2, 0, 3, 1)
+    data = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)
+    np.testing.assert_array_equal(np.transpose(np.transpose(data, order), _layers.inverse_order(order)), data)
+
+
+def test_output_geometry_of_a_plane_of_other_axes():
+    geometry = _layers.Geometry(scale=(2.0, 3.0, 0.5), translate=(0.0, 10.0, 0.0), rotate=np.eye(3),
+                                shear=np.eye(3), affine=np.eye(4), units=("um",) * 3, axis_labels=("z", "y", "x"))
+    # The plane is Z-X (axes 0 and 2), planes along Y; the output holds Y index 4 only, enlarged x2.
+    out = _layers.output_geometry(geometry, factor=2, plane_offset=(4,), order=(1, 0, 2))
+    np.testing.assert_allclose(out.scale, (1.0, 3.0, 0.25))
+    np.testing.assert_allclose(out.translate, (-0.5, 10.0 + 4 * 3.0, -0.125))

@@ -1003,3 +1003,56 @@ def test_loss_plot_labels_its_axes(make_napari_viewer, qtbot, tmp_path):
     assert [label for _v, label in y_ticks] == ["1e-3", "1e-2"]
     plot.resize(260, 100)
     assert not plot.grab().toImage().isNull()  # paints without error
+
+
+def test_the_displayed_axes_are_the_plane_when_the_dims_are_rolled(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    stack = np.stack([_image((32, 32), seed=i) for i in range(4)], axis=1)  # (Z, Y, X) = (32, 4, 32)
+    stack[:, 0, :] = 0.25  # constant as a Z-X plane only: copied through exactly when Z-X planes are restored
+    layer = viewer.add_image(stack, name="zstack", scale=(3.0, 1.0, 1.0))
+    viewer.dims.order = (1, 0, 2)  # the viewer shows Z (rows) against X: planes go along Y
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=2, every=2)
+    widget.form.planes.value = PLANES_ALL
+    _run_to_end(qtbot, widget)
+    output = _output(viewer)
+    assert output.data.shape == stack.shape  # in the layer's own axis order
+    assert (output.data[:, 0, :] == 0.25).all()
+    assert all(output.data[:, y, :].std() > 0 for y in range(1, 4))
+    np.testing.assert_allclose(output.scale, layer.scale)
+    meta = output.metadata["napari_dip"]
+    assert meta["constant_planes"] == [[0]] and meta["planes"] == [[0], [1], [2], [3]]
+    assert meta["parameters"]["plane_axes_of_layer"] == [0, 2]
+    assert meta["parameters"]["planes_along_axes_of_layer"] == [1]
+    assert viewer.dims.current_step[1] == 3  # the Y slider followed the plane being written
+    np.testing.assert_array_equal(layer.data, stack)  # input untouched
+
+
+def test_the_plane_in_view_of_rolled_dims_is_enlarged_in_place(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    stack = np.stack([_image((32, 32), seed=i) for i in range(4)], axis=1)  # (Z, Y, X)
+    layer = viewer.add_image(stack, name="zstack", scale=(2.0, 1.0, 0.5), translate=(0.0, 5.0, 0.0))
+    viewer.dims.order = (1, 0, 2)
+    viewer.dims.set_current_step(1, 2)
+    widget = _tiny(_dock(viewer, SuperResolveWidget), iterations=2, every=2)
+    widget.form.factor.value = 2
+    _run_to_end(qtbot, widget)
+    output = _output(viewer)
+    assert output.data.shape == (64, 1, 64)  # Z and X enlarged, one Y plane
+    assert output.metadata["napari_dip"]["planes"] == [[2]]
+    # Pixel edges line up: the output's corner pixel edge is the input's, at the plane in view.
+    corner_out = output.data_to_world((-0.5, 0, -0.5))
+    corner_in = layer.data_to_world((-0.5, 2, -0.5))
+    np.testing.assert_allclose(corner_out, corner_in)
+    np.testing.assert_allclose(output.scale, (1.0, 1.0, 0.25))
+
+
+def test_a_2d_mask_cannot_serve_a_plane_of_rolled_dims(make_napari_viewer):
+    from napari_dip.errors import InputError
+    from napari_dip.widgets.plan import Choices, make_plan
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((32, 4, 32), np.float32), name="zstack")
+    mask = viewer.add_labels(np.zeros((4, 32), np.uint8), name="holes")
+    viewer.dims.order = (1, 0, 2)
+    with pytest.raises(InputError, match="other axes"):
+        make_plan(viewer, Choices(task="inpaint", image=image, mask=mask))

@@ -129,7 +129,7 @@ class RunController:
         run = Run(plan=plan, output=output)
         output.set_on_removed(lambda: self._on_output_removed(run))
         if plan.stack and len(plan.planes) > 1:
-            run.follower = PlaneFollower(self.viewer, plan.input_layer, len(plan.planes[0]))
+            run.follower = PlaneFollower(self.viewer, plan.input_layer, len(plan.planes[0]), plan.order)
         run.pbar = progress(total=run.progress_total, desc=f"DIP {plan.task}: {plan.input_name}")
         worker = create_worker(fit, *plan.fit_args, plan.fit_kwargs, _start_thread=False)
         run.worker = worker

@@ -4,15 +4,19 @@ plane, until the user moves one (then they stay where the user put them). No Qt 
 
 from __future__ import annotations
 
+import numpy as np
+
 
 class PlaneFollower:
     """Moves the sliders of a layer's leading axes to each new plane of a run."""
 
-    def __init__(self, viewer, layer, leading: int):
+    def __init__(self, viewer, layer, leading: int, order: tuple[int, ...] | None = None):
         self.viewer = viewer
         self.layer = layer
         first = viewer.dims.ndim - layer.ndim
-        self.axes = tuple(range(first, first + leading))
+        #: The layer's axes that a plane's index counts along (``order``'s first ``leading``).
+        self.layer_axes = tuple(range(layer.ndim) if order is None else order)[:leading]
+        self.axes = tuple(first + axis for axis in self.layer_axes)
         self.expected = self._position()  # where the sliders are when the run starts
         self.following = True
 
@@ -27,8 +31,9 @@ class PlaneFollower:
         if self._position() != self.expected:
             self.following = False  # the user took over
             return
-        point = tuple(index) + (0,) * (self.layer.ndim - len(index))
-        world = self.layer.data_to_world(point)
-        for axis, value in zip(self.axes, world[: len(index)]):
+        point = np.zeros(self.layer.ndim)
+        point[list(self.layer_axes)] = index
+        world = np.asarray(self.layer.data_to_world(point))
+        for axis, value in zip(self.axes, world[list(self.layer_axes)]):
             self.viewer.dims.set_point(axis, value)
         self.expected = self._position()

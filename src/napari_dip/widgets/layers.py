@@ -148,27 +148,53 @@ def output_geometry(
     *,
     factor: int | None = None,
     plane_offset: tuple[int, ...] = (),
+    order: tuple[int, ...] | None = None,
 ) -> Geometry:
     """Geometry of a restored layer so that it lies exactly over its input in the world.
 
     ``factor`` divides the scale of the two image axes and shifts the origin so that
     pixel edges line up (see the module docstring). ``plane_offset`` is the index of the
     first restored plane along the leading axes, for an output that holds only the plane
-    in view: the output's origin moves there.
+    in view: the output's origin moves there. ``order`` lists the layer's axes as the fit
+    sees them, leading axes first and the image plane last (:func:`view_order`); ``None``:
+    the layer's own order.
     """
     ndim = geometry.ndim
-    # The image plane is the layer's last two dimensions; napari keeps an RGB layer's
-    # colour axis out of ``layer.ndim`` and its transforms.
-    spatial = ndim - 2
+    # napari keeps an RGB layer's colour axis out of ``layer.ndim`` and its transforms.
+    order = tuple(range(ndim)) if order is None else tuple(order)
+    leading, plane = list(order[:-2]), list(order[-2:])
     f = factor or 1
     # Shift of the output's data origin, in input data coordinates.
     delta = np.zeros(ndim)
-    delta[: len(plane_offset)] = plane_offset
-    delta[spatial : spatial + 2] = -0.5 + 0.5 / f
+    delta[leading[: len(plane_offset)]] = plane_offset
+    delta[plane] = -0.5 + 0.5 / f
     translate = np.asarray(geometry.translate) + geometry.linear_matrix() @ delta
     scale = np.asarray(geometry.scale, dtype=float)
-    scale[spatial : spatial + 2] /= f
+    scale[plane] /= f
     return replace(geometry, scale=tuple(scale), translate=tuple(translate))
+
+
+def view_order(viewer, layer) -> tuple[int, ...] | None:
+    """The layer's axes with the two the viewer displays last (the image plane, rows then
+    columns as on screen) and the others first in their own order; ``None`` when that is
+    the layer's own order. In a 3D view the plane is the last two displayed axes."""
+    offset = viewer.dims.ndim - layer.ndim
+    shown = [axis - offset for axis in viewer.dims.order if axis >= offset]
+    plane = shown[-2:]
+    order = tuple([axis for axis in range(layer.ndim) if axis not in plane] + plane)
+    return None if order == tuple(range(layer.ndim)) else order
+
+
+def data_order(order: tuple[int, ...] | None, rgb: bool) -> tuple[int, ...] | None:
+    """``order`` for the layer's data array: an RGB layer's colour axis stays last."""
+    if order is None or not rgb:
+        return order
+    return (*order, len(order))
+
+
+def inverse_order(order: tuple[int, ...]) -> tuple[int, ...]:
+    """The permutation that undoes ``order`` (for ``np.transpose``)."""
+    return tuple(int(i) for i in np.argsort(order))
 
 
 def with_leading_axis(geometry: Geometry, *, label: str, scale: float = 1.0, translate: float = 0.0) -> Geometry:

@@ -68,7 +68,7 @@ class OutputLayer:
     def _geometry(self) -> geo.Geometry:
         plan = self.plan
         geometry = geo.output_geometry(geo.layer_geometry(self.source), factor=plan.choices.factor,
-                                       plane_offset=plan.plane_offset)
+                                       plane_offset=plan.plane_offset, order=plan.order)
         if self.plan.keep_snapshots:
             every = self.plan.snapshot_every
             geometry = geo.with_leading_axis(geometry, label="iteration", scale=every, translate=every)
@@ -104,7 +104,7 @@ class OutputLayer:
         if previous is not None and previous.ndim == geometry.ndim and bool(previous.rgb) == self.plan.rgb:
             # Take it over: same place in the layer list, same display settings.
             ACTIVE_OUTPUTS.add(previous.unique_id)
-            previous.data = self.data
+            previous.data = self._in_layer_order(self.data)
             for name, value in geometry.as_layer_kwargs().items():
                 setattr(previous, name, value)
             previous.name = self._name(exclude=previous)
@@ -124,7 +124,8 @@ class OutputLayer:
             kwargs["colormap"] = source.colormap
             kwargs["contrast_limits"] = tuple(source.contrast_limits)
             kwargs["gamma"] = source.gamma
-        layer = Image(self.data, name=self._name(), rgb=self.plan.rgb, metadata=metadata, **kwargs)
+        layer = Image(self._in_layer_order(self.data), name=self._name(), rgb=self.plan.rgb, metadata=metadata,
+                      **kwargs)
         # Known as an output before the layer list announces it, so no layer box offers it.
         ACTIVE_OUTPUTS.add(layer.unique_id)
         self.layer = self.viewer.add_layer(layer)
@@ -133,6 +134,17 @@ class OutputLayer:
 
     def exists(self) -> bool:
         return self.layer is not None and not self.removed
+
+    def _in_layer_order(self, array: np.ndarray) -> np.ndarray:
+        """``array`` (axes as the fit sees them) in the input layer's axis order: a view,
+        so what the run writes into ``self.data`` shows in the layer."""
+        order = geo.data_order(self.plan.order, self.plan.rgb)
+        if order is None:
+            return array
+        inverse = geo.inverse_order(order)
+        if self.plan.keep_snapshots:  # the snapshot axis stays in front
+            inverse = (0, *(axis + 1 for axis in inverse))
+        return np.transpose(array, inverse)
 
     # -- writing
 
@@ -198,7 +210,7 @@ class OutputLayer:
         if not self.exists():
             return
         if self.plan.keep_snapshots and self.slot + 1 < self.data.shape[0]:
-            self.layer.data = self.data[: self.slot + 1]
+            self.layer.data = self._in_layer_order(self.data[: self.slot + 1])
         self.layer.metadata = self._metadata(metadata)
         self.close()
 

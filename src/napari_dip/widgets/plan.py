@@ -32,12 +32,16 @@ class Choices:
     #: Inpainting: the network's whole image instead of keeping the known pixels.
     raw_output: bool = False
     factor: int | None = None
+    #: Denoising: the noise model (``iter_restore(noise=...)``).
+    noise: str = "auto"
     reference: object = None
     preset: str = "auto"
     preset_resolved: str = "fast"
     device: str = "auto"
     planes: str = PLANES_IN_VIEW
     warm_start: bool = True
+    #: Fit the whole Z-stack at once with the 3D network (``volumetric=True``).
+    volumetric: bool = False
     #: Restore the Image layers in ``group`` (the layer list's selection) as the channels of one image.
     together: bool = False
     group: list = field(default_factory=list)
@@ -78,6 +82,9 @@ class Plan:
     reference_per_plane: bool = False
     #: Things the user should know that do not stop the run (shown in the status line).
     notes: list = field(default_factory=list)
+    #: The layer's axes as the fit sees them, the two displayed last (the image plane), when
+    #: that is not the layer's own order (:func:`.layers.view_order`); ``planes`` index the others.
+    order: tuple | None = None
 
     @property
     def iterations(self) -> int:
@@ -125,10 +132,19 @@ def channel_group(viewer) -> list:
     return layers
 
 
-def plane_in_view(viewer, layer, leading) -> tuple[int, ...]:
-    """Index along the layer's leading axes of the plane the viewer shows."""
-    position = layer.world_to_data(viewer.dims.point[-layer.ndim :])
+def plane_in_view(viewer, layer, leading, order=None) -> tuple[int, ...]:
+    """Index along the layer's leading axes (in ``order``) of the plane the viewer shows."""
+    position = np.asarray(layer.world_to_data(viewer.dims.point[-layer.ndim :]))
+    if order is not None:
+        position = position[list(order)]
     return tuple(int(np.clip(np.round(position[axis]), 0, size - 1)) for axis, size in enumerate(leading))
+
+
+def _arranger(order):
+    """A function putting an array's axes in ``order`` (a view), or leaving it as it is."""
+    if order is None:
+        return lambda array: array
+    return lambda array: np.transpose(array, order)
 
 
 def _sources(choices: Choices) -> list:
@@ -147,27 +163,60 @@ def _sources(choices: Choices) -> list:
     return layers
 
 
-def _fit_input(sources, planes, stack: bool, letters: str | None, rgb: bool):
+def _fit_input(arrays, planes, stack: bool, letters: str | None, rgb: bool):
     """The array the API gets, its axes, and the planes' indices in the API's terms.
 
     A stack is handed over whole (channels stacked before Y); more than two leading axes,
     or labels that do not say T and Z, as one axis of planes (the order is the same).
     One plane: that plane alone (channels first)."""
-    plane_axes = "CYX" if len(sources) > 1 else "YXC" if rgb else "YX"
+    plane_axes = "CYX" if len(arrays) > 1 else "YXC" if rgb else "YX"
     if not stack:
         index = planes[0]
-        images = [np.asarray(layer.data[index]) for layer in sources]
+        images = [np.asarray(array[index]) for array in arrays]
         return (np.stack(images) if len(images) > 1 else images[0]), plane_axes, planes
     leading = len(planes[0])
-    if len(sources) > 1:
-        data = np.stack([np.asarray(layer.data) for layer in sources], axis=leading)
+    if len(arrays) > 1:
+        data = np.stack([np.asarray(array) for array in arrays], axis=leading)
     else:
-        data = sources[0].data
+        data = arrays[0]
     if letters is None:
         data = np.asarray(data)
         data = data.reshape((-1, *data.shape[leading:]))
         return data, "Z" + plane_axes, [(k,) for k in range(len(planes))]
     return data, letters + plane_axes, planes
+
+
+def _volume_spacing(layer, order, letters: str | None, stack: bool) -> tuple[float, float, float]:
+    """The ``(z, y, x)`` voxel spacing of a layer restored in 3D, from its ``scale``;
+    ``InputError`` when the layer is not one Z-stack with all its planes."""
+    from ..errors import InputError
+
+    if not stack:
+        raise InputError("3D restores the whole Z-stack: choose 'all planes'")
+    if letters != "Z":
+        what = f"its planes are along {letters!r}" if letters else "it has more than one axis of planes"
+        raise InputError(
+            f"3D restores one Z-stack, and {what}; label the depth axis 'z', or restore a series of volumes "
+            "with the API (volumetric=True) or the command line (--3d)"
+        )
+    scale = [float(s) for s in layer.scale]
+    if order is not None:
+        scale = [scale[axis] for axis in order]
+    return scale[0], scale[-2], scale[-1]
+
+
+def _volume_note(choices: Choices, axes: str, shape, spacing) -> str:
+    """What the 3D fit is, and the memory it needs, for the status line."""
+    from ..axes import layout_for
+    from ..engine.presets import network_for
+    from ..volumes import volume_memory_bytes
+
+    layout = layout_for(shape, axes)
+    net = network_for(choices.task, choices.preset_resolved).with_width(choices.channels)
+    needed = volume_memory_bytes(net, layout, spacing)
+    sizes = "x".join(str(layout.shape[layout.axes.index(letter)]) for letter in "ZYX")
+    return f"3D fit of {sizes} voxels (spacing z {spacing[0]:g}, y {spacing[1]:g}, x {spacing[2]:g}), " \
+           f"needs about {needed / 2**30:.1f} GiB"
 
 
 def make_plan(viewer, choices: Choices) -> Plan:
@@ -178,9 +227,13 @@ def make_plan(viewer, choices: Choices) -> Plan:
     layer = sources[0]
     if any(source.multiscale for source in sources):
         raise InputError("multiscale layers are not supported; restore a single-resolution layer")
-    data = layer.data
-    shape = tuple(data.shape)
     rgb = bool(layer.rgb)
+    # The plane is what the viewer displays: other axes than the layer's last two when the
+    # user has rolled or transposed the dims. The fit sees the layer's axes in that order.
+    order = geo.view_order(viewer, layer)
+    arrange = _arranger(geo.data_order(order, rgb))
+    data = arrange(layer.data)
+    shape = tuple(data.shape)
     leading = geo.leading_shape(shape, rgb)
     height, width = shape[len(leading) : len(leading) + 2]
 
@@ -189,7 +242,7 @@ def make_plan(viewer, choices: Choices) -> Plan:
         planes = geo.plane_indices(shape, rgb)
         out_index, out_leading, plane_offset = planes, leading, ()
     else:
-        index = plane_in_view(viewer, layer, leading)
+        index = plane_in_view(viewer, layer, leading, order)
         planes, out_index = [index], [(0,) * len(leading)]
         out_leading, plane_offset = (1,) * len(leading), index
 
@@ -199,6 +252,13 @@ def make_plan(viewer, choices: Choices) -> Plan:
         if mask_layer is None:
             raise InputError("inpainting needs a Labels layer marking the holes")
         mask_data = mask_layer.data
+        if order is not None:
+            if mask_data.ndim != layer.ndim:
+                raise InputError(
+                    f"mask {mask_layer.name!r} is one plane of the layer's last two axes, but the viewer shows "
+                    f"other axes; show those again (the dims' order) or draw a mask with the image's shape"
+                )
+            mask_data = arrange(mask_data)
         mask_shape = tuple(mask_data.shape)
         if mask_shape == leading + (height, width) and leading:
             mask_per_plane = True
@@ -224,18 +284,31 @@ def make_plan(viewer, choices: Choices) -> Plan:
 
     reference, reference_per_plane, notes = None, False, []
     if choices.reference is not None:
-        ref_shape = tuple(choices.reference.data.shape)
+        reference_data = choices.reference.data
+        if order is not None and reference_data.ndim == layer.data.ndim:
+            reference_data = arrange(reference_data)
+        ref_shape = tuple(reference_data.shape)
         if len(sources) > 1:
             notes.append("no PSNR: the reference is one layer, the result several channels")
         elif ref_shape == out_plane:
-            reference = choices.reference.data
+            reference = reference_data
         elif leading and ref_shape == leading + out_plane:
-            reference, reference_per_plane = choices.reference.data, True
+            reference, reference_per_plane = reference_data, True
         else:
             notes.append(f"no PSNR: reference {choices.reference.name!r} has shape {ref_shape}, the result {out_plane}")
 
-    letters = geo.stack_letters(geo.layer_geometry(layer).axis_labels[: len(leading)]) if stack else ""
-    fit_data, axes, api_planes = _fit_input(sources, planes, stack, letters, rgb)
+    labels = geo.layer_geometry(layer).axis_labels
+    if order is not None:
+        labels = tuple(labels[axis] for axis in order)
+    letters = geo.stack_letters(labels[: len(leading)]) if stack else ""
+    arrays = [arrange(source.data) for source in sources]
+    fit_data, axes, api_planes = _fit_input(arrays, planes, stack, letters, rgb)
+    spacing = None
+    if choices.volumetric:
+        # One volume: a single "plane" of the run, written into the whole output at once.
+        spacing = _volume_spacing(layer, order, letters, stack)
+        planes, out_index, api_planes = [()], [(slice(None),) * len(leading)], [()]
+        notes.append(_volume_note(choices, axes, fit_data.shape, spacing))
     mask = mask_data
     if mask_data is not None and not stack and mask_per_plane:
         mask = np.asarray(mask_data[planes[0]])
@@ -254,8 +327,16 @@ def make_plan(viewer, choices: Choices) -> Plan:
         "axes": axes,
         "warm_start": choices.warm_start if stack and len(planes) > 1 else None,
     }
+    if choices.volumetric:
+        parameters["volumetric"] = True
+        parameters["spacing"] = list(spacing)
     if len(sources) > 1:
         parameters["channels_together"] = [source.name for source in sources]
+    if order is not None:
+        # The plane is not the layer's last two axes: say which axes it is, and which ones
+        # the planes' indices count along.
+        parameters["plane_axes_of_layer"] = list(order[-2:])
+        parameters["planes_along_axes_of_layer"] = list(order[:-2])
     fit_kwargs = {
         "preset": choices.preset,
         "factor": choices.factor,
@@ -275,6 +356,10 @@ def make_plan(viewer, choices: Choices) -> Plan:
         parameters["mask_marks"] = marks
         fit_kwargs["mask_marks"] = marks
         parameters["keep_known"] = fit_kwargs["keep_known"] = not choices.raw_output
+    if choices.task == "denoise":
+        parameters["noise"] = fit_kwargs["noise"] = choices.noise
+    if choices.volumetric:
+        fit_kwargs["volumetric"], fit_kwargs["spacing"] = True, spacing
     return Plan(
         task=choices.task,
         input_layer=layer,
@@ -294,4 +379,5 @@ def make_plan(viewer, choices: Choices) -> Plan:
         reference=reference,
         reference_per_plane=reference_per_plane,
         notes=notes,
+        order=order,
     )
