@@ -67,6 +67,11 @@ def _add_fit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-warm-start", action="store_true",
                         help="fit every plane of a stack on its own; by default a plane starts from the "
                              "previous plane's network, with a much smaller budget")
+    parser.add_argument("--tile-size", type=int, metavar="PX",
+                        help="restore in overlapping tiles of at most PX pixels a side, blended without seams "
+                             "(default: tiles only when the image does not fit the device's free memory)")
+    parser.add_argument("--tile-overlap", type=int, metavar="PX",
+                        help="least overlap of neighbouring tiles in pixels (default: an eighth of the tile)")
     parser.add_argument("--progress-every", type=int, default=10, metavar="N",
                         help="update the progress bar every N iterations (default: 10)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -175,16 +180,30 @@ def progress_postfix(iteration: int, total: int, iterations_per_second: float, l
 
 
 def _progress(snapshots, total: int, quiet: bool):
-    """Pass snapshots through, drawing a progress bar that counts to the expected stop."""
+    """Pass snapshots through, drawing a progress bar that counts to the expected stop
+    (of a tiled fit: one bar per tile, "tile k/n")."""
     if quiet:
         yield from snapshots
         return
     from tqdm import tqdm
 
+    from .engine.tiling import tile_of
+
     # Our own rate and ETA (from the fit's clock, to the expected stop) instead of tqdm's.
     bar_format = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+    tile = None
     with tqdm(total=total, unit="it", dynamic_ncols=True, file=sys.stderr, bar_format=bar_format) as bar:
         for snap in snapshots:
+            here = tile_of(snap)
+            if here is not None:
+                if snap.done:  # the blended result: its counts are all tiles' together
+                    yield snap
+                    continue
+                if here != tile:
+                    if tile is not None:
+                        bar.reset(total=bar_total(0, snap.expected_stop, snap.iterations))
+                    tile = here
+                    bar.set_description_str(f"tile {here[0]}/{here[1]}", refresh=False)
             bar.total = bar_total(snap.iteration, snap.expected_stop, snap.iterations)
             bar.set_postfix_str(
                 progress_postfix(snap.iteration, bar.total, snap.iterations_per_second, snap.loss), refresh=False
@@ -242,9 +261,29 @@ def _plan_line(args, source, layout) -> str:
         count = layout.planes
         how = "fitted independently" if args.no_warm_start or count == 1 else "warm-started"
         image += f", {count} plane{'s' if count != 1 else ''} {how}"
-    memory = _memory_needed(args, preset, layout)
+    memory = _memory_needed(args, preset, layout) + _tiles_note(args, preset, layout)
     return (f"{args.command} {args.input.name}: {image}, preset {preset}{why}, {stopping}, device {device}"
             f"{memory}")
+
+
+def _tiles_note(args, preset: str, layout) -> str:
+    """``", in 9 tiles of 256x256 px (...)"`` when the fit will be tiled (as the API decides:
+    :func:`~napari_dip.engine.tiling.plan_fit_tiles`), else empty."""
+    from .engine.presets import network_for
+    from .engine.tiling import plan_fit_tiles
+
+    if getattr(args, "volumetric", False):
+        return ""
+    try:
+        net = network_for(args.command, preset)
+        if args.channels:
+            net = net.with_width(args.channels)
+        plan = plan_fit_tiles(net, max(1, min(layout.channels, 3)), layout.height, layout.width,
+                              factor=getattr(args, "factor", None) or 1, runs=args.runs or 1, device=args.device,
+                              tile_size=args.tile_size, overlap=args.tile_overlap)
+    except (ValueError, AttributeError):
+        return ""
+    return "" if plan is None else f", {plan.describe()}"
 
 
 def _memory_needed(args, preset: str, layout) -> str:
@@ -266,23 +305,32 @@ def _memory_needed(args, preset: str, layout) -> str:
 
 
 def _plane_progress(pairs, count: int, total: int, quiet: bool):
-    """Pass ``(index, snapshot)`` pairs through, drawing one bar per plane ("plane k/n")
-    that counts to the plane's expected stop."""
+    """Pass ``(index, snapshot)`` pairs through, drawing one bar per plane ("plane k/n";
+    "plane k/n, tile i/m" for tiled planes) that counts to the plane's (tile's) expected stop."""
     if quiet:
         yield from pairs
         return
     from tqdm import tqdm
 
+    from .engine.tiling import tile_of
+
     bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
-    current, number = None, 0
+    current, number, tile = None, 0, None
     with tqdm(total=total, unit="it", dynamic_ncols=True, file=sys.stderr, bar_format=bar_format,
               desc=f"plane 1/{count}") as bar:
         for index, snap in pairs:
-            if index != current:
-                current, number = index, number + 1
-                bar.set_description_str(f"plane {number}/{count}", refresh=False)
-                if number > 1:
+            here = tile_of(snap)
+            if here is not None and snap.done:  # a tiled plane's blended result: all its tiles' counts
+                yield index, snap
+                continue
+            if index != current or here != tile:
+                if number > 0:
                     bar.reset(total=bar_total(0, snap.expected_stop, snap.iterations))
+                if index != current:
+                    current, number = index, number + 1
+                tile = here
+                where = f", tile {here[0]}/{here[1]}" if here is not None else ""
+                bar.set_description_str(f"plane {number}/{count}{where}", refresh=False)
             bar.total = bar_total(snap.iteration, snap.expected_stop, snap.iterations)
             bar.set_postfix_str(
                 progress_postfix(snap.iteration, bar.total, snap.iterations_per_second, snap.loss), refresh=False
@@ -346,6 +394,8 @@ def _run_task(args) -> int:
         runs=args.runs,
         threads=args.threads,
         patience=args.patience,
+        tile_size=getattr(args, "tile_size", None),
+        tile_overlap=getattr(args, "tile_overlap", None),
         **options,
     )
     with warnings.catch_warnings(record=True) as caught:
@@ -371,6 +421,8 @@ def _run_task(args) -> int:
         provenance = {**final.settings, "iterations_run": final.iteration, "stop_reason": final.stop_reason,
                       "best_iteration": final.best_iteration}
         chosen = f", result from iteration {final.best_iteration}" if final.best_iteration else ""
+        if final.settings.get("tiling"):
+            chosen += f", in {final.settings['tiling']['count']} tiles"
         summary = (f"{final.iteration} iterations in {final.elapsed:.1f} s, "
                    f"{format_rate(final.iterations_per_second)}, stopped by {final.stop_reason}{chosen}")
     provenance["source"] = str(args.input)

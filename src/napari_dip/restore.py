@@ -42,6 +42,7 @@ from .engine.forward import ForwardModel, Identity, KnownPixels, LanczosDownsamp
 from .engine.networks import SkipNetConfig
 from .engine.presets import DEFAULT_PRESET, TASKS, resolve_preset, settings_for, warm_start_config
 from .engine.stopping import StoppingConfig
+from .engine.tiling import TiledFit, plan_fit_tiles
 
 #: At most this many planes of a stack (evenly spaced) give the stack's noise estimate.
 NOISE_SAMPLE_PLANES = 16
@@ -74,6 +75,8 @@ def iter_restore(
     patience: int | None = None,
     runs: int | None = None,
     threads: int | str | None = None,
+    tile_size: int | None = None,
+    tile_overlap: int | None = None,
 ) -> Iterator[Snapshot]:
     """Restore ``image`` step by step, yielding snapshots as the fit proceeds.
 
@@ -142,6 +145,15 @@ def iter_restore(
         CPU threads; by default PyTorch's setting. ``"auto"`` takes as many as there are
         idle cores when the fit starts, so a busy machine is not oversubscribed, but then
         the result depends on the load (recorded as ``settings["threads"]``).
+    tile_size, tile_overlap : int, optional
+        Restore the image in overlapping tiles of at most ``tile_size`` pixels a side (of
+        the input), blended with a raised-cosine ramp over the overlap (at least
+        ``tile_overlap`` pixels, by default an eighth of the tile), so that no seam shows
+        (:mod:`napari_dip.engine.tiling`). By default an image is tiled only when its fit's
+        estimated memory does not fit the device's free memory. Every tile is fitted with
+        the whole image's noise estimate and the same settings; its snapshots name the tile
+        (``snapshot.tile``, ``(k, n)``) and count that tile's iterations, and the final one
+        records the tiles in ``settings["tiling"]``.
 
     Yields
     ------
@@ -164,7 +176,7 @@ def iter_restore(
         device=device, stopping=stopping, patience=patience, channels=channels, network=network,
         iterations=iterations, learning_rate=learning_rate, reg_noise_std=reg_noise_std,
         average_weight=average_weight, precision=precision, backtrack=backtrack, runs=runs, threads=threads,
-        single=True,
+        tile_size=tile_size, tile_overlap=tile_overlap, single=True,
     )
     if not job.layout.is_stack:
         return job.single()
@@ -273,6 +285,8 @@ class _Job:
         channels: int | None = None,
         network: SkipNetConfig | None = None,
         single: bool = False,
+        tile_size: int | None = None,
+        tile_overlap: int | None = None,
         **fit_overrides,
     ):
         if task not in TASKS:
@@ -355,6 +369,22 @@ class _Job:
         }
         if task == "inpaint":
             self.description.update(mask_marks=mask_marks, keep_known=bool(keep_known))
+        self.tiles = self._plan_tiles(first or self._prepare(first_index), tile_size, tile_overlap)
+        if self.tiles is not None:
+            self.description["tiling"] = self.tiles.to_dict()
+
+    def _plan_tiles(self, plane: _Plane, tile_size: int | None, overlap: int | None):
+        """The tiles every plane is restored in (:func:`~napari_dip.engine.tiling.plan_tiles`), or ``None``."""
+        channels, height, width = plane.observed.shape
+        return plan_fit_tiles(self.net, channels, height, width, factor=self.factor or 1, runs=self.fit_config.runs,
+                              device=self.fit_config.device, tile_size=tile_size, overlap=overlap)
+
+    def _fitter(self, plane: _Plane, config, state=None):
+        """The fit of one plane: a :class:`Fitter`, or a :class:`TiledFit` over :attr:`tiles`."""
+        if self.tiles is not None:
+            every_tile = self.snapshot_every is not None or self.snapshot_seconds is not None
+            return TiledFit(plane.observed, plane.forward_model, self.net, config, self.tiles, every_tile)
+        return Fitter(plane.observed, plane.forward_model, self.net, config, initial_state=state)
 
     # -- planes ------------------------------------------------------------------------
 
@@ -441,8 +471,7 @@ class _Job:
     def single(self) -> Iterator[Snapshot]:
         """The fit of a single image (no T or Z axis)."""
         plane, self._first = self._first, None
-        fitter = Fitter(plane.observed, plane.forward_model, self.net, self.fit_config)
-        return self._user_snapshots(fitter, plane, self.description)
+        return self._user_snapshots(self._fitter(plane, self.fit_config), plane, self.description)
 
     def planes(self, warm_start: bool = True) -> Iterator[tuple[tuple[int, ...], Snapshot]]:
         """The planes' fits in turn, each plane after the first fitted one warm-started
@@ -468,10 +497,10 @@ class _Job:
                 yield index, self._copied_snapshot(plane.image, "constant", description)
                 continue
             config = self.fit_config
-            if warm_start and state is not None:
+            if warm_start and state is not None and self.tiles is None:
                 config = warm_config
                 description["warm_start"] = {"from": list(source[0]), "from_plane": source[1]}
-            fitter = Fitter(plane.observed, plane.forward_model, self.net, config, initial_state=state)
+            fitter = self._fitter(plane, config, state)
             state = None  # the fitter has its own copy
             snapshots = self._user_snapshots(fitter, plane, description)
             try:
@@ -479,7 +508,7 @@ class _Job:
                     yield index, snapshot
             finally:
                 snapshots.close()
-            if warm_start:
+            if warm_start and self.tiles is None:  # tiled planes start afresh: no state spans the tiles
                 state, source = fitter.export_state(), (index, number)
             del fitter, plane
 

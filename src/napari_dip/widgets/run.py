@@ -275,6 +275,11 @@ def status_line(run: Run, snapshot, k: int, rate: float | None) -> str:
     parts = [f"iteration {snapshot.iteration}/{snapshot.iterations}", format_rate(rate)]
     if len(run.plan.planes) > 1:
         parts.insert(0, f"plane {k + 1}/{len(run.plan.planes)}" + (" (warm start)" if run.warm_from else ""))
+    tile = getattr(snapshot, "tile", None)  # a tiled fit (an image larger than the device)
+    if tile is not None and not snapshot.done:
+        parts.insert(len(parts) - 2, f"tile {tile[0]}/{tile[1]}")
+    elif tile is not None:
+        parts.insert(len(parts) - 2, f"{tile[1]} tiles")
     if not snapshot.done:
         parts.append(
             eta_text(
