@@ -282,7 +282,27 @@ def test_the_command_line_says_it_tiles_and_records_the_tiles(tmp_path, capsys):
     plan, wrote = captured.out.strip().splitlines()
     assert "in 9 tiles of 32x32 px (3x3, overlap at least 8 px)" in plan
     assert "in 9 tiles" in wrote
-    assert "tile 1/9" in captured.err and "tile 9/9" in captured.err  # the bar names the tile
+    assert "tile 9/9" in captured.err  # the bar names the tile (its last state, drawn when it closes)
     tiling = read_provenance(out)["tiling"]
     assert tiling["count"] == 9 and tiling["tile_size"] == 32 and tiling["overlap"] == 8
     assert [tile["iterations_run"] for tile in tiling["tiles"]] == [2] * 9
+
+
+def test_the_widget_counts_a_tiled_fit_once_over_all_tiles():
+    """The widget's progress bar runs once over the tiles, and the iterations it reports
+    (for the rate and the record) add up over the tiles instead of restarting."""
+    from types import SimpleNamespace
+
+    from napari_dip.widgets.run import Run
+
+    run = Run(plan=SimpleNamespace(iterations=10, planes=[()]), output=None)
+    run.note_snapshot(0, SimpleNamespace(settings={}, best_iteration=None, backtracks=0, done=False))
+
+    def snap(iteration, tile, done=False):
+        return SimpleNamespace(iteration=iteration, iterations=20 if done else 10, done=done, tile=tile)
+
+    seen = []
+    for snapshot in (snap(5, (1, 2)), snap(10, (1, 2)), snap(5, (2, 2)), snap(20, (2, 2), done=True)):
+        run.count_progress(snapshot)
+        seen.append((run.progress_count, run.done_iterations))
+    assert seen == [(2, 5), (5, 10), (7, 15), (10, 20)]

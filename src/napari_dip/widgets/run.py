@@ -72,6 +72,12 @@ class Run:
     backtracks: int = 0  # in the current plane
     #: Where the current plane was warm-started from (``settings["warm_start"]``), or ``None``.
     warm_from: dict | None = None
+    #: A tiled fit (an image larger than the device): the tile now ``(k, n)``, the iterations
+    #: of the plane's finished tiles, and the current tile's iteration and budget.
+    tile: tuple | None = None
+    tiles_done_iterations: int = 0
+    tile_iteration: int = 0
+    tile_budget: int = 1
 
     @property
     def total_iterations(self) -> int:
@@ -97,7 +103,11 @@ class Run:
         early counts as complete."""
         if self.by_planes:
             return self.planes_finished
-        return self.planes_finished * self.plan.iterations + (0 if self.plane_complete else self.plane_done)
+        current = self.plane_done
+        if self.tile is not None:  # a tiled fit: the bar runs once over all tiles
+            k, n = self.tile
+            current = int(self.plan.iterations * (k - 1 + min(self.tile_iteration / self.tile_budget, 1.0)) / n)
+        return self.planes_finished * self.plan.iterations + (0 if self.plane_complete else current)
 
     def abandon(self, *args) -> None:
         """The widget is being destroyed (viewer closed): stop the worker, close the bar."""
@@ -144,6 +154,7 @@ class Run:
         self.last_plane = k
         self.plane_done = 0
         self.plane_complete = False
+        self.tile, self.tiles_done_iterations, self.tile_iteration, self.tile_budget = None, 0, 0, 1
         self.best_iteration = None
         self.backtracks = 0
         self.warm_from = None
@@ -197,7 +208,15 @@ class Run:
     def count_progress(self, snapshot) -> int:
         """Count a written snapshot; return the progress bar's step."""
         previous = self.progress_count
-        self.plane_done = snapshot.iteration
+        tile = getattr(snapshot, "tile", None)
+        if tile is not None and not snapshot.done:
+            if tile != self.tile:  # the next tile counts its iterations from 0 again
+                self.tiles_done_iterations += self.tile_iteration
+                self.tile = tile
+            self.tile_iteration, self.tile_budget = snapshot.iteration, max(snapshot.iterations, 1)
+            self.plane_done = self.tiles_done_iterations + snapshot.iteration
+        else:  # a tiled fit's blended result counts all its tiles' iterations
+            self.plane_done = snapshot.iteration
         if snapshot.done:
             self.planes_finished += 1
             self.plane_complete = True
