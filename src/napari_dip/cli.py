@@ -34,10 +34,12 @@ EXIT_INTERRUPTED = 130
 PROGRESS_SECONDS = 2.0
 
 
-def _add_fit_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", type=Path, help="image to restore (.tif, .tiff or .png)")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="where to write the result (.tif or .png)")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+def _add_fit_options(parser: argparse.ArgumentParser, single_file: bool = True) -> None:
+    if single_file:  # ``batch`` names its inputs and output folder its own way
+        parser.add_argument("input", type=Path, help="image to restore (.tif, .tiff or .png)")
+        parser.add_argument("-o", "--output", type=Path, required=True,
+                            help="where to write the result (.tif or .png)")
+        parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     parser.add_argument("--preset", choices=("auto", "paper", "fast"), default="auto",
                         help="paper: the published network and schedule; fast: 48-channel network, practical on a CPU; "
                              "auto: paper on a CUDA GPU, fast otherwise (default: auto)")
@@ -111,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     inpaint.add_argument("--raw-output", action="store_true",
                          help="write the network's whole image; by default the known pixels are kept "
                               "exactly as they are in INPUT and only the holes are filled")
+
+    from .batch.command import add_arguments as add_batch_arguments
+
+    batch = tasks.add_parser("batch", help="restore many files with the same settings (on Dask), resumably, "
+                                           "with a report")
+    add_batch_arguments(batch, _add_fit_options)
 
     demo = tasks.add_parser("demo", help="denoise a built-in example with known ground truth and report PSNR")
     demo.add_argument("--iterations", type=int, default=800, help="number of iterations (default: 800)")
@@ -357,13 +365,27 @@ def _refuse_to_replace_inputs(output: Path, args) -> None:
 
 
 def _run_task(args) -> int:
-    from .axes import layout_for
-    from .io import check_png, check_writable, imagej_conversion, read_image, write_image_or_rescue
-    from .engine.presets import settings_for, stopping_for
-    from .restore import iter_restore, iter_restore_planes, last_snapshot
+    from .io import check_writable, write_image_or_rescue
 
     output = check_writable(args.output, args.overwrite)
     _refuse_to_replace_inputs(output, args)
+    result, provenance, summary = restore_file(args)
+    write_image_or_rescue(output, result, provenance, overwrite=args.overwrite)
+    print(f"wrote {output} ({summary})")
+    return 0
+
+
+def restore_file(args) -> tuple:
+    """Restore the file ``args.input`` as the command line's options say, writing nothing:
+    ``(result, provenance, summary)``, the result an :class:`~napari_dip.io.ImageFile` to
+    write to ``args.output``. The single-file commands and ``napari-dip batch`` (one call per
+    file, :mod:`napari_dip.batch`) both go through here."""
+    from .axes import layout_for
+    from .io import check_png, imagej_conversion, read_image
+    from .engine.presets import settings_for, stopping_for
+    from .restore import iter_restore, iter_restore_planes, last_snapshot
+
+    output = Path(args.output)
     source = read_image(args.input)
     layout = layout_for(source.data.shape, _axes_for(args, source))
     if output.suffix.lower() == ".png":
@@ -427,9 +449,7 @@ def _run_task(args) -> int:
                    f"{format_rate(final.iterations_per_second)}, stopped by {final.stop_reason}{chosen}")
     provenance["source"] = str(args.input)
     provenance["axes"] = layout.axes
-    write_image_or_rescue(output, result.zoomed(data, None), provenance, overwrite=args.overwrite)
-    print(f"wrote {output} ({summary})")
-    return 0
+    return result.zoomed(data, None), provenance, summary
 
 
 def _fit_planes(pairs, layout, dtype, factor, total, args) -> tuple:
@@ -525,6 +545,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run_demo(args)
         if args.command == "gui":
             return _run_gui(args)
+        if args.command == "batch":
+            from .batch.command import run_batch
+
+            return run_batch(args)
         return _run_task(args)
     except (InputError, DeviceMemoryError, FloatingPointError) as error:
         print(f"napari-dip: error: {error}", file=sys.stderr)

@@ -1,0 +1,98 @@
+"""The record written next to each result (``cells.tif.json``), and the atomic writes.
+
+A result counts as done when its record exists, names the same input content (SHA-256)
+and the same settings, and the result file it names is there with the content it names.
+The record is written after the result, so an interrupted batch leaves either nothing,
+or a result without a record (redone next time), never a record of a missing result.
+Both are written under a temporary name in the output folder and renamed into place
+(``os.replace``, atomic on one file system): no reader ever sees half a file, and a task
+that Dask runs twice (its worker died after writing) only replaces a file by an equal one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+
+#: Temporary files of a batch start with this; they are removed when a batch ends.
+PARTIAL_PREFIX = ".napari-dip-partial-"
+#: Options that say where things are or how the batch is shown, not how a result is made.
+NOT_SETTINGS = frozenset({
+    "command", "func", "inputs", "input", "out", "output", "overwrite", "force", "quiet", "progress_every",
+    "scheduler", "workers", "mask_pattern", "mask",
+})
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def settings_of(task: str, options: dict) -> dict:
+    """The options that decide a result, as JSON values (compared on resume).
+
+    >>> settings_of("denoise", {"iterations": 100, "out": "x", "seed": 0, "quiet": True})
+    {'iterations': 100, 'seed': 0, 'task': 'denoise'}
+    """
+    chosen = {key: value for key, value in sorted(options.items()) if key not in NOT_SETTINGS}
+    chosen["task"] = task
+    return json.loads(json.dumps(chosen, default=str))
+
+
+def partial_path(final: Path) -> Path:
+    """A temporary name next to ``final``, unique to this attempt, with its suffix (the
+    image writers pick the format by suffix)."""
+    return final.with_name(f"{PARTIAL_PREFIX}{uuid.uuid4().hex[:12]}-{final.name}")
+
+
+def write_json_atomic(path: Path, record: dict) -> None:
+    partial = partial_path(path)
+    try:
+        partial.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def read_record(sidecar: Path) -> dict | None:
+    """The record, or ``None`` if there is none or it cannot be read (then it is redone)."""
+    try:
+        record = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def is_done(record: dict | None, input_sha256: str, mask_sha256: str | None, settings: dict,
+            output: Path) -> bool:
+    """Whether ``record`` stands for a finished result of this input, mask and settings
+    that is still in place, unchanged."""
+    if not record or record.get("status") != "done":
+        return False
+    if (record.get("input") or {}).get("sha256") != input_sha256:
+        return False
+    if ((record.get("mask") or {}).get("sha256")) != mask_sha256:
+        return False
+    if record.get("settings") != settings:
+        return False
+    expected = (record.get("output") or {}).get("sha256")
+    return output.is_file() and expected is not None and file_sha256(output) == expected
+
+
+def remove_partials(folder: Path) -> int:
+    """Remove the temporary files interrupted attempts left in ``folder``; how many."""
+    removed = 0
+    # write_image's own temporary file inside ours is ".{stem}.partial{suffix}": one more dot.
+    for path in [*Path(folder).glob(f"{PARTIAL_PREFIX}*"), *Path(folder).glob(f".{PARTIAL_PREFIX}*")]:
+        try:
+            path.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed

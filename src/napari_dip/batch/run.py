@@ -1,0 +1,230 @@
+"""Run a batch: find the inputs, skip those already done, hand the rest to Dask (or run
+them here), and write the report.
+
+By default the work goes to a ``LocalCluster`` on this machine with one single-threaded
+worker process per core (each fit with ``threads=1``): images, not the threads of one fit,
+are spread over the cores, and PyTorch starts once per worker, not once per file.
+``scheduler`` (or the ``DASK_SCHEDULER_ADDRESS`` environment variable) names a running
+Dask scheduler instead; ``workers=0`` runs every file in this process, without Dask.
+
+If a worker dies mid-file, Dask gives its task to another worker (up to the scheduler's
+``allowed-failures``, 3 by default); results and records are written atomically, and a
+task run again finds a finished result's record and does not redo it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from ..errors import InputError
+from .inputs import Item, plan_items
+from .job import done_row, empty_row, restore_one
+from .records import remove_partials
+from .report import write_reports
+
+TASKS = ("denoise", "super-resolve", "inpaint")
+#: Batch options that are not fit options (they say where things are and how to run).
+_BATCH_ONLY = ("command", "inputs", "out", "force", "scheduler", "workers", "mask_pattern", "quiet", "task")
+#: Seconds between checks for a cancel request while waiting for results.
+POLL_SECONDS = 0.5
+
+
+def fit_defaults(task: str) -> dict:
+    """The fit options of ``napari-dip batch`` with their defaults, by option name
+    (``iterations``, ``stop``, ``factor``, ...), as the command line defines them."""
+    from ..cli import build_parser
+
+    args = build_parser().parse_args(["batch", "-", "--task", task, "--out", "-"])
+    options = {key: value for key, value in vars(args).items() if key not in _BATCH_ONLY}
+    if options.get("threads") is None:
+        options["threads"] = 1  # one image per core: a fit's own threads would compete with the others
+    return options
+
+
+def restore_files(
+    inputs,
+    *,
+    task: str,
+    out,
+    client=None,
+    mask_pattern: str | None = None,
+    force: bool = False,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    cancel=None,
+    on_row=None,
+    **fit_options,
+) -> list[dict]:
+    """Restore many files with the same settings; return the report rows (one per input).
+
+    Parameters
+    ----------
+    inputs : str, path, or a list of them
+        Files, folders (their TIFF and PNG files) and glob patterns.
+    task : {"denoise", "super-resolve", "inpaint"}
+    out : path
+        The output folder (made if missing): each result under its input's file name, its
+        record ``NAME.json`` next to it, and ``report.csv`` and ``report.html``.
+    client : distributed.Client, optional
+        Run on this Dask client. Without one: ``scheduler``, ``DASK_SCHEDULER_ADDRESS``,
+        else a ``LocalCluster`` of ``workers`` single-threaded worker processes (default:
+        one per core); ``workers=0`` runs in this process, without Dask.
+    mask_pattern : str
+        Inpainting: each input's mask, e.g. ``"{stem}_mask.png"``
+        (:func:`~napari_dip.batch.inputs.mask_for`).
+    force : bool
+        Redo inputs whose result is already there with the same input and settings.
+    progress : bool
+        A progress bar over images on standard error.
+    cancel : threading.Event, optional
+        Set it to stop: files not started are left (status ``cancelled``).
+    on_row : callable, optional
+        Called with each row as it comes (in this thread).
+    **fit_options
+        The command line's fit options by name: ``iterations``, ``preset``, ``stop``,
+        ``seed``, ``channels``, ``factor``, ``mask_known``, ... (:func:`fit_defaults`).
+
+    Rows have the columns of :data:`~napari_dip.batch.job.COLUMNS`; ``status`` is
+    ``done``, ``skipped`` (done before, same input and settings), ``failed`` (``error``
+    says why), or ``cancelled``.
+    """
+    if task not in TASKS:
+        raise InputError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+    options = fit_defaults(task)
+    unknown = sorted(set(fit_options) - set(options))
+    if unknown:
+        raise TypeError(f"unknown fit option(s) {', '.join(unknown)}; known: {', '.join(sorted(options))}")
+    options.update(fit_options)
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    out = Path(out)
+    items = plan_items(inputs, out, task, mask_pattern)
+    out.mkdir(parents=True, exist_ok=True)
+    from ..io import check_folder_writable
+
+    check_folder_writable(out)
+    remove_partials(out)
+
+    rows: list[dict | None] = [None] * len(items)
+    bar = _Bar(len(items), progress)
+
+    def record(index: int, row: dict) -> None:
+        rows[index] = row
+        bar.update(row)
+        if on_row is not None:
+            on_row(row)
+
+    todo = []
+    for index, item in enumerate(items):
+        row = None if force or item.problem else done_row(item, task, options)
+        if row is not None:
+            record(index, row)
+        else:
+            todo.append((index, item))
+    try:
+        if todo:
+            if client is None and workers == 0 and not (scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")):
+                _run_here(todo, task, options, force, record, cancel)
+            else:
+                _run_on_dask(todo, task, options, force, record, cancel, client, scheduler, workers)
+    except KeyboardInterrupt:
+        for index, item in todo:
+            if rows[index] is None:
+                rows[index] = empty_row(item, "interrupted")
+        raise
+    finally:
+        bar.close()
+        finished = [row or empty_row(items[i], "cancelled") for i, row in enumerate(rows)]
+        remove_partials(out)
+        write_reports(finished, out, title=f"napari-dip batch: {task}")
+    return finished
+
+
+def _run_here(todo, task, options, force, record, cancel) -> None:
+    for index, item in todo:
+        if cancel is not None and cancel.is_set():
+            return
+        record(index, restore_one(item, task, options, force))
+
+
+def _run_on_dask(todo, task, options, force, record, cancel, client, scheduler, workers) -> None:
+    from distributed import wait
+
+    with ExitStack() as stack:
+        if client is None:
+            client = stack.enter_context(_client(scheduler, workers))
+        futures = {
+            client.submit(restore_one, item, task, options, force, pure=False, key=f"napari-dip-{item.input.name}-"
+                          f"{os.urandom(4).hex()}"): (index, item)
+            for index, item in todo
+        }
+        pending = set(futures)
+        try:
+            while pending:
+                if cancel is not None and cancel.is_set():
+                    client.cancel(list(pending))
+                    return
+                try:
+                    finished, pending = wait(pending, timeout=POLL_SECONDS, return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    continue
+                for future in finished:
+                    index, item = futures[future]
+                    record(index, _row_of(future, item))
+        except BaseException:
+            client.cancel(list(pending))
+            raise
+
+
+def _row_of(future, item: Item) -> dict:
+    """The task's row; a task Dask gave up on (its workers kept dying) is a failed row."""
+    if future.status == "finished":
+        return future.result()
+    error = future.exception() if future.status == "error" else None
+    reason = f"{type(error).__name__}: {error}" if error is not None else f"task {future.status}"
+    return empty_row(item, "failed", reason.splitlines()[0])
+
+
+@contextmanager
+def _client(scheduler: str | None, workers: int | None):
+    """A client of the named scheduler, or of a new LocalCluster on the loopback interface
+    (closed again afterwards)."""
+    from distributed import Client, LocalCluster
+
+    address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if address:
+        with Client(address) as client:
+            yield client
+        return
+    count = workers or os.cpu_count() or 1
+    with LocalCluster(n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        yield client
+
+
+class _Bar:
+    """A tqdm bar over images; its postfix names the last image finished and the counts."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.counts: dict[str, int] = {}
+        self.tqdm = None
+        if enabled and total:
+            from tqdm import tqdm
+
+            self.tqdm = tqdm(total=total, unit="image", dynamic_ncols=True, file=sys.stderr)
+
+    def update(self, row: dict) -> None:
+        self.counts[row["status"]] = self.counts.get(row["status"], 0) + 1
+        if self.tqdm is not None:
+            counts = ", ".join(f"{n} {status}" for status, n in self.counts.items())
+            self.tqdm.set_postfix_str(f"{Path(row['input']).name} {row['status']}; {counts}", refresh=False)
+            self.tqdm.update(1)
+
+    def close(self) -> None:
+        if self.tqdm is not None:
+            self.tqdm.close()
