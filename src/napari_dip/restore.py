@@ -42,6 +42,7 @@ from .engine.forward import ForwardModel, Identity, KnownPixels, LanczosDownsamp
 from .engine.networks import SkipNetConfig
 from .engine.presets import DEFAULT_PRESET, TASKS, resolve_preset, settings_for, warm_start_config
 from .engine.stopping import StoppingConfig
+from .noise_model import NoisePlan, plan_noise, spread_in_user_units
 from .engine.tiling import TiledFit, plan_fit_tiles
 
 #: At most this many planes of a stack (evenly spaced) give the stack's noise estimate.
@@ -75,6 +76,10 @@ def iter_restore(
     patience: int | None = None,
     runs: int | None = None,
     threads: int | str | None = None,
+    noise: str = "auto",
+    noise_fit: str | None = None,
+    gain: float | None = None,
+    offset: float | None = None,
     tile_size: int | None = None,
     tile_overlap: int | None = None,
 ) -> Iterator[Snapshot]:
@@ -145,6 +150,20 @@ def iter_restore(
         CPU threads; by default PyTorch's setting. ``"auto"`` takes as many as there are
         idle cores when the fit starts, so a busy machine is not oversubscribed, but then
         the result depends on the load (recorded as ``settings["threads"]``).
+    noise : {"auto", "gaussian", "poisson-gaussian"}
+        Denoising only: the noise model. ``"poisson-gaussian"`` is photon-limited noise,
+        ``var = a * signal + b`` (fluorescence microscopy); ``"auto"`` (default) estimates
+        ``a`` and ``b`` from the image and picks it when the variance clearly grows with the
+        signal, else Gaussian (:mod:`napari_dip.noise`). The choice, ``a`` and ``b`` (in the
+        image's units) are recorded in ``settings["noise"]``.
+    noise_fit : {"gat", "weighted"}, optional
+        How a Poisson-Gaussian model is fitted: in the variance-stabilised space of the
+        generalised Anscombe transform, mapped back with its exact unbiased inverse
+        (``"gat"``), or on the raw values with a variance-weighted squared error
+        (``"weighted"``); the default is :data:`napari_dip.noise_model.DEFAULT_NOISE_FIT`.
+    gain, offset : float, optional
+        The camera's gain (``a``, image units per photo-electron) and baseline (the value of
+        no light), in the image's units. Given ones are used instead of estimated.
     tile_size, tile_overlap : int, optional
         Restore the image in overlapping tiles of at most ``tile_size`` pixels a side (of
         the input), blended with a raised-cosine ramp over the overlap (at least
@@ -159,7 +178,10 @@ def iter_restore(
     ------
     Snapshot
         The last one has ``done=True``, its ``stop_reason`` and the ``settings`` used; with
-        automatic stopping its arrays come from ``best_iteration``.
+        automatic stopping its arrays come from ``best_iteration``. With ``runs`` >= 2,
+        ``uncertainty`` is the per-pixel standard deviation of the runs' results (float32,
+        the image's units and layout): large where the runs disagree, i.e. where the result
+        is not determined by the data.
 
     Examples
     --------
@@ -176,13 +198,17 @@ def iter_restore(
         device=device, stopping=stopping, patience=patience, channels=channels, network=network,
         iterations=iterations, learning_rate=learning_rate, reg_noise_std=reg_noise_std,
         average_weight=average_weight, precision=precision, backtrack=backtrack, runs=runs, threads=threads,
+        noise=noise, noise_fit=noise_fit, gain=gain, offset=offset,
         tile_size=tile_size, tile_overlap=tile_overlap, single=True,
     )
     if not job.layout.is_stack:
         return job.single()
     # A stack of one plane: the snapshots get the stack's shape (size-1 axes put back).
     return (
-        replace(snap, output=job.layout.expand(snap.output), average=job.layout.expand(snap.average))
+        replace(
+            snap, output=job.layout.expand(snap.output), average=job.layout.expand(snap.average),
+            uncertainty=None if snap.uncertainty is None else job.layout.expand(snap.uncertainty),
+        )
         for _, snap in job.planes(warm_start=False)
     )
 
@@ -285,6 +311,10 @@ class _Job:
         channels: int | None = None,
         network: SkipNetConfig | None = None,
         single: bool = False,
+        noise: str = "auto",
+        noise_fit: str | None = None,
+        gain: float | None = None,
+        offset: float | None = None,
         tile_size: int | None = None,
         tile_overlap: int | None = None,
         **fit_overrides,
@@ -334,6 +364,11 @@ class _Job:
             noise_sigma = self._stack_noise(first_index, first)
         else:
             noise_sigma = estimate_noise(first.observed)
+        self.noise = self._plan_noise(first, noise, noise_fit, gain, offset)
+        if self.noise.poisson:
+            # The input jitter follows the noise of what is fitted (for the transform: its
+            # stabilised level), not the Gaussian estimate of the raw values.
+            noise_sigma = self.noise.jitter_sigma(first.observed)
         self.resolved_preset = resolve_preset(preset, device)
         self.net, fit_config = settings_for(
             task,
@@ -358,6 +393,7 @@ class _Job:
             "preset_requested": preset,
             "factor": factor,
             "noise_sigma_estimate": noise_sigma,
+            "noise": self.noise.describe(),
             "input": {
                 "shape": list(layout.shape),
                 "dtype": str(self.image.dtype),
@@ -373,6 +409,15 @@ class _Job:
         if self.tiles is not None:
             self.description["tiling"] = self.tiles.to_dict()
 
+    def _plan_noise(self, plane: _Plane | None, noise, noise_fit, gain, offset) -> NoisePlan:
+        """The noise model of every plane, from the first plane (:func:`~napari_dip.noise_model.plan_noise`)."""
+        if self.task != "denoise":
+            if noise not in ("auto", "gaussian") or gain is not None or offset is not None or noise_fit is not None:
+                raise InputError(f"noise models, gain and offset are for denoising, not for {self.task!r}")
+            return NoisePlan("gaussian", None, noise, choice_reason=f"{self.task}: Gaussian")
+        low, high = self.value_range or (plane.layout.low, plane.layout.high)
+        return plan_noise(plane.observed, low, high, noise=noise, fit=noise_fit, gain=gain, offset=offset)
+
     def _plan_tiles(self, plane: _Plane, tile_size: int | None, overlap: int | None):
         """The tiles every plane is restored in (:func:`~napari_dip.engine.tiling.plan_tiles`), or ``None``."""
         channels, height, width = plane.observed.shape
@@ -381,10 +426,14 @@ class _Job:
 
     def _fitter(self, plane: _Plane, config, state=None):
         """The fit of one plane: a :class:`Fitter`, or a :class:`TiledFit` over :attr:`tiles`."""
+        observed = self.noise.fit_input(plane.observed)
         if self.tiles is not None:
+            if self.noise.fit == "weighted":
+                raise InputError("tiles are fitted with the squared error: use noise_fit='gat' for a tiled fit")
             every_tile = self.snapshot_every is not None or self.snapshot_seconds is not None
-            return TiledFit(plane.observed, plane.forward_model, self.net, config, self.tiles, every_tile)
-        return Fitter(plane.observed, plane.forward_model, self.net, config, initial_state=state)
+            return TiledFit(observed, plane.forward_model, self.net, config, self.tiles, every_tile)
+        return Fitter(observed, plane.forward_model, self.net, config, initial_state=state,
+                      loss=self.noise.loss(observed))
 
     # -- planes ------------------------------------------------------------------------
 
@@ -466,7 +515,7 @@ class _Job:
                 # A copy: the caller may change its array while the fit runs.
                 keep = (np.array(plane.image, copy=True), plane.known)
         snapshots = fitter.run(self._every(fitter.config), self.snapshot_seconds)
-        return _in_user_layout(snapshots, plane.layout, plane.alpha, description, keep)
+        return _in_user_layout(snapshots, plane.layout, plane.alpha, description, keep, self.noise)
 
     def single(self) -> Iterator[Snapshot]:
         """The fit of a single image (no T or Z axis)."""
@@ -588,9 +637,13 @@ def estimate_noise(chw: np.ndarray) -> float:
     return float(sigmas.sum() / values.shape[0])
 
 
-def _in_user_layout(snapshots, layout, alpha, description, keep=None) -> Iterator[Snapshot]:
+def _in_user_layout(
+    snapshots, layout, alpha, description, keep=None, noise: NoisePlan | None = None
+) -> Iterator[Snapshot]:
+    to_image = noise.to_image if noise is not None else (lambda chw: chw)
+
     def user(chw):
-        result = restore_layout(chw, layout, alpha)
+        result = restore_layout(to_image(chw), layout, alpha)
         if keep is not None:
             original, known = keep
             result = keep_known_pixels(result, original, known, layout)
@@ -601,6 +654,10 @@ def _in_user_layout(snapshots, layout, alpha, description, keep=None) -> Iterato
             snap,
             output=user(snap.output),
             average=user(snap.average),
+            run_averages=None,
+            uncertainty=(
+                None if snap.run_averages is None else spread_in_user_units(to_image(snap.run_averages), layout)
+            ),
             settings={**description, **snap.settings} if snap.settings else {},
         )
 
@@ -613,30 +670,40 @@ def last_snapshot(snapshots: Iterator[Snapshot]) -> Snapshot:
     return last
 
 
-def _final(snapshots: Iterator[Snapshot]) -> np.ndarray:
-    return last_snapshot(snapshots).average
-
-
 def _restore(
-    task: str, image, *, axes: str | None, warm_start: bool, volumetric: bool = False, spacing=None, **settings,
-) -> np.ndarray:
+    task: str, image, *, axes: str | None, warm_start: bool, return_uncertainty: bool = False,
+    volumetric: bool = False, spacing=None, **settings,
+):
     """The whole result: of one image through :func:`iter_restore`, of a stack assembled
-    from :func:`iter_restore_planes`' final snapshots. ``volumetric=True`` fits each
-    Z-stack at once with a 3D network (:func:`napari_dip.volumes.restore_volumes`,
-    ``spacing`` ``(z, y, x)``)."""
+    from :func:`iter_restore_planes`' final snapshots; with ``return_uncertainty``,
+    ``(result, uncertainty)``, the runs' per-pixel standard deviation (``runs`` >= 2).
+    ``volumetric=True`` fits each Z-stack at once with a 3D network
+    (:func:`napari_dip.volumes.restore_volumes`, ``spacing`` ``(z, y, x)``)."""
     if volumetric:
+        if return_uncertainty:
+            raise InputError("the uncertainty needs several runs, which 3D restoration does not offer")
         from .volumes import restore_volumes
 
         return restore_volumes(task, image, axes=axes, spacing=spacing, **settings)
     if spacing is not None:
         raise InputError("spacing is used by the 3D network only: give volumetric=True with it")
     settings["snapshot_every"] = None
+    if return_uncertainty and (settings.get("runs") or 1) < 2:
+        raise InputError("the uncertainty is the spread of several runs: give runs=2 or more with return_uncertainty")
     layout = layout_for(np.shape(image), axes, settings.get("channel_axis"))
     if not layout.is_stack:
-        return _final(iter_restore(task, image, axes=axes, **settings))
+        final = last_snapshot(iter_restore(task, image, axes=axes, **settings))
+        return (final.average, final.uncertainty) if return_uncertainty else final.average
     stream = iter_restore_planes(task, image, axes=axes, warm_start=warm_start, **settings)
-    finals = ((index, snapshot.average) for index, snapshot in stream if snapshot.done)
-    return layout.assemble(finals, np.asarray(image).dtype, settings.get("factor"))
+    finals = [(index, snapshot) for index, snapshot in stream if snapshot.done]
+    result = layout.assemble(((i, s.average) for i, s in finals), np.asarray(image).dtype, settings.get("factor"))
+    if not return_uncertainty:
+        return result
+    # A plane copied through (constant) has no runs: its spread is 0.
+    spreads = (
+        (i, np.zeros(s.average.shape, np.float32) if s.uncertainty is None else s.uncertainty) for i, s in finals
+    )
+    return result, layout.assemble(spreads, np.float32, settings.get("factor"))
 
 
 def denoise(
@@ -647,8 +714,9 @@ def denoise(
     preset: str = DEFAULT_PRESET,
     seed: int | None = 0,
     device: str = "auto",
+    return_uncertainty: bool = False,
     **settings,
-) -> np.ndarray:
+):
     """Remove noise from ``image`` with a deep image prior.
 
     Returns the exponential average of the network outputs at the iteration the automatic
@@ -659,6 +727,11 @@ def denoise(
     A stack (``axes`` with ``Z`` or ``T``, e.g. ``"ZYX"``, ``"TCZYX"``) is restored plane by
     plane, each plane warm-started from the previous one unless ``warm_start=False``
     (:func:`iter_restore_planes`).
+
+    ``noise`` (``"auto"``, ``"gaussian"``, ``"poisson-gaussian"``), ``noise_fit``, ``gain``
+    and ``offset`` choose the noise model (:func:`iter_restore`). With ``runs=K`` (K >= 2)
+    and ``return_uncertainty=True`` the result is ``(restored, uncertainty)``: the per-pixel
+    standard deviation of the K runs' results, float32 in the image's units.
 
     Examples
     --------
@@ -671,7 +744,7 @@ def denoise(
     (2, 64, 64)
     """
     return _restore("denoise", image, axes=axes, warm_start=warm_start, preset=preset, seed=seed, device=device,
-                    **settings)
+                    return_uncertainty=return_uncertainty, **settings)
 
 
 def super_resolve(

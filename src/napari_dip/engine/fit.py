@@ -22,11 +22,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from .devices import cpu_threads, free_memory_bytes, idle_cores, resolve_device
 from ..errors import DeviceMemoryError, InputError
 from .forward import describe as describe_forward_model
+from .losses import SquaredError
+from .losses import describe as describe_loss
 from .networks import SkipNet, SkipNetConfig, count_parameters
 from .networks3d import VolumeNetConfig, VolumeSkipNet
 from .stopping import HeldOutPixels, StoppingConfig, WindowedVariance
@@ -155,6 +156,12 @@ class Snapshot:
     #: What an ETA should count down to: the budget alone overstates most runs.
     expected_stop: int | None = None
     settings: dict = field(default_factory=dict)
+    #: With ``runs`` > 1: each run's ``average`` (``(runs, C, H, W)`` from the engine), from
+    #: which the numpy API computes :attr:`uncertainty`; ``None`` for a single run.
+    run_averages: np.ndarray | None = None
+    #: Per-pixel standard deviation of the runs' results, in the result's units and layout
+    #: (set by the numpy API when asked for, ``return_uncertainty=True``).
+    uncertainty: np.ndarray | None = None
 
     @property
     def iterations_per_second(self) -> float:
@@ -199,8 +206,11 @@ class Fitter:
         network: SkipNetConfig | None = None,
         config: FitConfig | None = None,
         initial_state: FitState | None = None,
+        loss: torch.nn.Module | None = None,
     ):
         self.network_config = network or SkipNetConfig()
+        #: The data-fit loss (:mod:`napari_dip.engine.losses`); the squared error by default.
+        self.loss = loss if loss is not None else SquaredError()
         self.config = config or FitConfig()
         observation = np.asarray(observation, dtype=np.float32)
         # A volume (C, Z, Y, X) is fitted by a 3D network; everything else below is the
@@ -293,6 +303,7 @@ class Fitter:
             "device": str(self.device),
             "threads": self.threads,
             "forward_model": describe_forward_model(self.forward_model),
+            "loss": describe_loss(self.loss),
             "torch": torch.__version__,
         }
 
@@ -359,10 +370,10 @@ class Fitter:
                 outputs = full.view(self.runs, -1, *full.shape[2:])[crop].float()
                 predicted = self.forward_model(outputs)
                 if self.loss_weight is None:
-                    loss = F.mse_loss(predicted, self.observation.expand_as(predicted))
+                    loss = self.loss(predicted, self.observation)
                 else:
-                    residual = predicted - self.observation
-                    loss = (residual.square() * self.loss_weight).sum() / self.loss_norm
+                    errors = self.loss.pixel_error(predicted, self.observation)
+                    loss = (errors * self.loss_weight).sum() / self.loss_norm
 
                 self.optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
@@ -385,10 +396,12 @@ class Fitter:
                 if checkpoint is None:
                     checkpoint = self._save(run_averages, output, float(loss.detach()))  # one host sync, once
                     checkpoint_at = iteration
+                # The rules keep every run's average at their best iteration (the runs'
+                # spread is the result's uncertainty); their mean is the result.
                 if isinstance(self.stopper, WindowedVariance):
-                    self.stopper.update(iteration, output, average)
+                    self.stopper.update(iteration, output, run_averages)
                 elif isinstance(self.stopper, HeldOutPixels):
-                    self.stopper.update(iteration, output, average, self.forward_model(average))
+                    self.stopper.update(iteration, output, run_averages, self.forward_model(average))
 
                 stop_reason = "budget" if iteration == cfg.iterations else None
                 snapshot_due = iteration % snapshot_every == 0 or stop_reason is not None
@@ -436,9 +449,10 @@ class Fitter:
 
                 if snapshot_due or stop_reason is not None:
                     best = None if self.stopper is None else self.stopper.best_iteration()
-                    shown_output, shown_average = output, average
+                    shown_output, shown_runs = output, run_averages
                     if stop_reason is not None and best is not None:
-                        shown_output, shown_average = self.stopper.best_output, self.stopper.best_average
+                        shown_output, shown_runs = self.stopper.best_output, self.stopper.best_average
+                    shown_average = shown_runs if self.runs == 1 else shown_runs.mean(dim=0, keepdim=True)
                     now = time.perf_counter()
                     last_snapshot_time = now
                     yield Snapshot(
@@ -456,6 +470,7 @@ class Fitter:
                         # The first and the last snapshot say how the fit is made, so a
                         # run stopped by its caller can still record it.
                         settings=self.settings if stop_reason is not None or first else {},
+                        run_averages=None if self.runs == 1 else shown_runs.to("cpu", torch.float32, copy=True).numpy(),
                     )
                     first = False
                     if stop_reason is not None:
@@ -485,7 +500,9 @@ class Fitter:
         if stopping.rule == "wmv":
             return WindowedVariance(stopping, (channels, *size), self.device, self.seed)
         if stopping.rule == "validation":
-            return HeldOutPixels(stopping, self.observation, self.forward_model.observed_weight(), self.seed)
+            return HeldOutPixels(
+                stopping, self.observation, self.forward_model.observed_weight(), self.seed, self.loss.pixel_error
+            )
         return None
 
     def _jumped(self, recent: np.ndarray, lowest: float) -> bool:

@@ -174,8 +174,14 @@ class HeldOutPixels(_BestTracker):
 
     name = "validation"
 
-    def __init__(self, config: StoppingConfig, observation: torch.Tensor, weight: torch.Tensor | None, seed: int):
+    def __init__(
+        self, config: StoppingConfig, observation: torch.Tensor, weight: torch.Tensor | None, seed: int,
+        pixel_error=None,
+    ):
         super().__init__(config, observation.device)
+        #: Per-pixel error of a prediction (the fit's loss, e.g. weighted by the noise
+        #: model's variance); the squared error by default.
+        self.pixel_error = pixel_error or (lambda predicted, observed: (predicted - observed) ** 2)
         generator = torch.Generator().manual_seed(seed + 3)
         # One draw per pixel (or voxel) shared by the channels: all axes after (N, C).
         draw = torch.rand(observation.shape[2:], generator=generator).to(observation.device)
@@ -193,7 +199,7 @@ class HeldOutPixels(_BestTracker):
     def update(self, iteration: int, output: torch.Tensor, average: torch.Tensor, predicted: torch.Tensor) -> None:
         """``predicted`` is the forward model applied to ``average``."""
         self.step.add_(1)
-        error = ((predicted - self.observation) ** 2 * self.held).sum() / self.held_count
+        error = (self.pixel_error(predicted, self.observation) * self.held).sum() / self.held_count
         weight = self.config.smoothing if iteration > 1 else 0.0
         self.smoothed.mul_(weight).add_(error, alpha=1.0 - weight)
         self._record(self.smoothed, iteration, output, average)
