@@ -179,22 +179,38 @@ def estimate_noise_levels(
 def _weighted_line(x, v, n, gain):
     """Straight line through ``(x, v)``: the variance of a MAD estimate from ``n`` values
     is about ``2.7 v**2 / n``, so weights ``n / v**2``, refined twice with the fitted
-    variances; bins far off the line (texture the median did not remove) are dropped."""
+    variances; bins far off the line (texture the median did not remove) are dropped, and
+    so are bins without measurable variance (a clean, quantised image)."""
+    positive = v > 0
+    if positive.sum() < 2:
+        a = 0.0 if gain is None else float(gain)
+        return a, float(np.median(v[positive])) if positive.any() else 0.0, 0.0
+    x, v, n = x[positive], v[positive], n[positive]
+    floor = 1e-3 * float(np.median(v))
     keep = np.ones(len(x), bool)
-    fitted = np.maximum(v, 1e-12 * max(v.max(), 1e-30))
+    fitted = v.copy()
     a, b, a_error = 0.0, float(np.median(v)), 0.0
     for _ in range(3):
-        w = n[keep] / np.maximum(fitted[keep], 1e-30) ** 2
+        w = n[keep] / np.maximum(fitted[keep], floor) ** 2
+        w = w / w.max()  # only relative weights matter; keeps the sums finite
         if gain is None and keep.sum() >= 2 and np.ptp(x[keep]) > 0:
             design = np.stack([x[keep], np.ones(keep.sum())], axis=1)
             normal = design.T @ (design * w[:, None])
-            a, b = np.linalg.solve(normal, design.T @ (w * v[keep]))
-            covariance = np.linalg.inv(normal) * 2.7
-            a_error = math.sqrt(max(covariance[0, 0], 0.0))
+            try:
+                a, b = np.linalg.solve(normal, design.T @ (w * v[keep]))
+                # Standard error of a: the weights are relative, so scale the covariance by
+                # the weighted residual variance (at least the MAD estimates' own).
+                residual = v[keep] - (a * x[keep] + b)
+                dof = max(int(keep.sum()) - 2, 1)
+                scale = max(float(np.sum(w * residual**2)) / dof,
+                            float(np.sum(w * 2.7 * np.maximum(a * x[keep] + b, floor) ** 2 / n[keep])) / keep.sum())
+                a_error = math.sqrt(max(np.linalg.inv(normal)[0, 0] * scale, 0.0))
+            except np.linalg.LinAlgError:
+                a, b, a_error = 0.0, float(np.average(v[keep], weights=w)), 0.0
         else:
             a = 0.0 if gain is None else float(gain)
             b = float(np.sum(w * (v[keep] - a * x[keep])) / np.sum(w))
-        fitted = np.maximum(a * x + b, 1e-12 * max(v.max(), 1e-30))
+        fitted = np.maximum(a * x + b, floor)
         # Relative residual in standard errors of each bin's estimate.
         z = (v - fitted) / (fitted * np.sqrt(2.7 / n))
         keep = np.abs(z) < max(4.0, np.quantile(np.abs(z), 0.8))
