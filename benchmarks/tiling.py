@@ -10,7 +10,9 @@ tiles' results are blended three ways from the same fits: the raised-cosine ramp
 a linear ramp, and hard stitching (each pixel from the tile whose centre is nearest: what tiling
 without blending gives). Reported: PSNR of the whole image, of a band around the seams (pixels
 within ``--band`` px of a tile's inner edge, and of the lines where hard stitching cuts) and of
-the rest, for every result and for the whole-image fit. ``--part whole`` and ``--part tiles``
+the rest, for every result and for the whole-image fit, and the seam step: the RMS jump of
+the error between neighbouring pixels across the stitching lines over that between all
+neighbours (about 1 when nothing happens at the seams). ``--part whole`` and ``--part tiles``
 run the two fits separately (each under the CPU lock), ``--part report`` combines them::
 
     python benchmarks/tiling.py seams --part whole --work /tmp/tiling
@@ -154,6 +156,32 @@ def seam_band(grid, width: int) -> np.ndarray:
     return band
 
 
+def cut_pairs(grid) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the vertical and horizontal neighbour pairs (pixel, pixel + 1) that straddle a
+    line where hard stitching cuts (the middle of an overlap)."""
+    rows = np.zeros((grid.height - 1, grid.width), bool)
+    cols = np.zeros((grid.height, grid.width - 1), bool)
+    for tile in grid.tiles:
+        top, _, left, _ = tile.overlaps
+        if top:
+            rows[tile.top + top // 2 - 1, tile.left:tile.left + tile.width] = True
+        if left:
+            cols[tile.top:tile.top + tile.height, tile.left + left // 2 - 1] = True
+    return rows, cols
+
+
+def seam_step(result, clean, grid) -> float:
+    """How much the error jumps across the stitching lines, relative to everywhere: RMS of
+    the error's difference between neighbours straddling a cut over that of all neighbours
+    (about 1: no seam; above 1: a visible step)."""
+    error = np.asarray(result, np.float64) - clean
+    dy, dx = np.diff(error, axis=0), np.diff(error, axis=1)
+    rows, cols = cut_pairs(grid)
+    at_cuts = np.concatenate([dy[rows], dx[cols]])
+    everywhere = np.concatenate([dy.ravel(), dx.ravel()])
+    return float(np.sqrt(np.mean(at_cuts ** 2)) / np.sqrt(np.mean(everywhere ** 2)))
+
+
 def report(args, clean, noisy, grid, work: Path) -> None:
     from napari_dip.engine.tiling import TileBlender
 
@@ -173,7 +201,7 @@ def report(args, clean, noisy, grid, work: Path) -> None:
     rows = []
     for name, result in results.items():
         rows.append({"result": name, "psnr": psnr(result, clean), "psnr_seam_band": psnr(result, clean, band),
-                     "psnr_rest": psnr(result, clean, ~band),
+                     "psnr_rest": psnr(result, clean, ~band), "seam_step": seam_step(result, clean, grid),
                      "max_abs_difference_to_whole_fit": float(np.abs(result - whole[0]).max())})
     out = {
         "benchmark": "tiling seams", "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d", time.gmtime()),
@@ -184,9 +212,10 @@ def report(args, clean, noisy, grid, work: Path) -> None:
         "seconds_whole": whole_meta["seconds"], "seconds_tiles": tiles_meta["seconds"],
         "results": rows,
     }
-    print(f"{'result':36s} {'PSNR':>7s} {'seam band':>10s} {'rest':>7s}")
+    print(f"{'result':36s} {'PSNR':>7s} {'seam band':>10s} {'rest':>7s} {'seam step':>10s}")
     for row in rows:
-        print(f"{row['result']:36s} {row['psnr']:7.2f} {row['psnr_seam_band']:10.2f} {row['psnr_rest']:7.2f}")
+        print(f"{row['result']:36s} {row['psnr']:7.2f} {row['psnr_seam_band']:10.2f} {row['psnr_rest']:7.2f} "
+              f"{row['seam_step']:10.3f}")
     print(f"noisy {out['noisy_psnr']:.2f} dB; band {args.band} px = {out['band_fraction']:.1%} of the pixels; "
           f"whole fit {whole_meta['seconds']:.0f} s, tiles {sum(tiles_meta['seconds']):.0f} s")
     write(out, args.out)
