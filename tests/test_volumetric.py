@@ -177,3 +177,77 @@ def test_volumetric_refusals_are_clear(call, message):
         call()
 
 
+# -- the command line --------------------------------------------------------------------
+
+
+def test_the_command_line_restores_an_imagej_z_stack_in_3d_keeping_its_calibration(tmp_path, capsys):
+    from napari_dip.cli import main
+    from napari_dip.io import read_image, read_provenance
+
+    source = tmp_path / "stack.tif"
+    tifffile.imwrite(source, _noisy_stack((5, 24, 24)), imagej=True, resolution=(5.0, 5.0),
+                     metadata={"axes": "ZYX", "unit": "um", "spacing": 0.6})
+    out = tmp_path / "out.tif"
+    args = ["--preset", "fast", "--channels", "4", "--iterations", "3", "--device", "cpu", "-q"]
+    assert main(["denoise", str(source), "-o", str(out), "--3d", *args]) == 0
+    plan = capsys.readouterr().out.splitlines()[0]
+    assert "1 volume fitted in 3D (spacing z 0.6, y 0.2, x 0.2)" in plan and "needs about" in plan
+    with tifffile.TiffFile(out) as tif:
+        assert tif.is_imagej and tif.series[0].axes == "ZYX" and tif.series[0].shape == (5, 24, 24)
+        assert tif.series[0].dtype == np.uint16
+        meta = tif.imagej_metadata
+        assert (meta["unit"], meta["spacing"]) == ("um", 0.6)
+    assert read_image(out).calibration.x == pytest.approx(0.2)  # the pixel size too
+    provenance = read_provenance(out)
+    assert provenance["volumetric"]["spacing"] == pytest.approx([0.6, 0.2, 0.2])
+    assert provenance["volumetric"]["strides"][0] == [1, 2, 2]  # Z is three times coarser
+    assert provenance["iterations_run"] == 3 and provenance["volume_results"][0]["stop_reason"] == "budget"
+
+
+def test_the_command_line_refuses_3d_without_a_z_axis(tmp_path, capsys):
+    import imageio.v3 as iio
+
+    from napari_dip.cli import main
+
+    source = tmp_path / "flat.png"
+    iio.imwrite(source, (smooth_volume((1, 24, 24))[0] * 255).astype(np.uint8))
+    out = tmp_path / "out.png"
+    assert main(["denoise", str(source), "-o", str(out), "--3d", "--device", "cpu", "-q"]) == 2
+    assert "Z axis" in capsys.readouterr().err
+    assert not out.exists()
+
+
+# -- the widget ------------------------------------------------------------------------
+
+
+@pytest.mark.gui
+def test_the_denoise_widget_restores_a_z_stack_in_3d_with_the_layer_scale(make_napari_viewer, qtbot):
+    pytest.importorskip("napari")
+    from napari_dip.widgets.dock import DenoiseWidget
+    from napari_dip.widgets.plan import PLANES_ALL
+
+    viewer = make_napari_viewer()
+    stack = smooth_volume((4, 32, 32)) + np.random.default_rng(0).normal(0, 0.05, (4, 32, 32)).astype(np.float32)
+    viewer.add_image(stack, name="zstack", scale=(3.0, 1.0, 1.0))
+    widget = DenoiseWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="denoise")
+    form = widget.form
+    form.device.value, form.preset.value = "cpu", "fast"
+    form.iterations.value, form.update_every.value, form.channels.value = 4, 2, 4
+    assert not form.volumetric.enabled  # only for all planes of a stack
+    form.planes.value = PLANES_ALL
+    assert form.volumetric.enabled and not form.volumetric.value
+    form.volumetric.value = True
+    assert not form.warm_start.enabled  # one fit: nothing to warm-start
+    widget.start()
+    assert widget.run_state is not None, widget.status
+    assert "3D fit of 4x32x32 voxels (spacing z 3, y 1, x 1)" in widget.status
+    qtbot.waitUntil(lambda: widget.run_state is None, timeout=60_000)
+    (output,) = [layer for layer in viewer.layers if "napari_dip" in layer.metadata]
+    assert output.data.shape == stack.shape and output.data.dtype == stack.dtype
+    assert all(output.data[z].std() > 0 for z in range(4))
+    np.testing.assert_allclose(output.scale, (3.0, 1.0, 1.0))
+    meta = output.metadata["napari_dip"]
+    assert meta["parameters"]["volumetric"] is True and meta["parameters"]["spacing"] == [3.0, 1.0, 1.0]
+    assert meta["engine_settings"]["volumetric"]["strides"][0] == [1, 2, 2]
+    assert meta["iterations_run"] == 4 and meta["stop_reason"] == "budget"

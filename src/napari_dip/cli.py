@@ -74,6 +74,9 @@ def _add_fit_options(parser: argparse.ArgumentParser, single_file: bool = True) 
                              "(default: tiles only when the image does not fit the device's free memory)")
     parser.add_argument("--tile-overlap", type=int, metavar="PX",
                         help="least overlap of neighbouring tiles in pixels (default: an eighth of the tile)")
+    parser.add_argument("--3d", dest="volumetric", action="store_true",
+                        help="fit each Z-stack at once with a 3D network (denoise, inpaint; the file needs a Z "
+                             "axis); the voxel spacing comes from the file's calibration")
     parser.add_argument("--progress-every", type=int, default=10, metavar="N",
                         help="update the progress bar every N iterations (default: 10)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -265,11 +268,15 @@ def _plan_line(args, source, layout) -> str:
     rule = stopping_for(args.command, args.stop, args.patience).rule
     stopping = "no automatic stopping" if rule == "none" else f"stopping {rule}"
     image = f"{layout.axes} {_sizes(layout.shape)} {source.data.dtype.name} ({source.describe()})"
-    if layout.is_stack:
+    if getattr(args, "volumetric", False):
+        from .volumes import describe_volumes
+
+        image += ", " + describe_volumes(layout, volume_spacing(source.calibration))
+    elif layout.is_stack:
         count = layout.planes
         how = "fitted independently" if args.no_warm_start or count == 1 else "warm-started"
         image += f", {count} plane{'s' if count != 1 else ''} {how}"
-    memory = _memory_needed(args, preset, layout) + _tiles_note(args, preset, layout)
+    memory = _memory_needed(args, preset, layout, source) + _tiles_note(args, preset, layout)
     return (f"{args.command} {args.input.name}: {image}, preset {preset}{why}, {stopping}, device {device}"
             f"{memory}")
 
@@ -294,9 +301,10 @@ def _tiles_note(args, preset: str, layout) -> str:
     return "" if plan is None else f", {plan.describe()}"
 
 
-def _memory_needed(args, preset: str, layout) -> str:
-    """``", needs about 0.4 GiB"``: the fit's estimated peak memory for one plane, so a
-    user sees before a long fit what it asks of the machine (empty if it cannot be told)."""
+def _memory_needed(args, preset: str, layout, source=None) -> str:
+    """``", needs about 0.4 GiB"``: the fit's estimated peak memory for one plane (with
+    ``--3d``, one volume), so a user sees before a long fit what it asks of the machine
+    (empty if it cannot be told)."""
     from .engine.fit import estimate_memory_bytes
     from .engine.presets import network_for
 
@@ -306,15 +314,21 @@ def _memory_needed(args, preset: str, layout) -> str:
             net = net.with_width(args.channels)
         factor = getattr(args, "factor", None) or 1
         colour = max(1, min(layout.channels, 3))
+        if getattr(args, "volumetric", False) and "Z" in layout.axes:
+            from .volumes import volume_memory_bytes
+
+            spacing = None if source is None else volume_spacing(source.calibration)
+            return f", needs about {volume_memory_bytes(net, layout, spacing) / 2**30:.1f} GiB"
         needed = estimate_memory_bytes(net, colour, layout.height * factor, layout.width * factor)
     except (ValueError, AttributeError):
         return ""
     return f", needs about {needed / 2**30:.1f} GiB"
 
 
-def _plane_progress(pairs, count: int, total: int, quiet: bool):
+def _plane_progress(pairs, count: int, total: int, quiet: bool, unit: str = "plane"):
     """Pass ``(index, snapshot)`` pairs through, drawing one bar per plane ("plane k/n";
-    "plane k/n, tile i/m" for tiled planes) that counts to the plane's (tile's) expected stop."""
+    ``unit="volume"`` for 3D fits; "plane k/n, tile i/m" for tiled planes) that counts to
+    the plane's (tile's) expected stop."""
     if quiet:
         yield from pairs
         return
@@ -325,7 +339,7 @@ def _plane_progress(pairs, count: int, total: int, quiet: bool):
     bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
     current, number, tile = None, 0, None
     with tqdm(total=total, unit="it", dynamic_ncols=True, file=sys.stderr, bar_format=bar_format,
-              desc=f"plane 1/{count}") as bar:
+              desc=f"{unit} 1/{count}") as bar:
         for index, snap in pairs:
             here = tile_of(snap)
             if here is not None and snap.done:  # a tiled plane's blended result: all its tiles' counts
@@ -338,7 +352,7 @@ def _plane_progress(pairs, count: int, total: int, quiet: bool):
                     current, number = index, number + 1
                 tile = here
                 where = f", tile {here[0]}/{here[1]}" if here is not None else ""
-                bar.set_description_str(f"plane {number}/{count}{where}", refresh=False)
+                bar.set_description_str(f"{unit} {number}/{count}{where}", refresh=False)
             bar.total = bar_total(snap.iteration, snap.expected_stop, snap.iterations)
             bar.set_postfix_str(
                 progress_postfix(snap.iteration, bar.total, snap.iterations_per_second, snap.loss), refresh=False
@@ -420,9 +434,15 @@ def restore_file(args) -> tuple:
         tile_overlap=getattr(args, "tile_overlap", None),
         **options,
     )
+    volumetric = getattr(args, "volumetric", False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InputWarning)
-        if layout.is_stack:
+        if volumetric:
+            from .volumes import iter_restore_volumes
+
+            stream = iter_restore_volumes(args.command, source.data, spacing=volume_spacing(source.calibration),
+                                          **settings)
+        elif layout.is_stack:
             stream = iter_restore_planes(args.command, source.data, warm_start=not args.no_warm_start, **settings)
         else:
             stream = iter_restore(args.command, source.data, **settings)
@@ -435,7 +455,9 @@ def restore_file(args) -> tuple:
     print(_plan_line(args, source, layout), flush=True)
     budget = args.iterations or settings_for(args.command, "fast", factor=factor)[1].iterations  # same for every preset
     total = _start_total(budget, stopping_for(args.command, args.stop, args.patience))
-    if layout.is_stack:
+    if volumetric:
+        data, provenance, summary = _fit_volumes(stream, layout, source.data.dtype, total, args)
+    elif layout.is_stack:
         data, provenance, summary = _fit_planes(stream, layout, source.data.dtype, factor, total, args)
     else:
         final = last_snapshot(_progress(stream, total, args.quiet))
@@ -481,6 +503,48 @@ def _fit_planes(pairs, layout, dtype, factor, total, args) -> tuple:
     stopped = ", ".join(f"{reason} {count}x" for reason, count in reasons.items())
     summary = (f"{len(finals)} planes, {provenance['iterations_run']} iterations in {seconds:.1f} s, "
                f"stopped by {stopped}")
+    return output, provenance, summary
+
+
+def volume_spacing(calibration) -> tuple[float, float, float] | None:
+    """``(z, y, x)`` voxel spacing from a file's calibration, or ``None`` when it does not
+    give all three in one unit (the 3D network then takes the voxels as cubes)."""
+    from .io import _short_unit
+
+    if None in (calibration.z, calibration.y, calibration.x):
+        return None
+    if calibration.z_unit and _short_unit(calibration.z_unit) != _short_unit(calibration.unit):
+        return None
+    return (float(calibration.z), float(calibration.y), float(calibration.x))
+
+
+def _fit_volumes(pairs, layout, dtype, total, args) -> tuple:
+    """Run a stack's 3D fits (one per time point) to their end: the whole result, the
+    provenance (the first volume's settings, each volume's outcome) and a summary."""
+    import numpy as np
+
+    from .volumes import volume_axes
+
+    count = max(1, int(np.prod([n for n, a in zip(layout.shape, layout.axes) if a == "T"], dtype=np.int64)))
+    finals = [(index, snap) for index, snap in _plane_progress(pairs, count, total, args.quiet, "volume") if snap.done]
+    output = np.zeros(layout.shape, dtype)
+    outer_axes = [i for i, letter in enumerate(layout.axes) if letter not in volume_axes(layout)]
+    for index, snap in finals:
+        selector = [slice(None)] * len(layout.axes)
+        for axis, value in zip(outer_axes, index):
+            selector[axis] = value
+        output[tuple(selector)] = snap.average
+    provenance = {key: value for key, value in finals[0][1].settings.items() if key != "volume"}
+    provenance["volume_results"] = [
+        {"index": list(index), "iterations_run": snap.iteration, "stop_reason": snap.stop_reason,
+         "best_iteration": snap.best_iteration, "backtracks": snap.backtracks, "seconds": round(snap.elapsed, 3)}
+        for index, snap in finals
+    ]
+    provenance["iterations_run"] = sum(snap.iteration for _, snap in finals)
+    seconds = sum(snap.elapsed for _, snap in finals)
+    reasons = ", ".join(sorted({str(snap.stop_reason) for _, snap in finals}))
+    summary = (f"{len(finals)} volume{'s' if len(finals) != 1 else ''} in 3D, {provenance['iterations_run']} "
+               f"iterations in {seconds:.1f} s, stopped by {reasons}")
     return output, provenance, summary
 
 

@@ -47,6 +47,7 @@ class TaskForm:
         self.update_device_info()
         self.image.changed.connect(self.update_planes)
         self.planes.changed.connect(self.update_planes)
+        self.volumetric.changed.connect(self.update_planes)
         self.together.changed.connect(self.update_planes)
         viewer.layers.selection.events.changed.connect(self.update_group)
         self.preset.changed.connect(self._on_preset)
@@ -91,6 +92,10 @@ class TaskForm:
         self.warm_start = CheckBox(text="warm start across planes", value=True,
                                    tooltip="Each plane starts from the previous plane's network: a short fit "
                                    "at a lower learning rate. Off: every plane is fitted from scratch")
+        # 3D: denoising only, where one Z-stack's fit replaces the plane-by-plane ones.
+        self.volumetric = CheckBox(text="3D (whole Z-stack)", value=False, visible=self.task == "denoise",
+                                   tooltip="Fit the whole Z-stack at once with a 3D network, which sees the "
+                                   "planes above and below; the voxel spacing comes from the layer's scale")
         self.together = CheckBox(text="selected layers as channels", value=False,
                                  tooltip="Restore the Image layers selected in the layer list together, as the "
                                  "channels of one image (e.g. the layers of add_image(..., channel_axis=...)); "
@@ -98,7 +103,8 @@ class TaskForm:
         self.replace = CheckBox(text="replace previous output", value=True,
                                 tooltip="Write into the last output of this image and task instead of adding a layer")
         self.basic = Container(widgets=[self.image, *task_widgets, self.reference, self.preset, self.device,
-                                        self.planes, self.warm_start, self.together, self.replace])
+                                        self.planes, self.warm_start, self.volumetric, self.together,
+                                        self.replace])
 
         self.iterations = SpinBox(label="Iterations", min=1, max=1_000_000,
                                   tooltip="The budget; automatic stopping usually ends the fit sooner")
@@ -155,7 +161,9 @@ class TaskForm:
         layer = group[0] if group else self.image.value
         stack = layer is not None and bool(leading_shape(layer.data.shape, layer.rgb))
         self.planes.enabled = stack
-        self.warm_start.enabled = stack and self.planes.value == PLANES_ALL
+        self.volumetric.enabled = stack and self.planes.value == PLANES_ALL
+        volumetric = self.volumetric.enabled and bool(self.volumetric.value)
+        self.warm_start.enabled = stack and self.planes.value == PLANES_ALL and not volumetric
         self.image.enabled = not group
 
     def group(self) -> list:
@@ -241,6 +249,7 @@ class TaskForm:
             device=self.device.value,
             planes=self.planes.value,
             warm_start=bool(self.warm_start.value),
+            volumetric=bool(self.volumetric.value) and self.volumetric.enabled and self.task == "denoise",
             together=bool(self.together.value),
             group=self.group() if self.together.value else [],
             replace=bool(self.replace.value),

@@ -68,7 +68,16 @@ def fit(data, axes, task, mask, stack, warm_start, planes, fit_kwargs):
     """
     from ..restore import iter_restore, iter_restore_planes
 
-    if stack:
+    fit_kwargs = dict(fit_kwargs)
+    if fit_kwargs.pop("volumetric", False):
+        # The whole Z-stack in one fit: one "plane" (index ``()``), the snapshots volumes.
+        from ..volumes import iter_restore_volumes
+
+        position = {tuple(plane): k for k, plane in enumerate(planes)}
+        stream, failure, messages = _start(
+            lambda: iter_restore_volumes(task, data, axes=axes, mask=mask, **fit_kwargs)
+        )
+    elif stack:
         position = {tuple(plane): k for k, plane in enumerate(planes)}
         stream, failure, messages = _start(
             lambda: iter_restore_planes(task, data, axes=axes, mask=mask, warm_start=warm_start, **fit_kwargs)
