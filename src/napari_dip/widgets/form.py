@@ -16,6 +16,8 @@ from .plan import PLANES_ALL, PLANES_IN_VIEW, SHOW_AVERAGE, SHOW_OUTPUT, Choices
 #: The stopping box's labels and the engine's rule names (``iter_restore(stopping=...)``).
 STOPPING_CHOICES = [("auto", "auto"), ("ES-WMV", "wmv"), ("held-out", "validation"), ("off", "none")]
 PRESET_CHOICES = ["auto", "fast", "paper"]
+#: The noise box's labels and the engine's models (``iter_restore(noise=...)``).
+NOISE_CHOICES = [("auto", "auto"), ("Gaussian", "gaussian"), ("Poisson-Gaussian", "poisson-gaussian")]
 FACTORS = [2, 3, 4, 8]
 #: The input-noise box's "auto" sits one 4-decimal step below zero (a valid jitter).
 AUTO_STEP = 1e-4
@@ -62,8 +64,14 @@ class TaskForm:
 
         self.boxes = LayerBoxes(self.viewer, with_mask=self.task == "inpaint")
         self.image, self.mask, self.reference = self.boxes.image, self.boxes.mask, self.boxes.reference
-        self.mask_known = self.raw_output = self.factor = None
+        self.mask_known = self.raw_output = self.factor = self.noise = None
         task_widgets = []
+        if self.task == "denoise":
+            self.noise = ComboBox(label="Noise", choices=NOISE_CHOICES, value="auto",
+                                  tooltip="Gaussian: the same noise everywhere. Poisson-Gaussian: photon-limited "
+                                  "noise growing with the signal (fluorescence). auto: estimated from the image "
+                                  "(the choice and its parameters go into the output's metadata)")
+            task_widgets.append(self.noise)
         if self.task == "inpaint":
             self.mask_known = CheckBox(text="mask marks known pixels", value=False,
                                        tooltip="Nonzero mask pixels are the known ones (published DIP masks)")
@@ -130,8 +138,8 @@ class TaskForm:
         self.advanced = Container(widgets=[self.iterations, self.stopping, self.learning_rate, self.input_noise,
                                            self.channels, self.seed, self.update_every, self.show,
                                            self.keep_snapshots])
-        for box in (self.image, self.mask, self.factor, self.reference, self.preset, self.device, self.planes,
-                    self.stopping, self.show):
+        for box in (self.image, self.mask, self.factor, self.noise, self.reference, self.preset, self.device,
+                    self.planes, self.stopping, self.show):
             if box is not None:
                 _narrow(box)
         for container in (self.basic, self.advanced):
@@ -243,6 +251,7 @@ class TaskForm:
             mask_marks_known=bool(self.mask_known.value) if self.mask_known is not None else False,
             raw_output=bool(self.raw_output.value) if self.raw_output is not None else False,
             factor=self.factor.value if self.factor is not None else None,
+            noise=self.noise.value if self.noise is not None else "auto",
             reference=self.reference.value,
             preset=self.preset.value,
             preset_resolved=self.resolved_preset(),
