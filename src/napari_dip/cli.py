@@ -56,6 +56,18 @@ def _add_fit_options(parser: argparse.ArgumentParser, single_file: bool = True) 
     parser.add_argument("--patience", type=int,
                         help="iterations without improvement before stopping (default: the rule's)")
     parser.add_argument("--runs", type=int, help="average this many independent fits, run side by side (default: 1)")
+    parser.add_argument("--noise", choices=("auto", "gaussian", "poisson-gaussian"), default="auto",
+                        help="denoising: the noise model; poisson-gaussian is photon-limited noise (fluorescence), "
+                             "variance a*signal + b; auto estimates a and b from the image and picks it when the "
+                             "variance grows with the signal (default: auto)")
+    parser.add_argument("--noise-fit", choices=("gat", "weighted"),
+                        help="how a poisson-gaussian model is fitted: in Anscombe-transformed space (gat) or with a "
+                             "variance-weighted loss on the raw values (weighted) (default: the API's)")
+    parser.add_argument("--offset", type=float,
+                        help="denoising: the camera's baseline (value of no light) in the file's units "
+                             "(default: estimated)")
+    parser.add_argument("--gain", type=float,
+                        help="denoising: the camera's gain, file units per photo-electron (default: estimated)")
     parser.add_argument("--threads", type=_threads,
                         help="CPU threads, or 'auto': as many as there are idle cores when the fit starts, which "
                              "spares a busy machine but makes the result depend on the load (default: PyTorch's)")
@@ -69,17 +81,28 @@ def _add_fit_options(parser: argparse.ArgumentParser, single_file: bool = True) 
     parser.add_argument("--no-warm-start", action="store_true",
                         help="fit every plane of a stack on its own; by default a plane starts from the "
                              "previous plane's network, with a much smaller budget")
+    parser.add_argument("--3d", dest="volumetric", action="store_true",
+                        help="fit each Z-stack at once with a 3D network (denoise, inpaint; the file needs a Z "
+                             "axis); the voxel spacing comes from the file's calibration")
     parser.add_argument("--tile-size", type=int, metavar="PX",
                         help="restore in overlapping tiles of at most PX pixels a side, blended without seams "
                              "(default: tiles only when the image does not fit the device's free memory)")
     parser.add_argument("--tile-overlap", type=int, metavar="PX",
                         help="least overlap of neighbouring tiles in pixels (default: an eighth of the tile)")
-    parser.add_argument("--3d", dest="volumetric", action="store_true",
-                        help="fit each Z-stack at once with a 3D network (denoise, inpaint; the file needs a Z "
-                             "axis); the voxel spacing comes from the file's calibration")
     parser.add_argument("--progress-every", type=int, default=10, metavar="N",
                         help="update the progress bar every N iterations (default: 10)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _add_trust_options(parser: argparse.ArgumentParser, residual: bool = False) -> None:
+    parser.add_argument("--uncertainty", type=Path, metavar="TIFF",
+                        help="also write the per-pixel standard deviation of the --runs (2 or more) results, "
+                             "float32 in the image's units: large where the result is not determined by the data")
+    if residual:
+        parser.add_argument("--residual", type=Path, metavar="TIFF",
+                            help="also write INPUT minus the result, float32, divided by the noise model's "
+                                 "standard deviation for poisson-gaussian noise: structure-free noise if the "
+                                 "restoration is good")
 
 
 def _threads(text: str):
@@ -101,13 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     denoise = tasks.add_parser("denoise", help="remove noise")
     _add_fit_options(denoise)
+    _add_trust_options(denoise, residual=True)
 
     sr = tasks.add_parser("super-resolve", help="upscale by 2, 3, 4 or 8")
     _add_fit_options(sr)
+    _add_trust_options(sr)
     sr.add_argument("--factor", type=int, default=4, choices=(2, 3, 4, 8), help="upscaling factor (default: 4)")
 
     inpaint = tasks.add_parser("inpaint", help="fill holes given by a mask")
     _add_fit_options(inpaint)
+    _add_trust_options(inpaint)
     inpaint.add_argument("--mask", type=Path, required=True,
                          help="mask image of the same height and width: nonzero = hole to fill")
     inpaint.add_argument("--mask-known", action="store_true",
@@ -337,6 +363,7 @@ def _plane_progress(pairs, count: int, total: int, quiet: bool, unit: str = "pla
     from .engine.tiling import tile_of
 
     bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+
     current, number, tile = None, 0, None
     with tqdm(total=total, unit="it", dynamic_ncols=True, file=sys.stderr, bar_format=bar_format,
               desc=f"{unit} 1/{count}") as bar:
@@ -383,17 +410,50 @@ def _run_task(args) -> int:
 
     output = check_writable(args.output, args.overwrite)
     _refuse_to_replace_inputs(output, args)
-    result, provenance, summary = restore_file(args)
+    extra_paths = _check_extra_outputs(args)
+    extras: dict = {}
+    result, provenance, summary = restore_file(args, extras)
     write_image_or_rescue(output, result, provenance, overwrite=args.overwrite)
     print(f"wrote {output} ({summary})")
+    for what, path in extra_paths.items():
+        if what == "residual":
+            from .io import read_image
+            from .noise_model import noise_residual
+
+            data = noise_residual(read_image(args.input).data, result.data, provenance.get("noise"))
+        else:
+            data = extras["uncertainty"]
+        record = {**provenance, "content": what, "result": str(output)}
+        write_image_or_rescue(path, replace(result, data=data), record, overwrite=args.overwrite)
+        print(f"wrote {path} ({what})")
     return 0
 
 
-def restore_file(args) -> tuple:
+def _check_extra_outputs(args) -> dict:
+    """The --uncertainty and --residual files, checked before the fit."""
+    from .io import check_writable
+
+    paths = {}
+    for what in ("uncertainty", "residual"):
+        path = getattr(args, what, None)
+        if path is None:
+            continue
+        if path.suffix.lower() not in (".tif", ".tiff"):
+            raise InputError(f"--{what} holds float values: name a .tif file, not {path.name}")
+        if what == "uncertainty" and (args.runs or 1) < 2:
+            raise InputError("--uncertainty is the spread of several runs: add --runs 2 (or more)")
+        if path.resolve() in (Path(args.output).resolve(), Path(args.input).resolve()):
+            raise InputError(f"--{what} {path} is the input or the result; name another file")
+        paths[what] = check_writable(path, args.overwrite)
+    return paths
+
+
+def restore_file(args, extras: dict | None = None) -> tuple:
     """Restore the file ``args.input`` as the command line's options say, writing nothing:
     ``(result, provenance, summary)``, the result an :class:`~napari_dip.io.ImageFile` to
     write to ``args.output``. The single-file commands and ``napari-dip batch`` (one call per
-    file, :mod:`napari_dip.batch`) both go through here."""
+    file, :mod:`napari_dip.batch`) both go through here. ``extras``, if given, receives
+    ``"uncertainty"`` (the runs' per-pixel spread) when there are several runs."""
     from .axes import layout_for
     from .io import check_png, imagej_conversion, read_image
     from .engine.presets import settings_for, stopping_for
@@ -432,6 +492,10 @@ def restore_file(args) -> tuple:
         patience=args.patience,
         tile_size=getattr(args, "tile_size", None),
         tile_overlap=getattr(args, "tile_overlap", None),
+        noise=getattr(args, "noise", "auto"),
+        noise_fit=getattr(args, "noise_fit", None),
+        gain=getattr(args, "gain", None),
+        offset=getattr(args, "offset", None),
         **options,
     )
     volumetric = getattr(args, "volumetric", False)
@@ -458,10 +522,12 @@ def restore_file(args) -> tuple:
     if volumetric:
         data, provenance, summary = _fit_volumes(stream, layout, source.data.dtype, total, args)
     elif layout.is_stack:
-        data, provenance, summary = _fit_planes(stream, layout, source.data.dtype, factor, total, args)
+        data, provenance, summary = _fit_planes(stream, layout, source.data.dtype, factor, total, args, extras)
     else:
         final = last_snapshot(_progress(stream, total, args.quiet))
         data = final.average
+        if extras is not None and final.uncertainty is not None:
+            extras["uncertainty"] = final.uncertainty
         provenance = {**final.settings, "iterations_run": final.iteration, "stop_reason": final.stop_reason,
                       "best_iteration": final.best_iteration}
         chosen = f", result from iteration {final.best_iteration}" if final.best_iteration else ""
@@ -474,11 +540,18 @@ def restore_file(args) -> tuple:
     return result.zoomed(data, None), provenance, summary
 
 
-def _fit_planes(pairs, layout, dtype, factor, total, args) -> tuple:
+def _fit_planes(pairs, layout, dtype, factor, total, args, extras: dict | None = None) -> tuple:
     """Run a stack's plane-by-plane fits to their end: the whole result, the provenance
     (the first fitted plane's settings, each plane's outcome) and a summary for a person."""
     finals = [(index, snap) for index, snap in _plane_progress(pairs, layout.planes, total, args.quiet) if snap.done]
     output = layout.assemble(((index, snap.average) for index, snap in finals), dtype, factor)
+    if extras is not None and any(snap.uncertainty is not None for _, snap in finals):
+        import numpy as np
+
+        # Planes copied through (constant) have no runs: their spread is 0.
+        spreads = ((i, np.zeros(s.average.shape, np.float32) if s.uncertainty is None else s.uncertainty)
+                   for i, s in finals)
+        extras["uncertainty"] = layout.assemble(spreads, np.float32, factor)
     # Constant planes and planes without holes are copied through, not fitted.
     fitted = [snap for _, snap in finals if not snap.settings.get("copied")] or [finals[-1][1]]
     provenance = {key: value for key, value in fitted[0].settings.items() if key not in ("plane", "warm_start")}

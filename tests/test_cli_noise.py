@@ -1,0 +1,58 @@
+"""The command line's noise models (--noise, --offset, --gain) and trust outputs
+(--uncertainty, --residual), on a tiny 16-bit photon-limited image."""
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_dip.cli import main
+from napari_dip.io import read_image, read_provenance
+from tiny import smooth_image
+
+FAST = ["--preset", "fast", "--channels", "8", "--iterations", "4", "--device", "cpu", "-q"]
+
+
+@pytest.fixture
+def cells_tif(tmp_path):
+    rng = np.random.default_rng(0)
+    signal = 20 + 800 * smooth_image(48)
+    raw = np.round(100 + 2.0 * rng.poisson(signal / 2.0) + rng.normal(0, 3, signal.shape)).astype(np.uint16)
+    path = tmp_path / "cells.tif"
+    tifffile.imwrite(path, raw)
+    return path
+
+
+def test_noise_offset_and_gain_reach_the_provenance(cells_tif, tmp_path):
+    out = tmp_path / "out.tif"
+    args = ["denoise", str(cells_tif), "-o", str(out), "--noise", "poisson-gaussian", "--noise-fit", "weighted",
+            "--offset", "100", "--gain", "2", *FAST]
+    assert main(args) == 0
+    noise = read_provenance(out)["noise"]
+    assert noise["model"] == "poisson-gaussian" and noise["fit"] == "weighted"
+    assert noise["offset"] == 100 and noise["gain_given"] == 2 and noise["a"][0] == pytest.approx(2.0)
+    assert read_image(out).data.dtype == np.uint16
+
+
+def test_uncertainty_and_residual_files(cells_tif, tmp_path, capsys):
+    out, spread, residual = tmp_path / "out.tif", tmp_path / "spread.tif", tmp_path / "residual.tif"
+    args = ["denoise", str(cells_tif), "-o", str(out), "--runs", "2", "--uncertainty", str(spread),
+            "--residual", str(residual), *FAST]
+    assert main(args) == 0
+    source = read_image(cells_tif).data
+    for path, content in ((spread, "uncertainty"), (residual, "residual")):
+        data = read_image(path).data
+        assert data.shape == source.shape and data.dtype == np.float32
+        assert read_provenance(path)["content"] == content
+    assert read_image(spread).data.max() > 0  # two different runs
+    printed = capsys.readouterr().out
+    assert "spread.tif (uncertainty)" in printed and "residual.tif (residual)" in printed
+
+
+def test_uncertainty_needs_runs_and_a_tiff(cells_tif, tmp_path, capsys):
+    out = tmp_path / "out.tif"
+    assert main(["denoise", str(cells_tif), "-o", str(out), "--uncertainty", str(tmp_path / "u.tif"), *FAST]) == 2
+    assert "--runs 2" in capsys.readouterr().err
+    assert main(["denoise", str(cells_tif), "-o", str(out), "--runs", "2", "--uncertainty",
+                 str(tmp_path / "u.png"), *FAST]) == 2
+    assert ".tif" in capsys.readouterr().err
+    assert not out.exists()
