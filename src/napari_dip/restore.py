@@ -405,7 +405,9 @@ class _Job:
         }
         if task == "inpaint":
             self.description.update(mask_marks=mask_marks, keep_known=bool(keep_known))
-        self.tiles = self._plan_tiles(first or self._prepare(first_index), tile_size, tile_overlap)
+        # Sized on a plane that is fitted: with one mask per plane, the first may have no holes.
+        sized = first or self._prepare(next(i for i in layout.indices() if i not in self.no_holes))
+        self.tiles = self._plan_tiles(sized, tile_size, tile_overlap)
         if self.tiles is not None:
             self.description["tiling"] = self.tiles.to_dict()
 
