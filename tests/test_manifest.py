@@ -34,7 +34,7 @@ def test_installed_entry_point_finds_the_manifest(manifest):
 def test_every_command_imports(manifest):
     manifest.validate_imports()
     widgets = {w.display_name for w in manifest.contributions.widgets}
-    assert widgets == {"Denoise", "Super-resolve", "Inpaint"}
+    assert widgets == {"Denoise", "Super-resolve", "Inpaint", "Batch"}
 
 
 def test_widget_module_does_not_import_torch():

@@ -17,5 +17,6 @@ Nothing is imported here, so the Qt-free parts (:mod:`.layers`, :mod:`.timing`,
 ``layers``                output names, plane bookkeeping, geometry, metadata (pure)
 ``timing``                rate and ETA text (pure)
 ``prefs``                 the plugin's remembered settings and the device fallback
+``batch``                 the Batch widget: one task over many layers or a folder
 ========================  ==============================================================
 """
