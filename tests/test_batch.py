@@ -256,3 +256,26 @@ def test_local_cluster_finishes_every_file_once_when_a_worker_dies(tmp_path):
         [f"img{i}.png" for i in range(6)] + [f"img{i}.png.json" for i in range(6)] + ["report.csv", "report.html"])
     # The image the killed worker was fitting was done again, by another process.
     assert json.loads((out / f"{victim}.json").read_text())["process"] != pids[killed]
+
+
+def test_a_task_run_again_after_its_worker_died_reports_done_and_redoes_nothing(tmp_path):
+    # What Dask does when a worker dies holding a finished task's result: it runs the task
+    # again elsewhere. The result is on disk from this batch: "done", not redone, even with
+    # --force; a later batch calls the same result "skipped" (or redoes it with --force).
+    from napari_dip.batch.job import restore_one
+    from napari_dip.batch.run import fit_defaults
+
+    (item,) = plan_items([_folder(tmp_path, 1)], tmp_path / "out", "denoise")
+    (tmp_path / "out").mkdir()
+    options = {**fit_defaults("denoise"), **FIT}
+    first = restore_one(item, "denoise", options, batch="b1")
+    assert first["status"] == "done"
+    assert json.loads(item.sidecar.read_text())["batch"] == "b1"
+    before = _state(tmp_path / "out")
+    for force in (False, True):
+        assert restore_one(item, "denoise", options, force=force, batch="b1")["status"] == "done"
+        assert _state(tmp_path / "out") == before
+    assert restore_one(item, "denoise", options, batch="b2")["status"] == "skipped"
+    assert _state(tmp_path / "out") == before
+    assert restore_one(item, "denoise", options, force=True, batch="b2")["status"] == "done"
+    assert json.loads(item.sidecar.read_text())["batch"] == "b2"

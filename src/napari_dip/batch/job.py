@@ -45,29 +45,33 @@ def hashes(item: Item) -> tuple[str, str | None]:
     return file_sha256(item.input), (file_sha256(item.mask) if item.mask else None)
 
 
-def done_row(item: Item, task: str, options: dict) -> dict | None:
-    """The row of an item whose result is already there, or ``None`` if it must be done.
-    An unreadable input is left to :func:`restore_one`, which reports it."""
+def done_row(item: Item, task: str, options: dict, batch: str | None = None) -> dict | None:
+    """The row of an item whose result is already there, or ``None`` if it must be done:
+    ``done`` when batch ``batch`` made it (a task Dask ran again after its worker died
+    having finished it), else ``skipped``. An unreadable input is left to
+    :func:`restore_one`, which reports it."""
     try:
         input_hash, mask_hash = hashes(item)
     except OSError:
         return None
     record = read_record(item.sidecar)
     if is_done(record, input_hash, mask_hash, settings_of(task, options), item.output):
-        return row_from_record(item, record, "skipped")
+        this_batch = batch is not None and record.get("batch") == batch
+        return row_from_record(item, record, "done" if this_batch else "skipped")
     return None
 
 
-def restore_one(item: Item, task: str, options: dict, force: bool = False) -> dict:
+def restore_one(item: Item, task: str, options: dict, force: bool = False, batch: str | None = None) -> dict:
     """Restore ``item`` with ``options`` (the command line's option names) unless its result
-    is already there (``force`` redoes it); return its report row."""
+    is already there (``force`` redoes results of earlier batches); return its report row.
+    ``batch`` names the batch this call belongs to; it goes into the record."""
     if item.problem:
         return empty_row(item, "failed", item.problem)
-    if not force:
-        # Also catches a task that Dask runs again after its worker died having finished it.
-        row = done_row(item, task, options)
-        if row is not None:
-            return row
+    # Also catches a task that Dask runs again after its worker died having finished it:
+    # that result is this batch's, so it is neither redone nor reported as skipped.
+    row = done_row(item, task, options, batch)
+    if row is not None and (not force or row["status"] == "done"):
+        return row
     started = time.perf_counter()
     try:
         input_hash, mask_hash = hashes(item)
@@ -85,6 +89,7 @@ def restore_one(item: Item, task: str, options: dict, force: bool = False) -> di
     record = {
         "napari_dip": _version(),
         "status": "done",
+        "batch": batch,
         "task": task,
         "input": {"path": str(item.input.resolve()), "sha256": input_hash},
         "mask": {"path": str(item.mask.resolve()), "sha256": mask_hash} if item.mask else None,

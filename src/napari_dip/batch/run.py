@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import uuid
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -119,6 +120,7 @@ def restore_files(
         if on_row is not None:
             on_row(row)
 
+    batch = uuid.uuid4().hex  # in each record this batch writes
     todo = []
     for index, item in enumerate(items):
         row = None if force or item.problem else done_row(item, task, options)
@@ -129,9 +131,9 @@ def restore_files(
     try:
         if todo:
             if client is None and workers == 0 and not (scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")):
-                _run_here(todo, task, options, force, record, cancel)
+                _run_here(todo, task, options, force, batch, record, cancel)
             else:
-                _run_on_dask(todo, task, options, force, record, cancel, client, scheduler, workers)
+                _run_on_dask(todo, task, options, force, batch, record, cancel, client, scheduler, workers)
     except KeyboardInterrupt:
         for index, item in todo:
             if rows[index] is None:
@@ -145,21 +147,22 @@ def restore_files(
     return finished
 
 
-def _run_here(todo, task, options, force, record, cancel) -> None:
+def _run_here(todo, task, options, force, batch, record, cancel) -> None:
     for index, item in todo:
         if cancel is not None and cancel.is_set():
             return
-        record(index, restore_one(item, task, options, force))
+        record(index, restore_one(item, task, options, force, batch))
 
 
-def _run_on_dask(todo, task, options, force, record, cancel, client, scheduler, workers) -> None:
+def _run_on_dask(todo, task, options, force, batch, record, cancel, client, scheduler, workers) -> None:
     from distributed import wait
 
     with ExitStack() as stack:
         if client is None:
             client = stack.enter_context(_client(scheduler, workers))
         futures = {
-            client.submit(restore_one, item, task, options, force, pure=False, key=f"napari-dip-{item.input.name}-"
+            client.submit(restore_one, item, task, options, force, batch, pure=False,
+                          key=f"napari-dip-{item.input.name}-"
                           f"{os.urandom(4).hex()}"): (index, item)
             for index, item in todo
         }
