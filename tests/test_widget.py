@@ -1033,9 +1033,9 @@ def test_the_plane_in_view_of_rolled_dims_is_enlarged_in_place(make_napari_viewe
     layer = viewer.add_image(stack, name="zstack", scale=(2.0, 1.0, 0.5), translate=(0.0, 5.0, 0.0))
     viewer.dims.order = (1, 0, 2)
     viewer.dims.set_current_step(1, 2)
-    widget = _tiny(_dock(viewer, SuperResolveWidget), iterations=2, every=2)
-    widget.form.factor.value = 2
-    _run_to_end(qtbot, widget)
+    widget = _dock(viewer, SuperResolveWidget)
+    widget.form.factor.value = 2  # reloads the task's settings: made tiny afterwards
+    _run_to_end(qtbot, _tiny(widget, iterations=2, every=2))
     output = _output(viewer)
     assert output.data.shape == (64, 1, 64)  # Z and X enlarged, one Y plane
     assert output.metadata["napari_dip"]["planes"] == [[2]]
@@ -1056,3 +1056,17 @@ def test_a_2d_mask_cannot_serve_a_plane_of_rolled_dims(make_napari_viewer):
     viewer.dims.order = (1, 0, 2)
     with pytest.raises(InputError, match="other axes"):
         make_plan(viewer, Choices(task="inpaint", image=image, mask=mask))
+
+
+def test_the_status_line_says_the_memory_a_fit_needs_before_it_starts(make_napari_viewer, qtbot, monkeypatch):
+    from napari_dip.engine.fit import estimate_memory_bytes
+    from napari_dip.engine.presets import network_for
+
+    viewer = make_napari_viewer()
+    viewer.add_image(_image((32, 32)), name="photo")
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=2, every=2)
+    statuses = _statuses(widget, monkeypatch)
+    _run_to_end(qtbot, widget)
+    expected = estimate_memory_bytes(network_for("denoise", "fast").with_width(8), 1, 32, 32) / 2**30
+    starting = [text for text in statuses if text.startswith("Starting")]
+    assert starting and f"the fit needs about {expected:.1f} GiB" in starting[0], statuses

@@ -143,7 +143,7 @@ class RunController:
         self.controls.native.destroyed.connect(run.abandon)
         self.run = run
         self.loss_plot.clear()
-        notes = "".join(f" · {note}" for note in plan.notes)
+        notes = "".join(f" · {note}" for note in [*plan.notes, plan.memory] if note)
         self.set_status(f"Starting {plan.task} of {plan.input_name!r} on {plan.choices.device}...{notes}")
         self.controls.set_running(True)
         run.meter.start(self.clock())

@@ -85,6 +85,8 @@ class Plan:
     #: The layer's axes as the fit sees them, the two displayed last (the image plane), when
     #: that is not the layer's own order (:func:`.layers.view_order`); ``planes`` index the others.
     order: tuple | None = None
+    #: The fit's estimated peak memory, for the status line before the run ("" if unknown).
+    memory: str = ""
 
     @property
     def iterations(self) -> int:
@@ -219,6 +221,20 @@ def _volume_note(choices: Choices, axes: str, shape, spacing) -> str:
            f"needs about {needed / 2**30:.1f} GiB"
 
 
+def _plane_memory(choices: Choices, channels: int, height: int, width: int) -> str:
+    """``"each plane's fit needs about 0.4 GiB"``: the engine's estimate, before the run."""
+    from ..engine.fit import estimate_memory_bytes
+    from ..engine.presets import network_for
+
+    try:
+        net = network_for(choices.task, choices.preset_resolved).with_width(choices.channels)
+        f = choices.factor or 1
+        needed = estimate_memory_bytes(net, min(channels, 3), height * f, width * f)
+    except Exception:  # noqa: BLE001 - an estimate must never stop a run
+        return ""
+    return f"the fit needs about {needed / 2**30:.1f} GiB"
+
+
 def make_plan(viewer, choices: Choices) -> Plan:
     """Read the chosen layers into arrays and plain values; raise ``InputError``."""
     from ..errors import InputError
@@ -309,6 +325,8 @@ def make_plan(viewer, choices: Choices) -> Plan:
         spacing = _volume_spacing(layer, order, letters, stack)
         planes, out_index, api_planes = [()], [(slice(None),) * len(leading)], [()]
         notes.append(_volume_note(choices, axes, fit_data.shape, spacing))
+    memory = "" if choices.volumetric else _plane_memory(choices, len(sources) if len(sources) > 1 else 3 if rgb else 1,
+                                                         height, width)
     mask = mask_data
     if mask_data is not None and not stack and mask_per_plane:
         mask = np.asarray(mask_data[planes[0]])
@@ -380,4 +398,5 @@ def make_plan(viewer, choices: Choices) -> Plan:
         reference_per_plane=reference_per_plane,
         notes=notes,
         order=order,
+        memory=memory,
     )
