@@ -331,21 +331,19 @@ def _memory_needed(args, preset: str, layout, source=None) -> str:
     """``", needs about 0.4 GiB"``: the fit's estimated peak memory for one plane (with
     ``--3d``, one volume), so a user sees before a long fit what it asks of the machine
     (empty if it cannot be told)."""
-    from .engine.fit import estimate_memory_bytes
-    from .engine.presets import network_for
+    from .engine.presets import network_for, plane_memory_bytes
 
     try:
-        net = network_for(args.command, preset)
-        if args.channels:
-            net = net.with_width(args.channels)
-        factor = getattr(args, "factor", None) or 1
-        colour = max(1, min(layout.channels, 3))
         if getattr(args, "volumetric", False) and "Z" in layout.axes:
             from .volumes import volume_memory_bytes
 
+            net = network_for(args.command, preset)
+            if args.channels:
+                net = net.with_width(args.channels)
             spacing = None if source is None else volume_spacing(source.calibration)
             return f", needs about {volume_memory_bytes(net, layout, spacing) / 2**30:.1f} GiB"
-        needed = estimate_memory_bytes(net, colour, layout.height * factor, layout.width * factor)
+        needed = plane_memory_bytes(args.command, preset, layout.channels, layout.height, layout.width,
+                                    getattr(args, "factor", None), args.channels)
     except (ValueError, AttributeError):
         return ""
     return f", needs about {needed / 2**30:.1f} GiB"

@@ -24,7 +24,7 @@ from dataclasses import replace
 
 from .devices import resolve_device
 from ..errors import InputError
-from .fit import FitConfig
+from .fit import FitConfig, estimate_memory_bytes
 from .forward import SUPPORTED_FACTORS
 from .networks import NETWORK_PRESETS, SkipNetConfig
 from .stopping import StoppingConfig
@@ -123,6 +123,20 @@ def network_for(task: str, preset: str = DEFAULT_PRESET) -> SkipNetConfig:
     """The network a preset uses for a task (``auto``: for the default device)."""
     networks = NETWORK_PRESETS[resolve_preset(preset)]
     return networks["inpaint"] if task == "inpaint" else networks["default"]
+
+
+def plane_memory_bytes(
+    task: str, preset: str, colours: int, height: int, width: int, factor: int | None = None,
+    channels: int | None = None,
+) -> int:
+    """Estimated peak memory of fitting one ``height x width`` plane (enlarged ``factor``
+    times) with the preset's network, ``channels`` wide: what the command line and the
+    widget show before a fit (:func:`~napari_dip.engine.fit.estimate_memory_bytes`)."""
+    net = network_for(task, preset)
+    if channels:
+        net = net.with_width(channels)
+    f = factor or 1
+    return estimate_memory_bytes(net, max(1, min(colours, 3)), height * f, width * f)
 
 
 def settings_for(

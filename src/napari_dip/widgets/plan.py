@@ -223,13 +223,11 @@ def _volume_note(choices: Choices, axes: str, shape, spacing) -> str:
 
 def _plane_memory(choices: Choices, channels: int, height: int, width: int) -> str:
     """``"each plane's fit needs about 0.4 GiB"``: the engine's estimate, before the run."""
-    from ..engine.fit import estimate_memory_bytes
-    from ..engine.presets import network_for
+    from ..engine.presets import plane_memory_bytes
 
     try:
-        net = network_for(choices.task, choices.preset_resolved).with_width(choices.channels)
-        f = choices.factor or 1
-        needed = estimate_memory_bytes(net, min(channels, 3), height * f, width * f)
+        needed = plane_memory_bytes(choices.task, choices.preset_resolved, channels, height, width,
+                                    choices.factor, choices.channels)
     except Exception:  # noqa: BLE001 - an estimate must never stop a run
         return ""
     return f"the fit needs about {needed / 2**30:.1f} GiB"
