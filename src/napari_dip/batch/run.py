@@ -3,7 +3,9 @@ them here), and write the report.
 
 By default the work goes to a ``LocalCluster`` on this machine with one single-threaded
 worker process per core (each fit with ``threads=1``): images, not the threads of one fit,
-are spread over the cores, and PyTorch starts once per worker, not once per file.
+are spread over the cores, and PyTorch starts once per worker, not once per file. Where
+``dask-cuda`` is installed and sees CUDA devices, a ``LocalCUDACluster`` with one worker
+per GPU instead (:mod:`.cluster`).
 ``scheduler`` (or the ``DASK_SCHEDULER_ADDRESS`` environment variable) names a running
 Dask scheduler instead; ``workers=0`` runs every file in this process, without Dask.
 
@@ -14,7 +16,6 @@ task run again finds a finished result's record and does not redo it.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import uuid
@@ -73,8 +74,9 @@ def restore_files(
         record ``NAME.json`` next to it, and ``report.csv`` and ``report.html``.
     client : distributed.Client, optional
         Run on this Dask client. Without one: ``scheduler``, ``DASK_SCHEDULER_ADDRESS``,
-        else a ``LocalCluster`` of ``workers`` single-threaded worker processes (default:
-        one per core); ``workers=0`` runs in this process, without Dask.
+        else a local cluster of ``workers`` single-threaded worker processes (default: one
+        per GPU where dask-cuda sees GPUs and ``device`` is ``auto`` or ``cuda``, else one
+        per core); ``workers=0`` runs in this process, without Dask.
     mask_pattern : str
         Inpainting: each input's mask, e.g. ``"{stem}_mask.png"``
         (:func:`~napari_dip.batch.inputs.mask_for`).
@@ -159,7 +161,7 @@ def _run_on_dask(todo, task, options, force, batch, record, cancel, client, sche
 
     with ExitStack() as stack:
         if client is None:
-            client = stack.enter_context(_client(scheduler, workers))
+            client = stack.enter_context(_client(scheduler, workers, options.get("device")))
         futures = {
             client.submit(restore_one, item, task, options, force, batch, pure=False,
                           key=f"napari-dip-{item.input.name}-"
@@ -194,26 +196,20 @@ def _row_of(future, item: Item) -> dict:
 
 
 @contextmanager
-def _client(scheduler: str | None, workers: int | None):
-    """A client of the named scheduler, or of a new LocalCluster on the loopback interface
-    (closed again afterwards)."""
-    from distributed import Client, LocalCluster
+def _client(scheduler: str | None, workers: int | None, device: str | None = "auto"):
+    """A client of the named scheduler, or of a new local cluster on the loopback interface
+    (one worker per GPU with dask-cuda, else one per core: :mod:`.cluster`), closed again
+    afterwards."""
+    from distributed import Client
 
     address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if address:
         with Client(address) as client:
             yield client
         return
-    import dask
+    from .cluster import plan_local_cluster, start_local_cluster
 
-    count = workers or os.cpu_count() or 1
-    # Dask's nannies set MALLOC_TRIM_THRESHOLD_ in their workers, which switches off glibc's
-    # adaptive mmap threshold: every large tensor of every step is then a fresh mmap with
-    # page faults: a 100-iteration 128² fit on one thread took 17.1 s with it against 10.1 s
-    # without (2-core CPU, 2026-11-26). napari-dip's workers keep glibc's default.
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), \
-            LocalCluster(n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
-                         dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+    with start_local_cluster(plan_local_cluster(device, workers)) as cluster, Client(cluster) as client:
         yield client
 
 
