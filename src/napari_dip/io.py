@@ -1,4 +1,5 @@
-"""Reading and writing the image files the command line handles: TIFF and PNG.
+"""Reading and writing the image files the command line handles: TIFF and PNG, and
+OME-Zarr images read only (:mod:`napari_dip.ome_zarr`; their results are OME-TIFF).
 
 A file is read with what a microscope recorded about it (:class:`ImageFile`): its axes,
 the physical size of a pixel, the Z step and the time between frames, and which kind of
@@ -37,7 +38,7 @@ PROVENANCE_KEY = "napari-dip"
 #: The axis letters of the API: time, depth, channels, and the image plane.
 AXES_LETTERS = "TZCYX"
 #: The kinds of file, as :attr:`ImageFile.kind` names them, and as a person reads them.
-KIND_NAMES = {"imagej": "ImageJ", "ome": "OME-TIFF", "tiff": "TIFF", "png": "PNG"}
+KIND_NAMES = {"imagej": "ImageJ", "ome": "OME-TIFF", "tiff": "TIFF", "png": "PNG", "ome-zarr": "OME-Zarr"}
 #: The dtypes an ImageJ hyperstack holds.
 IMAGEJ_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 #: ImageJ metadata carried from the input to the result besides the calibration: display
@@ -213,8 +214,13 @@ def _suffix(path: Path) -> str:
 
 
 def read_image(path: str | os.PathLike) -> ImageFile:
-    """Read a TIFF or PNG file, keeping its dtype, axes and, for TIFF, its calibration."""
+    """Read a TIFF or PNG file, keeping its dtype, axes and, for TIFF, its calibration, or
+    an OME-Zarr folder (:mod:`napari_dip.ome_zarr`, needs the ``zarr`` package)."""
     path = Path(path)
+    from .ome_zarr import is_ome_zarr, read_ome_zarr
+
+    if is_ome_zarr(path):
+        return read_ome_zarr(path)
     suffix = _suffix(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
@@ -336,6 +342,9 @@ def _ome_calibration(ome_xml: str) -> tuple[Calibration, dict]:
 def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Fail early, before a long fit, if ``path`` cannot or must not be written."""
     path = Path(path)
+    if path.suffix.lower() == ".zarr":
+        raise InputError(f"{path}: napari-dip reads OME-Zarr but writes TIFF; name a .tif file (an OME-TIFF "
+                         "keeps the axes and pixel sizes)")
     _suffix(path)
     if path.is_dir():
         raise InputError(f"{path} is a folder; name the file to write")
@@ -527,7 +536,7 @@ def _write_tiff(path: Path, image: ImageFile, provenance: dict | None) -> None:
         kwargs.pop("resolutionunit", None)  # ImageJ's unit is in the description
         tifffile.imwrite(path, data, imagej=True, photometric="rgb" if rgb else "minisblack",
                          metadata=metadata, **kwargs)
-    elif image.kind == "ome" and letters is not None:
+    elif image.kind in ("ome", "ome-zarr") and letters is not None:  # an OME-Zarr's result: OME-TIFF
         metadata = _ome_metadata(image, letters, record)
         tifffile.imwrite(path, data, ome=True, photometric=photometric, extrasamples=extrasamples,
                          metadata=metadata, **kwargs)

@@ -18,8 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser, add_fit_options) -> None:
     """The batch's own options, then the single-file commands' fit options
     (``add_fit_options``, from :mod:`napari_dip.cli`)."""
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="image files (.tif, .tiff, .png), folders holding them, or glob patterns "
-                             "(quote them: 'data/**/*.tif')")
+                        help="image files (.tif, .tiff, .png), OME-Zarr images (.zarr folders; needs zarr), "
+                             "folders holding them, or glob patterns (quote them: 'data/**/*.tif')")
     parser.add_argument("--task", choices=("denoise", "super-resolve", "inpaint"), required=True,
                         help="what to do to every input")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
@@ -35,8 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser, add_fit_options) -> None:
                         help="a running Dask scheduler, e.g. tcp://host:8786 (default: DASK_SCHEDULER_ADDRESS, "
                              "else a local cluster)")
     parser.add_argument("--workers", type=int, metavar="N",
-                        help="worker processes of the local cluster (default: one per core); 0 runs the files "
-                             "one after another in this process, without Dask")
+                        help="worker processes of the local cluster (default: one per GPU where dask-cuda is "
+                             "installed and sees GPUs, else one per core); 0 runs the files one after another "
+                             "in this process, without Dask")
     parser.add_argument("--factor", type=int, default=4, choices=(2, 3, 4, 8),
                         help="super-resolve: upscaling factor (default: 4)")
     parser.add_argument("--mask-known", action="store_true",

@@ -1,10 +1,12 @@
 """Which files a batch restores, where each result goes, and which mask goes with it.
 
-Inputs are files, folders (their TIFF and PNG files, not recursively, hidden files left
-out) and glob patterns (``**`` recurses). For inpainting, ``mask_pattern`` names each
-input's mask relative to the input's folder, ``{stem}`` standing for the input's name
-without its suffix (``'{stem}_mask.png'``, ``'masks/{stem}.tif'``); a pattern without
-``{stem}`` is one mask for every input. Files a pattern names as masks are never inputs.
+Inputs are files, folders (their TIFF and PNG files and OME-Zarr folders, not
+recursively, hidden files left out) and glob patterns (``**`` recurses). An OME-Zarr input
+(``cells.ome.zarr``, a folder) is one image; its result is an OME-TIFF (``cells.ome.tif``).
+For inpainting, ``mask_pattern`` names each input's mask relative to the input's folder,
+``{stem}`` standing for the input's name without its suffix (``'{stem}_mask.png'``,
+``'masks/{stem}.tif'``); a pattern without ``{stem}`` is one mask for every input. Files a
+pattern names as masks are never inputs.
 
 No file is read here: a missing mask or an unreadable image becomes a failed row of the
 report, not an error that stops the batch.
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..io import SUFFIXES
+from ..ome_zarr import is_ome_zarr
 
 GLOB_CHARACTERS = "*?["
 
@@ -44,15 +47,32 @@ def sidecar_path(output: Path) -> Path:
 
 
 def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in SUFFIXES and not path.name.startswith(".")
+    if path.name.startswith("."):
+        return False
+    if is_ome_zarr(path):
+        return path.is_dir()
+    return path.is_file() and path.suffix.lower() in SUFFIXES
+
+
+def output_name(path: Path) -> str:
+    """The file name of ``path``'s result: the input's own, except that an OME-Zarr image
+    (read, not written) becomes an OME-TIFF.
+
+    >>> output_name(Path("a/cells.png")), output_name(Path("a/cells.ome.zarr")), output_name(Path("b.zarr"))
+    ('cells.png', 'cells.ome.tif', 'b.ome.tif')
+    """
+    if not is_ome_zarr(path):
+        return path.name
+    stem = path.name[: -len(".zarr")]
+    return (stem[: -len(".ome")] if stem.lower().endswith(".ome") else stem) + ".ome.tif"
 
 
 def expand_inputs(inputs) -> list[Path]:
     """Files, folders and glob patterns -> the files, in order, each once.
 
     A file named explicitly is kept whatever its type (it fails, and is reported, when it
-    is read); a folder or pattern contributes only TIFF and PNG files. A folder or pattern
-    that holds no image, or a path that does not exist, is an :class:`InputError`: a typo
+    is read); a folder or pattern contributes only TIFF and PNG files and OME-Zarr
+    folders. A folder or pattern that holds no image, or a path that does not exist, is an :class:`InputError`: a typo
     would otherwise make an empty batch that looks done.
     """
     found: list[Path] = []
@@ -63,12 +83,12 @@ def expand_inputs(inputs) -> list[Path]:
             matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
             images = [m for m in matches if _is_image(m)]
             if not images:
-                raise InputError(f"{text} matches no TIFF or PNG file")
+                raise InputError(f"{text} matches no TIFF, PNG or OME-Zarr image")
             found.extend(images)
-        elif path.is_dir():
+        elif path.is_dir() and not is_ome_zarr(path):
             images = sorted(p for p in path.iterdir() if _is_image(p))
             if not images:
-                raise InputError(f"{path} holds no TIFF or PNG file")
+                raise InputError(f"{path} holds no TIFF, PNG or OME-Zarr image")
             found.extend(images)
         elif path.exists():
             found.append(path)
@@ -135,14 +155,15 @@ def plan_items(inputs, out: Path, task: str, mask_pattern: str | None = None) ->
     out = Path(out)
     items, names = [], {}
     for path in files:
-        output = out / path.name
+        output = out / output_name(path)
         if output.resolve() == path.resolve():
             raise InputError(f"{path} would be replaced by its own result: choose an output folder other than "
                              f"the input's")
-        if path.name in names:
-            raise InputError(f"{names[path.name]} and {path} have the same name, so their results would "
-                             "overwrite each other in the output folder; restore them in two batches")
-        names[path.name] = path
+        if output.name in names:
+            raise InputError(f"{names[output.name]} and {path} have the same name for their results "
+                             f"({output.name}), so they would overwrite each other in the output folder; "
+                             "restore them in two batches")
+        names[output.name] = path
         mask, problem = None, None
         if task == "inpaint":
             mask = mask_for(path, mask_pattern)

@@ -27,7 +27,15 @@ NOT_SETTINGS = frozenset({
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file; of a folder (an OME-Zarr image), over its files' relative paths
+    and contents in sorted order, so a changed, added or removed chunk changes it."""
     digest = hashlib.sha256()
+    path = Path(path)
+    if path.is_dir():
+        for member in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(member.relative_to(path).as_posix().encode() + b"\0")
+            digest.update(file_sha256(member, chunk).encode())
+        return digest.hexdigest()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
