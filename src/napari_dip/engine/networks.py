@@ -50,6 +50,14 @@ class SkipNetConfig:
     output_sigmoid: bool = True
     #: The input ``z`` is uniform noise in [0, input_scale).
     input_scale: float = 0.1
+    #: Normalise the concatenated skip and upsampled channels before the merging
+    #: convolution (the reference code does); that convolution's output is normalised again
+    #: right after, so leaving it out only changes the scale the convolution sees.
+    merge_norm: bool = True
+    #: Convolutions followed by a normalisation have a bias, as in the reference code. Batch
+    #: normalisation subtracts each channel's mean, so such a bias has no effect on the
+    #: output; ``False`` leaves it out (fewer parameters and gradients, same functions).
+    conv_bias: bool = True
 
     def __post_init__(self):
         scales = len(self.channels_down)
@@ -118,6 +126,8 @@ def _norm(name: str, channels: int) -> nn.Module:
 
 def _conv(cfg: SkipNetConfig, cin: int, cout: int, kernel: int, stride: int = 1, replicas: int = 1) -> nn.Conv2d:
     # Replicas are independent networks side by side: grouped convolutions never mix them.
+    # Every convolution made here is followed by a normalisation (the head is made apart).
+    bias = cfg.conv_bias or cfg.normalization == "none"
     return nn.Conv2d(
         cin * replicas,
         cout * replicas,
@@ -125,7 +135,7 @@ def _conv(cfg: SkipNetConfig, cin: int, cout: int, kernel: int, stride: int = 1,
         stride=stride,
         padding=kernel // 2,
         padding_mode="zeros" if cfg.padding == "zeros" else cfg.padding,
-        bias=True,
+        bias=bias,
         groups=replicas,
     )
 
@@ -163,7 +173,8 @@ class _Scale(nn.Module):
         from_below = cfg.channels_up[index + 1] if self.coarser is not None else down
         align = False if cfg.upsample_mode in ("bilinear", "bicubic") else None
         self.upsample = nn.Upsample(scale_factor=2, mode=cfg.upsample_mode, align_corners=align)
-        self.merge_norm = _norm(cfg.normalization, (skip + from_below) * replicas)
+        merge = cfg.normalization if cfg.merge_norm else "none"
+        self.merge_norm = _norm(merge, (skip + from_below) * replicas)
         self.fuse = nn.Sequential(
             _conv_block(cfg, skip + from_below, up, cfg.kernel_up, 1, replicas),
             _conv_block(cfg, up, up, 1, 1, replicas),
