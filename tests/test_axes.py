@@ -195,12 +195,17 @@ def test_bad_and_ambiguous_mask_shapes():
 
 def test_a_stack_has_one_value_range():
     stack = np.stack([np.full((16, 16), 100), np.arange(256).reshape(16, 16) + 1000]).astype(np.uint16)
-    assert value_range(stack) == ((100.0,), (1255.0,))
+    # The stack's 0.1 and 99.9 percentiles (100 and about 1255) go to 0.1 and 0.9.
+    (low,), (high,) = value_range(stack)
+    lo, hi = np.percentile(stack.astype(float), [0.1, 99.9])
+    assert (lo - low) / (high - low) == pytest.approx(0.1) and (hi - low) / (high - low) == pytest.approx(0.9)
     # per channel, over every plane; RGBA's alpha left out; uint8 and unit floats as always
     tczyx = np.zeros((2, 2, 3, 16, 16), np.uint16)
     tczyx[:, 0] = np.arange(16)[None, None, None] + 10
-    tczyx[1, 1, 2] = 5000
-    assert value_range(tczyx, 1) == ((10.0, 0.0), (25.0, 5000.0))
+    tczyx[1, 1, 2] = 5000  # percentiles 0 and 0 there: the extremes, with the head-room
+    low, high = value_range(tczyx, 1)
+    np.testing.assert_allclose(low, (10 - 0.1 * 15 / 0.8 - 0.0, 0 - 5000 / 8), atol=0.1)
+    np.testing.assert_allclose(high, (25 + 0.1 * 15 / 0.8, 5000 + 5000 / 8), atol=0.1)
     rgba = np.zeros((3, 16, 16, 4), np.float32)
     rgba[..., 3] = 7
     rgba[0, 0, 0, :3] = 0.5

@@ -10,9 +10,16 @@ Normalisation
 -------------
 * ``uint8`` is divided by 255, the convention of the published benchmarks.
 * float images whose values all lie in [0, 1] are used as they are.
-* ``uint16`` and other float images are scaled per channel from their own ``[min, max]``
-  to [0, 1]: a 12-bit camera image stored as 16-bit would otherwise use 6 % of the range
-  the network's sigmoid output covers. Results are mapped back to the same ``[min, max]``.
+* ``uint16`` and other float images are scaled per channel from their own percentiles:
+  the 0.1st and the 99.9th (:data:`RANGE_PERCENTILES`) go to 0.1 and 0.9
+  (:data:`HEADROOM`). A 12-bit camera image stored as 16-bit would otherwise use 6 % of
+  the range the network's sigmoid output covers; percentiles keep a few hot pixels from
+  squeezing the signal into a sliver of it (with ``[min, max]`` one saturated pixel at
+  65535 over a signal of a few hundred counts did), and the head-room lets the sigmoid
+  reach the signal's bright and dark ends without saturating. Nothing is clipped on the
+  way in: values beyond the percentiles lie outside [0.1, 0.9], outliers outside [0, 1].
+  Results are mapped back to the image's units and dtype and kept within the image's own
+  ``[min, max]`` (:attr:`ImageLayout.limits`).
 * The planes of a stack (Z, T) share one range per channel, that of the whole stack
   (:func:`value_range`), so that they stay comparable; a constant plane inside a varying
   stack is then fine.
@@ -40,6 +47,14 @@ MIN_SIDE = 16
 
 SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float16, np.float32, np.float64)
 
+#: Percentiles of a channel that set its scale (uint16 and floats outside [0, 1]) ...
+RANGE_PERCENTILES = (0.1, 99.9)
+#: ... and where they land on the engine's [0, 1] scale: HEADROOM and 1 - HEADROOM.
+HEADROOM = 0.1
+#: At most this many values per channel go into the percentiles (an even stride through
+#: the data): exact enough for a scale, and cheap for a stack of large planes.
+PERCENTILE_SAMPLES = 1 << 22
+
 
 @dataclass(frozen=True)
 class ImageLayout:
@@ -54,6 +69,11 @@ class ImageLayout:
     #: Per restored channel, the values that map to 0 and 1.
     low: tuple[float, ...]
     high: tuple[float, ...]
+    #: Per restored channel, the engine values results are clipped to on the way back:
+    #: [0, 1] (the sigmoid's range), widened to the image's own extremes where the scale
+    #: puts them outside it, and the image's own extremes for a percentile scale (a result
+    #: stays within the input's range, and the input itself goes back exactly).
+    limits: tuple[tuple[float, float], ...] | None = None
 
     @property
     def height(self) -> int:
@@ -129,17 +149,22 @@ def prepare_image(
     values = chw.astype(np.float32 if array.dtype.itemsize <= 4 else np.float64)
     if not np.isfinite(values).all():
         raise InputError("the image contains NaN or infinite values; replace them before restoring")
+    channel_min = values.min(axis=(1, 2)).astype(np.float64)
+    channel_max = values.max(axis=(1, 2)).astype(np.float64)
     if value_range is None:
-        channel_min = values.min(axis=(1, 2)).astype(np.float64)
-        channel_max = values.max(axis=(1, 2)).astype(np.float64)
         _check_not_constant(channel_min, channel_max, array.dtype)
-        low, high = _range_rule(channel_min, channel_max, array.dtype)
+        low, high = _range_rule(channel_min, channel_max, array.dtype, lambda: _percentiles(values, 0))
     else:
         low, high = (np.asarray(v, np.float64).reshape(-1) for v in value_range)
         if low.shape != (values.shape[0],) or high.shape != low.shape:
             raise ValueError(f"value_range needs {values.shape[0]} low and high values, got {value_range}")
     span = np.where(high > low, high - low, 1.0)
     normalised = (values - low[:, None, None]) / span[:, None, None]
+    data_low, data_high = (channel_min - low) / span, (channel_max - low) / span
+    if _uses_percentiles(channel_min, channel_max, array.dtype):
+        limits = tuple(zip(data_low, data_high))
+    else:
+        limits = tuple(zip(np.minimum(data_low, 0.0), np.maximum(data_high, 1.0)))
     layout = ImageLayout(
         shape=tuple(array.shape),
         dtype=array.dtype,
@@ -147,19 +172,43 @@ def prepare_image(
         has_alpha=has_alpha,
         low=tuple(float(v) for v in low),
         high=tuple(float(v) for v in high),
+        limits=tuple((float(lo), float(hi)) for lo, hi in limits),
     )
     return np.ascontiguousarray(normalised, dtype=np.float32), layout, alpha
 
 
-def _range_rule(channel_min: np.ndarray, channel_max: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """The values that map to 0 and 1, per channel, from the channels' extremes (module docstring)."""
+def _uses_percentiles(channel_min: np.ndarray, channel_max: np.ndarray, dtype) -> bool:
+    dtype = np.dtype(dtype)
+    if dtype == np.uint8:
+        return False
+    return not (dtype.kind == "f" and channel_min.min() >= 0 and channel_max.max() <= 1)
+
+
+def _range_rule(channel_min: np.ndarray, channel_max: np.ndarray, dtype, percentiles) -> tuple[np.ndarray, np.ndarray]:
+    """The values that map to 0 and 1, per channel (module docstring). ``percentiles()``
+    returns the channels' :data:`RANGE_PERCENTILES` ``(2, C)``; it is called only when needed."""
     dtype = np.dtype(dtype)
     if dtype == np.uint8:
         return np.zeros(channel_min.shape[0]), np.full(channel_min.shape[0], 255.0)
-    if dtype.kind == "f" and channel_min.min() >= 0 and channel_max.max() <= 1:
+    if not _uses_percentiles(channel_min, channel_max, dtype):
         # Already in the engine's range (the usual float convention): used as it is.
         return np.zeros(channel_min.shape[0]), np.ones(channel_min.shape[0])
-    return channel_min, channel_max
+    lower, upper = np.asarray(percentiles(), np.float64)
+    # A channel whose percentiles coincide (a few bright pixels on a flat background) is
+    # scaled by its extremes instead, with the same head-room.
+    flat = ~(upper > lower)
+    lower, upper = np.where(flat, channel_min, lower), np.where(flat, channel_max, upper)
+    margin = (upper - lower) * HEADROOM / (1.0 - 2.0 * HEADROOM)
+    return lower - margin, upper + margin
+
+
+def _percentiles(values: np.ndarray, channel_axis: int | None) -> np.ndarray:
+    """:data:`RANGE_PERCENTILES` per channel, ``(2, C)``, from at most
+    :data:`PERCENTILE_SAMPLES` values per channel."""
+    per_channel = values[None] if channel_axis is None else np.moveaxis(values, channel_axis, 0)
+    flat = per_channel.reshape(per_channel.shape[0], -1)
+    stride = max(1, flat.shape[1] // PERCENTILE_SAMPLES)
+    return np.percentile(flat[:, ::stride].astype(np.float64), RANGE_PERCENTILES, axis=1)
 
 
 def value_range(array, channel_axis: int | None = None, channels: int | None = None) -> tuple[tuple, tuple]:
@@ -186,7 +235,7 @@ def value_range(array, channel_axis: int | None = None, channels: int | None = N
     if not (np.isfinite(low).all() and np.isfinite(high).all()):
         raise InputError("the image contains NaN or infinite values; replace them before restoring")
     _check_not_constant(low, high, array.dtype)
-    low, high = _range_rule(low, high, array.dtype)
+    low, high = _range_rule(low, high, array.dtype, lambda: _percentiles(array, channel_axis)[:, :channels])
     return tuple(float(v) for v in low), tuple(float(v) for v in high)
 
 
@@ -217,7 +266,8 @@ def restore_layout(chw: np.ndarray, layout: ImageLayout, alpha: np.ndarray | Non
     low = np.asarray(layout.low)[:, None, None]
     high = np.asarray(layout.high)[:, None, None]
     span = np.where(high > low, high - low, 1.0)
-    values = np.clip(chw.astype(np.float64), 0.0, 1.0) * span + low
+    limits = np.asarray(layout.limits if layout.limits is not None else [(0.0, 1.0)] * len(layout.low))
+    values = np.clip(chw.astype(np.float64), limits[:, 0, None, None], limits[:, 1, None, None]) * span + low
     values = np.where(high > low, values, low)  # constant channels stay exactly constant
 
     if layout.has_alpha:
