@@ -25,7 +25,12 @@ class FakeLocalCUDACluster:
 
         self.kwargs = kwargs
         self.environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
-        FakeLocalCUDACluster.made.append(self)
+        self.profiler = dask.config.get("distributed.worker.profile.enabled")
+        type(self).made.append(self)
+
+
+class FakeLocalCluster(FakeLocalCUDACluster):
+    made: list = []
 
 
 def _install_fake_dask_cuda(monkeypatch, gpus):
@@ -91,8 +96,26 @@ def test_the_cuda_plan_starts_a_local_cuda_cluster_on_loopback(monkeypatch):
     assert started.kwargs["n_workers"] == 2
     assert started.kwargs["threads_per_worker"] == 1
     assert started.kwargs["host"] == "127.0.0.1"
-    # The workers keep glibc's malloc behaviour, as on the CPU cluster.
+    # The workers keep glibc's malloc behaviour and run no profiler, as on the CPU cluster.
     assert started.environ.get("MALLOC_TRIM_THRESHOLD_") is None
+    assert started.profiler is False
+
+
+def test_the_cpu_plan_starts_single_threaded_worker_processes_without_profiler(monkeypatch, two_cores):
+    import distributed
+
+    monkeypatch.setitem(sys.modules, "dask_cuda", None)
+    FakeLocalCluster.made = []
+    monkeypatch.setattr(distributed, "LocalCluster", FakeLocalCluster)
+    started = cluster.start_local_cluster(cluster.plan_local_cluster("auto", None))
+    assert FakeLocalCluster.made == [started]
+    assert {k: started.kwargs[k] for k in ("n_workers", "threads_per_worker", "processes", "host")} == {
+        "n_workers": 2, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1"}
+    assert started.environ.get("MALLOC_TRIM_THRESHOLD_") is None
+    assert started.profiler is False
+    import dask
+
+    assert dask.config.get("distributed.worker.profile.enabled") is True  # only for this cluster's workers
 
 
 def test_restore_files_hands_the_fit_device_to_the_choice(monkeypatch, tmp_path):

@@ -79,12 +79,18 @@ def start_local_cluster(plan: LocalClusterPlan):
     glibc's adaptive mmap threshold: every large tensor of every step is then a fresh mmap
     with page faults: a 100-iteration 128² fit on one thread took 17.1 s with it against
     10.1 s without (2-core CPU, 2026-11-26). napari-dip's workers keep glibc's default.
+
+    The workers' statistical profiler is off: it samples the running task's stack every
+    10 ms for the dashboard, which this cluster does not serve, and on a CPU whose every core
+    runs a fit it took time from them: 100-iteration 128² fits after each worker's first
+    took 11.7-12.5 s with it and 10.7-11.5 s without (two workers, 2-core CPU, 2026-11-26).
     """
     import dask
 
     options = dict(n_workers=plan.workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
                    silence_logs=logging.ERROR)
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                          "distributed.worker.profile.enabled": False}):
         if plan.kind == "cuda":
             dask_cuda = _import_dask_cuda()
             return dask_cuda.LocalCUDACluster(**options)
