@@ -15,7 +15,8 @@ rerun skip what is done. No Qt, no napari here.
 ``records``               the JSON record, hashes, atomic writes, "is it done?"
 ``job``                   one file: skip or restore, write, return its report row
 ``report``                report.csv and report.html with thumbnails
-``run``                   ``restore_files``: Dask (LocalCluster or a scheduler) or here
+``run``                   ``restore_files``: Dask (a local cluster or a scheduler) or here
+``cluster``               which local cluster: one worker per GPU (dask-cuda) or per core
 ``command``               ``napari-dip batch``
 ========================  ==============================================================
 """
