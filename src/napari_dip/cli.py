@@ -509,6 +509,10 @@ def restore_file(args, extras: dict | None = None) -> tuple:
         else:
             stream = iter_restore(args.command, source.data, **settings)
     _report_warnings(caught)
+    # napari-dip batch watches the fit (progress to its client, cancel requests to the fit).
+    watch = getattr(args, "watch_snapshots", None)
+    if watch is not None:
+        stream = watch(stream)
     # The metadata the result is written with: the file's, with the axes used.
     result = replace(source.zoomed(source.data, factor), axes=layout.axes)
     conversion = imagej_conversion(result, output)

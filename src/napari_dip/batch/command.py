@@ -1,13 +1,20 @@
 """``napari-dip batch INPUT... --task TASK --out DIR [fit options]``.
 
 Exit status: 0 when every input is done (now or before), 1 when any failed (the report
-says which and why), 2 for a usage error found before anything ran, 130 when interrupted
-(what was finished is kept; the same command again does the rest).
+says which and why) or any was cancelled, 2 for a usage error found before anything ran,
+130 when interrupted with Ctrl-C (what was finished is kept, fits in work stop and write
+nothing, the report says which inputs were interrupted; the same command again does the rest).
+
+The progress bar counts images and shows each image in work with its iteration and where
+it is expected to end (``img3.tif 120/~480``: automatic stopping's estimate; the budget
+without ``~``), updated at each fit snapshot (``--progress-every``); without a terminal
+(CI logs) it is redrawn at most every 10 seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from pathlib import Path
 
@@ -62,8 +69,9 @@ def run_batch(args) -> int:
                              force=args.force, scheduler=args.scheduler, workers=args.workers,
                              progress=not args.quiet, **options)
     except KeyboardInterrupt:
-        print(f"napari-dip: interrupted; finished results are kept in {args.out}: run the same command again "
-              "to do the rest", file=sys.stderr)
+        said = _counts_in_report(args.out / "report.csv")
+        print(f"napari-dip: interrupted{': ' + said if said else ''}; finished results are kept in {args.out}: "
+              "run the same command again to do the rest", file=sys.stderr)
         return 130
     counts: dict[str, int] = {}
     for row in rows:
@@ -75,3 +83,16 @@ def run_batch(args) -> int:
     summary = ", ".join(f"{count} {status}" for status, count in counts.items())
     print(f"{len(rows)} inputs: {summary}; report in {args.out / 'report.html'}")
     return EXIT_FAILED if counts.get("failed") or counts.get("cancelled") else 0
+
+
+def _counts_in_report(report) -> str:
+    """``3 done, 5 interrupted`` from the report an interrupted batch wrote ('' without one)."""
+    try:
+        with open(report, newline="") as handle:
+            statuses = [row["status"] for row in csv.DictReader(handle)]
+    except (OSError, KeyError, csv.Error):
+        return ""
+    counts: dict[str, int] = {}
+    for status in statuses:
+        counts[status] = counts.get(status, 0) + 1
+    return ", ".join(f"{count} {status}" for status, count in counts.items())

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .inputs import Item
+from .progress import FitCancelled, FitWatch
 from .records import file_sha256, is_done, partial_path, read_record, settings_of, write_json_atomic
 
 #: The columns of report.csv, in order.
@@ -61,10 +62,14 @@ def done_row(item: Item, task: str, options: dict, batch: str | None = None) -> 
     return None
 
 
-def restore_one(item: Item, task: str, options: dict, force: bool = False, batch: str | None = None) -> dict:
+def restore_one(item: Item, task: str, options: dict, force: bool = False, batch: str | None = None,
+                channel=None) -> dict:
     """Restore ``item`` with ``options`` (the command line's option names) unless its result
     is already there (``force`` redoes results of earlier batches); return its report row.
-    ``batch`` names the batch this call belongs to; it goes into the record."""
+    ``batch`` names the batch this call belongs to; it goes into the record. ``channel``
+    (:mod:`napari_dip.batch.progress`) carries the fit's progress to the client and its
+    cancel request to the fit: a cancelled fit stops, writes nothing, and its row is
+    ``cancelled`` (a rerun does it)."""
     if item.problem:
         return empty_row(item, "failed", item.problem)
     # Also catches a task that Dask runs again after its worker died having finished it:
@@ -73,11 +78,17 @@ def restore_one(item: Item, task: str, options: dict, force: bool = False, batch
     if row is not None and (not force or row["status"] == "done"):
         return row
     started = time.perf_counter()
+    watch = None if channel is None else FitWatch(channel, batch or "", str(item.input))
     try:
+        if watch is not None:
+            watch.check_cancel(force=True)  # a task that starts after the cancel does nothing
         input_hash, mask_hash = hashes(item)
         args = Namespace(**{**options, "command": task, "input": item.input, "output": item.output,
-                            "mask": item.mask, "overwrite": True, "quiet": True})
+                            "mask": item.mask, "overwrite": True, "quiet": True, "watch_snapshots": watch})
         result, provenance, warnings = _restore_quietly(args)
+    except FitCancelled as stop:
+        said = f"at iteration {stop.iteration}" if stop.iteration else "before its fit started"
+        return empty_row(item, "cancelled", f"cancelled {said}; nothing written")
     except Exception as error:  # noqa: BLE001 - a bad file must not end the batch; the row says why
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         from ..errors import DeviceMemoryError, InputError
@@ -85,6 +96,9 @@ def restore_one(item: Item, task: str, options: dict, force: bool = False, batch
         if not isinstance(error, (InputError, DeviceMemoryError, FloatingPointError, OSError)):
             message = f"{type(error).__name__}: {message}"
         return empty_row(item, "failed", message)
+    finally:
+        if watch is not None:
+            watch.finish()
     seconds = round(time.perf_counter() - started, 3)
     record = {
         "napari_dip": _version(),

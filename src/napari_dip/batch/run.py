@@ -17,7 +17,8 @@ task run again finds a finished result's record and does not redo it.
 from __future__ import annotations
 
 import os
-import sys
+import queue
+import time
 import uuid
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -25,14 +26,18 @@ from pathlib import Path
 from ..errors import InputError
 from .inputs import Item, plan_items
 from .job import done_row, empty_row, restore_one
+from .progress import TOPIC, BatchProgress, DaskChannel, LocalChannel, cancel_event_name
 from .records import remove_partials
 from .report import write_reports
 
 TASKS = ("denoise", "super-resolve", "inpaint")
 #: Batch options that are not fit options (they say where things are and how to run).
 _BATCH_ONLY = ("command", "inputs", "out", "force", "scheduler", "workers", "mask_pattern", "quiet", "task")
-#: Seconds between checks for a cancel request while waiting for results.
-POLL_SECONDS = 0.5
+#: Seconds between checks for a cancel request and fit progress while waiting for results.
+POLL_SECONDS = 0.25
+#: After a cancel, how long the fits in work get to stop at their next snapshot before the
+#: batch stops waiting for them (a snapshot comes every ``progress_every`` iterations).
+CANCEL_GRACE_SECONDS = 60.0
 
 
 def fit_defaults(task: str) -> dict:
@@ -57,7 +62,7 @@ def restore_files(
     force: bool = False,
     scheduler: str | None = None,
     workers: int | None = None,
-    progress: bool = True,
+    progress=True,
     cancel=None,
     on_row=None,
     **fit_options,
@@ -82,10 +87,16 @@ def restore_files(
         (:func:`~napari_dip.batch.inputs.mask_for`).
     force : bool
         Redo inputs whose result is already there with the same input and settings.
-    progress : bool
-        A progress bar over images on standard error.
+    progress : bool or callable
+        ``True``: a progress bar over images on standard error, showing each image in work
+        with its iteration and where it is expected to stop. A callable is called (in this
+        thread) with every progress message instead: ``kind="fit"`` with a fit's
+        ``input``, ``iteration``, ``budget``, ``expected_stop``, ``part``, ...
+        (:class:`~napari_dip.batch.progress.FitWatch`), ``kind="image"`` with a finished
+        input's ``input`` and ``status``; both with ``images_done`` and ``images_total``.
     cancel : threading.Event, optional
-        Set it to stop: files not started are left (status ``cancelled``).
+        Set it to stop: the fits in work stop at their next snapshot and write nothing,
+        files not started are left; both are reported ``cancelled`` and a rerun does them.
     on_row : callable, optional
         Called with each row as it comes (in this thread).
     **fit_options
@@ -114,15 +125,16 @@ def restore_files(
     remove_partials(out)
 
     rows: list[dict | None] = [None] * len(items)
-    bar = _Bar(len(items), progress)
+    batch = uuid.uuid4().hex  # in each record this batch writes, and in its progress messages
+    tracker = BatchProgress(len(items), bar=progress is True, callback=progress if callable(progress) else None,
+                            batch=batch)
 
     def record(index: int, row: dict) -> None:
         rows[index] = row
-        bar.update(row)
+        tracker.image(row)
         if on_row is not None:
             on_row(row)
 
-    batch = uuid.uuid4().hex  # in each record this batch writes
     todo = []
     for index, item in enumerate(items):
         row = None if force or item.problem else done_row(item, task, options)
@@ -133,57 +145,89 @@ def restore_files(
     try:
         if todo:
             if client is None and workers == 0 and not (scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")):
-                _run_here(todo, task, options, force, batch, record, cancel)
+                _run_here(todo, task, options, force, batch, record, cancel, tracker)
             else:
-                _run_on_dask(todo, task, options, force, batch, record, cancel, client, scheduler, workers)
+                _run_on_dask(todo, task, options, force, batch, record, cancel, client, scheduler, workers, tracker)
     except KeyboardInterrupt:
         for index, item in todo:
             if rows[index] is None:
                 rows[index] = empty_row(item, "interrupted")
         raise
     finally:
-        bar.close()
-        finished = [row or empty_row(items[i], "cancelled") for i, row in enumerate(rows)]
+        tracker.close()
+        finished = [row or empty_row(items[i], "cancelled", "not started") for i, row in enumerate(rows)]
         remove_partials(out)
         write_reports(finished, out, title=f"napari-dip batch: {task}")
     return finished
 
 
-def _run_here(todo, task, options, force, batch, record, cancel) -> None:
+def _run_here(todo, task, options, force, batch, record, cancel, tracker) -> None:
+    channel = LocalChannel(tracker.fit, cancel)
     for index, item in todo:
         if cancel is not None and cancel.is_set():
             return
-        record(index, restore_one(item, task, options, force, batch))
+        record(index, restore_one(item, task, options, force, batch, channel))
 
 
-def _run_on_dask(todo, task, options, force, batch, record, cancel, client, scheduler, workers) -> None:
-    from distributed import wait
+def _run_on_dask(todo, task, options, force, batch, record, cancel, client, scheduler, workers, tracker) -> None:
+    from distributed import Event, wait
 
     with ExitStack() as stack:
         if client is None:
             client = stack.enter_context(_client(scheduler, workers, options.get("device")))
+        # The fits' messages arrive in the client's event loop; they are handed to this
+        # thread, which shows them (and calls the caller's callback) between waits.
+        messages: queue.SimpleQueue = queue.SimpleQueue()
+        client.subscribe_topic(TOPIC, lambda event: messages.put(event[1]))
+        stack.callback(_quietly, client.unsubscribe_topic, TOPIC)
+        stop = Event(cancel_event_name(batch), client=client)
+        stack.callback(_quietly, stop.clear)  # the scheduler forgets the event
+
+        def show_progress() -> None:
+            while True:
+                try:
+                    tracker.fit(messages.get_nowait())
+                except queue.Empty:
+                    return
+
+        channel = DaskChannel(batch)
         futures = {
-            client.submit(restore_one, item, task, options, force, batch, pure=False,
+            client.submit(restore_one, item, task, options, force, batch, channel, pure=False,
                           key=f"napari-dip-{item.input.name}-"
                           f"{os.urandom(4).hex()}"): (index, item)
             for index, item in todo
         }
         pending = set(futures)
+        cancelled_at = None
         try:
             while pending:
-                if cancel is not None and cancel.is_set():
+                if cancelled_at is None and cancel is not None and cancel.is_set():
+                    stop.set()  # fits in work stop at their next snapshot; tasks not started, when they start
+                    cancelled_at = time.monotonic()
+                if cancelled_at is not None and time.monotonic() - cancelled_at > CANCEL_GRACE_SECONDS:
                     client.cancel(list(pending))
                     return
                 try:
                     finished, pending = wait(pending, timeout=POLL_SECONDS, return_when="FIRST_COMPLETED")
                 except TimeoutError:
-                    continue
+                    finished = ()
+                show_progress()
                 for future in finished:
                     index, item = futures[future]
                     record(index, _row_of(future, item))
         except BaseException:
+            # Ctrl-C: a remote cluster's fits in work stop too, not only the tasks not started.
+            _quietly(stop.set)
             client.cancel(list(pending))
             raise
+
+
+def _quietly(call, *args) -> None:
+    """Tidying up after a batch: a scheduler that went away must not hide what happened."""
+    try:
+        call(*args)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _row_of(future, item: Item) -> dict:
@@ -211,26 +255,3 @@ def _client(scheduler: str | None, workers: int | None, device: str | None = "au
 
     with start_local_cluster(plan_local_cluster(device, workers)) as cluster, Client(cluster) as client:
         yield client
-
-
-class _Bar:
-    """A tqdm bar over images; its postfix names the last image finished and the counts."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.counts: dict[str, int] = {}
-        self.tqdm = None
-        if enabled and total:
-            from tqdm import tqdm
-
-            self.tqdm = tqdm(total=total, unit="image", dynamic_ncols=True, file=sys.stderr)
-
-    def update(self, row: dict) -> None:
-        self.counts[row["status"]] = self.counts.get(row["status"], 0) + 1
-        if self.tqdm is not None:
-            counts = ", ".join(f"{n} {status}" for status, n in self.counts.items())
-            self.tqdm.set_postfix_str(f"{Path(row['input']).name} {row['status']}; {counts}", refresh=False)
-            self.tqdm.update(1)
-
-    def close(self) -> None:
-        if self.tqdm is not None:
-            self.tqdm.close()
