@@ -1,6 +1,8 @@
 """The Batch dock widget: one task's settings applied to the selected Image layers (results
 as new layers) or to a folder (results as files, with :mod:`napari_dip.batch`'s records
-and report), with overall progress and Cancel.
+and report), with overall progress (images done, and each image in work with its
+iteration and where it is expected to stop) and Cancel (fits in work stop at their next
+snapshot, write nothing and are reported cancelled).
 
 Thin on purpose: layers go through the numpy API one after another in a worker thread,
 folders through :func:`napari_dip.batch.restore_files` (on Dask, or in napari's process
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from pathlib import Path
 
 import napari
@@ -19,6 +22,11 @@ from napari.qt.threading import create_worker
 
 LAYERS, FOLDER = "selected image layers", "folder"
 TASKS = ["denoise", "super-resolve", "inpaint"]
+#: The layers' fits report their progress (and look at Cancel) every this many iterations,
+#: as ``napari-dip batch`` does by default (``--progress-every``).
+SNAPSHOT_EVERY = 10
+#: Seconds between two progress messages of a layer's fit.
+MESSAGE_SECONDS = 0.25
 
 
 class BatchWidget(Container):
@@ -52,6 +60,7 @@ class BatchWidget(Container):
         self.worker = None
         self.cancel_event = threading.Event()
         self.rows: list[dict] = []
+        self.in_work: dict[str, dict] = {}  # input -> its fit's latest progress message
         self.task.changed.connect(self._show_options)
         self.source.changed.connect(self._show_options)
         self.run_button.changed.connect(self.start)
@@ -84,6 +93,7 @@ class BatchWidget(Container):
             return
         self.cancel_event.clear()
         self.rows = []
+        self.in_work = {}
         if self.source.value == LAYERS:
             selected = self.viewer.layers.selection  # a set: keep the layer list's order
             images = [layer for layer in self.viewer.layers if layer in selected and isinstance(layer, napari.layers.Image)]
@@ -115,12 +125,24 @@ class BatchWidget(Container):
         self.worker.start()
 
     def cancel(self, *_) -> None:
-        """Stop after the image in work (a fit in progress ends with its image)."""
+        """Stop: the fits in work stop at their next snapshot (nothing of theirs is kept),
+        images not started are left."""
         self.cancel_event.set()
-        self.status.value = "cancelling after the image in work"
+        self.status.value = "cancelling: the fits in work stop at their next snapshot"
 
     def _on_yielded(self, message) -> None:
         kind = message[0]
+        if kind == "fit":
+            fit = message[1]
+            if fit.get("done"):
+                self.in_work.pop(fit["input"], None)
+            else:
+                self.in_work[fit["input"]] = fit
+            if not self.cancel_event.is_set():
+                self.status.value = self._working()
+            return
+        if len(message) > 1:
+            self.in_work.pop(message[1]["input"] if kind == "row" else message[1], None)
         if kind == "total":
             self.progress.max = max(1, message[1])
         elif kind == "layer":
@@ -138,6 +160,16 @@ class BatchWidget(Container):
             self.rows.append({"input": message[1], "status": "failed", "error": message[2]})
             self.progress.value = min(self.progress.max, self.progress.value + 1)
             self.status.value = f"{message[1]}: {message[2]}"
+        elif kind == "cancelled":
+            self.rows.append({"input": message[1], "status": "cancelled", "error": message[2]})
+
+    def _working(self) -> str:
+        """``2/5 images; a.tif 120/~480`` (``~``: automatic stopping's estimate)."""
+        from ..batch.progress import describe_fit
+
+        fits = "; ".join(describe_fit(fit) for fit in self.in_work.values())
+        done = f"{self.progress.value}/{self.progress.max} images"
+        return f"{done}; {fits}" if fits else done
 
     def _on_finished(self) -> None:
         self.worker = None
@@ -153,18 +185,32 @@ class BatchWidget(Container):
 def _restore_layers(jobs, task, options, cancel):
     """Worker thread: each layer's array through the numpy API; yields messages."""
     from ..errors import DeviceMemoryError, InputError
-    from ..restore import iter_restore, last_snapshot
+    from ..restore import iter_restore
 
     yield ("total", len(jobs))
     for name, data, mask in jobs:
         if cancel.is_set():
             return
         extra = {"mask": mask} if task == "inpaint" else {}
+        final, sent = None, -float("inf")
+        stream = iter_restore(task, data, snapshot_every=SNAPSHOT_EVERY, **options, **extra)
         try:
-            final = last_snapshot(iter_restore(task, data, snapshot_every=None, **options, **extra))
+            for snap in stream:
+                if cancel.is_set():
+                    stream.close()  # the engine stops here; its result is not kept
+                    break
+                if snap.done:
+                    final = snap
+                elif time.perf_counter() - sent >= MESSAGE_SECONDS:
+                    sent = time.perf_counter()
+                    yield ("fit", {"input": name, "part": 1, "iteration": snap.iteration, "budget": snap.iterations,
+                                   "expected_stop": snap.expected_stop})
         except (InputError, DeviceMemoryError, FloatingPointError) as error:
             yield ("error", name, str(error))
             continue
+        if final is None:
+            yield ("cancelled", name, f"cancelled at iteration {snap.iteration}; nothing kept")
+            return
         metadata = {**final.settings, "iterations_run": final.iteration, "stop_reason": final.stop_reason,
                     "source_layer": name}
         yield ("layer", name, final.average, metadata)
@@ -186,10 +232,14 @@ def _restore_folder(folder, out, task, mask_pattern, workers, options, cancel):
     rows: queue.Queue = queue.Queue()
     failure: list = []
 
+    def progress(message: dict) -> None:
+        if message["kind"] == "fit":
+            rows.put(("fit", message))
+
     def run():
         try:
-            restore_files([folder], task=task, out=out, mask_pattern=mask_pattern, workers=workers, progress=False,
-                          cancel=cancel, on_row=rows.put, **options)
+            restore_files([folder], task=task, out=out, mask_pattern=mask_pattern, workers=workers,
+                          progress=progress, cancel=cancel, on_row=lambda row: rows.put(("row", row)), **options)
         except Exception as error:  # noqa: BLE001 - shown in the status line
             failure.append(error)
         finally:
@@ -197,8 +247,8 @@ def _restore_folder(folder, out, task, mask_pattern, workers, options, cancel):
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    while (row := rows.get()) is not None:
-        yield ("row", row)
+    while (message := rows.get()) is not None:
+        yield message
     thread.join()
     if failure:
         yield ("error", str(folder), str(failure[0]))

@@ -1,0 +1,203 @@
+"""A batch's iteration progress and its cancel (issue 12): fit progress messages from the
+workers of a LocalCluster on the loopback interface (and from this process), a cancel that
+stops fits in work long before their budget and leaves nothing of them, the command's
+progress without a terminal, and the Batch widget's Cancel under Xvfb.
+
+Fits are tiny (32x32 pixels, 8 network channels, the fast preset, one thread): ~80
+iterations a second on the 2-core CPU, so a few hundred iterations last a few seconds.
+"""
+
+import csv
+import threading
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from napari_dip.batch import restore_files
+from napari_dip.batch.progress import MIN_INTERVAL
+from napari_dip.batch.records import PARTIAL_PREFIX
+from napari_dip.cli import main
+from tiny import smooth_image
+
+FIT = {"preset": "fast", "channels": 8, "device": "cpu", "stop": "none", "progress_every": 2}
+
+
+def _noisy(seed: int, size: int = 32) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image = smooth_image(size, seed=seed) + rng.normal(0, 0.08, (size, size))
+    return (np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def _folder(root: Path, count: int, name: str = "in") -> Path:
+    folder = root / name
+    folder.mkdir()
+    for i in range(count):
+        iio.imwrite(folder / f"img{i}.png", _noisy(i))
+    return folder
+
+
+def _report(out: Path) -> list[dict]:
+    with open(out / "report.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _written(out: Path) -> list[str]:
+    """What the batch left in its folder besides the report."""
+    return sorted(p.name for p in out.iterdir() if not p.name.startswith("report."))
+
+
+@pytest.fixture(scope="module")
+def client():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+def test_workers_report_each_fits_iterations_in_order(tmp_path, client):
+    data = _folder(tmp_path, 2)
+    messages = []
+    rows = restore_files(data, task="denoise", out=tmp_path / "out", client=client, progress=messages.append,
+                         iterations=200, **FIT)
+    assert [r["status"] for r in rows] == ["done", "done"]
+    fits = [m for m in messages if m["kind"] == "fit"]
+    workers = set()
+    for i in range(2):
+        mine = [m for m in fits if Path(m["input"]).name == f"img{i}.png"]
+        steps = [m for m in mine if not m["done"]]
+        iterations = [m["iteration"] for m in steps]
+        assert len(iterations) >= 3, mine  # progress while the fit runs, not only at its end
+        assert iterations == sorted(set(iterations)) and iterations[-1] == 200  # monotone, the last one sent
+        assert all(m["budget"] == 200 and m["part"] == 1 for m in steps)
+        assert [m["iterations_done"] for m in steps] == iterations
+        assert mine[-1]["done"]  # then the fit says it is over
+        # Throttled on the worker: at most one message per MIN_INTERVAL, the last one aside.
+        gaps = np.diff([m["seconds"] for m in steps[:-1]])
+        assert (gaps >= MIN_INTERVAL * 0.9).all(), gaps
+        workers |= {m["worker"] for m in mine}
+    assert all(w.startswith("tcp://127.0.0.1:") for w in workers)
+    # Each message carries the batch's count; images finish one by one.
+    assert [m["images_done"] for m in messages if m["kind"] == "image"] == [1, 2]
+    assert all(m["images_total"] == 2 for m in messages)
+
+
+def test_cancel_stops_fits_in_work_writes_nothing_and_a_rerun_does_them(tmp_path, client):
+    data = _folder(tmp_path, 3)  # two workers: two fits in work, one image not started
+    out = tmp_path / "out"
+    cancel = threading.Event()
+    asked = {}
+
+    def progress(message):
+        if message["kind"] == "fit" and message.get("iteration", 0) >= 10:
+            asked.setdefault(message["input"], time.monotonic())
+            if len(asked) == 2 and not cancel.is_set():  # both fits under way
+                cancel.set()
+
+    started = time.monotonic()
+    rows = restore_files(data, task="denoise", out=out, client=client, progress=progress, cancel=cancel,
+                         iterations=600, **FIT)
+    stopped = time.monotonic() - max(asked.values())
+    assert cancel.is_set()
+    assert [r["status"] for r in rows] == ["cancelled"] * 3, rows
+    in_work = [r for r in rows if "iteration" in r["error"]]
+    assert len(in_work) == 2
+    for row in in_work:  # stopped where they were, far from the 600 of the budget
+        assert int(row["error"].split("iteration ")[1].split(";")[0]) < 300, row
+    # Either not started, or started after the cancel and stopped before its fit.
+    assert any(r["error"] in ("not started", "cancelled before its fit started; nothing written") for r in rows)
+    assert stopped < 5, (stopped, time.monotonic() - started)
+    assert _written(out) == []  # no result, no record, no temporary file
+    assert [r["status"] for r in _report(out)] == ["cancelled"] * 3
+
+    again = restore_files(data, task="denoise", out=out, client=client, progress=False, iterations=600, **FIT)
+    assert [r["status"] for r in again] == ["done"] * 3
+    assert [r["iterations"] for r in again] == [600] * 3
+    assert _written(out) == sorted([f"img{i}.png" for i in range(3)] + [f"img{i}.png.json" for i in range(3)])
+
+
+def test_progress_and_cancel_in_this_process(tmp_path):
+    data = _folder(tmp_path, 2)
+    out = tmp_path / "out"
+    cancel = threading.Event()
+    messages = []
+
+    def progress(message):
+        messages.append(message)
+        if message["kind"] == "fit" and message.get("iteration", 0) >= 20:
+            cancel.set()
+
+    rows = restore_files(data, task="denoise", out=out, workers=0, progress=progress, cancel=cancel,
+                         iterations=5000, **FIT)
+    assert [r["status"] for r in rows] == ["cancelled", "cancelled"]
+    assert rows[0]["error"].startswith("cancelled at iteration ") and rows[1]["error"] == "not started"
+    fits = [m["iteration"] for m in messages if m["kind"] == "fit" and not m["done"]]
+    assert fits == sorted(fits) and max(fits) < 200 and all(m["worker"] == "here" for m in messages[:1])
+    assert not list(out.glob("img*")) and not list(out.glob(f"*{PARTIAL_PREFIX}*"))
+
+
+def test_the_command_shows_progress_without_a_terminal(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setattr("sys.stdin", None)
+    data = _folder(tmp_path, 2)
+    status = main(["batch", str(data), "--task", "denoise", "--out", str(tmp_path / "out"), "--workers", "0",
+                   "--preset", "fast", "--channels", "8", "--iterations", "4", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert status == 0, err
+    assert "2/2" in err and "image" in err and "2 done" in err
+
+
+# -- the Batch widget (napari under Xvfb)
+
+
+def _tiny_widget(viewer, iterations):
+    from napari_dip.widgets.batch import BatchWidget
+
+    widget = BatchWidget(viewer)
+    widget.preset.value = "fast"
+    widget.iterations.value = iterations
+    viewer.window.add_dock_widget(widget, name="Batch")
+    return widget
+
+
+@pytest.mark.gui
+def test_widget_shows_a_layers_iterations_and_cancel_stops_its_fit(make_napari_viewer, qtbot):
+    pytest.importorskip("napari")
+    viewer = make_napari_viewer()
+    first = viewer.add_image(_noisy(0), name="first")
+    second = viewer.add_image(_noisy(1), name="second")
+    viewer.layers.selection = {first, second}
+    widget = _tiny_widget(viewer, 20_000)
+    widget.start()
+    qtbot.waitUntil(lambda: "first " in widget.status.value and "/" in widget.status.value, timeout=60_000)
+    assert widget.status.value.startswith("0/2 images; first ")  # e.g. "0/2 images; first 40/~220"
+    shown = time.monotonic()
+    widget.cancel()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert time.monotonic() - shown < 10  # the fit stopped, far from its 20,000 iterations
+    assert [layer.name for layer in viewer.layers] == ["first", "second"]  # nothing of it kept
+    assert widget.status.value == "cancelled: 1 cancelled"
+    assert widget.rows[0]["error"].startswith("cancelled at iteration ")
+
+
+@pytest.mark.gui
+def test_widget_cancel_stops_a_folders_fit_in_work(make_napari_viewer, qtbot, tmp_path):
+    pytest.importorskip("napari")
+    from napari_dip.widgets.batch import FOLDER
+
+    data, out = _folder(tmp_path, 2), tmp_path / "out"
+    viewer = make_napari_viewer()
+    widget = _tiny_widget(viewer, 20_000)
+    widget.source.value = FOLDER
+    widget.folder.value, widget.out.value, widget.workers.value = data, out, 0
+    widget.start()
+    qtbot.waitUntil(lambda: "img0.png " in widget.status.value, timeout=60_000)
+    shown = time.monotonic()
+    widget.cancel()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert time.monotonic() - shown < 10
+    assert widget.status.value.startswith("cancelled: 1 cancelled")
+    assert [r["status"] for r in _report(out)] == ["cancelled", "cancelled"]
+    assert _written(out) == []
