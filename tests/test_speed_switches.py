@@ -155,3 +155,33 @@ def test_compile_flags_must_be_booleans():
         FitConfig(compile="yes")
     with pytest.raises(Exception, match="cuda_graphs"):
         FitConfig(cuda_graphs=1)
+
+
+# -- benchmarks/step_levers.py: levers by name, timing in one process -----------------------
+
+
+@pytest.fixture
+def step_levers():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "step_levers.py"
+    spec = importlib.util.spec_from_file_location("napari_dip_step_levers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_levers_combine_by_name_and_unknown_ones_are_refused(step_levers):
+    combined = step_levers.lever_config(FAST, "zeros+nomerge")
+    assert combined == replace(FAST, padding="zeros", merge_norm=False)
+    assert step_levers.lever_config(FAST, "base") == FAST
+    with pytest.raises(SystemExit, match="unknown lever"):
+        step_levers.lever_config(FAST, "zeros+faster")
+
+
+def test_levers_are_timed_side_by_side(step_levers):
+    result = step_levers.measure(TINY_NET, ["base", "nobias"], size=32, threads=1, steps=2, rounds=2)
+    assert set(result) == {"base", "nobias"}
+    assert all(len(r["all"]) == 2 and r["seconds"] > 0 for r in result.values())
+    assert result["nobias"]["parameters"] < result["base"]["parameters"]
