@@ -94,7 +94,10 @@ class _FakeCompile:
 def fake_compile(monkeypatch, tmp_path):
     fake = _FakeCompile()
     monkeypatch.setattr(torch, "compile", fake)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    import platformdirs
+
+    # The user's cache folder, on any system.
+    monkeypatch.setattr(platformdirs, "user_cache_dir", lambda app: str(tmp_path / "cache" / app))
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     return fake
 
