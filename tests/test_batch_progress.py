@@ -8,6 +8,10 @@ iterations a second on the 2-core CPU, so a few hundred iterations last a few se
 """
 
 import csv
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -17,7 +21,7 @@ import numpy as np
 import pytest
 
 from napari_dip.batch import restore_files
-from napari_dip.batch.progress import MIN_INTERVAL
+from napari_dip.batch.progress import MIN_INTERVAL, TOPIC
 from napari_dip.batch.records import PARTIAL_PREFIX
 from napari_dip.cli import main
 from tiny import smooth_image
@@ -116,6 +120,43 @@ def test_cancel_stops_fits_in_work_writes_nothing_and_a_rerun_does_them(tmp_path
     assert [r["status"] for r in again] == ["done"] * 3
     assert [r["iterations"] for r in again] == [600] * 3
     assert _written(out) == sorted([f"img{i}.png" for i in range(3)] + [f"img{i}.png.json" for i in range(3)])
+
+
+def test_ctrl_c_stops_the_fits_in_work_on_a_remote_cluster(tmp_path, client):
+    """The command on a running scheduler (a cluster that outlives it): Ctrl-C stops the fits
+    in work too, not only the tasks not started, which Dask alone cannot do."""
+    data, out = _folder(tmp_path, 2), tmp_path / "out"
+    messages = []
+    client.subscribe_topic(TOPIC, lambda event: messages.append(event[1]))
+    command = [sys.executable, "-m", "napari_dip.cli", "batch", str(data), "--task", "denoise", "--out", str(out),
+               "--scheduler", client.scheduler.address, "--preset", "fast", "--channels", "8", "--iterations",
+               "5000", "--stop", "none", "--device", "cpu", "--progress-every", "2"]
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "CI": "true"})
+    try:
+        deadline = time.monotonic() + 120
+        while len({m["input"] for m in messages if m.get("iteration", 0) >= 10}) < 2:  # both fits under way
+            assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        _, err = process.communicate(timeout=60)
+        while len({m["input"] for m in messages if m["done"]}) < 2 and time.monotonic() - interrupted < 60:
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        client.unsubscribe_topic(TOPIC)
+    assert process.returncode == 130, err
+    assert "interrupted: 2 interrupted" in err and "run the same command again" in err
+    ends = {m["input"]: m for m in messages if m["done"]}
+    assert len(ends) == 2
+    # Both fits ended within seconds of Ctrl-C, far from their 5,000 iterations (~60 s each).
+    assert max(m["seconds"] for m in ends.values()) - min(m["seconds"] for m in ends.values()) < 30
+    assert time.monotonic() - interrupted < 15
+    assert max(m["iteration"] for m in messages if not m["done"]) < 2500
+    assert [r["status"] for r in _report(out)] == ["interrupted", "interrupted"]
+    time.sleep(1)  # what a fit still running could have written by now
+    assert _written(out) == []
 
 
 def test_progress_and_cancel_in_this_process(tmp_path):

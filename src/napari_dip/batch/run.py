@@ -181,7 +181,6 @@ def _run_on_dask(todo, task, options, force, batch, record, cancel, client, sche
         client.subscribe_topic(TOPIC, lambda event: messages.put(event[1]))
         stack.callback(_quietly, client.unsubscribe_topic, TOPIC)
         stop = Event(cancel_event_name(batch), client=client)
-        stack.callback(_quietly, stop.clear)  # the scheduler forgets the event
 
         def show_progress() -> None:
             while True:
@@ -205,7 +204,7 @@ def _run_on_dask(todo, task, options, force, batch, record, cancel, client, sche
                     stop.set()  # fits in work stop at their next snapshot; tasks not started, when they start
                     cancelled_at = time.monotonic()
                 if cancelled_at is not None and time.monotonic() - cancelled_at > CANCEL_GRACE_SECONDS:
-                    client.cancel(list(pending))
+                    client.cancel(list(pending))  # the event stays set for the fits still running
                     return
                 try:
                     finished, pending = wait(pending, timeout=POLL_SECONDS, return_when="FIRST_COMPLETED")
@@ -215,6 +214,7 @@ def _run_on_dask(todo, task, options, force, batch, record, cancel, client, sche
                 for future in finished:
                     index, item = futures[future]
                     record(index, _row_of(future, item))
+            _quietly(stop.clear)  # no task of the batch is left: the scheduler forgets the event
         except BaseException:
             # Ctrl-C: a remote cluster's fits in work stop too, not only the tasks not started.
             _quietly(stop.set)
