@@ -93,7 +93,8 @@ class FitWatch:
     volume or tile in work; 1 for a single fit), ``iteration`` and ``budget`` of that part,
     ``expected_stop`` (where automatic stopping ends it if no better result comes; ``None``
     without), ``iterations_done`` (all parts' iterations so far: it never goes back),
-    ``loss``, ``seconds`` since the fit started, ``done`` (the whole input's fit ended).
+    ``loss``, ``seconds`` since the worker took the input (reading it and building the
+    network included), ``done`` (the whole input's fit ended).
     """
 
     def __init__(self, channel, batch: str, input_path: str):
