@@ -213,3 +213,65 @@ def test_denoising_default_uses_the_trend_test_and_other_rules_their_own_default
     assert fit.stopping.rule == "wmv" and fit.stopping.patience == 1000 and fit.stopping.rise is None
     _, fit = settings_for("super-resolve", factor=4, stopping="validation")
     assert fit.stopping.patience == 300 and fit.stopping.rise is None
+
+
+def correlated_noise(shape, seed=0):
+    """White noise smoothed over neighbours: correlation about 0.5 at lag 1, 0 beyond 2."""
+    white = torch.as_tensor(np.random.default_rng(seed).standard_normal((1, 1, shape[0] + 1, shape[1] + 1)),
+                            dtype=torch.float32)
+    return torch.nn.functional.avg_pool2d(white, 2, stride=1) * 2
+
+
+def test_neighbour_noise_correlation_tells_correlated_noise_from_white_noise_and_structure():
+    from napari_dip.engine.stopping import CORRELATED_NOISE, neighbour_noise_correlation
+
+    clean = torch.as_tensor(smooth_image(64))[None, None]
+    white = torch.as_tensor(np.random.default_rng(0).standard_normal(clean.shape), dtype=torch.float32)
+    assert abs(neighbour_noise_correlation(white)) < 0.1
+    assert neighbour_noise_correlation(clean + 0.1 * white) < CORRELATED_NOISE
+    assert neighbour_noise_correlation(clean + 0.1 * correlated_noise((64, 64))) > CORRELATED_NOISE
+    assert neighbour_noise_correlation(torch.zeros(1, 1, 32, 32)) == 0.0
+
+
+def test_correlated_noise_holds_out_blocks_so_no_neighbour_is_fitted():
+    clean = torch.as_tensor(smooth_image(64))[None, None]
+    noisy = clean + 0.1 * correlated_noise((64, 64))
+    config = StoppingConfig(rule="validation", holdout_fraction=0.15)
+    rule = HeldOutPixels(config, noisy, None, seed=0)
+    assert rule.block == 5 and rule.noise_correlation > 0.4
+    held = rule.held[0, 0] > 0
+    assert 0.015 < float(held.float().mean()) < 0.045  # holdout_fraction / 5
+    # Every held-out pixel's 5x5 neighbourhood is out of the loss; the rest is in it.
+    grown = torch.nn.functional.max_pool2d(held[None, None].float(), 5, stride=1, padding=2)[0, 0] > 0
+    assert torch.equal(rule.train_weight[0, 0] == 0, grown)
+    # White noise: single pixels, as before; and the block can be given.
+    white = clean + 0.1 * torch.as_tensor(np.random.default_rng(1).standard_normal(clean.shape), dtype=torch.float32)
+    assert HeldOutPixels(config, white, None, seed=0).block == 1
+    assert HeldOutPixels(replace(config, holdout_block=1), noisy, None, seed=0).block == 1
+    assert HeldOutPixels(replace(config, holdout_block=3), white, None, seed=0).block == 3
+    with pytest.raises(InputError, match="holdout_block"):
+        StoppingConfig(holdout_block=2)
+
+
+def test_block_held_out_validation_turns_up_when_the_fit_follows_correlated_noise():
+    # Averages move from blank to the clean image, then follow the correlated noise on the
+    # pixels the fit sees: with single held-out pixels the neighbours' noise predicts theirs
+    # and the error keeps falling; with blocks it turns up at the clean image.
+    clean = torch.as_tensor(smooth_image(64))[None, None]
+    noise = 0.1 * correlated_noise((64, 64), seed=3)
+    noisy = clean + noise
+    smooth = lambda x: torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+
+    def best(block):
+        config = StoppingConfig(rule="validation", patience=1000, warmup=0, smoothing=0.0, holdout_block=block)
+        rule = HeldOutPixels(config, noisy, None, seed=0)
+        seen = rule.train_weight
+        # A network that fits the seen pixels' noise carries it smoothly onto their neighbours.
+        followed = smooth(noise * seen) / smooth(seen).clamp_min(1e-6)
+        path = [clean * t / 40 for t in range(41)] + [clean + followed * t / 40 for t in range(1, 41)]
+        for iteration, average in enumerate(path, start=1):
+            rule.update(iteration, average, average, average)
+        return rule.best_iteration()
+
+    assert best(1) > 60
+    assert best(5) in range(38, 46)

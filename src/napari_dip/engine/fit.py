@@ -320,6 +320,10 @@ class Fitter:
             "compiled": self.compiled,
             "forward_model": describe_forward_model(self.forward_model),
             "loss": describe_loss(self.loss),
+            # Held-out validation: the block left out around each held-out pixel, chosen
+            # from the noise's neighbour correlation unless it was given.
+            "held_out": None if not isinstance(self.stopper, HeldOutPixels) else {
+                "block": self.stopper.block, "noise_correlation": self.stopper.noise_correlation},
             "torch": torch.__version__,
         }
 
