@@ -104,6 +104,8 @@ def dip_methods(raw: np.ndarray, gt: np.ndarray, options) -> dict:
 
     rows = {}
     for name, noise in DIP_VARIANTS.items():
+        if options.variants and name not in options.variants:
+            continue
         start = time.perf_counter()
         trajectory = []
         final = None
@@ -114,8 +116,9 @@ def dip_methods(raw: np.ndarray, gt: np.ndarray, options) -> dict:
             # The API refuses a Poisson-Gaussian fit where it estimates no signal-dependent
             # noise (a = 0): the user gets the Gaussian fit instead, so the table does too.
             print(f"  {name:16s} refused ({error}); counted as dip_gaussian", flush=True)
-            rows[name + "_auto"] = {**rows["dip_gaussian_auto"], "refused": str(error)}
-            rows[name + "_oracle"] = {**rows["dip_gaussian_oracle"], "refused": str(error)}
+            for kind in ("_auto", "_oracle"):
+                # Without the Gaussian fit in this run, --merge fills it in from another.
+                rows[name + kind] = {**rows.get("dip_gaussian" + kind, {"psnr": None}), "refused": str(error)}
             continue
         for snap in stream:
             if snap.done:
@@ -159,8 +162,9 @@ def run(options) -> dict:
         choice = auto_choice(raw)
         rows.update(dip_methods(raw, gt, options))
         picked = "dip_gaussian" if choice["model"] == "gaussian" else f"dip_pg_{choice.get('fit', 'gat')}"
-        rows["dip_default_auto"] = {**rows[picked + "_auto"], "same_as": picked}
-        rows["dip_default_oracle"] = {**rows[picked + "_oracle"], "same_as": picked}
+        if picked + "_auto" in rows:
+            rows["dip_default_auto"] = {**rows[picked + "_auto"], "same_as": picked}
+            rows["dip_default_oracle"] = {**rows[picked + "_oracle"], "same_as": picked}
         results[name] = {"index": index, "auto_choice": choice, "methods": rows}
         print("  " + " ".join(f"{k} {v['psnr']:.2f}" for k, v in rows.items()), flush=True)
         if options.out:  # after every image: a crash later loses nothing measured
@@ -225,6 +229,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-bm3d", action="store_true")
+    parser.add_argument("--variants", nargs="+", choices=list(DIP_VARIANTS),
+                        help="DIP fits to run (default: all), e.g. to run the slow ones in a later chunk")
     parser.add_argument("--set12", action="store_true", help="only check what noise='auto' picks on Set12, sigma 25")
     parser.add_argument("--merge", nargs="+", type=Path, help="merge the results of earlier runs")
     parser.add_argument("--out", type=Path)
@@ -243,7 +249,18 @@ def main(argv=None) -> int:
         results, runs = {}, []
         for path in options.merge:
             data = json.loads(path.read_text())
-            results.update(data["results"])
+            for name, result in data["results"].items():
+                # Runs of different --variants on the same image add up.
+                if name in results:
+                    results[name]["methods"].update(result["methods"])
+                else:
+                    results[name] = result
+        for result in results.values():
+            methods = result["methods"]
+            for key, row in methods.items():
+                if row.get("refused") and row.get("psnr") is None:
+                    methods[key] = {**methods[key.replace("dip_pg_weighted", "dip_gaussian").replace("dip_pg_gat", "dip_gaussian")],
+                                    "refused": row["refused"]}
             runs.append({k: data[k] for k in ("date", "command", "machine")})
         output = {**stamp, "runs": runs, "results": results, "summary": summary(results)}
         print(markdown(output["summary"]))
