@@ -416,9 +416,10 @@ def _run_task(args) -> int:
     for what, path in extra_paths.items():
         if what == "residual":
             from .io import read_image
-            from .noise_model import noise_residual
+            from .residual import noise_residual
 
-            data = noise_residual(read_image(args.input).data, result.data, provenance.get("noise"))
+            data = noise_residual(read_image(args.input).data, result.data, provenance.get("noise"),
+                                  axes=provenance.get("axes"))
         else:
             data = extras["uncertainty"]
         record = {**provenance, "content": what, "result": str(output)}

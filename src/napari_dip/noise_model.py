@@ -115,7 +115,8 @@ class NoisePlan:
             offset = self.offset or 0.0
             record["a"] = [float(a * s) for a, s in zip(self.a, self.span)]
             record["b"] = [
-                float(b * s**2 + a * s * (lo - offset)) for a, b, s, lo in zip(self.a, self.b, self.span, self.low)
+                # x = (v - lo) / s: s**2 (a x + b) = a s (v - offset) + b s**2 - a s (lo - offset).
+                float(b * s**2 - a * s * (lo - offset)) for a, b, s, lo in zip(self.a, self.b, self.span, self.low)
             ]
             record["a_standard_error"] = [float(lv.a_error * s) for lv, s in zip(self.levels, self.span)]
             record["offset"] = offset
@@ -197,31 +198,6 @@ def spread_in_user_units(run_images: np.ndarray, layout) -> np.ndarray:
     return np.moveaxis(spread, 0, 2).astype(np.float32)
 
 
-def noise_residual(image, restored, noise_record: dict | None) -> np.ndarray:
-    """Observation minus restoration in the noise model's units: divided by the model's
-    standard deviation at the restored value, ``sqrt(a * (restored - offset) + b)``, for a
-    Poisson-Gaussian model (unit variance where the model holds), as it is (user units)
-    for a Gaussian one. Structure-free noise is what a good restoration leaves.
-
-    ``noise_record`` is ``settings["noise"]`` of the result (channels last or first as in
-    the image; a single channel for 2D images).
-    """
-    image = np.asarray(image, np.float64)
-    restored = np.asarray(restored, np.float64)
-    if image.shape != restored.shape:
-        raise InputError(f"the restoration {restored.shape} and the image {image.shape} differ in shape")
-    residual = image - restored
-    if not noise_record or noise_record.get("model") != "poisson-gaussian":
-        return residual.astype(np.float32)
-    a = np.asarray(noise_record["a"], np.float64)
-    b = np.asarray(noise_record["b"], np.float64)
-    offset = float(noise_record.get("offset") or 0.0)
-    if a.size == 1:
-        variance = a[0] * (restored - offset) + b[0]
-    else:
-        channel_axis = 0 if image.shape[0] == a.size else -1
-        shape = [1] * image.ndim
-        shape[channel_axis] = a.size
-        variance = a.reshape(shape) * (restored - offset) + b.reshape(shape)
-    floor = max(float(np.median(variance)) * 1e-2, 1e-12)
-    return (residual / np.sqrt(np.maximum(variance, floor))).astype(np.float32)
+# The residual moved to :mod:`napari_dip.residual` (one definition for the API, the command
+# line and the widget); importable from here as before.
+from .residual import noise_residual  # noqa: E402, F401
