@@ -43,10 +43,26 @@ from .engine.networks import SkipNetConfig
 from .engine.presets import DEFAULT_PRESET, TASKS, resolve_preset, settings_for, warm_start_config
 from .engine.stopping import StoppingConfig
 from .noise_model import NoisePlan, plan_noise, spread_in_user_units
+from .residual import noise_residual
 from .engine.tiling import TiledFit, plan_fit_tiles
 
 #: At most this many planes of a stack (evenly spaced) give the stack's noise estimate.
 NOISE_SAMPLE_PLANES = 16
+#: The stack's noise model is estimated on at most this many pixels per channel (or one
+#: plane's, if more), pooled from the centres of the sampled planes.
+NOISE_SAMPLE_PIXELS = 2**22
+
+
+def _centre_region(shape: tuple[int, int], planes: int) -> tuple[slice, slice]:
+    """The centre of a ``shape`` plane that ``planes`` of fit in :data:`NOISE_SAMPLE_PIXELS`
+    (or one plane's pixels), with the plane's aspect ratio and even sides."""
+    height, width = shape
+    budget = max(height * width, NOISE_SAMPLE_PIXELS) // max(planes, 1)
+    scale = min(1.0, (budget / (height * width)) ** 0.5)
+    h = min(height, max(32, int(height * scale) // 2 * 2))
+    w = min(width, max(32, int(width * scale) // 2 * 2))
+    top, left = (height - h) // 2, (width - w) // 2
+    return slice(top, top + h), slice(left, left + w)
 
 
 def iter_restore(
@@ -358,17 +374,18 @@ class _Job:
         first = None if first_index in self.no_holes else self._prepare(first_index, warn_inverted=not layout.is_stack)
         self._first = first
 
+        samples, sampled_planes = None, []
         if task == "inpaint":
             noise_sigma = None  # holes are not noise: an estimate there would measure the mask's edges
         elif layout.is_stack:
-            noise_sigma = self._stack_noise(first_index, first)
+            noise_sigma, samples, sampled_planes = self._stack_noise(first_index, first)
         else:
             noise_sigma = estimate_noise(first.observed)
-        self.noise = self._plan_noise(first, noise, noise_fit, gain, offset)
+        self.noise = self._plan_noise(first, noise, noise_fit, gain, offset, samples)
         if self.noise.poisson:
             # The input jitter follows the noise of what is fitted (for the transform: its
             # stabilised level), not the Gaussian estimate of the raw values.
-            noise_sigma = self.noise.jitter_sigma(first.observed)
+            noise_sigma = self.noise.jitter_sigma(first.observed if samples is None else samples)
         self.resolved_preset = resolve_preset(preset, device)
         self.net, fit_config = settings_for(
             task,
@@ -393,7 +410,7 @@ class _Job:
             "preset_requested": preset,
             "factor": factor,
             "noise_sigma_estimate": noise_sigma,
-            "noise": self.noise.describe(),
+            "noise": self._noise_record(sampled_planes, samples),
             "input": {
                 "shape": list(layout.shape),
                 "dtype": str(self.image.dtype),
@@ -411,14 +428,29 @@ class _Job:
         if self.tiles is not None:
             self.description["tiling"] = self.tiles.to_dict()
 
-    def _plan_noise(self, plane: _Plane | None, noise, noise_fit, gain, offset) -> NoisePlan:
-        """The noise model of every plane, from the first plane (:func:`~napari_dip.noise_model.plan_noise`)."""
+    def _plan_noise(self, plane: _Plane | None, noise, noise_fit, gain, offset, samples=None) -> NoisePlan:
+        """The noise model of every plane (:func:`~napari_dip.noise_model.plan_noise`): of a
+        stack, estimated on ``samples`` pooled from planes across it (:meth:`_stack_noise`),
+        else on the image."""
         if self.task != "denoise":
             if noise not in ("auto", "gaussian") or gain is not None or offset is not None or noise_fit is not None:
                 raise InputError(f"noise models, gain and offset are for denoising, not for {self.task!r}")
             return NoisePlan("gaussian", None, noise, choice_reason=f"{self.task}: Gaussian")
         low, high = self.value_range or (plane.layout.low, plane.layout.high)
-        return plan_noise(plane.observed, low, high, noise=noise, fit=noise_fit, gain=gain, offset=offset)
+        # plan_noise estimates each channel on chw[c]: a (planes, h, w) block is pooled.
+        observed = plane.observed if samples is None else samples
+        return plan_noise(observed, low, high, noise=noise, fit=noise_fit, gain=gain, offset=offset)
+
+    def _noise_record(self, sampled_planes: list, samples) -> dict:
+        """The noise model's record, and for a stack the planes its estimate pooled."""
+        record = self.noise.describe()
+        if sampled_planes and self.noise.levels:
+            record["estimated_on"] = {
+                "planes": [list(index) for index in sampled_planes],
+                "axes": self.layout.iterated,
+                "plane_region_shape": list(samples.shape[-2:]),
+            }
+        return record
 
     def _plan_tiles(self, plane: _Plane, tile_size: int | None, overlap: int | None):
         """The tiles every plane is restored in (:func:`~napari_dip.engine.tiling.plan_tiles`), or ``None``."""
@@ -490,19 +522,30 @@ class _Job:
             raise InputError("the mask marks every pixel of every plane as known (nonzero = known): there is no hole")
         warn_if_inverted(float(np.mean(fractions)), self.mask_marks)
 
-    def _stack_noise(self, first_index: tuple[int, ...], first: _Plane | None) -> float:
+    def _stack_noise(self, first_index: tuple[int, ...], first: _Plane | None) -> tuple:
         """The noise level of a stack: the median of up to :data:`NOISE_SAMPLE_PLANES`
         evenly spaced planes' estimates (constant planes left out), so that every plane
-        is fitted with the same settings."""
+        is fitted with the same settings. For denoising also those planes' centres, stacked
+        ``(C, planes, h, w)``, for the noise model's estimate: a stack whose first plane is
+        dark or flat still shows how the variance grows with the signal in the others.
+        Each centre is cut to keep the pooled pixels within :data:`NOISE_SAMPLE_PIXELS` (or
+        one plane's). Returns ``(sigma, samples or None, the sampled planes' indices)``."""
         indices = list(self.layout.indices())
         spaced = np.linspace(0, len(indices) - 1, min(len(indices), NOISE_SAMPLE_PLANES))
         picks = sorted({int(i) for i in spaced.round()})
-        sigmas = []
+        sigmas, crops, sampled = [], [], []
+        region = None
         for pick in picks:
             plane = first if indices[pick] == first_index and first is not None else self._prepare(indices[pick])
-            if not plane.constant:
-                sigmas.append(estimate_noise(plane.observed))
-        return float(np.median(sigmas)) if sigmas else 0.0
+            if plane.constant:
+                continue
+            sigmas.append(estimate_noise(plane.observed))
+            if self.task == "denoise":
+                region = region or _centre_region(plane.observed.shape[-2:], len(picks))
+                crops.append(np.array(plane.observed[:, region[0], region[1]], copy=True))
+                sampled.append(indices[pick])
+        samples = np.stack(crops, axis=1) if crops else None
+        return (float(np.median(sigmas)) if sigmas else 0.0), samples, sampled
 
     # -- fits --------------------------------------------------------------------------
 
@@ -674,19 +717,27 @@ def last_snapshot(snapshots: Iterator[Snapshot]) -> Snapshot:
 
 def _restore(
     task: str, image, *, axes: str | None, warm_start: bool, return_uncertainty: bool = False,
-    volumetric: bool = False, spacing=None, **settings,
+    return_residual: bool = False, volumetric: bool = False, spacing=None, **settings,
 ):
     """The whole result: of one image through :func:`iter_restore`, of a stack assembled
     from :func:`iter_restore_planes`' final snapshots; with ``return_uncertainty``,
-    ``(result, uncertainty)``, the runs' per-pixel standard deviation (``runs`` >= 2).
+    ``(result, uncertainty)``, the runs' per-pixel standard deviation (``runs`` >= 2); with
+    ``return_residual`` (denoising) the residual after them
+    (:func:`napari_dip.residual.noise_residual`).
     ``volumetric=True`` fits each Z-stack at once with a 3D network
     (:func:`napari_dip.volumes.restore_volumes`, ``spacing`` ``(z, y, x)``)."""
+    if return_residual and task != "denoise":
+        raise InputError(f"the residual is the noise a denoising removed; it is not offered for {task!r}")
     if volumetric:
         if return_uncertainty:
             raise InputError("the uncertainty needs several runs, which 3D restoration does not offer")
         from .volumes import restore_volumes
 
-        return restore_volumes(task, image, axes=axes, spacing=spacing, **settings)
+        final_settings: dict = {}
+        result = restore_volumes(task, image, axes=axes, spacing=spacing, settings_out=final_settings, **settings)
+        if not return_residual:
+            return result
+        return result, noise_residual(image, result, final_settings.get("noise"), axes=final_settings.get("axes"))
     if spacing is not None:
         raise InputError("spacing is used by the 3D network only: give volumetric=True with it")
     settings["snapshot_every"] = None
@@ -695,17 +746,27 @@ def _restore(
     layout = layout_for(np.shape(image), axes, settings.get("channel_axis"))
     if not layout.is_stack:
         final = last_snapshot(iter_restore(task, image, axes=axes, **settings))
-        return (final.average, final.uncertainty) if return_uncertainty else final.average
-    stream = iter_restore_planes(task, image, axes=axes, warm_start=warm_start, **settings)
-    finals = [(index, snapshot) for index, snapshot in stream if snapshot.done]
-    result = layout.assemble(((i, s.average) for i, s in finals), np.asarray(image).dtype, settings.get("factor"))
-    if not return_uncertainty:
-        return result
-    # A plane copied through (constant) has no runs: its spread is 0.
-    spreads = (
-        (i, np.zeros(s.average.shape, np.float32) if s.uncertainty is None else s.uncertainty) for i, s in finals
-    )
-    return result, layout.assemble(spreads, np.float32, settings.get("factor"))
+        result, uncertainty, record = final.average, final.uncertainty, final.settings
+    else:
+        stream = iter_restore_planes(task, image, axes=axes, warm_start=warm_start, **settings)
+        finals = [(index, snapshot) for index, snapshot in stream if snapshot.done]
+        result = layout.assemble(((i, s.average) for i, s in finals), np.asarray(image).dtype, settings.get("factor"))
+        # Every fitted plane has the stack's noise model; a plane copied through has none.
+        record = next((s.settings for _, s in finals if not s.settings.get("copied")), finals[-1][1].settings)
+        uncertainty = None
+        if return_uncertainty:
+            # A plane copied through (constant) has no runs: its spread is 0.
+            spreads = (
+                (i, np.zeros(s.average.shape, np.float32) if s.uncertainty is None else s.uncertainty)
+                for i, s in finals
+            )
+            uncertainty = layout.assemble(spreads, np.float32, settings.get("factor"))
+    outputs = [result]
+    if return_uncertainty:
+        outputs.append(uncertainty)
+    if return_residual:
+        outputs.append(noise_residual(image, result, record.get("noise"), axes=layout.axes))
+    return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
 
 def denoise(
@@ -717,6 +778,7 @@ def denoise(
     seed: int | None = 0,
     device: str = "auto",
     return_uncertainty: bool = False,
+    return_residual: bool = False,
     **settings,
 ):
     """Remove noise from ``image`` with a deep image prior.
@@ -735,6 +797,14 @@ def denoise(
     and ``return_uncertainty=True`` the result is ``(restored, uncertainty)``: the per-pixel
     standard deviation of the K runs' results, float32 in the image's units.
 
+    With ``return_residual=True`` the residual comes last, ``(restored, residual)`` or
+    ``(restored, uncertainty, residual)``: the observation minus the restoration in the
+    noise model's units, float32 with the image's shape (stacks and 3D too), as the command
+    line's ``--residual`` writes it (:func:`napari_dip.residual.noise_residual`): in the
+    image's units under the Gaussian model, divided by the model's standard deviation
+    ``sqrt(a * (restored - offset) + b)`` under the Poisson-Gaussian one (unit variance
+    where the model holds). A good restoration leaves structure-free noise there.
+
     Examples
     --------
     >>> import numpy as np
@@ -744,9 +814,12 @@ def denoise(
     (64, 64)
     >>> denoise(np.stack([noisy, noisy.T]), axes="ZYX", preset="fast", iterations=5).shape
     (2, 64, 64)
+    >>> restored, residual = denoise(noisy, noise="gaussian", preset="fast", iterations=5, return_residual=True)
+    >>> residual.dtype, bool(np.allclose(residual, noisy.astype(np.float32) - restored))  # in grey levels
+    (dtype('float32'), True)
     """
     return _restore("denoise", image, axes=axes, warm_start=warm_start, preset=preset, seed=seed, device=device,
-                    return_uncertainty=return_uncertainty, **settings)
+                    return_uncertainty=return_uncertainty, return_residual=return_residual, **settings)
 
 
 def super_resolve(

@@ -227,15 +227,20 @@ def _in_user_layout(czyx: np.ndarray, volume: _Volume, sub_layout: AxesLayout, k
     return sub_layout.assemble((((z,), plane(z)) for z in range(czyx.shape[1])), dtype)
 
 
-def restore_volumes(task: str, image, *, axes: str | None = None, **settings) -> np.ndarray:
+def restore_volumes(
+    task: str, image, *, axes: str | None = None, settings_out: dict | None = None, **settings
+) -> np.ndarray:
     """The whole result of :func:`iter_restore_volumes`: every volume's final snapshot put
-    back in the input's layout."""
+    back in the input's layout. ``settings_out``, if given, receives the last volume's
+    settings (its noise model is every volume's) and the whole array's ``axes``."""
     settings["snapshot_every"] = None
     layout = check_volumetric(task, axes, np.shape(image), settings.get("channel_axis"))
     output = np.zeros(layout.shape, np.asarray(image).dtype)
     outer_axes = [i for i, letter in enumerate(layout.axes) if letter in ITERATED and letter != "Z"]
     for index, snapshot in iter_restore_volumes(task, image, axes=axes, **settings):
         if snapshot.done:
+            if settings_out is not None and snapshot.settings:
+                settings_out.update(snapshot.settings, axes=layout.axes)
             selector = [slice(None)] * len(layout.axes)
             for axis, value in zip(outer_axes, index):
                 selector[axis] = value
