@@ -242,3 +242,67 @@ def test_widget_cancel_stops_a_folders_fit_in_work(make_napari_viewer, qtbot, tm
     assert widget.status.value.startswith("cancelled: 1 cancelled")
     assert [r["status"] for r in _report(out)] == ["cancelled", "cancelled"]
     assert _written(out) == []
+
+
+@pytest.mark.gui
+def test_widget_settings_are_the_task_widgets_form(make_napari_viewer, qtbot, tmp_path):
+    """Device, noise model, factor and the advanced settings come from the task widget's
+    form, and reach the results' records by the command line's names."""
+    import json
+
+    pytest.importorskip("napari")
+    from napari_dip.widgets.batch import FOLDER
+
+    viewer = make_napari_viewer()
+    widget = _tiny_widget(viewer, 4)
+
+    def shown(part):
+        return part.native.isVisibleTo(widget.native)
+
+    form = widget.form
+    assert form.task == "denoise" and shown(form.noise) and shown(form.device) and shown(form.channels)
+    assert not shown(form.image) and not shown(form.planes)  # one layer's options are not shown
+    widget.task.value = "super-resolve"
+    assert widget.form.task == "super-resolve" and shown(widget.form.factor) and not shown(form.noise)
+    widget.task.value = "denoise"
+    assert widget.form is form
+    form.device.value = "cpu"
+    form.stopping.value = "none"
+    form.channels.value = 8
+    form.learning_rate.value = 0.02
+    form.update_every.value = 2
+    assert widget.settings() == {"preset": "fast", "device": "cpu", "iterations": 4, "learning_rate": 0.02,
+                                 "channels": 8, "seed": 0, "progress_every": 2, "stop": "none", "noise": "auto"}
+    data, out = _folder(tmp_path, 1), tmp_path / "out"
+    widget.source.value = FOLDER
+    widget.folder.value, widget.out.value, widget.workers.value = data, out, 0
+    widget.start()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert widget.status.value.startswith("finished: 1 done"), widget.status.value
+    settings = json.loads((out / "img0.png.json").read_text())["settings"]
+    chosen = (settings["channels"], settings["stop"], settings["device"], settings["learning_rate"])
+    assert chosen == (8, "none", "cpu", 0.02)
+
+
+@pytest.mark.gui
+def test_widget_inpaints_layers_with_the_forms_mask_box(make_napari_viewer, qtbot):
+    pytest.importorskip("napari")
+    viewer = make_napari_viewer()
+    image = viewer.add_image(_noisy(3), name="cells")
+    holes = np.zeros((32, 32), np.uint8)
+    holes[10:16, 10:16] = 1
+    viewer.add_labels(holes, name="holes")
+    viewer.layers.selection = {image}
+    widget = _tiny_widget(viewer, 20)
+    widget.task.value = "inpaint"
+    widget.preset.value = "fast"
+    widget.iterations.value = 20
+    assert widget.form.mask.value is viewer.layers["holes"]
+    widget.start()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert widget.status.value == "finished: 1 done", widget.status.value
+    result = viewer.layers["cells (inpaint)"]
+    known = holes == 0
+    # The known pixels are kept as they are (raw output off), the holes filled by the network.
+    np.testing.assert_array_equal(result.data[known], image.data[known])
+    assert result.metadata["napari_dip"]["iterations_run"] == 20

@@ -4,9 +4,11 @@ and report), with overall progress (images done, and each image in work with its
 iteration and where it is expected to stop) and Cancel (fits in work stop at their next
 snapshot, write nothing and are reported cancelled).
 
-Thin on purpose: layers go through the numpy API one after another in a worker thread,
-folders through :func:`napari_dip.batch.restore_files` (on Dask, or in napari's process
-with 0 workers). torch is imported by the worker, not when napari lists the plugin.
+Thin on purpose: the settings are a task widget's form (:class:`.form.TaskForm`: preset,
+device, noise model, factor or mask, and the advanced settings), less what concerns one
+layer; layers go through the numpy API one after another in a worker thread, folders
+through :func:`napari_dip.batch.restore_files` (on Dask, or in napari's process with 0
+workers). torch is imported when the form lists the devices, not when napari lists the plugin.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import napari
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton, SpinBox
 from napari.qt.threading import create_worker
 
+from . import prefs
+from .form import TaskForm
+
 LAYERS, FOLDER = "selected image layers", "folder"
 TASKS = ["denoise", "super-resolve", "inpaint"]
 #: The layers' fits report their progress (and look at Cancel) every this many iterations,
@@ -27,6 +32,9 @@ TASKS = ["denoise", "super-resolve", "inpaint"]
 SNAPSHOT_EVERY = 10
 #: Seconds between two progress messages of a layer's fit.
 MESSAGE_SECONDS = 0.25
+#: What a task widget's form has that concerns one layer or how its fit is shown, not a batch.
+ONE_LAYER_ONLY = ("image", "reference", "planes", "warm_start", "volumetric", "together", "replace", "show",
+                  "keep_snapshots")
 
 
 class BatchWidget(Container):
@@ -36,13 +44,8 @@ class BatchWidget(Container):
         self.viewer = napari_viewer
         self.task = ComboBox(label="Task", choices=TASKS, value="denoise")
         self.source = ComboBox(label="Apply to", choices=[LAYERS, FOLDER], value=LAYERS)
-        self.preset = ComboBox(label="Preset", choices=["auto", "fast", "paper"], value="auto")
-        self.iterations = SpinBox(label="Iterations", min=0, max=100_000, value=0,
-                                  tooltip="0: the preset's budget (automatic stopping may end a fit earlier)")
-        self.seed = SpinBox(label="Seed", min=0, max=2**31 - 1, value=0)
-        self.factor = ComboBox(label="Factor", choices=[2, 3, 4, 8], value=4, visible=False)
-        self.mask_layer = ComboBox(label="Mask layer", choices=self._labels_layers, visible=False,
-                                   tooltip="Labels layer of the holes (nonzero), one for every image")
+        self.forms: dict[str, TaskForm] = {}  # made when their task is first chosen
+        self.settings_box = Container(labels=False)
         self.folder = FileEdit(label="Input folder", mode="d", visible=False)
         self.out = FileEdit(label="Output folder", mode="d", visible=False)
         self.mask_pattern = LineEdit(label="Mask pattern", value="{stem}_mask.png", visible=False)
@@ -53,8 +56,8 @@ class BatchWidget(Container):
         self.progress = ProgressBar(label="Progress", min=0, max=1, value=0)
         self.status = Label(value="")
         super().__init__(widgets=[
-            self.task, self.source, self.preset, self.iterations, self.seed, self.factor, self.mask_layer,
-            self.folder, self.out, self.mask_pattern, self.workers, self.run_button, self.cancel_button,
+            self.task, self.source, self.settings_box, self.folder, self.out, self.mask_pattern, self.workers,
+            self.run_button, self.cancel_button,
             self.progress, self.status,
         ])
         self.worker = None
@@ -65,25 +68,61 @@ class BatchWidget(Container):
         self.source.changed.connect(self._show_options)
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
+        self._show_options()
 
-    def _labels_layers(self, _widget=None) -> list:
-        return [layer for layer in self.viewer.layers if isinstance(layer, napari.layers.Labels)]
+    @property
+    def form(self) -> TaskForm:
+        """The chosen task's form (the settings of that task's widget)."""
+        task = self.task.value
+        if task not in self.forms:
+            form = TaskForm(self.viewer, task, prefs.plugin_settings())
+            for name in ONE_LAYER_ONLY:
+                getattr(form, name).visible = False
+            form.update_every.label = "Report every"
+            form.update_every.tooltip = "Iterations between progress reports (and looks at Cancel)"
+            form.update_every.value = SNAPSHOT_EVERY
+            self.forms[task] = form
+            self.settings_box.append(Container(widgets=[form.basic, form.device_info, form.advanced], labels=False))
+        return self.forms[task]
+
+    # The form's boxes the tests and scripts set most.
+    preset = property(lambda self: self.form.preset)
+    iterations = property(lambda self: self.form.iterations)
+    seed = property(lambda self: self.form.seed)
+
+    def reset_choices(self, *args) -> None:
+        """Called by napari when layers are added, removed or renamed."""
+        super().reset_choices(*args)
+        for form in self.forms.values():
+            form.reset_choices()
 
     def _show_options(self, *_) -> None:
         folder = self.source.value == FOLDER
-        self.factor.visible = self.task.value == "super-resolve"
-        self.mask_layer.visible = self.task.value == "inpaint" and not folder
+        shown = self.form
+        for form, box in zip(self.forms.values(), self.settings_box):
+            box.visible = form is shown
+        if shown.mask is not None:
+            shown.mask.visible = not folder  # a folder's masks are found by name
         self.mask_pattern.visible = self.task.value == "inpaint" and folder
         for widget in (self.folder, self.out, self.workers):
             widget.visible = folder
 
     def settings(self) -> dict:
-        """The fit options (the command line's names) the form holds."""
-        options = {"preset": self.preset.value, "seed": self.seed.value}
-        if self.iterations.value:
-            options["iterations"] = self.iterations.value
-        if self.task.value == "super-resolve":
-            options["factor"] = self.factor.value
+        """The fit options the form holds, by the command line's names."""
+        chosen = self.form.choices()
+        options = {"preset": chosen.preset, "device": chosen.device, "iterations": chosen.iterations,
+                   "learning_rate": chosen.learning_rate, "channels": chosen.channels, "seed": chosen.seed,
+                   "progress_every": chosen.snapshot_every}
+        if chosen.stopping is not None:
+            options["stop"] = chosen.stopping
+        if chosen.reg_noise_std is not None:
+            options["reg_noise_std"] = chosen.reg_noise_std
+        if chosen.task == "denoise":
+            options["noise"] = chosen.noise
+        if chosen.task == "super-resolve":
+            options["factor"] = chosen.factor
+        if chosen.task == "inpaint":
+            options.update(mask_known=chosen.mask_marks_known, raw_output=chosen.raw_output)
         return options
 
     # -- running
@@ -100,7 +139,7 @@ class BatchWidget(Container):
             if not images:
                 self.status.value = "select the Image layers to restore"
                 return
-            mask = self.mask_layer.value
+            mask = self.form.mask.value if self.form.mask is not None else None
             if self.task.value == "inpaint" and mask is None:
                 self.status.value = "inpainting needs a Labels layer of the holes"
                 return
@@ -187,13 +226,16 @@ def _restore_layers(jobs, task, options, cancel):
     from ..errors import DeviceMemoryError, InputError
     from ..restore import iter_restore
 
+    options = numpy_options(options)
+    every = options.pop("snapshot_every", SNAPSHOT_EVERY)
+
     yield ("total", len(jobs))
     for name, data, mask in jobs:
         if cancel.is_set():
             return
         extra = {"mask": mask} if task == "inpaint" else {}
         final, sent = None, -float("inf")
-        stream = iter_restore(task, data, snapshot_every=SNAPSHOT_EVERY, **options, **extra)
+        stream = iter_restore(task, data, snapshot_every=every, **options, **extra)
         try:
             for snap in stream:
                 if cancel.is_set():
@@ -214,6 +256,21 @@ def _restore_layers(jobs, task, options, cancel):
         metadata = {**final.settings, "iterations_run": final.iteration, "stop_reason": final.stop_reason,
                     "source_layer": name}
         yield ("layer", name, final.average, metadata)
+
+
+def numpy_options(options: dict) -> dict:
+    """The command line's option names (:meth:`BatchWidget.settings`) as ``iter_restore``'s.
+
+    >>> numpy_options({"stop": "none", "progress_every": 5, "mask_known": True, "raw_output": False, "seed": 1})
+    {'seed': 1, 'stopping': 'none', 'snapshot_every': 5, 'mask_marks': 'known', 'keep_known': True}
+    """
+    renamed = {"stop": "stopping", "progress_every": "snapshot_every"}
+    converted = {key: value for key, value in options.items() if key not in (*renamed, "mask_known", "raw_output")}
+    converted.update({renamed[key]: options[key] for key in renamed if key in options})
+    if "mask_known" in options:
+        converted["mask_marks"] = "known" if options["mask_known"] else "holes"
+        converted["keep_known"] = not options.get("raw_output", False)
+    return converted
 
 
 def _restore_folder(folder, out, task, mask_pattern, workers, options, cancel):
