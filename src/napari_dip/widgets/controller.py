@@ -97,6 +97,8 @@ class RunController:
         self.last_psnr: float | None = None
         #: The output layer each (input, task, factor) got last: what "replace" reuses.
         self.outputs: dict = {}
+        #: The same for the trust layers: ``(output key, kind)`` -> unique_id.
+        self.trust_layers: dict = {}
         self.clock = time.perf_counter
         self._pending: list = []
         self._handling = False
@@ -127,6 +129,10 @@ class RunController:
 
         output = Outputs.for_plan(self.viewer, plan, previous_of)
         run = Run(plan=plan, output=output)
+        if plan.trust:
+            from .trust import TrustMaps
+
+            run.trust = TrustMaps(plan)
         output.set_on_removed(lambda: self._on_output_removed(run))
         if plan.stack and len(plan.planes) > 1:
             run.follower = PlaneFollower(self.viewer, plan.input_layer, len(plan.planes[0]), plan.order)
@@ -201,6 +207,8 @@ class RunController:
                 run.follower.show(run.plan.planes[k])
         made = run.output.layer is not None
         image = run.output.write(k, snapshot, run.metadata("running"))
+        if snapshot.done and run.trust is not None and image is not None:
+            run.trust.note(k, snapshot)
         if not made:
             for part in run.output.parts:
                 if part.layer is not None:
@@ -328,6 +336,10 @@ class RunController:
             return
         reason = run.stop_reason or run.engine_stop_reason or "budget"
         run.output.finish(run.metadata(reason))
+        trust_names = ""
+        if run.trust is not None:
+            made = run.trust.add_layers(self.viewer, run.output, run.metadata(reason), self.trust_layers)
+            trust_names = "".join(f", {layer.name}" for layer in made)
         if run.error:
             return
         text = {
@@ -335,4 +347,5 @@ class RunController:
             "user": "Stopped; the output keeps the latest result",
         }.get(reason, f"Finished ({reason})")
         psnr_text = f" · PSNR {run.last_psnr:.2f} dB" if run.last_psnr is not None else ""
-        self.set_status(f"{text} · {run.done_iterations} iterations{psnr_text} · {run.output.names()}{remarks}")
+        self.set_status(f"{text} · {run.done_iterations} iterations{psnr_text} · {run.output.names()}{trust_names}"
+                        f"{remarks}")

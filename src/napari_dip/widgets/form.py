@@ -51,6 +51,7 @@ class TaskForm:
         self.planes.changed.connect(self.update_planes)
         self.volumetric.changed.connect(self.update_planes)
         self.together.changed.connect(self.update_planes)
+        self.runs.changed.connect(self.update_planes)
         viewer.layers.selection.events.changed.connect(self.update_group)
         self.preset.changed.connect(self._on_preset)
         self.device.changed.connect(self._on_device)
@@ -135,9 +136,22 @@ class TaskForm:
                              tooltip="The running average of outputs is smoother and is what the engine returns")
         self.keep_snapshots = CheckBox(text="keep snapshots", value=False,
                                        tooltip="Stack the updates along an iteration axis, to scrub back")
+        # Trust outputs (issue 11): the runs' spread and, for denoising, the residual, as layers.
+        self.runs = SpinBox(label="Runs", min=1, max=16, value=1,
+                            tooltip="Independent fits (seeds seed, seed + 1, ...) averaged into the result, "
+                            "run together; 2 or more give an uncertainty layer")
+        self.uncertainty_layer = CheckBox(text="uncertainty layer", value=False, enabled=False,
+                                          tooltip="Add a layer with the per-pixel standard deviation of the runs' "
+                                          "results (needs 2 runs or more): large where the result is not "
+                                          "determined by the data")
+        self.residual_layer = CheckBox(text="residual layer", value=False, visible=self.task == "denoise",
+                                       tooltip="Add a layer with input minus result in the noise model's units "
+                                       "(divided by its standard deviation for Poisson-Gaussian noise): "
+                                       "structure-free noise if the restoration is good")
         self.advanced = Container(widgets=[self.iterations, self.stopping, self.learning_rate, self.input_noise,
                                            self.channels, self.seed, self.update_every, self.show,
-                                           self.keep_snapshots])
+                                           self.keep_snapshots, self.runs, self.uncertainty_layer,
+                                           self.residual_layer])
         for box in (self.image, self.mask, self.factor, self.noise, self.reference, self.preset, self.device,
                     self.planes, self.stopping, self.show):
             if box is not None:
@@ -172,6 +186,8 @@ class TaskForm:
         self.volumetric.enabled = stack and self.planes.value == PLANES_ALL
         volumetric = self.volumetric.enabled and bool(self.volumetric.value)
         self.warm_start.enabled = stack and self.planes.value == PLANES_ALL and not volumetric
+        # The spread of several runs; the 3D fit has one run.
+        self.uncertainty_layer.enabled = self.runs.value >= 2 and not volumetric
         self.image.enabled = not group
 
     def group(self) -> list:
@@ -271,4 +287,7 @@ class TaskForm:
             snapshot_every=int(self.update_every.value),
             show=self.show.value,
             keep_snapshots=bool(self.keep_snapshots.value),
+            runs=int(self.runs.value),
+            uncertainty_layer=bool(self.uncertainty_layer.value) and self.uncertainty_layer.enabled,
+            residual_layer=bool(self.residual_layer.value) and self.task == "denoise",
         )

@@ -55,6 +55,11 @@ class Choices:
     snapshot_every: int = 25
     show: str = SHOW_AVERAGE
     keep_snapshots: bool = False
+    #: Independent fits averaged into the result (``iter_restore(runs=...)``).
+    runs: int = 1
+    #: Optional trust layers (:mod:`.trust`): the runs' spread, and the denoising residual.
+    uncertainty_layer: bool = False
+    residual_layer: bool = False
 
 
 @dataclass
@@ -87,6 +92,8 @@ class Plan:
     order: tuple | None = None
     #: The fit's estimated peak memory, for the status line before the run ("" if unknown).
     memory: str = ""
+    #: The trust layers to add when the run ends: ``"uncertainty"``, ``"residual"`` (:mod:`.trust`).
+    trust: tuple = ()
 
     @property
     def iterations(self) -> int:
@@ -376,6 +383,11 @@ def make_plan(viewer, choices: Choices) -> Plan:
         parameters["noise"] = fit_kwargs["noise"] = choices.noise
     if choices.volumetric:
         fit_kwargs["volumetric"], fit_kwargs["spacing"] = True, spacing
+    trust = _trust_layers(choices)
+    if choices.runs > 1:
+        parameters["runs"] = fit_kwargs["runs"] = choices.runs
+    if trust:
+        parameters["trust_layers"] = list(trust)
     return Plan(
         task=choices.task,
         input_layer=layer,
@@ -397,4 +409,22 @@ def make_plan(viewer, choices: Choices) -> Plan:
         notes=notes,
         order=order,
         memory=memory,
+        trust=trust,
     )
+
+
+def _trust_layers(choices: Choices) -> tuple:
+    """The trust layers asked for, checked: the uncertainty needs runs, the residual a denoising."""
+    from ..errors import InputError
+
+    trust = []
+    if choices.uncertainty_layer:
+        if choices.runs < 2 or choices.volumetric:
+            raise InputError("the uncertainty layer is the spread of several runs: set Runs to 2 or more "
+                             "(the 3D fit has one run)")
+        trust.append("uncertainty")
+    if choices.residual_layer:
+        if choices.task != "denoise":
+            raise InputError("the residual layer is for denoising")
+        trust.append("residual")
+    return tuple(trust)

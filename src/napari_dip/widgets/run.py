@@ -78,6 +78,8 @@ class Run:
     tiles_done_iterations: int = 0
     tile_iteration: int = 0
     tile_budget: int = 1
+    #: The trust maps asked for (:class:`.trust.TrustMaps`), or ``None``.
+    trust: object = None
 
     @property
     def total_iterations(self) -> int:
