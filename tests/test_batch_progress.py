@@ -271,6 +271,10 @@ def test_widget_settings_are_the_task_widgets_form(make_napari_viewer, qtbot, tm
     form.channels.value = 8
     form.learning_rate.value = 0.02
     form.update_every.value = 2
+    assert not shown(form.uncertainty_layer) and not shown(form.residual_layer)  # layers of one image's fit
+    form.runs.value = 2
+    assert widget.settings()["runs"] == 2
+    form.runs.value = 1
     assert widget.settings() == {"preset": "fast", "device": "cpu", "iterations": 4, "learning_rate": 0.02,
                                  "channels": 8, "seed": 0, "progress_every": 2, "stop": "none", "noise": "auto"}
     data, out = _folder(tmp_path, 1), tmp_path / "out"

@@ -15,6 +15,7 @@ rerun skip what is done. No Qt, no napari here.
 ``records``               the JSON record, hashes, atomic writes, "is it done?"
 ``job``                   one file: skip or restore, write, return its report row
 ``report``                report.csv and report.html with thumbnails
+``progress``              fit progress to the client, cancel requests to the fits
 ``run``                   ``restore_files``: Dask (a local cluster or a scheduler) or here
 ``cluster``               which local cluster: one worker per GPU (dask-cuda) or per core
 ``command``               ``napari-dip batch``

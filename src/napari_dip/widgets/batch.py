@@ -34,7 +34,7 @@ SNAPSHOT_EVERY = 10
 MESSAGE_SECONDS = 0.25
 #: What a task widget's form has that concerns one layer or how its fit is shown, not a batch.
 ONE_LAYER_ONLY = ("image", "reference", "planes", "warm_start", "volumetric", "together", "replace", "show",
-                  "keep_snapshots")
+                  "keep_snapshots", "uncertainty_layer", "residual_layer")
 
 
 class BatchWidget(Container):
@@ -77,7 +77,8 @@ class BatchWidget(Container):
         if task not in self.forms:
             form = TaskForm(self.viewer, task, prefs.plugin_settings())
             for name in ONE_LAYER_ONLY:
-                getattr(form, name).visible = False
+                if getattr(form, name, None) is not None:
+                    getattr(form, name).visible = False
             form.update_every.label = "Report every"
             form.update_every.tooltip = "Iterations between progress reports (and looks at Cancel)"
             form.update_every.value = SNAPSHOT_EVERY
@@ -117,6 +118,8 @@ class BatchWidget(Container):
             options["stop"] = chosen.stopping
         if chosen.reg_noise_std is not None:
             options["reg_noise_std"] = chosen.reg_noise_std
+        if getattr(chosen, "runs", 1) > 1:
+            options["runs"] = chosen.runs
         if chosen.task == "denoise":
             options["noise"] = chosen.noise
         if chosen.task == "super-resolve":
