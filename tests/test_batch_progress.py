@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import imageio.v3 as iio
 import numpy as np
@@ -177,6 +178,58 @@ def test_progress_and_cancel_in_this_process(tmp_path):
     fits = [m["iteration"] for m in messages if m["kind"] == "fit" and not m["done"]]
     assert fits == sorted(fits) and max(fits) < 200 and all(m["worker"] == "here" for m in messages[:1])
     assert not list(out.glob("img*")) and not list(out.glob(f"*{PARTIAL_PREFIX}*"))
+
+
+def _snap(iteration, done=False, tile=None, budget=100, expected_stop=None):
+    snap = SimpleNamespace(iteration=iteration, iterations=budget, done=done, loss=0.01, expected_stop=expected_stop)
+    if tile is not None:
+        snap.tile = tile
+    return snap
+
+
+def test_a_stacks_planes_and_tiles_count_on_and_the_fit_stops_when_cancelled(monkeypatch):
+    from napari_dip.batch.progress import FitCancelled, FitWatch, LocalChannel
+
+    # Every snapshot reported and every one looks at the cancel request, to see them all.
+    monkeypatch.setattr("napari_dip.batch.progress.MIN_INTERVAL", 0.0)
+    monkeypatch.setattr("napari_dip.batch.progress.CANCEL_CHECK_INTERVAL", 0.0)
+    sent, cancel = [], threading.Event()
+    watch = FitWatch(LocalChannel(sent.append, cancel), "b", "/d/stack.tif")
+    # A tiled plane's tiles end without done (engine.tiling.TiledFit); its blended result is done.
+    pairs = [((0,), _snap(50)), ((0,), _snap(100, done=True)), ((1,), _snap(20, tile=(1, 2))),
+             ((1,), _snap(40, tile=(1, 2))), ((1,), _snap(30, tile=(2, 2))),
+             ((1,), _snap(40, tile=(2, 2))), ((1,), _snap(80, done=True, tile=(2, 2)))]
+    assert list(watch(iter(pairs))) == pairs  # passed through untouched
+    # Plane 1, plane 2's tile 1, its tile 2; the blended plane (done, with a tile) is no part.
+    assert [(m["part"], m["iteration"], m["iterations_done"]) for m in sent] == [
+        (1, 50, 50), (1, 100, 100), (2, 20, 120), (2, 40, 140), (3, 30, 170), (3, 40, 180)]
+    cancel.set()
+    with pytest.raises(FitCancelled) as stopped:
+        list(watch(iter([((2,), _snap(10)), ((2,), _snap(20))])))
+    assert stopped.value.iteration == 10  # at the first snapshot after the cancel
+
+
+def test_the_bar_shows_the_images_in_work_on_a_terminal(monkeypatch):
+    import io
+
+    from napari_dip.batch.progress import BatchProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    monkeypatch.setattr("sys.stderr", screen)
+    told = []
+    progress = BatchProgress(3, bar=True, callback=told.append, batch="b")
+    progress.fit({"batch": "b", "input": "/d/img0.png", "part": 1, "iteration": 120, "budget": 3000,
+                  "expected_stop": 480, "done": False})
+    progress.fit({"batch": "other", "input": "/d/x.png", "part": 1, "iteration": 1, "budget": 9, "done": False})
+    progress.image({"input": "/d/img1.png", "status": "skipped"})
+    progress.close()
+    assert "img0.png 120/~480" in screen.getvalue() and "1 skipped" in screen.getvalue()
+    assert "x.png" not in screen.getvalue()  # another batch's fit on the same scheduler
+    assert [(m["kind"], m["images_done"], m["images_total"]) for m in told] == [("fit", 0, 3), ("image", 1, 3)]
 
 
 def test_the_command_shows_progress_without_a_terminal(tmp_path, capsys, monkeypatch):
