@@ -188,3 +188,23 @@ def test_levers_are_timed_side_by_side(step_levers):
     assert set(result) == {"base", "nobias"}
     assert all(len(r["all"]) == 2 and r["seconds"] > 0 for r in result.values())
     assert result["nobias"]["parameters"] < result["base"]["parameters"]
+
+
+def test_compile_reaches_the_fit_from_the_command_line_and_the_api(fake_compile, tmp_path):
+    import imageio.v3 as iio
+
+    from napari_dip import denoise
+    from napari_dip.cli import main
+    from napari_dip.io import read_provenance
+
+    image = (smooth_image(32) * 255).astype(np.uint8)
+    source, out = tmp_path / "in.png", tmp_path / "out.png"
+    iio.imwrite(source, image)
+    fast = ["--iterations", "4", "--channels", "4", "--stop", "none", "--device", "cpu", "--quiet"]
+    assert main(["denoise", str(source), "-o", str(out), "--compile", *fast]) == 0
+    assert len(fake_compile.calls) == 1
+    assert read_provenance(out)["compiled"] == "default"
+    assert main(["denoise", str(source), "-o", str(tmp_path / "plain.png"), *fast]) == 0
+    assert len(fake_compile.calls) == 1 and read_provenance(tmp_path / "plain.png")["compiled"] is None
+    denoise(image, iterations=4, channels=4, stopping="none", device="cpu", compile=True)
+    assert len(fake_compile.calls) == 2

@@ -71,6 +71,9 @@ def _add_fit_options(parser: argparse.ArgumentParser, single_file: bool = True) 
     parser.add_argument("--threads", type=_threads,
                         help="CPU threads, or 'auto': as many as there are idle cores when the fit starts, which "
                              "spares a busy machine but makes the result depend on the load (default: PyTorch's)")
+    parser.add_argument("--compile", action="store_true", default=None,
+                        help="run the network through torch.compile, cached for later runs: the first run compiles "
+                             "for minutes, later ones start in seconds; about 1.1x per step on a CPU (default: off)")
     parser.add_argument("--axes", metavar="LETTERS",
                         help="what each axis of INPUT is, one letter per axis from T (time), Z (depth), "
                              "C (channels) and Y, X (the image plane), e.g. ZYX, TYX, CYX, YXC, TZCYX; "
@@ -488,6 +491,7 @@ def restore_file(args, extras: dict | None = None) -> tuple:
         stopping=args.stop,
         runs=args.runs,
         threads=args.threads,
+        compile=getattr(args, "compile", None),
         patience=args.patience,
         tile_size=getattr(args, "tile_size", None),
         tile_overlap=getattr(args, "tile_overlap", None),

@@ -92,6 +92,7 @@ def iter_restore(
     patience: int | None = None,
     runs: int | None = None,
     threads: int | str | None = None,
+    compile: bool | None = None,  # noqa: A002 - the FitConfig field it sets
     noise: str = "auto",
     noise_fit: str | None = None,
     gain: float | None = None,
@@ -166,6 +167,10 @@ def iter_restore(
         CPU threads; by default PyTorch's setting. ``"auto"`` takes as many as there are
         idle cores when the fit starts, so a busy machine is not oversubscribed, but then
         the result depends on the load (recorded as ``settings["threads"]``).
+    compile : bool, optional
+        Run the network through ``torch.compile``, its kernels cached in the user's cache
+        folder so that later runs start in seconds (the first compiles for minutes). On the
+        2-core CPU a compiled step was 1.07-1.14x faster (BENCHMARKS.md); off by default.
     noise : {"auto", "gaussian", "poisson-gaussian"}
         Denoising only: the noise model. ``"poisson-gaussian"`` is photon-limited noise,
         ``var = a * signal + b`` (fluorescence microscopy); ``"auto"`` (default) estimates
@@ -214,6 +219,7 @@ def iter_restore(
         device=device, stopping=stopping, patience=patience, channels=channels, network=network,
         iterations=iterations, learning_rate=learning_rate, reg_noise_std=reg_noise_std,
         average_weight=average_weight, precision=precision, backtrack=backtrack, runs=runs, threads=threads,
+        compile=compile,
         noise=noise, noise_fit=noise_fit, gain=gain, offset=offset,
         tile_size=tile_size, tile_overlap=tile_overlap, single=True,
     )
