@@ -166,7 +166,7 @@ def run(options) -> dict:
             rows["dip_default_auto"] = {**rows[picked + "_auto"], "same_as": picked}
             rows["dip_default_oracle"] = {**rows[picked + "_oracle"], "same_as": picked}
         results[name] = {"index": index, "auto_choice": choice, "methods": rows}
-        print("  " + " ".join(f"{k} {v['psnr']:.2f}" for k, v in rows.items()), flush=True)
+        print("  " + " ".join(f"{k} {v['psnr']:.2f}" for k, v in rows.items() if v["psnr"] is not None), flush=True)
         if options.out:  # after every image: a crash later loses nothing measured
             options.out.write_text(json.dumps({"partial": True, "results": results}, indent=1))
     return results
@@ -197,13 +197,16 @@ def summary(results: dict) -> dict:
     for group, rows in groups.items():
         if not rows:
             continue
-        methods = rows[0]["methods"].keys()
-        table[group] = {
-            m: {"psnr": float(np.mean([r["methods"][m]["psnr"] for r in rows])),
-                "seconds": float(np.mean([r["methods"][m].get("seconds", np.nan) for r in rows])),
-                "images": len(rows)}
-            for m in methods
-        }
+        # A method run on some images only (a chunk that ran out of time) is averaged over
+        # those, and says how many.
+        methods = list(dict.fromkeys(m for r in rows for m in r["methods"]))
+        table[group] = {}
+        for m in methods:
+            having = [r["methods"][m] for r in rows if m in r["methods"] and r["methods"][m]["psnr"] is not None]
+            if having:
+                table[group][m] = {"psnr": float(np.mean([h["psnr"] for h in having])),
+                                   "seconds": float(np.mean([h.get("seconds", np.nan) for h in having])),
+                                   "images": len(having)}
     return table
 
 
@@ -213,7 +216,9 @@ def markdown(table: dict) -> str:
              "|---|" + "---:|" * (len(table) + 1)]
     for m in methods:
         seconds = table["all"][m]["seconds"]
-        lines.append(f"| {m} | " + " | ".join(f"{table[g][m]['psnr']:.2f}" for g in table)
+        cell = lambda g: (f"{table[g][m]['psnr']:.2f}" + ("" if table[g][m]["images"] == table[g][methods[0]]["images"]
+                                                          else f" ({table[g][m]['images']})")) if m in table[g] else ""
+        lines.append(f"| {m} | " + " | ".join(cell(g) for g in table)
                      + f" | {'' if np.isnan(seconds) else f'{seconds:.0f}'} |")
     return "\n".join(lines)
 
