@@ -25,23 +25,9 @@ from napari_dip.batch import restore_files
 from napari_dip.batch.progress import MIN_INTERVAL, TOPIC
 from napari_dip.batch.records import PARTIAL_PREFIX
 from napari_dip.cli import main
-from tiny import smooth_image
+from tiny import noisy_grey as _noisy, png_folder as _folder
 
 FIT = {"preset": "fast", "channels": 8, "device": "cpu", "stop": "none", "progress_every": 2}
-
-
-def _noisy(seed: int, size: int = 32) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    image = smooth_image(size, seed=seed) + rng.normal(0, 0.08, (size, size))
-    return (np.clip(image, 0, 1) * 255).astype(np.uint8)
-
-
-def _folder(root: Path, count: int, name: str = "in") -> Path:
-    folder = root / name
-    folder.mkdir()
-    for i in range(count):
-        iio.imwrite(folder / f"img{i}.png", _noisy(i))
-    return folder
 
 
 def _report(out: Path) -> list[dict]:

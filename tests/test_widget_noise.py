@@ -7,29 +7,14 @@ pytest.importorskip("napari")
 pytest.importorskip("qtpy")
 
 from napari_dip.widgets.dock import DenoiseWidget, SuperResolveWidget  # noqa: E402
+from tiny import photon_limited, run_widget  # noqa: E402
 
 pytestmark = pytest.mark.gui
-
-WAIT_MS = 60_000
-
-
-def _photon_limited(size=48, seed=0):
-    """A 16-bit image with Poisson-Gaussian noise: baseline 100, gain 2."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    signal = 20 + 800 * (0.5 + 0.45 * np.sin(xx / 5.0) * np.cos(yy / 6.0))
-    return np.round(100 + 2.0 * rng.poisson(signal / 2.0) + rng.normal(0, 3, signal.shape)).astype(np.uint16)
-
-
-def _run(qtbot, widget):
-    widget.start()
-    assert widget.run_state is not None, widget.status
-    qtbot.waitUntil(lambda: widget.run_state is None, timeout=WAIT_MS)
 
 
 def test_noise_choice_reaches_the_engine_and_the_record(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
-    viewer.add_image(_photon_limited(), name="cells")
+    viewer.add_image(photon_limited(), name="cells")
     widget = DenoiseWidget(viewer)
     viewer.window.add_dock_widget(widget, name="denoise")
     form = widget.form
@@ -40,7 +25,7 @@ def test_noise_choice_reaches_the_engine_and_the_record(make_napari_viewer, qtbo
     form.update_every.value = 3
     form.channels.value = 8
     form.noise.value = "poisson-gaussian"
-    _run(qtbot, widget)
+    run_widget(qtbot, widget)
     (output,) = [layer for layer in viewer.layers if "napari_dip" in layer.metadata]
     record = output.metadata["napari_dip"]
     assert record["parameters"]["noise"] == "poisson-gaussian"
@@ -50,7 +35,7 @@ def test_noise_choice_reaches_the_engine_and_the_record(make_napari_viewer, qtbo
     assert output.data.dtype == np.uint16
     # Gaussian asked for: recorded as such.
     form.noise.value = "gaussian"
-    _run(qtbot, widget)
+    run_widget(qtbot, widget)
     (output,) = [layer for layer in viewer.layers if "napari_dip" in layer.metadata]
     assert output.metadata["napari_dip"]["engine_settings"]["noise"]["model"] == "gaussian"
 

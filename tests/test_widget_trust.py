@@ -9,23 +9,9 @@ pytest.importorskip("qtpy")
 
 from napari_dip.residual import noise_residual  # noqa: E402
 from napari_dip.widgets.dock import DenoiseWidget, SuperResolveWidget  # noqa: E402
+from tiny import photon_limited, run_widget  # noqa: E402
 
 pytestmark = pytest.mark.gui
-
-WAIT_MS = 60_000
-
-
-def _photon_limited(size=32, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    signal = 20 + 800 * (0.5 + 0.45 * np.sin(xx / 5.0) * np.cos(yy / 6.0))
-    return np.round(100 + 2.0 * rng.poisson(signal / 2.0) + rng.normal(0, 3, signal.shape)).astype(np.uint16)
-
-
-def _run(qtbot, widget):
-    widget.start()
-    assert widget.run_state is not None, widget.status
-    qtbot.waitUntil(lambda: widget.run_state is None, timeout=WAIT_MS)
 
 
 def _tiny(form):
@@ -42,7 +28,7 @@ def _made(viewer, content):
 
 def test_uncertainty_and_residual_layers(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
-    image = _photon_limited()
+    image = photon_limited(32)
     viewer.add_image(image, name="cells")
     widget = DenoiseWidget(viewer)
     form = widget.form
@@ -53,7 +39,7 @@ def test_uncertainty_and_residual_layers(make_napari_viewer, qtbot):
     assert form.uncertainty_layer.enabled
     form.uncertainty_layer.value = True
     form.residual_layer.value = True
-    _run(qtbot, widget)
+    run_widget(qtbot, widget)
     (output,) = [layer for layer in viewer.layers if layer.name.startswith("cells [DIP denoise fast")]
     (spread,) = _made(viewer, "uncertainty")
     (residual,) = _made(viewer, "residual")
@@ -66,21 +52,21 @@ def test_uncertainty_and_residual_layers(make_napari_viewer, qtbot):
     expected = noise_residual(image, output.data, output.metadata["napari_dip"]["engine_settings"]["noise"])
     assert np.allclose(residual.data, expected, atol=1e-5)
     # Run again with "replace previous output": the trust layers are replaced, not added.
-    _run(qtbot, widget)
+    run_widget(qtbot, widget)
     assert len(_made(viewer, "uncertainty")) == 1 and len(_made(viewer, "residual")) == 1
     assert len(viewer.layers) == 4
 
 
 def test_residual_layer_of_a_stack(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
-    stack = np.stack([_photon_limited(seed=z) for z in range(2)])
+    stack = np.stack([photon_limited(32, seed=z) for z in range(2)])
     viewer.add_image(stack, name="series")
     widget = DenoiseWidget(viewer)
     form = widget.form
     _tiny(form)
     form.planes.value = "all planes"
     form.residual_layer.value = True
-    _run(qtbot, widget)
+    run_widget(qtbot, widget)
     (residual,) = _made(viewer, "residual")
     (output,) = [layer for layer in viewer.layers if layer.name.startswith("series [DIP denoise fast")]
     assert residual.data.shape == stack.shape

@@ -26,3 +26,36 @@ def smooth_image(size=32, channels=None, seed=0):
         planes.append(0.5 + 0.4 * np.sin(a * np.pi * x) * np.cos(b * np.pi * y))
     image = np.stack(planes, axis=-1) if channels else planes[0]
     return image.astype(np.float32)
+
+
+def noisy_grey(seed: int, size: int = 32) -> np.ndarray:
+    """An 8-bit :func:`smooth_image` with Gaussian noise (sigma 0.08 of the range)."""
+    rng = np.random.default_rng(seed)
+    image = smooth_image(size, seed=seed) + rng.normal(0, 0.08, (size, size))
+    return (np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def png_folder(root, count: int, name: str = "in"):
+    """A folder ``root/name`` of ``count`` :func:`noisy_grey` PNGs, ``img0.png``, ...."""
+    import imageio.v3 as iio
+
+    folder = root / name
+    folder.mkdir()
+    for i in range(count):
+        iio.imwrite(folder / f"img{i}.png", noisy_grey(i))
+    return folder
+
+
+def photon_limited(size: int = 48, seed: int = 0) -> np.ndarray:
+    """A 16-bit image with Poisson-Gaussian noise: baseline 100, gain 2, read-out sigma 3."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    signal = 20 + 800 * (0.5 + 0.45 * np.sin(xx / 5.0) * np.cos(yy / 6.0))
+    return np.round(100 + 2.0 * rng.poisson(signal / 2.0) + rng.normal(0, 3, signal.shape)).astype(np.uint16)
+
+
+def run_widget(qtbot, widget, timeout_ms: int = 60_000):
+    """Start a task widget's fit and wait for it to end."""
+    widget.start()
+    assert widget.run_state is not None, widget.status
+    qtbot.waitUntil(lambda: widget.run_state is None, timeout=timeout_ms)
