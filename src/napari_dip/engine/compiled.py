@@ -1,9 +1,10 @@
 """Optional compilation of the network for a fit: ``torch.compile`` and CUDA graphs.
 
 Both are off by default (:class:`~napari_dip.engine.fit.FitConfig` ``compile`` and
-``cuda_graphs``). Measured on a 2-core CPU (issue 9), compiling the fast network gave 1.16x
-per step but the compile itself took minutes, longer than most fits; on a GPU the balance
-is expected to differ (unmeasured here: no GPU was lent).
+``cuda_graphs``). Measured on a 2-core CPU (issue 9, BENCHMARKS.md "Cheaper steps"),
+compiling the fast network gave 1.07-1.14x per step, but the first compile at 128² took
+94 s (3.8 s with the cache of an earlier run); on a GPU the balance may differ (unmeasured
+here: no GPU was lent).
 
 Inductor keeps compiled kernels in a cache folder (by default a temporary one, lost at
 reboot); here it is a folder in the user's cache (:func:`cache_dir`), so a later fit of the

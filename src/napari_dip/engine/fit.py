@@ -79,7 +79,7 @@ class FitConfig:
     threads: int | str | None = None
     #: Run the network through ``torch.compile`` (inductor), its kernels cached in the user's
     #: cache folder for later runs (:mod:`napari_dip.engine.compiled`). Off: on a 2-core CPU it
-    #: gave 1.16x per step but compiling took minutes; unmeasured on GPUs.
+    #: gave 1.07-1.14x per step but compiling took 94 s at 128² (BENCHMARKS.md); unmeasured on GPUs.
     compile: bool = False
     #: CUDA only: replay each step's network kernels as a CUDA graph (compile's
     #: ``reduce-overhead`` mode); ignored on other devices. Unmeasured: no GPU was lent.
