@@ -56,3 +56,23 @@ def test_uncertainty_needs_runs_and_a_tiff(cells_tif, tmp_path, capsys):
                  str(tmp_path / "u.png"), *FAST]) == 2
     assert ".tif" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_extra_outputs_never_replace_the_mask_or_each_other_and_3d_has_no_spread(cells_tif, tmp_path, capsys):
+    out = tmp_path / "out.tif"
+    mask = tmp_path / "mask.tif"
+    tifffile.imwrite(mask, (smooth_image(48) > 0.7).astype(np.uint8))
+    before = mask.read_bytes()
+    # Even with --overwrite, --uncertainty may not name the mask the fit reads.
+    assert main(["inpaint", str(cells_tif), "--mask", str(mask), "-o", str(out), "--runs", "2",
+                 "--uncertainty", str(mask), "--overwrite", *FAST]) == 2
+    assert "mask" in capsys.readouterr().err and mask.read_bytes() == before and not out.exists()
+    same = tmp_path / "same.tif"
+    assert main(["denoise", str(cells_tif), "-o", str(out), "--runs", "2", "--uncertainty", str(same),
+                 "--residual", str(same), *FAST]) == 2
+    assert "another output" in capsys.readouterr().err and not out.exists()
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.stack([tifffile.imread(cells_tif)] * 3), imagej=True, metadata={"axes": "ZYX"})
+    assert main(["denoise", str(stack), "-o", str(out), "--3d", "--runs", "2", "--uncertainty",
+                 str(tmp_path / "u.tif"), *FAST]) == 2
+    assert "--3d" in capsys.readouterr().err and not out.exists()

@@ -424,7 +424,12 @@ def _run_task(args) -> int:
             data = noise_residual(read_image(args.input).data, result.data, provenance.get("noise"),
                                   axes=provenance.get("axes"))
         else:
-            data = extras["uncertainty"]
+            # Missing when no plane was fitted (all copied through): no spread anywhere.
+            data = extras.get("uncertainty")
+            if data is None:
+                import numpy as np
+
+                data = np.zeros(result.data.shape, np.float32)
         record = {**provenance, "content": what, "result": str(output)}
         write_image_or_rescue(path, replace(result, data=data), record, overwrite=args.overwrite)
         print(f"wrote {path} ({what})")
@@ -444,8 +449,12 @@ def _check_extra_outputs(args) -> dict:
             raise InputError(f"--{what} holds float values: name a .tif file, not {path.name}")
         if what == "uncertainty" and (args.runs or 1) < 2:
             raise InputError("--uncertainty is the spread of several runs: add --runs 2 (or more)")
-        if path.resolve() in (Path(args.output).resolve(), Path(args.input).resolve()):
-            raise InputError(f"--{what} {path} is the input or the result; name another file")
+        if what == "uncertainty" and getattr(args, "volumetric", False):
+            raise InputError("--uncertainty needs several runs, and a 3D fit runs once: leave out --3d or --uncertainty")
+        taken = [Path(args.output).resolve(), *(p.resolve() for p in paths.values())]
+        if path.resolve() in taken:
+            raise InputError(f"--{what} {path} is also the result or another output; name another file")
+        _refuse_to_replace_inputs(path, args)  # neither the image nor the mask, even with --overwrite
         paths[what] = check_writable(path, args.overwrite)
     return paths
 
