@@ -15,7 +15,8 @@ from napari_dip.noise import (
     gat_inverse,
     gat_inverse_algebraic,
 )
-from napari_dip.noise_model import noise_residual, plan_noise
+from napari_dip.noise_model import plan_noise
+from napari_dip.residual import noise_residual
 from tiny import TINY, smooth_image
 
 

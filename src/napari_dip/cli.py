@@ -418,10 +418,9 @@ def _run_task(args) -> int:
     print(f"wrote {output} ({summary})")
     for what, path in extra_paths.items():
         if what == "residual":
-            from .io import read_image
             from .residual import noise_residual
 
-            data = noise_residual(read_image(args.input).data, result.data, provenance.get("noise"),
+            data = noise_residual(extras["input"], result.data, provenance.get("noise"),
                                   axes=provenance.get("axes"))
         else:
             # Missing when no plane was fitted (all copied through): no spread anywhere.
@@ -464,7 +463,8 @@ def restore_file(args, extras: dict | None = None) -> tuple:
     ``(result, provenance, summary)``, the result an :class:`~napari_dip.io.ImageFile` to
     write to ``args.output``. The single-file commands and ``napari-dip batch`` (one call per
     file, :mod:`napari_dip.batch`) both go through here. ``extras``, if given, receives
-    ``"uncertainty"`` (the runs' per-pixel spread) when there are several runs."""
+    ``"input"`` (the image read) and ``"uncertainty"`` (the runs' per-pixel spread) when
+    there are several runs."""
     from .axes import layout_for
     from .io import check_png, imagej_conversion, read_image
     from .engine.presets import settings_for, stopping_for
@@ -472,6 +472,8 @@ def restore_file(args, extras: dict | None = None) -> tuple:
 
     output = Path(args.output)
     source = read_image(args.input)
+    if extras is not None:
+        extras["input"] = source.data  # the residual needs it: the file is not read twice
     layout = layout_for(source.data.shape, _axes_for(args, source))
     if output.suffix.lower() == ".png":
         check_png(output, source.data)  # the result has the input's dtype: say so before the fit

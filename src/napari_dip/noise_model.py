@@ -196,8 +196,3 @@ def spread_in_user_units(run_images: np.ndarray, layout) -> np.ndarray:
     if layout.channel_axis == 0:
         return spread.astype(np.float32)
     return np.moveaxis(spread, 0, 2).astype(np.float32)
-
-
-# The residual moved to :mod:`napari_dip.residual` (one definition for the API, the command
-# line and the widget); importable from here as before.
-from .residual import noise_residual  # noqa: E402, F401
