@@ -160,7 +160,8 @@ def run(options) -> dict:
         if not options.no_bm3d:
             rows.update(bm3d_methods(raw, gt))
         choice = auto_choice(raw)
-        rows.update(dip_methods(raw, gt, options))
+        if not options.no_dip:
+            rows.update(dip_methods(raw, gt, options))
         picked = "dip_gaussian" if choice["model"] == "gaussian" else f"dip_pg_{choice.get('fit', 'gat')}"
         if picked + "_auto" in rows:
             rows["dip_default_auto"] = {**rows[picked + "_auto"], "same_as": picked}
@@ -223,6 +224,16 @@ def markdown(table: dict) -> str:
     return "\n".join(lines)
 
 
+def machine_name(device: str) -> str:
+    machine = f"{platform.machine()}, {os.cpu_count()} cores"
+    if device != "cpu":
+        import torch
+
+        if torch.cuda.is_available():
+            machine += f", {torch.cuda.get_device_name(0)}"
+    return machine
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DATA))
@@ -234,6 +245,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-bm3d", action="store_true")
+    parser.add_argument("--no-dip", action="store_true",
+                        help="only the noisy image and the BM3D methods (e.g. on the CPU, for DIP fits run on a GPU "
+                             "machine without bm3d; --merge puts them together)")
     parser.add_argument("--variants", nargs="+", choices=list(DIP_VARIANTS),
                         help="DIP fits to run (default: all), e.g. to run the slow ones in a later chunk")
     parser.add_argument("--set12", action="store_true", help="only check what noise='auto' picks on Set12, sigma 25")
@@ -245,7 +259,7 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(options.threads)
     stamp = {"date": datetime.now(timezone.utc).isoformat(timespec="minutes"), "command": " ".join(sys.argv),
-             "machine": f"{platform.machine()}, {os.cpu_count()} cores", "options": {k: str(v) for k, v in vars(options).items()}}
+             "machine": machine_name(options.device), "options": {k: str(v) for k, v in vars(options).items()}}
     if options.set12:
         picks = set12_check(options)
         print(json.dumps(picks, indent=1))
@@ -266,7 +280,8 @@ def main(argv=None) -> int:
                 if row.get("refused") and row.get("psnr") is None:
                     methods[key] = {**methods[key.replace("dip_pg_weighted", "dip_gaussian").replace("dip_pg_gat", "dip_gaussian")],
                                     "refused": row["refused"]}
-            runs.append({k: data[k] for k in ("date", "command", "machine")})
+            # A run cut short wrote its results without the stamp.
+            runs.append({k: data.get(k) for k in ("date", "command", "machine")})
         output = {**stamp, "runs": runs, "results": results, "summary": summary(results)}
         print(markdown(output["summary"]))
     else:

@@ -35,6 +35,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,6 +76,7 @@ if spec["task"] == "super-resolve":
     kwargs["factor"] = spec["factor"]
 if spec["task"] == "inpaint":
     kwargs["mask"] = inputs["mask"]
+kwargs.update(spec.get("extra") or {})
 startup = time.perf_counter() - t0
 start = time.perf_counter()
 final = None
@@ -85,9 +87,32 @@ np.save(spec["result"], final.average)
 settings = final.settings or {}
 print(json.dumps({"seconds": seconds, "startup": startup, "iteration": final.iteration,
                   "best_iteration": final.best_iteration, "stop_reason": final.stop_reason,
-                  "preset": settings.get("preset"), "threads": torch.get_num_threads(),
+                  "preset": settings.get("preset"), "threads": torch.get_num_threads(), "device": settings.get("device"),
+                  "precision": (settings.get("fit") or {}).get("precision"), "compiled": settings.get("compiled"),
                   "parameters": settings.get("network_parameters")}))
 """
+
+
+#: ``--configs`` modifiers (``default+bf16``, ``preset:paper+graphs``): the API settings each adds.
+MODIFIERS = {
+    "bf16": {"precision": "bfloat16"},
+    "fp16": {"precision": "float16"},
+    "compile": {"compile": True},
+    "graphs": {"cuda_graphs": True},
+}
+
+
+def parse_config(config: str) -> tuple[str | None, dict]:
+    """``preset:NAME`` or ``default``, with ``+MODIFIER``s: the preset (``None``: the
+    default) and the extra settings."""
+    base, *mods = config.split("+")
+    unknown = [m for m in mods if m not in MODIFIERS]
+    if unknown or not (base == "default" or base.startswith("preset:")):
+        raise SystemExit(f"unknown config {config!r} (preset:NAME or default, +{'/+'.join(MODIFIERS)})")
+    extra = {}
+    for mod in mods:
+        extra.update(MODIFIERS[mod])
+    return (base.split(":", 1)[1] if base.startswith("preset:") else None), extra
 
 
 def run_fit(src: Path, spec: dict) -> dict:
@@ -110,27 +135,47 @@ def cases(quality, options):
             for set_name, colour in (("Set12", "grey"), ("CSet9", "RGB")):
                 if colour not in options.colours:
                     continue
-                name, path = quality.list_images(data, set_name, 1)[0]
+                name, path = first_at_least(quality, data, set_name, size)
                 clean8 = quality.centre_crop(quality.load_uint8(path), size)
                 clean = quality.to_unit(clean8)
                 for sigma in options.sigmas:
                     noisy = quality.add_gaussian_noise(clean, sigma / 255, quality.image_seed(seed, set_name, name, sigma))
                     noisy8 = np.round(noisy * 255).astype(np.uint8)
-                    yield (f"denoise {set_name}/{name} {size}² σ{sigma:g}", "denoise", noisy8, {},
+                    yield (f"denoise {set_name}/{name} {side(clean8)} σ{sigma:g}", "denoise", noisy8, {},
                            lambda est, c=clean: quality.psnr(c, quality.to_unit(est)), sigma)
         if "super-resolve" in options.tasks:
-            name, path = quality.list_images(data, "Set5", 1)[0]
+            name, path = first_at_least(quality, data, "Set5", size)
             hr8 = quality.crop_to_multiple(quality.centre_crop(quality.load_uint8(path), size), 4)
             lr8 = quality.make_lr(hr8, 4)
-            yield (f"SR x4 Set5/{name} {size}² (from {lr8.shape[0]}²)", "super-resolve", lr8, {},
+            yield (f"SR x4 Set5/{name} {side(hr8)} (from {side(lr8)})", "super-resolve", lr8, {},
                    lambda est, h=hr8: quality.metrics_y(quality.to_unit(h), quality.to_unit(est))["psnr"], None)
         if "inpaint" in options.tasks:
-            name, path = quality.list_images(data, "Heide11", 1)[0]
+            name, path = first_at_least(quality, data, "Heide11", size)
             clean8 = quality.centre_crop(quality.load_uint8(path), size)
             holes = quality.random_mask(clean8.shape[:2], 0.5, quality.image_seed(seed, "Heide11", name))
             damaged = np.where(holes, 0, clean8).astype(np.uint8)
-            yield (f"inpaint Heide11/{name} {size}² 50 %", "inpaint", damaged, {"mask": holes},
+            yield (f"inpaint Heide11/{name} {side(clean8)} 50 %", "inpaint", damaged, {"mask": holes},
                    lambda est, c=clean8: quality.psnr(quality.to_unit(c), quality.to_unit(est)), None)
+
+
+def side(image: np.ndarray) -> str:
+    """``512²`` or ``512×384``: the size actually fitted (a set's images can be smaller than
+    the asked-for crop)."""
+    height, width = image.shape[:2]
+    return f"{height}²" if height == width else f"{height}×{width}"
+
+
+def first_at_least(quality, data: Path, set_name: str, size: int) -> tuple[str, Path]:
+    """The set's first image with both sides at least ``size`` (Set12 starts with 256²
+    images, its 512² ones come later), else its first image."""
+    from PIL import Image
+
+    images = quality.list_images(data, set_name, None)
+    for name, path in images:
+        with Image.open(path) as image:
+            if min(image.size) >= size:
+                return name, path
+    return images[0]
 
 
 def bm3d_baseline(quality, observed8, sigma, evaluate) -> dict | None:
@@ -174,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sigmas", default="25", help="denoising noise levels, of 255")
     parser.add_argument("--colours", default="grey,RGB", help="denoising: grey (Set12), RGB (CSet9)")
     parser.add_argument("--configs", default="preset:fast,default",
-                        help="comma-separated: preset:NAME (both engines) or default (no preset given)")
+                        help="comma-separated: preset:NAME (both engines) or default (no preset given), each with "
+                             "optional +bf16, +fp16, +compile, +graphs (CUDA graphs)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in every fit (0: the engine's choice)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
@@ -193,13 +239,15 @@ def main(argv=None) -> int:
     options.sigmas = [float(s) for s in options.sigmas.split(",")]
     options.colours = options.colours.split(",")
     configs = options.configs.split(",")
+    for config in configs:
+        parse_config(config)  # refuse a typo before the first fit, not after an hour
     quality = _load_quality()
 
     engines = {"current": ROOT / "src"}
     work = Path(tempfile.mkdtemp(prefix="napari-dip-ttr-"))
     baseline_commit = None
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
+                          text=True).stdout.strip() or os.environ.get("NAPARI_DIP_COMMIT", "unknown")
     dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"], capture_output=True,
                                 text=True).stdout.strip())
     try:
@@ -216,13 +264,20 @@ def main(argv=None) -> int:
             np.savez(inputs, observed=observed, **extra)
             row = {"case": name, "task": task, "fits": {}}
             for config in configs:
-                preset = config.split(":", 1)[1] if config.startswith("preset:") else None
+                preset, extra = parse_config(config)
                 for engine, src in engines.items():
                     spec = {"task": task, "preset": preset, "factor": 4, "threads": options.threads,
                             "device": options.device, "seed": options.seed, "inputs": str(inputs),
-                            "iterations": options.iterations,
+                            "iterations": options.iterations, "extra": extra,
                             "result": str(work / "result.npy")}
-                    result = run_fit(src, spec)
+                    try:
+                        result = run_fit(src, spec)
+                    except RuntimeError as error:
+                        # One failed configuration (a compile that breaks on this card, say)
+                        # costs its row, not the rest of a long run.
+                        print(f"{name:38s} {engine:8s} {config:12s} FAILED: {str(error)[-400:]}", flush=True)
+                        row["fits"][f"{engine} {config}"] = {"error": str(error)[-2000:]}
+                        continue
                     result["psnr"] = evaluate(np.load(work / "result.npy"))
                     row["fits"][f"{engine} {config}"] = result
                     print(f"{name:38s} {engine:8s} {config:12s} {result['seconds']:7.1f} s  "
@@ -234,20 +289,35 @@ def main(argv=None) -> int:
                 if row["bm3d"]:
                     print(f"{name:38s} BM3D {row['bm3d']['seconds']:7.1f} s  {row['bm3d']['psnr']:.2f} dB", flush=True)
             rows.append(row)
+            if options.out:  # after every case: a run cut short keeps what it measured
+                write_rows(options, rows, head, dirty, baseline_commit, machine_name(options))
     finally:
         for name in ("baseline", "current"):
             if (work / name).exists():
                 remove_worktree(work / name)
 
-    machine = f"{platform.machine()}, {os.cpu_count()} cores"
+    machine = machine_name(options)
     print(f"\ntime to result, {date.today()}, {machine}; current = {head}{' + uncommitted src' if dirty else ''}"
           + (f", baseline = {baseline_commit}" if baseline_commit else ""))
     print(format_table(rows, configs, bool(baseline_commit)))
     if options.out:
-        options.out.write_text(json.dumps({"date": str(date.today()), "machine": machine, "current": head,
-                                           "dirty": dirty, "baseline": baseline_commit,
-                                           "command": " ".join(sys.argv), "rows": rows}, indent=1))
+        write_rows(options, rows, head, dirty, baseline_commit, machine)
     return 0
+
+
+def machine_name(options) -> str:
+    machine = f"{platform.machine()}, {os.cpu_count()} cores"
+    if options.device != "cpu":
+        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True).stdout.strip() if shutil.which("nvidia-smi") else ""
+        machine += f", {gpu or options.device}"
+    return machine
+
+
+def write_rows(options, rows, head, dirty, baseline_commit, machine) -> None:
+    options.out.write_text(json.dumps({"date": str(date.today()), "machine": machine, "current": head,
+                                       "dirty": dirty, "baseline": baseline_commit,
+                                       "command": " ".join(sys.argv), "rows": rows}, indent=1))
 
 
 def format_table(rows: list[dict], configs: list[str], with_baseline: bool) -> str:
@@ -264,8 +334,11 @@ def format_table(rows: list[dict], configs: list[str], with_baseline: bool) -> s
             for engine, fit in (("baseline", base), ("current", current)):
                 if fit is None:
                     continue
+                if "error" in fit:
+                    lines.append(f"| {row['case']} | {config} | {engine} | failed | | | | | |")
+                    continue
                 speed = delta = ""
-                if engine == "current" and base is not None:
+                if engine == "current" and base is not None and "error" not in base:
                     speed = f"{base['seconds'] / fit['seconds']:.2f}x"
                     delta = f"{fit['psnr'] - base['psnr']:+.2f}"
                 ratio = f"{fit['seconds'] / bm3d['seconds']:.0f}x" if bm3d else ""

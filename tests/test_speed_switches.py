@@ -208,3 +208,13 @@ def test_compile_reaches_the_fit_from_the_command_line_and_the_api(fake_compile,
     assert len(fake_compile.calls) == 1 and read_provenance(tmp_path / "plain.png")["compiled"] is None
     denoise(image, iterations=4, channels=4, stopping="none", device="cpu", compile=True)
     assert len(fake_compile.calls) == 2
+
+
+def test_iter_restore_passes_cuda_graphs_to_the_fit_and_a_cpu_fit_ignores_it(fake_compile):
+    from napari_dip.restore import iter_restore
+
+    image = (smooth_image(32) * 255).astype(np.uint8)
+    final = [s for s in iter_restore("denoise", image, iterations=3, channels=4, stopping="none", device="cpu",
+                                     cuda_graphs=True, snapshot_every=3)][-1]
+    assert final.settings["fit"]["cuda_graphs"] is True
+    assert final.settings["compiled"] is None and not fake_compile.calls

@@ -93,6 +93,7 @@ def iter_restore(
     runs: int | None = None,
     threads: int | str | None = None,
     compile: bool | None = None,  # noqa: A002 - the FitConfig field it sets
+    cuda_graphs: bool | None = None,
     noise: str = "auto",
     noise_fit: str | None = None,
     gain: float | None = None,
@@ -171,6 +172,9 @@ def iter_restore(
         Run the network through ``torch.compile``, its kernels cached in the user's cache
         folder so that later runs start in seconds (the first compiles for minutes). On the
         2-core CPU a compiled step was 1.07-1.14x faster (BENCHMARKS.md); off by default.
+    cuda_graphs : bool, optional
+        CUDA only: replay each step's network kernels as one CUDA graph (``torch.compile``'s
+        ``reduce-overhead`` mode, so it compiles first); ignored on other devices.
     noise : {"auto", "gaussian", "poisson-gaussian"}
         Denoising only: the noise model. ``"poisson-gaussian"`` is photon-limited noise,
         ``var = a * signal + b`` (fluorescence microscopy); ``"auto"`` (default) estimates
@@ -219,7 +223,7 @@ def iter_restore(
         device=device, stopping=stopping, patience=patience, channels=channels, network=network,
         iterations=iterations, learning_rate=learning_rate, reg_noise_std=reg_noise_std,
         average_weight=average_weight, precision=precision, backtrack=backtrack, runs=runs, threads=threads,
-        compile=compile,
+        compile=compile, cuda_graphs=cuda_graphs,
         noise=noise, noise_fit=noise_fit, gain=gain, offset=offset,
         tile_size=tile_size, tile_overlap=tile_overlap, single=True,
     )
