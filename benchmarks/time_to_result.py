@@ -246,10 +246,7 @@ def main(argv=None) -> int:
     engines = {"current": ROOT / "src"}
     work = Path(tempfile.mkdtemp(prefix="napari-dip-ttr-"))
     baseline_commit = None
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip() or os.environ.get("NAPARI_DIP_COMMIT", "unknown")
-    dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"], capture_output=True,
-                                text=True).stdout.strip())
+    head, dirty = checkout_state()
     try:
         if options.current:
             # A committed engine, not the working tree: edits made while the run goes on
@@ -303,6 +300,20 @@ def main(argv=None) -> int:
     if options.out:
         write_rows(options, rows, head, dirty, baseline_commit, machine)
     return 0
+
+
+def checkout_state() -> tuple[str, bool]:
+    """This checkout's commit and whether ``src`` has edits; on a machine without git or
+    ``.git`` (a GPU machine gets a copy of the files) the commit comes from
+    ``NAPARI_DIP_COMMIT``."""
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
+                                    capture_output=True, text=True).stdout.strip())
+    except OSError:
+        head, dirty = "", False
+    return head or os.environ.get("NAPARI_DIP_COMMIT", "unknown"), dirty
 
 
 def machine_name(options) -> str:
