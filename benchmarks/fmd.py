@@ -98,13 +98,18 @@ def bm3d_methods(raw: np.ndarray, gt: np.ndarray) -> dict:
     return rows
 
 
-def dip_methods(raw: np.ndarray, gt: np.ndarray, options) -> dict:
+def dip_methods(raw: np.ndarray, gt: np.ndarray, options, picked: str | None = None) -> dict:
+    """The DIP variants asked for; ``dip_default`` in ``--variants`` means the one
+    ``noise="auto"`` picks (``picked``), so a short run can fit only what a user gets."""
     from napari_dip.errors import InputError
     from napari_dip.restore import iter_restore
 
+    wanted = set(options.variants or DIP_VARIANTS)
+    if "dip_default" in wanted and picked:
+        wanted.add(picked)
     rows = {}
     for name, noise in DIP_VARIANTS.items():
-        if options.variants and name not in options.variants:
+        if name not in wanted:
             continue
         start = time.perf_counter()
         trajectory = []
@@ -160,9 +165,9 @@ def run(options) -> dict:
         if not options.no_bm3d:
             rows.update(bm3d_methods(raw, gt))
         choice = auto_choice(raw)
-        if not options.no_dip:
-            rows.update(dip_methods(raw, gt, options))
         picked = "dip_gaussian" if choice["model"] == "gaussian" else f"dip_pg_{choice.get('fit', 'gat')}"
+        if not options.no_dip:
+            rows.update(dip_methods(raw, gt, options, picked))
         if picked + "_auto" in rows:
             rows["dip_default_auto"] = {**rows[picked + "_auto"], "same_as": picked}
             rows["dip_default_oracle"] = {**rows[picked + "_oracle"], "same_as": picked}
@@ -248,7 +253,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-dip", action="store_true",
                         help="only the noisy image and the BM3D methods (e.g. on the CPU, for DIP fits run on a GPU "
                              "machine without bm3d; --merge puts them together)")
-    parser.add_argument("--variants", nargs="+", choices=list(DIP_VARIANTS),
+    parser.add_argument("--variants", nargs="+", choices=[*DIP_VARIANTS, "dip_default"],
                         help="DIP fits to run (default: all), e.g. to run the slow ones in a later chunk")
     parser.add_argument("--set12", action="store_true", help="only check what noise='auto' picks on Set12, sigma 25")
     parser.add_argument("--merge", nargs="+", type=Path, help="merge the results of earlier runs")
