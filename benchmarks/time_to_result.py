@@ -116,7 +116,10 @@ def parse_config(config: str) -> tuple[str | None, dict]:
 
 
 def run_fit(src: Path, spec: dict) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(src)}
+    # The engine's src first; what the caller had on PYTHONPATH after it (packages carried
+    # to a GPU machine in a folder: without them there every fit failed on a missing
+    # PyWavelets, 2026-11-26).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(src), os.environ.get("PYTHONPATH")) if p)}
     done = subprocess.run([sys.executable, "-c", WORKER, json.dumps(spec)], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"fit failed ({src}):\n{done.stderr[-3000:]}")
