@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # The GPU benchmarks of issues 9 and 11 in one lease of a GPU machine, most wanted first.
 #
+#   python3 -m pip install -q --no-index --no-deps .whl/*.whl     # bm3d, bm4d, PyWavelets (see below)
 #   DATA=.gpu-data BUDGET=540 bash benchmarks/gpu_session.sh     # on the GPU machine, from the repo root
+#
+# What one lease taught (H200, 2026-11-26; benchmarks/results/gpu-h200-2026-11-26): install
+# the carried wheels into the machine's environment, not a --target folder (the fits'
+# child processes must import PyWavelets too); a paper-preset fit of a 512² image takes
+# about 50-60 s there (17-19 ms a step, 3000 steps when the stop does not fire), so the 12
+# whole FMD images with two noise models need about 20 minutes: more than one lease.
 #
 # A lent GPU comes with minutes, not hours, so the parts run in order of how much their
 # figures are wanted, each under its own cap and all under BUDGET seconds: a part that
@@ -33,7 +40,7 @@ DEV=cuda
 FIT=()     # extra options of every fitting script (the smoke run's short budgets)
 ONE=()     # quality.py: how many images per set
 FMD=(--crop 0)
-SPEED=(--sizes 256 512 --iterations 30 --warmup 10)
+SPEED=(--sizes 512 --iterations 30 --warmup 10)  # each measurement starts CUDA anew: ~18 s
 if [ "${SMOKE:-0}" = 1 ]; then
     DEV=cpu FIT=(--iterations 10) ONE=(--images 1 --crop 64) FMD=(--crop 64 --images 0)
     SPEED=(--sizes 64 --iterations 2 --warmup 1)
@@ -67,7 +74,7 @@ torch.cuda.get_device_name(0), 'numpy', numpy.__version__, 'skimage', skimage.__
 cat "$W/machine.txt"
 
 # 1. One step of the paper network (s/iteration), eager engine against a plain loop, bf16.
-part speed 70 $PY benchmarks/speed.py --device $DEV "${SPEED[@]}" --repeats 2 \
+part speed 90 $PY benchmarks/speed.py --device $DEV "${SPEED[@]}" --repeats 1 \
     --out "$W/speed-gpu.json"
 # 2. Issue 9's GPU target: the paper preset (what `auto` picks on a GPU) on a 512² RGB
 #    image to its automatically stopped result, and the same in bf16; a 512² grey image.
