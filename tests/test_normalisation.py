@@ -101,6 +101,21 @@ def test_a_stack_shares_one_percentile_scale_and_its_planes_go_back_exactly():
         np.testing.assert_array_equal(restore_layout(chw, layout), plane)
 
 
+def test_a_unit_range_plane_of_a_wider_float_stack_follows_the_stack_rule():
+    # The stack is scaled by its percentiles (one plane goes to 5), so each plane's results
+    # are kept within its own extremes, the one inside [0, 1] too, not within [0, 1].
+    quiet = np.linspace(0.2, 0.7, 64 * 64, dtype=np.float32).reshape(64, 64)
+    stack = np.stack([quiet, quiet * 7])
+    low, high = value_range(stack)
+    chw, layout, _ = prepare_image(quiet, value_range=(low, high))
+    span = high[0] - low[0]
+    assert layout.limits[0] == pytest.approx(((0.2 - low[0]) / span, (0.7 - low[0]) / span))
+    np.testing.assert_allclose(restore_layout(chw, layout), quiet, atol=1e-6)
+    # A stack inside [0, 1] keeps the plain rule for its planes.
+    chw, layout, _ = prepare_image(quiet, value_range=value_range(np.stack([quiet, quiet / 2])))
+    assert layout.limits == ((0.0, 1.0),)
+
+
 def test_a_flat_background_with_few_bright_pixels_falls_back_to_the_extremes():
     image = np.full((64, 64), 100, np.uint16)
     image[10, 10] = 900  # percentiles coincide: 100 and 100

@@ -161,7 +161,14 @@ def prepare_image(
     span = np.where(high > low, high - low, 1.0)
     normalised = (values - low[:, None, None]) / span[:, None, None]
     data_low, data_high = (channel_min - low) / span, (channel_max - low) / span
-    if _uses_percentiles(channel_min, channel_max, array.dtype):
+    if value_range is None:
+        percentile_rule = _uses_percentiles(channel_min, channel_max, array.dtype)
+    else:
+        # The stack's rule, not this plane's: a plane inside [0, 1] of a float stack that
+        # is not is scaled like the rest of the stack, so it is kept within its own
+        # extremes like them.
+        percentile_rule = not _is_identity_range(low, high, array.dtype)
+    if percentile_rule:
         limits = tuple(zip(data_low, data_high))
     else:
         limits = tuple(zip(np.minimum(data_low, 0.0), np.maximum(data_high, 1.0)))
@@ -182,6 +189,14 @@ def _uses_percentiles(channel_min: np.ndarray, channel_max: np.ndarray, dtype) -
     if dtype == np.uint8:
         return False
     return not (dtype.kind == "f" and channel_min.min() >= 0 and channel_max.max() <= 1)
+
+
+def _is_identity_range(low: np.ndarray, high: np.ndarray, dtype) -> bool:
+    """Whether ``(low, high)`` is the range :func:`_range_rule` gives without percentiles:
+    ``(0, 255)`` for uint8, ``(0, 1)`` for floats already in the engine's range."""
+    dtype = np.dtype(dtype)
+    top = 255.0 if dtype == np.uint8 else 1.0 if dtype.kind == "f" else None
+    return top is not None and bool((low == 0).all() and (high == top).all())
 
 
 def _range_rule(channel_min: np.ndarray, channel_max: np.ndarray, dtype, percentiles) -> tuple[np.ndarray, np.ndarray]:
