@@ -73,8 +73,11 @@ torch.cuda.get_device_name(0), 'numpy', numpy.__version__, 'skimage', skimage.__
 } >"$W/machine.txt" 2>&1
 cat "$W/machine.txt"
 
-# 1. One step of the paper network (s/iteration), eager engine against a plain loop, bf16.
-part speed 90 $PY benchmarks/speed.py --device $DEV "${SPEED[@]}" --repeats 1 \
+# 1. One step of the paper network (s/iteration): a plain loop, the engine, and the engine
+#    with one of its GPU habits off at a time (validation work in the step, cuDNN
+#    autotuning, channels-last), to find what its extra 5 ms a step on the H200 are.
+part speed 150 $PY benchmarks/speed.py --device $DEV "${SPEED[@]}" --repeats 1 \
+    --variants plain,engine,engine-nostop,engine-nobench,engine-nchw,engine-nostop-nobench-nchw,engine-bf16 \
     --out "$W/speed-gpu.json"
 # 2. Issue 9's GPU target: the paper preset (what `auto` picks on a GPU) on a 512² RGB
 #    image to its automatically stopped result, and the same in bf16; a 512² grey image.
