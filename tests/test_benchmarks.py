@@ -221,3 +221,68 @@ def test_time_to_result_runs_both_engines_side_by_side(tiny_data, tmp_path, caps
 
     worktrees = subprocess.run(["git", "-C", str(SCRIPT.parents[1]), "worktree", "list"], capture_output=True, text=True)
     assert document["baseline"] and "napari-dip-ttr-" not in worktrees.stdout
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"napari_dip_{name}_benchmark", SCRIPT.parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_time_to_result_configs_take_modifiers_and_refuse_typos(tiny_data, tmp_path):
+    module = _load_script("time_to_result")
+    assert module.parse_config("default") == (None, {})
+    assert module.parse_config("preset:paper+bf16+graphs") == ("paper", {"precision": "bfloat16", "cuda_graphs": True})
+    for bad in ("default+bf61", "fast", "preset:fast+"):
+        with pytest.raises(SystemExit):
+            module.parse_config(bad)
+    out = tmp_path / "ttr.json"
+    assert module.main(["--data", str(tiny_data), "--sizes", "32", "--tasks", "denoise", "--colours", "grey",
+                        "--configs", "preset:fast,preset:fast+bf16", "--iterations", "2", "--threads", "1",
+                        "--out", str(out)]) == 0
+    fits = json.loads(out.read_text())["rows"][0]["fits"]
+    assert fits["current preset:fast"]["precision"] == "float32"
+    assert fits["current preset:fast+bf16"]["precision"] == "bfloat16"
+
+
+def test_time_to_result_picks_an_image_as_large_as_the_size_asked(tiny_data):
+    module = _load_script("time_to_result")
+    quality = module._load_quality()
+    big = np.zeros((96, 96), np.uint8)
+    _save(tiny_data / "denoise/Set12/02.png", big)
+    assert module.first_at_least(quality, tiny_data, "Set12", 64)[0] == "01"
+    assert module.first_at_least(quality, tiny_data, "Set12", 90)[0] == "02"
+    assert module.first_at_least(quality, tiny_data, "Set12", 200)[0] == "01"  # none is: the first
+
+
+def test_speed_engine_variants_map_to_fit_settings():
+    module = _load_script("speed")
+    sys.path.insert(0, str(SCRIPT.parents[1] / "src"))
+    options = module.engine_options("engine-bf16-nostop-nobench")
+    assert options["fit"]["precision"] == "bfloat16" and options["fit"]["stopping"].rule == "none"
+    assert options["no_autotune"] and module.engine_options("engine") == {"fit": {}, "no_autotune": False}
+    with pytest.raises(SystemExit):
+        module.engine_options("engine-turbo")
+
+
+def test_fmd_fits_only_what_auto_picks_or_no_dip_at_all(tmp_path):
+    module = _load_script("fmd")
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[0:48, 0:48]
+    clean = 40 + 150 * (np.sin(x / 6.0) * np.cos(y / 8.0)) ** 2
+    for name in ("Confocal_X_1.png", "WideField_Y_1.png"):
+        _save(tmp_path / "microscopy/FMD/gt" / name, clean.astype(np.uint8))
+        noisy = rng.poisson(clean / 4.0) * 4.0 + rng.normal(0, 3, clean.shape)
+        _save(tmp_path / "microscopy/FMD/raw" / name, np.clip(noisy, 0, 255).astype(np.uint8))
+    common = ["--data", str(tmp_path), "--crop", "32", "--no-bm3d", "--iterations", "2", "--images", "0"]
+    out = tmp_path / "default.json"
+    assert module.main([*common, "--variants", "dip_default", "--out", str(out)]) == 0
+    (result,) = json.loads(out.read_text())["results"].values()
+    picked = result["methods"]["dip_default_auto"]["same_as"]
+    fitted = {m[: -len("_auto")] for m in result["methods"] if m.endswith("_auto") and m != "dip_default_auto"}
+    assert fitted == {picked}
+    out = tmp_path / "nodip.json"
+    assert module.main([*common, "--no-dip", "--out", str(out)]) == 0
+    (result,) = json.loads(out.read_text())["results"].values()
+    assert set(result["methods"]) == {"noisy"}
