@@ -57,11 +57,23 @@ def two_cores(monkeypatch):
     monkeypatch.setattr(cluster.os, "cpu_count", lambda: 2)
 
 
-def test_without_dask_cuda_one_cpu_worker_per_core(monkeypatch, two_cores):
+def test_without_dask_cuda_or_a_gpu_one_cpu_worker_per_core(monkeypatch, two_cores):
     monkeypatch.setitem(sys.modules, "dask_cuda", None)  # import dask_cuda raises ImportError
+    monkeypatch.setattr(cluster, "torch_cuda_device_count", lambda: 0)
     plan = cluster.plan_local_cluster("auto", None)
     assert (plan.kind, plan.workers, plan.reason) == ("cpu", 2, "dask-cuda is not installed")
-    assert cluster.plan_local_cluster("cuda", 3).workers == 3
+
+
+@pytest.mark.parametrize("device, torch_gpus", [("auto", 1), ("auto", 2), ("cuda", 1), ("cuda", 0)])
+def test_gpu_fits_without_dask_cuda_take_turns_in_one_worker(monkeypatch, device, torch_gpus):
+    # Not one worker per core all on one GPU (16 fits at once on a 16-core GPU machine).
+    monkeypatch.setattr(cluster.os, "cpu_count", lambda: 16)
+    monkeypatch.setitem(sys.modules, "dask_cuda", None)
+    monkeypatch.setattr(cluster, "torch_cuda_device_count", lambda: torch_gpus)
+    plan = cluster.plan_local_cluster(device, None)
+    assert (plan.kind, plan.workers) == ("cpu", 1)
+    assert "pip install dask-cuda" in plan.reason
+    assert cluster.plan_local_cluster(device, 3).workers == 3  # asked for: given
 
 
 @pytest.mark.parametrize("gpus", [0, RuntimeError("NVML Shared Library Not Found")])
@@ -81,12 +93,16 @@ def test_dask_cuda_with_gpus_gives_one_worker_per_gpu(monkeypatch, two_cores):
         cluster.plan_local_cluster("auto", 5)
 
 
-@pytest.mark.parametrize("device, reason", [("cpu", "fits on the CPU"), ("cuda:1", "every fit on cuda:1"),
-                                            ("mps", "every fit on mps")])
-def test_a_device_the_user_names_keeps_cpu_style_workers(monkeypatch, two_cores, device, reason):
+@pytest.mark.parametrize("device, workers, reason", [
+    ("cpu", 2, "fits on the CPU"),
+    ("cuda:1", 1, "every fit on cuda:1, one at a time"),
+    ("mps", 1, "every fit on mps, one at a time"),
+])
+def test_a_device_the_user_names_keeps_cpu_style_workers(monkeypatch, two_cores, device, workers, reason):
     _install_fake_dask_cuda(monkeypatch, 4)
     plan = cluster.plan_local_cluster(device, None)
-    assert (plan.kind, plan.workers, plan.reason) == ("cpu", 2, reason)
+    assert (plan.kind, plan.workers, plan.reason) == ("cpu", workers, reason)
+    assert cluster.plan_local_cluster(device, 2).workers == 2
 
 
 def test_the_cuda_plan_starts_a_local_cuda_cluster_on_loopback(monkeypatch):

@@ -17,7 +17,7 @@ rerun skip what is done. No Qt, no napari here.
 ``report``                report.csv and report.html with thumbnails
 ``progress``              fit progress to the client, cancel requests to the fits
 ``run``                   ``restore_files``: Dask (a local cluster or a scheduler) or here
-``cluster``               which local cluster: one worker per GPU (dask-cuda) or per core
+``cluster``               local cluster: a worker per GPU (dask-cuda), per core, or one
 ``command``               ``napari-dip batch``
 ========================  ==============================================================
 """

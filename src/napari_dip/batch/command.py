@@ -43,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser, add_fit_options) -> None:
                              "else a local cluster)")
     parser.add_argument("--workers", type=int, metavar="N",
                         help="worker processes of the local cluster (default: one per GPU where dask-cuda is "
-                             "installed and sees GPUs, else one per core); 0 runs the files one after another "
-                             "in this process, without Dask")
+                             "installed and sees GPUs, one for GPU fits without it, else one per core); 0 runs the "
+                             "files one after another in this process, without Dask")
     parser.add_argument("--factor", type=int, default=4, choices=(2, 3, 4, 8),
                         help="super-resolve: upscaling factor (default: 4)")
     parser.add_argument("--mask-known", action="store_true",
