@@ -265,3 +265,28 @@ def test_a_task_run_again_after_its_worker_died_reports_done_and_redoes_nothing(
     assert _state(tmp_path / "out") == before
     assert restore_one(item, "denoise", options, force=True, batch="b2")["status"] == "done"
     assert json.loads(item.sidecar.read_text())["batch"] == "b2"
+
+
+def test_each_input_is_read_for_its_hash_once_per_fit(tmp_path, monkeypatch):
+    # A new file is hashed once (for its record), not also to ask whether it is done; a
+    # file whose settings changed once before its refit, not twice more.
+    from napari_dip.batch import job
+
+    data = _folder(tmp_path, 1)
+    source = data / "img0.png"
+    calls = []
+
+    def counting(path, *args, **kwargs):
+        calls.append(Path(path))
+        return file_sha256(path, *args, **kwargs)
+
+    monkeypatch.setattr(job, "file_sha256", counting)
+    out = tmp_path / "out"
+    restore_files(data, task="denoise", out=out, workers=0, progress=False, **FIT)
+    assert calls.count(source) == 1
+    calls.clear()
+    rows = restore_files(data, task="denoise", out=out, workers=0, progress=False, **FIT)
+    assert rows[0]["status"] == "skipped" and calls.count(source) == 1
+    calls.clear()
+    rows = restore_files(data, task="denoise", out=out, workers=0, progress=False, **{**FIT, "iterations": 3})
+    assert rows[0]["status"] == "done" and calls.count(source) == 2  # the client's check and the fit's

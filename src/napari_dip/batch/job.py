@@ -51,15 +51,23 @@ def done_row(item: Item, task: str, options: dict, batch: str | None = None) -> 
     ``done`` when batch ``batch`` made it (a task Dask ran again after its worker died
     having finished it), else ``skipped``. An unreadable input is left to
     :func:`restore_one`, which reports it."""
-    try:
-        input_hash, mask_hash = hashes(item)
-    except OSError:
-        return None
+    return _done_check(item, task, options, batch)[0]
+
+
+def _done_check(item: Item, task: str, options: dict, batch: str | None) -> tuple[dict | None, tuple | None]:
+    """:func:`done_row`, and the input's and mask's hashes where it had to read them
+    (``None`` where it did not), so that a fit that follows need not read a large input again."""
     record = read_record(item.sidecar)
-    if is_done(record, input_hash, mask_hash, settings_of(task, options), item.output):
+    if not record or record.get("status") != "done":
+        return None, None  # nothing finished for it: no need to read the whole input
+    try:
+        hashed = hashes(item)
+    except OSError:
+        return None, None
+    if is_done(record, *hashed, settings_of(task, options), item.output):
         this_batch = batch is not None and record.get("batch") == batch
-        return row_from_record(item, record, "done" if this_batch else "skipped")
-    return None
+        return row_from_record(item, record, "done" if this_batch else "skipped"), hashed
+    return None, hashed
 
 
 def restore_one(item: Item, task: str, options: dict, force: bool = False, batch: str | None = None,
@@ -74,7 +82,7 @@ def restore_one(item: Item, task: str, options: dict, force: bool = False, batch
         return empty_row(item, "failed", item.problem)
     # Also catches a task that Dask runs again after its worker died having finished it:
     # that result is this batch's, so it is neither redone nor reported as skipped.
-    row = done_row(item, task, options, batch)
+    row, hashed = _done_check(item, task, options, batch)
     if row is not None and (not force or row["status"] == "done"):
         return row
     started = time.perf_counter()
@@ -82,7 +90,7 @@ def restore_one(item: Item, task: str, options: dict, force: bool = False, batch
     try:
         if watch is not None:
             watch.check_cancel(force=True)  # a task that starts after the cancel does nothing
-        input_hash, mask_hash = hashes(item)
+        input_hash, mask_hash = hashed or hashes(item)
         args = Namespace(**{**options, "command": task, "input": item.input, "output": item.output,
                             "mask": item.mask, "overwrite": True, "quiet": True, "watch_snapshots": watch})
         result, provenance, warnings = _restore_quietly(args)
