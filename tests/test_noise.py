@@ -212,3 +212,19 @@ def test_residual_is_standardised_under_the_poisson_gaussian_model():
     assert residual.std() == pytest.approx(1.0, rel=0.03)
     plain = noise_residual(raw, signal, {"model": "gaussian"})
     assert np.allclose(plain, raw - signal, atol=1e-3)
+
+
+def test_scaled_counts_give_the_counts_estimate_in_their_units():
+    # 8-bit counts as the engine holds them (/ 255 in float32): float rounding must not
+    # change which intensity bins equal block means fall in. On a dark FMD crop it did:
+    # the darkest bin was lost and a came out 1.6x too large.
+    rng = np.random.default_rng(4)
+    y, x = np.mgrid[0:256, 0:256]
+    signal = np.where((x // 32 + y // 32) % 3 == 0, 30.0, 1.0) + 10 * np.exp(-((x - 128) ** 2) / 2000.0)
+    counts = np.clip(rng.poisson(signal / 4.0) * 4.0 + rng.normal(0, 1.0, signal.shape).round(), 0, 255)
+    counts = counts.astype(np.uint8)
+    on_counts = estimate_noise_levels(counts.astype(np.float64))
+    scaled = estimate_noise_levels((counts / np.float32(255)).astype(np.float32))
+    assert scaled.a * 255 == pytest.approx(on_counts.a, rel=1e-3)
+    assert scaled.b * 255**2 == pytest.approx(on_counts.b, rel=1e-3, abs=1e-2)
+    assert scaled.bins == on_counts.bins

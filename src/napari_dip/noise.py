@@ -142,6 +142,22 @@ def estimate_noise_levels(
         raise InputError(f"the noise estimate needs a 2D image or (C, H, W), got shape {values.shape}")
     if not np.isfinite(values).all():
         raise InputError("the image contains NaN or infinite values; replace them before estimating its noise")
+    grid = _value_grid(values)
+    if grid is not None:
+        # Counts scaled to other units (8-bit data / 255 in float32, as the engine holds
+        # it): estimated on the counts themselves, where equal block means are exactly
+        # equal. Float rounding otherwise splits them across the equal-count bins' edges,
+        # and on a dark, coarsely quantised FMD crop that dropped the darkest bin and
+        # gave a = 5.84, b = -57.6 for 8-bit values where the counts give 3.71, -12.3
+        # (against the 50-frame mean: 4.0, -12.9).
+        origin, step = grid
+        counts = estimate_noise_levels(
+            np.round((values - origin) / step), gain=None if gain is None else gain / step,
+            offset=(offset - origin) / step, bins=bins,
+            clip_levels=None if clip_levels is None else tuple(None if c is None else (c - origin) / step
+                                                               for c in clip_levels),
+        )
+        return _scaled(counts, step)
     values = values - offset
     if clip_levels is None:
         lo, hi = values.min(), values.max()
@@ -176,6 +192,27 @@ def estimate_noise_levels(
         smooth = None
     levels = _levels(detail, mean, hit, np.ones(mean.shape, bool), bins, gain, low, high)
     return replace(levels, smooth=smooth)
+
+
+def _value_grid(values: np.ndarray) -> tuple[float, float] | None:
+    """``(origin, step)`` where ``values`` are integer counts scaled and shifted (every value
+    within 5 % of a step of ``origin + k * step``, at most 65536 levels) and not already
+    whole numbers; else ``None``."""
+    distinct = np.unique(values)
+    if len(distinct) < 2 or len(distinct) > 65536 or np.array_equal(distinct, np.round(distinct)):
+        return None
+    step = float(np.diff(distinct).min())
+    levels = (distinct - distinct[0]) / step
+    if not step > 0 or np.abs(levels - np.round(levels)).max() > 0.05:
+        return None
+    return float(distinct[0]), step
+
+
+def _scaled(levels: NoiseLevels, step: float) -> NoiseLevels:
+    """Levels estimated on counts, in the units where one count is ``step``."""
+    return replace(levels, a=levels.a * step, b=levels.b * step**2, a_error=levels.a_error * step,
+                   low=levels.low * step, high=levels.high * step,
+                   smooth=None if levels.smooth is None else _scaled(levels.smooth, step))
 
 
 def _bin_quantiles(texture, mean, hit, bins):
