@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from napari_dip.engine.devices import cpu_threads, idle_cores, resolve_device
+from napari_dip.engine.devices import autotune_convolutions, cpu_threads, idle_cores, resolve_device
 from napari_dip.errors import InputError
 
 
@@ -84,3 +84,42 @@ def test_unknown_device_is_an_input_error():
     with pytest.raises(InputError):
         resolve_device("tpu")
     assert resolve_device("cpu").type == "cpu"
+
+
+def test_cudnn_kernel_search_is_turned_on_for_cuda_only_and_reported_for_putting_back():
+    before = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = False
+        assert autotune_convolutions(torch.device("cpu")) is None
+        assert torch.backends.cudnn.benchmark is False
+        assert autotune_convolutions(torch.device("cuda", 0)) is False  # what to put back
+        assert torch.backends.cudnn.benchmark is True
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+def test_a_fit_puts_the_cudnn_setting_back_when_it_ends(monkeypatch):
+    # No GPU here: the search is switched on as a CUDA fit would, and the fit must leave
+    # the process as it found it (a napari session goes on after the fit).
+    import numpy as np
+
+    from napari_dip.engine import fit as fit_module
+    from napari_dip.engine.fit import FitConfig, Fitter
+    from napari_dip.engine.forward import Identity
+    from tiny import TINY_NET, smooth_image
+
+    def as_on_cuda(device):
+        previous = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = True
+        return previous
+
+    before = torch.backends.cudnn.benchmark
+    monkeypatch.setattr(fit_module, "autotune_convolutions", as_on_cuda)
+    try:
+        torch.backends.cudnn.benchmark = False
+        fitter = Fitter(np.moveaxis(smooth_image(32, 1), -1, 0), Identity(), TINY_NET, FitConfig(iterations=2, device="cpu"))
+        seen = [torch.backends.cudnn.benchmark for _ in fitter.run(snapshot_every=1)]
+        assert seen == [True, True]
+        assert torch.backends.cudnn.benchmark is False
+    finally:
+        torch.backends.cudnn.benchmark = before

@@ -169,3 +169,18 @@ def cpu_threads(requested: int | None = None, idle: float | None = None) -> int:
     if idle is None:
         return current
     return int(max(1, min(current, round(idle))))
+
+
+def autotune_convolutions(device: torch.device) -> bool | None:
+    """Let cuDNN time its kernels for a fit on a CUDA ``device`` and keep the fastest.
+
+    A fit runs thousands of steps at one image size, so the search pays for itself. The
+    setting is process-wide: the caller puts back what this returns (``None``: nothing
+    was changed, the device is not CUDA) when its fit ends, so a napari session or a
+    script that goes on after the fit keeps its own choice.
+    """
+    if device.type != "cuda":
+        return None
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    return before

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .compiled import compile_mode, compile_network
-from .devices import cpu_threads, free_memory_bytes, idle_cores, resolve_device
+from .devices import autotune_convolutions, cpu_threads, free_memory_bytes, idle_cores, resolve_device
 from ..errors import DeviceMemoryError, InputError
 from .forward import describe as describe_forward_model
 from .losses import SquaredError
@@ -294,9 +294,6 @@ class Fitter:
         self.loss_weight = weight
         self.loss_norm = None if weight is None else weight.expand_as(self.observation).sum() * self.runs
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.config.learning_rate)
-        if self.device.type == "cuda":
-            # One image size for thousands of steps: let cuDNN pick its fastest kernels once.
-            torch.backends.cudnn.benchmark = True
         self._jitter_generator = torch.Generator(device=self.device).manual_seed(self.seed + 1)
         #: CPU threads the fit runs with (set while :meth:`run` runs; ``None`` on a GPU).
         self.threads = None
@@ -377,6 +374,8 @@ class Fitter:
         threads_before = torch.get_num_threads()
         if self.threads is not None:
             torch.set_num_threads(self.threads)
+        # So is cuDNN's kernel search: on for the fit, put back after it.
+        autotune_before = autotune_convolutions(self.device)
 
         try:
             for iteration in range(1, cfg.iterations + 1):
@@ -504,6 +503,8 @@ class Fitter:
             raise self._memory_error(self.observation.shape[1], self.image_size) from error
         finally:
             torch.set_num_threads(threads_before)
+            if autotune_before is not None:
+                torch.backends.cudnn.benchmark = autotune_before
 
     # -- internals ---------------------------------------------------------------------
 
