@@ -135,7 +135,7 @@ def dip_methods(raw: np.ndarray, gt: np.ndarray, options, picked: str | None = N
         best_iteration, best = max(trajectory + [(final.iteration, auto)], key=lambda item: item[1])
         rows[name + "_auto"] = {"psnr": auto, "seconds": seconds, "iteration": final.iteration,
                                 "best_iteration": final.best_iteration, "stop_reason": final.stop_reason,
-                                "noise": final.settings.get("noise")}
+                                "noise": final.settings.get("noise"), "held_out": final.settings.get("held_out")}
         rows[name + "_oracle"] = {"psnr": best, "iteration": best_iteration}
         print(f"  {name:16s} auto {auto:.2f} (it {final.best_iteration}/{final.iteration}) oracle {best:.2f} "
               f"(it {best_iteration}) {seconds:.0f}s", flush=True)

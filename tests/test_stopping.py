@@ -234,15 +234,17 @@ def test_neighbour_noise_correlation_tells_correlated_noise_from_white_noise_and
 
 
 def test_correlated_noise_holds_out_blocks_so_no_neighbour_is_fitted():
+    from napari_dip.engine.stopping import CORRELATED_NOISE_BLOCK
+
     clean = torch.as_tensor(smooth_image(64))[None, None]
     noisy = clean + 0.1 * correlated_noise((64, 64))
     config = StoppingConfig(rule="validation", holdout_fraction=0.15)
     rule = HeldOutPixels(config, noisy, None, seed=0)
-    assert rule.block == 5 and rule.noise_correlation > 0.4
+    assert rule.block == CORRELATED_NOISE_BLOCK == 7 and rule.noise_correlation > 0.4
     held = rule.held[0, 0] > 0
-    assert 0.015 < float(held.float().mean()) < 0.045  # holdout_fraction / 5
-    # Every held-out pixel's 5x5 neighbourhood is out of the loss; the rest is in it.
-    grown = torch.nn.functional.max_pool2d(held[None, None].float(), 5, stride=1, padding=2)[0, 0] > 0
+    assert 0.01 < float(held.float().mean()) < 0.033  # holdout_fraction / 7
+    # Every held-out pixel's 7x7 neighbourhood is out of the loss; the rest is in it.
+    grown = torch.nn.functional.max_pool2d(held[None, None].float(), 7, stride=1, padding=3)[0, 0] > 0
     assert torch.equal(rule.train_weight[0, 0] == 0, grown)
     # White noise: single pixels, as before; and the block can be given.
     white = clean + 0.1 * torch.as_tensor(np.random.default_rng(1).standard_normal(clean.shape), dtype=torch.float32)
