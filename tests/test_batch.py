@@ -26,7 +26,7 @@ from napari_dip.batch.records import PARTIAL_PREFIX, file_sha256
 from napari_dip.cli import main
 from napari_dip.errors import InputError
 from napari_dip.io import read_provenance
-from tiny import noisy_grey as _noisy, png_folder as _folder
+from tiny import noisy_grey as _noisy, png_folder as _folder, takes_ctrl_c
 
 FIT = {"preset": "fast", "channels": 8, "iterations": 4, "device": "cpu"}
 FIT_ARGS = ["--preset", "fast", "--channels", "8", "--iterations", "4", "--device", "cpu", "-q"]
@@ -187,7 +187,8 @@ def test_ctrl_c_then_rerun_does_only_the_missing_files(tmp_path):
     command = [sys.executable, "-m", "napari_dip.cli", "batch", str(data), "--task", "denoise", "--out", str(out),
                "--workers", "0", "--preset", "fast", "--channels", "8", "--iterations", "60", "--stop", "none",
                "--device", "cpu", "-q"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=takes_ctrl_c)
     deadline = time.monotonic() + 120
     while not (out / "img0.png.json").exists() and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -25,7 +25,7 @@ from napari_dip.batch import restore_files
 from napari_dip.batch.progress import MIN_INTERVAL, TOPIC
 from napari_dip.batch.records import PARTIAL_PREFIX
 from napari_dip.cli import main
-from tiny import noisy_grey as _noisy, png_folder as _folder
+from tiny import noisy_grey as _noisy, png_folder as _folder, takes_ctrl_c
 
 FIT = {"preset": "fast", "channels": 8, "device": "cpu", "stop": "none", "progress_every": 2}
 
@@ -119,7 +119,7 @@ def test_ctrl_c_stops_the_fits_in_work_on_a_remote_cluster(tmp_path, client):
                "--scheduler", client.scheduler.address, "--preset", "fast", "--channels", "8", "--iterations",
                "5000", "--stop", "none", "--device", "cpu", "--progress-every", "2"]
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, "CI": "true"})
+                               text=True, env={**os.environ, "CI": "true"}, preexec_fn=takes_ctrl_c)
     try:
         deadline = time.monotonic() + 120
         while len({m["input"] for m in messages if m.get("iteration", 0) >= 10}) < 2:  # both fits under way

@@ -59,3 +59,13 @@ def run_widget(qtbot, widget, timeout_ms: int = 60_000):
     widget.start()
     assert widget.run_state is not None, widget.status
     qtbot.waitUntil(lambda: widget.run_state is None, timeout=timeout_ms)
+
+
+def takes_ctrl_c() -> None:
+    """``subprocess.Popen(..., preexec_fn=takes_ctrl_c)``: the child answers Ctrl-C (SIGINT)
+    as a program started from a terminal does. A test run started in the background (``&``
+    in a script, ``nohup``) ignores SIGINT, its children inherit that, and Python then
+    never raises KeyboardInterrupt: a test of the interruption would see the batch finish."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
