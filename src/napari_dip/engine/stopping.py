@@ -193,7 +193,7 @@ CORRELATED_NOISE = 0.4
 #: iterations while PSNR peaked at 33.66 dB (iteration 389); with 3 x 3 blocks it turned at
 #: 494 (33.0 dB, oracle 33.64); with 5 x 5 blocks at 419 (34.2 dB, oracle 34.24). On the
 #: 256² crop of WideField_BPAE_R_1 (correlation 0.13 at lag 3 and 0.11 at lag 4 along
-#: rows) 5 x 5 blocks were not enough: their error fell for 1550 iterations while PSNR
+#: rows) 5 x 5 blocks were not enough: their error fell for all 1600 iterations while PSNR
 #: peaked at 36.40 dB (iteration 510) and the default stop returned 33.29 dB; with 7 x 7
 #: blocks it turned at 512 (36.48 dB, oracle 36.52); 9 x 9 blocks also turned but the
 #: fit's peak fell to 36.11 dB (fewer pixels in the loss). Measured 2026-11-26.
