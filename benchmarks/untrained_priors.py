@@ -36,7 +36,7 @@ STEPS = {"dip": 1500, "projector": 600, "decoder": 3000}
 
 
 def parse_prior(text: str) -> tuple[str, dict]:
-    """``projector:tv=0.05,lr=0.1`` -> ("projector", {"tv": 0.05, "lr": 0.1})."""
+    """``projector:tv=0.05;lr=0.1`` -> ("projector", {"tv": 0.05, "lr": 0.1})."""
     name, _, rest = text.partition(":")
     if name not in STEPS:
         raise SystemExit(f"unknown prior {name!r}; choose from {sorted(STEPS)}")
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     name, path = quality.list_images(options.data, "Set12", options.image + 1)[options.image]
     clean = quality.to_unit(quality.centre_crop(quality.load_uint8(path), options.crop))
     noisy = quality.add_gaussian_noise(clean, options.sigma / 255, quality.image_seed(0, "Set12", name, options.sigma))
-    noisy = np.round(noisy * 255).clip(0, 255) / 255
+    noisy = np.round(noisy * 255) / 255  # the noisy image as an 8-bit file holds it
     rows = []
     for text in options.priors.split(","):
         prior, settings = parse_prior(text)
