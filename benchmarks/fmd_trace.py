@@ -89,6 +89,9 @@ def main(argv=None) -> int:
             saved = json.loads(path.read_text())
             psnrs = dict(saved["psnr"])
             best_at, stop = replay(saved["scores"])
+            if best_at is None:
+                print(f"{path.name}: no best, the trace ends inside the rule's 200-iteration warm-up")
+                continue
             returned = psnrs[min(psnrs, key=lambda k: abs(k - best_at))]
             oracle_at = max(psnrs, key=psnrs.get)
             print(f"{path.name} {saved['held_out']}: best {best_at}, stop {stop}, returns ~{returned:.2f} dB; "
