@@ -134,6 +134,7 @@ def test_cuda_graphs_are_ignored_off_cuda_and_say_so(fake_compile):
     fitter = Fitter(smooth_image(32)[None], Identity(), TINY_NET, replace(CPU, cuda_graphs=True))
     assert fake_compile.calls == []
     assert fitter.settings["fit"]["cuda_graphs"] is True and fitter.settings["compiled"] is None
+    assert fitter.settings["cuda_graphs"] is False and not fitter.graphs
 
 
 @pytest.mark.parametrize(
@@ -142,8 +143,9 @@ def test_cuda_graphs_are_ignored_off_cuda_and_say_so(fake_compile):
         (False, False, "cuda", None),
         (True, False, "cpu", "default"),
         (True, False, "cuda", "default"),
-        (False, True, "cuda", "reduce-overhead"),
-        (True, True, "cuda", "reduce-overhead"),
+        # CUDA graphs are a capture of the whole step, not a compile mode.
+        (False, True, "cuda", None),
+        (True, True, "cuda", "default"),
         (False, True, "cpu", None),
         (True, True, "cpu", "default"),
     ],

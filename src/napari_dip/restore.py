@@ -173,8 +173,10 @@ def iter_restore(
         folder so that later runs start in seconds (the first compiles for minutes). On the
         2-core CPU a compiled step was 1.07-1.14x faster (BENCHMARKS.md); off by default.
     cuda_graphs : bool, optional
-        CUDA only: replay each step's network kernels as one CUDA graph (``torch.compile``'s
-        ``reduce-overhead`` mode, so it compiles first); ignored on other devices.
+        CUDA only: capture one whole step (forward, loss, backward, Adam update) as a CUDA
+        graph after three warm-up steps and replay it for the rest of the fit, so the
+        thousands of kernel launches per step cost one; ignored on other devices and in
+        float16.
     noise : {"auto", "gaussian", "poisson-gaussian"}
         Denoising only: the noise model. ``"poisson-gaussian"`` is photon-limited noise,
         ``var = a * signal + b`` (fluorescence microscopy); ``"auto"`` (default) estimates

@@ -1,7 +1,7 @@
-"""Optional compilation of the network for a fit: ``torch.compile`` and CUDA graphs.
+"""Optional compilation of the network for a fit with ``torch.compile``.
 
-Both are off by default (:class:`~napari_dip.engine.fit.FitConfig` ``compile`` and
-``cuda_graphs``). Measured on a 2-core CPU (issue 9, BENCHMARKS.md "Cheaper steps"),
+Off by default (:class:`~napari_dip.engine.fit.FitConfig` ``compile``; CUDA graphs are a
+separate switch, :mod:`napari_dip.engine.graphs`). Measured on a 2-core CPU (issue 9, BENCHMARKS.md "Cheaper steps"),
 compiling the fast network gave 1.07-1.14x per step, but the first compile at 128² took
 94 s (3.8 s with the cache of an earlier run); on a GPU the balance may differ (unmeasured
 here: no GPU was lent).
@@ -30,12 +30,10 @@ def cache_dir() -> Path:
 def compile_mode(config, device: torch.device) -> str | None:
     """The ``torch.compile`` mode a fit uses, or ``None`` when it runs the network eagerly.
 
-    ``cuda_graphs`` on a CUDA device is compile's ``reduce-overhead`` mode (each step's
-    kernels replayed as one CUDA graph); elsewhere it does nothing. ``compile`` alone is
-    the default mode.
+    ``compile`` is inductor's default mode on every device. CUDA graphs are not compile's
+    ``reduce-overhead`` mode (on an H200 it compiled for most of a minute, 2026-11-26) but
+    a capture of the whole step (:mod:`napari_dip.engine.graphs`).
     """
-    if config.cuda_graphs and device.type == "cuda":
-        return "reduce-overhead"
     if config.compile:
         return "default"
     return None

@@ -27,6 +27,7 @@ from .compiled import compile_mode, compile_network
 from .devices import autotune_convolutions, cpu_threads, free_memory_bytes, idle_cores, resolve_device
 from ..errors import DeviceMemoryError, InputError
 from .forward import describe as describe_forward_model
+from .graphs import GraphedStep, graphs_wanted
 from .losses import SquaredError
 from .losses import describe as describe_loss
 from .networks import SkipNet, SkipNetConfig, count_parameters
@@ -81,8 +82,9 @@ class FitConfig:
     #: cache folder for later runs (:mod:`napari_dip.engine.compiled`). Off: on a 2-core CPU it
     #: gave 1.07-1.14x per step but compiling took 94 s at 128² (BENCHMARKS.md); unmeasured on GPUs.
     compile: bool = False
-    #: CUDA only: replay each step's network kernels as a CUDA graph (compile's
-    #: ``reduce-overhead`` mode); ignored on other devices. Unmeasured: no GPU was lent.
+    #: CUDA only: capture one whole step (forward, loss, backward, Adam update) as a CUDA
+    #: graph and replay it (:mod:`napari_dip.engine.graphs`); ignored on other devices and
+    #: in float16.
     cuda_graphs: bool = False
     #: Automatic stopping (see :mod:`napari_dip.engine.stopping`); ``StoppingConfig(rule="none")``
     #: runs the whole budget.
@@ -293,7 +295,13 @@ class Fitter:
         #: Multiplies the squared error: held-out pixels are left out of the loss.
         self.loss_weight = weight
         self.loss_norm = None if weight is None else weight.expand_as(self.observation).sum() * self.runs
-        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.config.learning_rate)
+        #: Whether the steps are captured and replayed as a CUDA graph.
+        self.graphs = graphs_wanted(self.config, self.device)
+        self._graphed_step: GraphedStep | None = None
+        # A captured optimiser step keeps its step count on the device ("capturable").
+        self.optimizer = torch.optim.Adam(
+            self.network.parameters(), lr=self.config.learning_rate, capturable=self.graphs
+        )
         self._jitter_generator = torch.Generator(device=self.device).manual_seed(self.seed + 1)
         #: CPU threads the fit runs with (set while :meth:`run` runs; ``None`` on a GPU).
         self.threads = None
@@ -315,6 +323,9 @@ class Fitter:
             "device": str(self.device),
             "threads": self.threads,
             "compiled": self.compiled,
+            # True when steps were replayed as a CUDA graph; the reason where capturing failed.
+            "cuda_graphs": self.graphs if self._graphed_step is None or self._graphed_step.failure is None
+            else f"failed, ran eagerly: {self._graphed_step.failure}",
             "forward_model": describe_forward_model(self.forward_model),
             "loss": describe_loss(self.loss),
             # Held-out validation: the block left out around each held-out pixel, chosen
@@ -353,9 +364,39 @@ class Fitter:
         autocast_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.precision)
         scaler = torch.amp.GradScaler(device_type) if cfg.precision == "float16" and device_type == "cuda" else None
         crop = (slice(None), slice(None), *self._crop)
-        cuda_graphs = self.compiled == "reduce-overhead"
 
         jitter = torch.empty_like(self.input)
+        # The network's input: the jittered buffer, refilled in place every step (a CUDA
+        # graph reads it at a fixed address), or the fixed input itself.
+        net_input = jitter if cfg.reg_noise_std > 0 else self.input
+
+        def step():
+            """One Adam step on ``net_input``; returns the cropped output and the loss."""
+            # Autocast's weight cache cannot live inside a CUDA graph.
+            with torch.autocast(device_type, dtype=autocast_dtype or torch.float32,
+                                enabled=autocast_dtype is not None, cache_enabled=not self.graphs):
+                full = self._forward(net_input)
+            # (1, runs * C, H, W) -> (runs, C, H, W): the runs become a batch.
+            outputs = full.view(self.runs, -1, *full.shape[2:])[crop].float()
+            predicted = self.forward_model(outputs)
+            if self.loss_weight is None:
+                loss = self.loss(predicted, self.observation)
+            else:
+                errors = self.loss.pixel_error(predicted, self.observation)
+                loss = (errors * self.loss_weight).sum() / self.loss_norm
+            self.optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(self.optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+            return outputs.detach(), loss.detach()
+
+        if self.graphs:
+            self._graphed_step = GraphedStep(step)
+            step = self._graphed_step
         losses = torch.zeros(check_every, device=self.device)
         run_averages = average = output = None
         pending = 0  # iterations since the last check
@@ -379,46 +420,23 @@ class Fitter:
 
         try:
             for iteration in range(1, cfg.iterations + 1):
-                net_input = self.input
                 if cfg.reg_noise_std > 0:
                     # In place: the jitter buffer becomes this step's input, no allocation.
                     jitter.normal_(generator=self._jitter_generator)
-                    net_input = jitter.mul_(cfg.reg_noise_std).add_(self.input)
-                if cuda_graphs:
-                    torch.compiler.cudagraph_mark_step_begin()
-                with torch.autocast(device_type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-                    full = self._forward(net_input)
-                if cuda_graphs:
-                    full = full.clone()  # the graph's output buffer is overwritten by the next replay
-                # (1, runs * C, H, W) -> (runs, C, H, W): the runs become a batch.
-                outputs = full.view(self.runs, -1, *full.shape[2:])[crop].float()
-                predicted = self.forward_model(outputs)
-                if self.loss_weight is None:
-                    loss = self.loss(predicted, self.observation)
-                else:
-                    errors = self.loss.pixel_error(predicted, self.observation)
-                    loss = (errors * self.loss_weight).sum() / self.loss_norm
-
-                self.optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(self.optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    self.optimizer.step()
-
-                outputs = outputs.detach()
+                    jitter.mul_(cfg.reg_noise_std).add_(self.input)
+                # With CUDA graphs, ``outputs`` and ``loss`` are the graph's tensors, which
+                # the next step overwrites: what is kept past it below is a copy.
+                outputs, loss = step()
                 if run_averages is None:
                     run_averages = outputs.clone()
                 else:
                     run_averages.mul_(cfg.average_weight).add_(outputs, alpha=1.0 - cfg.average_weight)
                 output = outputs if self.runs == 1 else outputs.mean(dim=0, keepdim=True)
                 average = run_averages if self.runs == 1 else run_averages.mean(dim=0, keepdim=True)
-                losses[pending] = loss.detach()
+                losses[pending] = loss
                 pending += 1
                 if checkpoint is None:
-                    checkpoint = self._save(run_averages, output, float(loss.detach()))  # one host sync, once
+                    checkpoint = self._save(run_averages, output, float(loss))  # one host sync, once
                     checkpoint_at = iteration
                 # The rules keep every run's average at their best iteration (the runs'
                 # spread is the result's uncertainty); their mean is the result.
@@ -438,6 +456,9 @@ class Fitter:
                     pending = 0
                     if cfg.backtrack and self._jumped(recent, lowest_loss):
                         run_averages, output, last_loss = self._restore(checkpoint)
+                        if self._graphed_step is not None:
+                            # New optimiser state tensors and a new learning rate: capture again.
+                            self._graphed_step.reset()
                         average = run_averages if self.runs == 1 else run_averages.mean(dim=0, keepdim=True)
                         backtracks += 1
                         consecutive_backtracks += 1

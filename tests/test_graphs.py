@@ -1,0 +1,159 @@
+"""Whole-step CUDA graphs (``FitConfig(cuda_graphs=True)``), exercised on the CPU.
+
+No GPU here: :class:`CpuGraph` stands in for a capture with the semantics that matter to the
+fit loop. Every call hands back the *same* output and loss tensors, overwritten by the next
+step, as a replayed graph does; a capture runs nothing until its first replay. A fit loop
+that kept a graph tensor past the next step would give a different result from an eager
+fit, which is what the tests compare.
+"""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from napari_dip.engine import fit as fit_module
+from napari_dip.engine.fit import FitConfig, Fitter
+from napari_dip.engine.forward import Identity
+from napari_dip.engine.graphs import GraphedStep, graphs_wanted
+from napari_dip.engine.stopping import StoppingConfig
+from tiny import TINY_NET, smooth_image
+
+
+class CpuGraph(GraphedStep):
+    """A stand-in for CUDA graph capture and replay that runs on the CPU."""
+
+    def _run_eagerly(self):
+        return self._step()
+
+    def _capture(self):
+        # A real capture records the step's kernels without running them and returns the
+        # tensors they will write: fixed buffers, here copies of a step's results...
+        results = tuple(t.clone() for t in self._step())
+        return {"first_replay_done": False}, results
+
+    def _replay(self, graph):
+        # ...and that step counts as the first replay's.
+        if not graph["first_replay_done"]:
+            graph["first_replay_done"] = True
+            return
+        for buffer, value in zip(self._results, self._step()):
+            buffer.copy_(value)
+
+
+class _CpuAdam(torch.optim.Adam):
+    """Adam without ``capturable`` (which PyTorch allows on accelerators only)."""
+
+    def __init__(self, params, lr, capturable=False):
+        super().__init__(params, lr=lr)
+        self.asked_capturable = capturable
+
+
+@pytest.fixture
+def cpu_graphs(monkeypatch):
+    monkeypatch.setattr(fit_module, "graphs_wanted", lambda config, device: config.cuda_graphs)
+    monkeypatch.setattr(fit_module, "GraphedStep", CpuGraph)
+    monkeypatch.setattr(torch.optim, "Adam", _CpuAdam)
+
+
+def _observation(seed=0):
+    rng = np.random.default_rng(seed)
+    image = smooth_image(32) + rng.normal(0, 0.05, (32, 32))
+    return np.clip(image, 0, 1).astype(np.float32)[None]
+
+
+class _PoisonOnce(Identity):
+    """Identity whose ``poison_at``-th call returns NaN (a blow-up the fit must back out of)."""
+
+    def __init__(self, poison_at):
+        super().__init__()
+        self.calls = 0
+        self.poison_at = poison_at
+
+    def forward(self, x):
+        self.calls += 1
+        return x * float("nan") if self.calls == self.poison_at else x
+
+
+def test_graphed_step_warms_up_captures_once_and_replays_the_same_tensors():
+    calls = []
+    value = torch.zeros(1)
+
+    def step():
+        calls.append(len(calls))
+        return (value + len(calls),)
+
+    graphed = CpuGraph(step, warmup=2)
+    eager = [graphed()[0] for _ in range(2)]
+    assert not graphed.graphed and graphed.captures == 0
+    third = graphed()[0]
+    assert graphed.graphed and graphed.captures == 1 and len(calls) == 3 and float(third) == 3
+    fourth = graphed()[0]
+    assert fourth is third and float(fourth) == 4  # the graph's tensor, overwritten in place
+    assert [float(t) for t in eager] == [1, 2]
+    graphed.reset()
+    assert not graphed.graphed
+    fifth = graphed()[0]  # captured again at once: no second warm-up
+    assert graphed.captures == 2 and fifth is not third and float(fifth) == 5
+
+
+def test_a_failed_capture_warns_and_the_step_goes_on_eagerly():
+    class Failing(CpuGraph):
+        def _capture(self):
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    counter = []
+    graphed = Failing(lambda: (torch.tensor(float(len(counter.append(1) or counter))),), warmup=1)
+    graphed()
+    with pytest.warns(RuntimeWarning, match="not permitted"):
+        out = graphed()[0]
+    assert float(out) == 2 and not graphed.graphed and "RuntimeError" in graphed.failure
+    assert float(graphed()[0]) == 3 and graphed.captures == 0
+
+
+@pytest.mark.parametrize("stopping", ["validation", "wmv"])
+def test_a_graphed_fit_gives_the_eager_fits_result(cpu_graphs, stopping):
+    config = FitConfig(iterations=30, device="cpu", check_every=5, stopping=StoppingConfig(rule=stopping, warmup=5,
+                                                                                           patience=100))
+    eager = list(Fitter(_observation(), Identity(), TINY_NET, config).run(snapshot_every=10))
+    graphed_fitter = Fitter(_observation(), Identity(), TINY_NET, replace(config, cuda_graphs=True))
+    graphed = list(graphed_fitter.run(snapshot_every=10))
+    assert graphed_fitter._graphed_step.captures == 1
+    assert graphed_fitter.optimizer.asked_capturable is True
+    assert graphed[-1].settings["cuda_graphs"] is True
+    assert [s.iteration for s in graphed] == [s.iteration for s in eager]
+    for a, b in zip(eager, graphed):
+        np.testing.assert_allclose(a.output, b.output, atol=1e-6)
+        np.testing.assert_allclose(a.average, b.average, atol=1e-6)
+        assert a.loss == pytest.approx(b.loss, rel=1e-5)
+        assert a.best_iteration == b.best_iteration
+
+
+def test_a_backtrack_captures_again_and_matches_the_eager_fit(cpu_graphs):
+    config = FitConfig(iterations=40, device="cpu", check_every=10, stopping=StoppingConfig(rule="none"))
+    eager = list(Fitter(_observation(), _PoisonOnce(17), TINY_NET, config).run(snapshot_every=10))
+    fitter = Fitter(_observation(), _PoisonOnce(17), TINY_NET, replace(config, cuda_graphs=True))
+    graphed = list(fitter.run(snapshot_every=10))
+    assert eager[-1].backtracks == graphed[-1].backtracks == 1
+    # Captured after the warm-up, and again after the backtrack (new optimiser state, half the rate).
+    assert fitter._graphed_step.captures == 2
+    assert fitter.optimizer.param_groups[0]["lr"] == config.learning_rate / 2
+    for a, b in zip(eager, graphed):
+        np.testing.assert_allclose(a.average, b.average, atol=1e-6)
+        assert np.isfinite(b.average).all()
+
+
+@pytest.mark.parametrize(
+    "graphs, device, precision, expected",
+    [
+        (True, "cuda", "float32", True),
+        (True, "cuda", "bfloat16", True),
+        (True, "cuda", "float16", False),  # the gradient scaler reads gradients on the host
+        (True, "cpu", "float32", False),
+        (False, "cuda", "float32", False),
+    ],
+)
+def test_graphs_are_used_on_cuda_only_and_not_in_float16(graphs, device, precision, expected):
+    config = FitConfig(cuda_graphs=graphs, precision=precision)
+    assert graphs_wanted(config, torch.device(device)) is expected
