@@ -116,7 +116,8 @@ def dip_methods(raw: np.ndarray, gt: np.ndarray, options, picked: str | None = N
         final = None
         try:
             stream = iter_restore("denoise", raw, preset=options.preset, device=options.device, seed=options.seed,
-                                  snapshot_every=25, iterations=options.iterations, **noise)
+                                  snapshot_every=25, iterations=options.iterations,
+                                  cuda_graphs=options.cuda_graphs or None, **noise)
         except InputError as error:
             # The API refuses a Poisson-Gaussian fit where it estimates no signal-dependent
             # noise (a = 0): the user gets the Gaussian fit instead, so the table does too.
@@ -249,6 +250,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cuda-graphs", action="store_true", help="replay each step as a CUDA graph (CUDA only)")
     parser.add_argument("--no-bm3d", action="store_true")
     parser.add_argument("--no-dip", action="store_true",
                         help="only the noisy image and the BM3D methods (e.g. on the CPU, for DIP fits run on a GPU "

@@ -88,7 +88,11 @@ def _worker(variant: str, size: int, warmup: int, iterations: int, device_name: 
         config = FitConfig(iterations=warmup + iterations, device=str(device), seed=0, **options["fit"])
         fitter = Fitter(target, Identity(), cfg, config)
         if options["no_autotune"]:
-            torch.backends.cudnn.benchmark = False  # the Fitter turned it on for CUDA
+            # The fit turns cuDNN autotuning on when it starts: keep it from doing so.
+            import napari_dip.engine.fit as fit_module
+
+            fit_module.autotune_convolutions = lambda device: None
+            torch.backends.cudnn.benchmark = False
         marks = {}
         for snap in fitter.run(snapshot_every=warmup):
             marks[snap.iteration] = snap.elapsed
@@ -111,7 +115,7 @@ ENGINE_SWITCHES = {
     "fp16": {"precision": "float16"},
     "nostop": {"stopping": "none"},     # no held-out validation work in the step
     "nchw": {"channels_last": False},   # the default memory layout
-    "graphs": {"cuda_graphs": True},    # compile's reduce-overhead mode (compiles first)
+    "graphs": {"cuda_graphs": True},    # the whole step captured once as a CUDA graph, replayed
     "compile": {"compile": True},
     "nobench": {},                      # cuDNN autotuning off (set after the Fitter is made)
 }
