@@ -114,8 +114,10 @@ ENGINE_SWITCHES = {
     "bf16": {"precision": "bfloat16"},
     "fp16": {"precision": "float16"},
     "nostop": {"stopping": "none"},     # no held-out validation work in the step
-    "nchw": {"channels_last": False},   # the default memory layout
+    "nchw": {"channels_last": False},   # the default memory layout (since 2026-11-26)
+    "cl": {"channels_last": True},      # channels-last, the CUDA default before 2026-11-26
     "graphs": {"cuda_graphs": True},    # the whole step captured once as a CUDA graph, replayed
+    "nographs": {"cuda_graphs": False}, # eager steps on CUDA (graphs are the CUDA default)
     "compile": {"compile": True},
     "nobench": {},                      # cuDNN autotuning off (set after the Fitter is made)
 }
@@ -163,7 +165,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="measurements per variant and size")
     parser.add_argument("--variants", default=None,
                         help="comma-separated; default plain,engine (+engine-bf16 on CUDA); engine variants take "
-                             "switches: engine-bf16, -fp16, -nostop, -nchw, -nobench, -graphs, -compile, combined "
+                             "switches: engine-bf16, -fp16, -nostop, -nchw, -cl, -nobench, -graphs, -nographs, -compile, combined "
                              "as in engine-nostop-nobench")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--network", default="paper", choices=("paper", "fast"))

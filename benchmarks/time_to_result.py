@@ -89,6 +89,7 @@ print(json.dumps({"seconds": seconds, "startup": startup, "iteration": final.ite
                   "best_iteration": final.best_iteration, "stop_reason": final.stop_reason,
                   "preset": settings.get("preset"), "threads": torch.get_num_threads(), "device": settings.get("device"),
                   "precision": (settings.get("fit") or {}).get("precision"), "compiled": settings.get("compiled"),
+                  "cuda_graphs": settings.get("cuda_graphs"),
                   "parameters": settings.get("network_parameters")}))
 """
 
@@ -99,6 +100,7 @@ MODIFIERS = {
     "fp16": {"precision": "float16"},
     "compile": {"compile": True},
     "graphs": {"cuda_graphs": True},
+    "nographs": {"cuda_graphs": False},
 }
 
 
@@ -223,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--colours", default="grey,RGB", help="denoising: grey (Set12), RGB (CSet9)")
     parser.add_argument("--configs", default="preset:fast,default",
                         help="comma-separated: preset:NAME (both engines) or default (no preset given), each with "
-                             "optional +bf16, +fp16, +compile, +graphs (CUDA graphs)")
+                             "optional +bf16, +fp16, +compile, +graphs / +nographs (CUDA graphs)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in every fit (0: the engine's choice)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)

@@ -52,7 +52,7 @@ class _CpuAdam(torch.optim.Adam):
 
 @pytest.fixture
 def cpu_graphs(monkeypatch):
-    monkeypatch.setattr(fit_module, "graphs_wanted", lambda config, device: config.cuda_graphs)
+    monkeypatch.setattr(fit_module, "graphs_wanted", lambda config, device: bool(config.cuda_graphs))
     monkeypatch.setattr(fit_module, "GraphedStep", CpuGraph)
     monkeypatch.setattr(torch.optim, "Adam", _CpuAdam)
 
@@ -147,6 +147,8 @@ def test_a_backtrack_captures_again_and_matches_the_eager_fit(cpu_graphs):
 @pytest.mark.parametrize(
     "graphs, device, precision, expected",
     [
+        (None, "cuda", "float32", True),  # the default: on CUDA
+        (None, "cpu", "float32", False),
         (True, "cuda", "float32", True),
         (True, "cuda", "bfloat16", True),
         (True, "cuda", "float16", False),  # the gradient scaler reads gradients on the host

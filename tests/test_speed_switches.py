@@ -160,6 +160,10 @@ def test_compile_flags_must_be_booleans():
         FitConfig(compile="yes")
     with pytest.raises(Exception, match="cuda_graphs"):
         FitConfig(cuda_graphs=1)
+    with pytest.raises(Exception, match="channels_last"):
+        FitConfig(channels_last="yes")
+    # None is each switch's "decide by device" (graphs) or "off" (layout).
+    assert FitConfig(cuda_graphs=None, channels_last=None).cuda_graphs is None
 
 
 # -- benchmarks/step_levers.py: levers by name, timing in one process -----------------------

@@ -69,10 +69,11 @@ class FitConfig:
     device: str = "auto"
     #: ``float32``, or mixed precision with ``bfloat16``/``float16`` for the network.
     precision: str = "float32"
-    #: Store activations channels-last (what GPU convolution kernels prefer); ``None``:
-    #: on CUDA only. On a 2-core CPU it was slower for the fast network at 256x256
-    #: (0.26 against 0.22 s per step) and mixed for the paper network.
-    channels_last: bool | None = None
+    #: Store activations channels-last. Off by default: on an H200 the paper network's step
+    #: was slower with it (512²: 16.95 against 14.16 ms eager, 16.60 against 13.75 ms with
+    #: CUDA graphs; BENCHMARKS.md "Step variants on a GPU"), and on a 2-core CPU it was
+    #: slower for the fast network at 256² (0.26 against 0.22 s per step).
+    channels_last: bool = False
     #: CPU threads for the fit: ``None`` keeps PyTorch's setting (the same result for the
     #: same seed on one machine); ``"auto"`` uses as many as there are idle cores when the
     #: fit starts (:func:`napari_dip.engine.devices.cpu_threads`), so a busy machine is not
@@ -83,9 +84,11 @@ class FitConfig:
     #: gave 1.07-1.14x per step but compiling took 94 s at 128² (BENCHMARKS.md); unmeasured on GPUs.
     compile: bool = False
     #: CUDA only: capture one whole step (forward, loss, backward, Adam update) as a CUDA
-    #: graph and replay it (:mod:`napari_dip.engine.graphs`); ignored on other devices and
-    #: in float16.
-    cuda_graphs: bool = False
+    #: graph and replay it (:mod:`napari_dip.engine.graphs`). ``None`` (default): on CUDA,
+    #: where it made a paper-network step at 256² 3x faster on an H200 (5.4 against 16.2 ms;
+    #: at 512², where the step is bound by the card's arithmetic, 13.8 against 14.2 ms).
+    #: Ignored on other devices and in float16.
+    cuda_graphs: bool | None = None
     #: Automatic stopping (see :mod:`napari_dip.engine.stopping`); ``StoppingConfig(rule="none")``
     #: runs the whole budget.
     stopping: StoppingConfig = StoppingConfig()
@@ -111,9 +114,10 @@ class FitConfig:
             raise InputError(f"threads must be a whole number of at least 1, or 'auto', got {self.threads!r}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        for name in ("compile", "cuda_graphs"):
-            if not isinstance(getattr(self, name), bool):
-                raise InputError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        for name in ("compile", "cuda_graphs", "channels_last"):
+            value = getattr(self, name)
+            if not isinstance(value, bool) and not (value is None and name != "compile"):
+                raise InputError(f"{name} must be True or False, got {value!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -272,11 +276,8 @@ class Fitter:
             net.load_state_dict(initial_state.network)
             z = initial_state.input.detach().to("cpu").clone()
 
-        channels_last = self.config.channels_last
-        if channels_last is None:
-            channels_last = self.device.type == "cuda"
         memory_format = torch.contiguous_format
-        if channels_last:
+        if self.config.channels_last:
             memory_format = torch.channels_last_3d if volumetric else torch.channels_last
         try:
             self.network = net.to(self.device, memory_format=memory_format)

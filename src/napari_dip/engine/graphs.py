@@ -108,7 +108,7 @@ class GraphedStep:
 
 
 def graphs_wanted(config, device: torch.device) -> bool:
-    """Whether a fit with ``config`` on ``device`` graphs its steps: ``cuda_graphs`` on a
-    CUDA device, except in float16, whose gradient scaler reads the gradients on the host
-    at every step."""
-    return bool(config.cuda_graphs) and device.type == "cuda" and config.precision != "float16"
+    """Whether a fit with ``config`` on ``device`` graphs its steps: on a CUDA device unless
+    ``cuda_graphs`` is False, and not in float16, whose gradient scaler reads the gradients
+    on the host at every step."""
+    return config.cuda_graphs is not False and device.type == "cuda" and config.precision != "float16"
