@@ -4,11 +4,12 @@
 #   python3 -m pip install -q --no-index --no-deps .whl/*.whl     # bm3d, bm4d, PyWavelets (see below)
 #   DATA=.gpu-data BUDGET=540 bash benchmarks/gpu_session.sh     # on the GPU machine, from the repo root
 #
-# What one lease taught (H200, 2026-11-26; benchmarks/results/gpu-h200-2026-11-26): install
-# the carried wheels into the machine's environment, not a --target folder (the fits'
-# child processes must import PyWavelets too); a paper-preset fit of a 512² image takes
-# about 50-60 s there (17-19 ms a step, 3000 steps when the stop does not fire), so the 12
-# whole FMD images with two noise models need about 20 minutes: more than one lease.
+# What two leases taught (H200, 2026-11-26; benchmarks/results/gpu-h200-2026-11-26 and -26b):
+# install the carried wheels into the machine's environment, not a --target folder (the
+# fits' child processes must import PyWavelets too); the machine starts in about 30 s; a
+# paper-preset fit of a whole 512² FMD image takes 16-61 s (about 14 ms a step), so the 10
+# whole images with the two models `auto` did not pick need about 15 minutes: more than
+# one lease; time step variants in one process (step_variants.py).
 #
 # A lent GPU comes with minutes, not hours, so the parts run in order of how much their
 # figures are wanted, each under its own cap and all under BUDGET seconds: a part that
@@ -40,14 +41,12 @@ DEV=cuda
 FIT=()     # extra options of every fitting script (the smoke run's short budgets)
 ONE=()     # quality.py: how many images per set
 FMD=(--crop 0)
-FMD_IMAGES=2,3,4,5,6,7,8,9,10,11,0,1
-# The BM3D processes keep off the cores the GPU fits' Python runs on, where there are enough.
-PIN=""
-if [ "$(nproc)" -ge 8 ] && command -v taskset >/dev/null; then PIN="taskset -c 4-$(($(nproc) - 1))"; fi
-BM3D_HALVES=(2,3,4,5,6 7,8,9,10,11)
+FMD_IMAGES=9,11,10,2,3,4,5,6,7,8
+STEP_SIZES=256,512
+STEPS=()
 SPEED=(--sizes 512 --iterations 30 --warmup 10)  # each measurement starts CUDA anew: ~18 s
 if [ "${SMOKE:-0}" = 1 ]; then
-    DEV=cpu FIT=(--iterations 10) ONE=(--images 1 --crop 64) FMD=(--crop 64) FMD_IMAGES=0 BM3D_HALVES=(0)
+    DEV=cpu FIT=(--iterations 10) ONE=(--images 1 --crop 64) FMD=(--crop 64) FMD_IMAGES=0 STEP_SIZES=32 STEPS=(--warmup 2 --iterations 2)
     SPEED=(--sizes 64 --iterations 2 --warmup 1)
 fi
 
@@ -78,28 +77,17 @@ torch.cuda.get_device_name(0), 'numpy', numpy.__version__, 'skimage', skimage.__
 } >"$W/machine.txt" 2>&1
 cat "$W/machine.txt"
 
-# 1. One step of the paper network at 512² (s/iteration): a plain loop, the engine, and the
-#    engine with the whole step captured as a CUDA graph (float32, bf16, and without
-#    channels-last).
-part speed 110 $PY benchmarks/speed.py --device $DEV "${SPEED[@]}" --repeats 1 \
-    --variants plain,engine,engine-graphs,engine-graphs-bf16,engine-graphs-nchw \
-    --out "$W/speed-gpu.json"
-# 2. Issue 9's GPU target: the paper preset (what `auto` picks on a GPU) on a 512² RGB
-#    image to its automatically stopped result, eager and with CUDA graphs, in one run.
+# 1. One step of the paper network, layout x CUDA graphs x precision at 256² and 512², all
+#    in one process (about 40 s; speed.py starts CUDA anew for every variant).
+part steps 90 $PY benchmarks/step_variants.py --device $DEV --sizes "${STEP_SIZES}" "${STEPS[@]}" --out "$W/step-variants.json"
+# 2. Issue 9's GPU target with the defaults since 770410c (graphs, NCHW) against eager
+#    steps, in one run; then the sizes no lease has timed end to end yet.
 part ttr512 130 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes 512 --sigmas 25 \
-    --colours RGB --configs default,default+graphs --out "$W/ttr-gpu-512.json"
-# 3. Issue 11 on whole FMD images (512²): DIP with the default noise model (what `auto`
-#    picks), with CUDA graphs, on the ten images the first lease did not reach, then the two
-#    it did (eager then) for a comparison. BM3D and GAT+BM3D run beside it on the machine's
-#    CPU cores (two processes, half the images each); --merge joins them afterwards.
-if [ -z "${PARTS:-}" ] || [[ " $PARTS " == *" fmd "* ]]; then
-    for half in "${BM3D_HALVES[@]}"; do
-        (timeout -s TERM 400 $PIN $PY benchmarks/fmd.py --data "$DATA" "${FMD[@]}" --images "$half" \
-            --no-dip --out "$W/fmd-whole-bm3d-${half//,/_}.json" >"$W/fmd-bm3d-${half//,/_}.log" 2>&1 &)
-    done
-fi
+    --colours RGB --configs default,default+nographs --out "$W/ttr-gpu-512.json"
+part ttr_small 120 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes 128,256 --sigmas 25 \
+    --colours grey,RGB --configs default --out "$W/ttr-gpu-small.json"
+# 3. Issue 11 on whole FMD images: the noise models `auto` did not pick (only its pick was
+#    fitted on images 2-11 in the second lease), wide-field first, where the stop missed.
 part fmd 250 $PY benchmarks/fmd.py --data "$DATA" "${FMD[@]}" "${FIT[@]}" --images "${FMD_IMAGES}" --preset auto \
-    --device $DEV --no-bm3d --cuda-graphs --variants dip_default --out "$W/fmd-gpu-whole-graphs.json"
-sleep 2
-tar -czf "$OUT/gpu-results.tar.gz" -C "$OUT" work
+    --device $DEV --no-bm3d --variants dip_gaussian dip_pg_gat dip_pg_weighted --out "$W/fmd-gpu-whole-models.json"
 echo "done at $(($(date +%s) - start)) s"

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 
-def measure(size: int, channels_last: bool, graphs: bool, precision: str, warmup: int, iterations: int) -> dict:
+def measure(size: int, channels_last: bool, graphs: bool, precision: str, warmup: int, iterations: int,
+            device: str = "cuda") -> dict:
     import torch
 
     from napari_dip.engine.fit import FitConfig, Fitter
@@ -29,19 +30,22 @@ def measure(size: int, channels_last: bool, graphs: bool, precision: str, warmup
     from napari_dip.engine.stopping import StoppingConfig
 
     target = np.random.default_rng(0).uniform(0, 1, (3, size, size)).astype(np.float32)
-    config = FitConfig(iterations=warmup + iterations, device="cuda", seed=0, channels_last=channels_last,
+    config = FitConfig(iterations=warmup + iterations, device=device, seed=0, channels_last=channels_last,
                        cuda_graphs=graphs, precision=precision, stopping=StoppingConfig(rule="validation"))
-    torch.cuda.reset_peak_memory_stats()
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     fitter = Fitter(target, Identity(), NETWORK_PRESETS["paper"]["default"], config)
     marks = {}
     for snap in fitter.run(snapshot_every=warmup):
-        torch.cuda.synchronize()
+        if cuda:
+            torch.cuda.synchronize()
         marks[snap.iteration] = time.perf_counter()
     step = fitter._graphed_step
     return {
         "size": size, "channels_last": channels_last, "graphs": graphs, "precision": precision,
         "seconds_per_iteration": (marks[warmup + iterations] - marks[warmup]) / iterations,
-        "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
         "cuda_graphs_setting": fitter.settings["cuda_graphs"],
         "captures": None if step is None else step.captures,
     }
@@ -52,6 +56,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="256,512")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=50)
+    parser.add_argument("--device", default="cuda", help="cuda (what it is for), or cpu to check the script")
     parser.add_argument("--out", type=Path)
     options = parser.parse_args(argv)
     import torch
@@ -60,14 +65,14 @@ def main(argv=None) -> int:
     for size in [int(s) for s in options.sizes.split(",")]:
         for channels_last, graphs, precision in itertools.product((False, True), (False, True),
                                                                   ("float32", "bfloat16")):
-            row = measure(size, channels_last, graphs, precision, options.warmup, options.iterations)
+            row = measure(size, channels_last, graphs, precision, options.warmup, options.iterations, options.device)
             rows.append(row)
             print(f"{size}² {'channels-last' if channels_last else 'NCHW':13s} graphs={str(graphs):5s} "
                   f"{precision:8s} {row['seconds_per_iteration'] * 1000:6.2f} ms/step "
                   f"{row['peak_gib']:5.2f} GiB  graphs used: {row['cuda_graphs_setting']} "
                   f"(captures {row['captures']})", flush=True)
             if options.out:
-                options.out.write_text(json.dumps({"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
+                options.out.write_text(json.dumps({"device": torch.cuda.get_device_name(0) if options.device.startswith("cuda") else "cpu", "torch": torch.__version__,
                                                    "date": time.strftime("%Y-%m-%dT%H:%M%z"), "rows": rows}, indent=1))
     return 0
 
