@@ -216,6 +216,22 @@ def test_compile_reaches_the_fit_from_the_command_line_and_the_api(fake_compile,
     assert len(fake_compile.calls) == 2
 
 
+def test_no_cuda_graphs_reaches_the_fit_from_the_command_line(tmp_path):
+    import imageio.v3 as iio
+
+    from napari_dip.cli import main
+    from napari_dip.io import read_provenance
+
+    iio.imwrite(tmp_path / "in.png", (smooth_image(32) * 255).astype(np.uint8))
+    fast = ["--iterations", "2", "--channels", "4", "--stop", "none", "--device", "cpu", "--quiet"]
+    assert main(["denoise", str(tmp_path / "in.png"), "-o", str(tmp_path / "off.png"), "--no-cuda-graphs", *fast]) == 0
+    assert main(["denoise", str(tmp_path / "in.png"), "-o", str(tmp_path / "default.png"), *fast]) == 0
+    assert read_provenance(tmp_path / "off.png")["fit"]["cuda_graphs"] is False
+    # Left to the device by default (None: graphs on CUDA); on this CPU none were used.
+    default = read_provenance(tmp_path / "default.png")
+    assert default["fit"]["cuda_graphs"] is None and default["cuda_graphs"] is False
+
+
 def test_iter_restore_passes_cuda_graphs_to_the_fit_and_a_cpu_fit_ignores_it(fake_compile):
     from napari_dip.restore import iter_restore
 

@@ -74,6 +74,9 @@ def _add_fit_options(parser: argparse.ArgumentParser, single_file: bool = True) 
     parser.add_argument("--compile", action="store_true", default=None,
                         help="run the network through torch.compile, cached for later runs: the first run compiles "
                              "for minutes, later ones start in seconds; about 1.1x per step on a CPU (default: off)")
+    parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false", default=None,
+                        help="on a CUDA GPU, launch every step's kernels one by one instead of replaying the step "
+                             "as a CUDA graph (default: graphs on CUDA, 3x faster per step at 256² on an H200)")
     parser.add_argument("--axes", metavar="LETTERS",
                         help="what each axis of INPUT is, one letter per axis from T (time), Z (depth), "
                              "C (channels) and Y, X (the image plane), e.g. ZYX, TYX, CYX, YXC, TZCYX; "
@@ -503,6 +506,7 @@ def restore_file(args, extras: dict | None = None) -> tuple:
         runs=args.runs,
         threads=args.threads,
         compile=getattr(args, "compile", None),
+        cuda_graphs=getattr(args, "cuda_graphs", None),
         patience=args.patience,
         tile_size=getattr(args, "tile_size", None),
         tile_overlap=getattr(args, "tile_overlap", None),
