@@ -77,6 +77,8 @@ torch.cuda.get_device_name(0), 'numpy', numpy.__version__, 'skimage', skimage.__
 } >"$W/machine.txt" 2>&1
 cat "$W/machine.txt"
 
+# 0. The CUDA graph tests that the CPU cannot run (a real capture, a backtrack, another GPU).
+part graph_tests 60 $PY -m pytest -q -p no:cacheprovider tests/test_graphs.py
 # 1. One step of the paper network, layout x CUDA graphs x precision at 256² and 512², all
 #    in one process (about 40 s; speed.py starts CUDA anew for every variant).
 part steps 90 $PY benchmarks/step_variants.py --device $DEV --sizes "${STEP_SIZES}" "${STEPS[@]}" --out "$W/step-variants.json"

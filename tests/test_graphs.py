@@ -21,8 +21,23 @@ from napari_dip.engine.stopping import StoppingConfig
 from tiny import TINY_NET, smooth_image
 
 
+def _frozen_by_a_capture(step) -> tuple | None:
+    """What a real capture of a fit's step bakes in: the learning rate and which tensors
+    hold the optimiser's state (``None`` for a step that is not a Fitter's)."""
+    fitters = [c.cell_contents for c in step.__closure__ or () if isinstance(c.cell_contents, Fitter)]
+    if not fitters:
+        return None
+    optimizer = fitters[0].optimizer
+    state = [id(t) for s in optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
+    return [g["lr"] for g in optimizer.param_groups], state
+
+
 class CpuGraph(GraphedStep):
-    """A stand-in for CUDA graph capture and replay that runs on the CPU."""
+    """A stand-in for CUDA graph capture and replay that runs on the CPU.
+
+    It re-runs the step's Python at every replay, so it also checks that nothing a real
+    graph would have frozen at capture (the learning rate, the optimiser's state tensors)
+    changed since: a fit that forgot to capture again after a backtrack fails here."""
 
     def _run_eagerly(self):
         return self._step()
@@ -30,14 +45,16 @@ class CpuGraph(GraphedStep):
     def _capture(self):
         # A real capture records the step's kernels without running them and returns the
         # tensors they will write: fixed buffers, here copies of a step's results...
+        frozen = _frozen_by_a_capture(self._step)
         results = tuple(t.clone() for t in self._step())
-        return {"first_replay_done": False}, results
+        return {"first_replay_done": False, "frozen": frozen}, results
 
     def _replay(self, graph):
         # ...and that step counts as the first replay's.
         if not graph["first_replay_done"]:
             graph["first_replay_done"] = True
             return
+        assert _frozen_by_a_capture(self._step) == graph["frozen"], "replayed a graph whose state has changed"
         for buffer, value in zip(self._results, self._step()):
             buffer.copy_(value)
 
@@ -119,7 +136,7 @@ def test_a_graphed_fit_gives_the_eager_fits_result(cpu_graphs, stopping):
     eager = list(Fitter(_observation(), Identity(), TINY_NET, config).run(snapshot_every=10))
     graphed_fitter = Fitter(_observation(), Identity(), TINY_NET, replace(config, cuda_graphs=True))
     graphed = list(graphed_fitter.run(snapshot_every=10))
-    assert graphed_fitter._graphed_step.captures == 1
+    assert graphed_fitter.graph_captures == 1
     assert graphed_fitter.optimizer.asked_capturable is True
     assert graphed[-1].settings["cuda_graphs"] is True
     assert [s.iteration for s in graphed] == [s.iteration for s in eager]
@@ -137,11 +154,41 @@ def test_a_backtrack_captures_again_and_matches_the_eager_fit(cpu_graphs):
     graphed = list(fitter.run(snapshot_every=10))
     assert eager[-1].backtracks == graphed[-1].backtracks == 1
     # Captured after the warm-up, and again after the backtrack (new optimiser state, half the rate).
-    assert fitter._graphed_step.captures == 2
+    assert fitter.graph_captures == 2
     assert fitter.optimizer.param_groups[0]["lr"] == config.learning_rate / 2
     for a, b in zip(eager, graphed):
         np.testing.assert_allclose(a.average, b.average, atol=1e-6)
+        np.testing.assert_allclose(a.output, b.output, atol=1e-6)
+        assert a.loss == pytest.approx(b.loss, rel=1e-5)
         assert np.isfinite(b.average).all()
+
+
+def test_replaying_after_a_backtrack_without_capturing_again_is_caught(cpu_graphs, monkeypatch):
+    # The stand-in must notice a graph replayed with state it no longer matches.
+    monkeypatch.setattr(CpuGraph, "reset", lambda self: None)
+    config = FitConfig(iterations=40, device="cpu", check_every=10, stopping=StoppingConfig(rule="none"),
+                       cuda_graphs=True)
+    with pytest.raises(AssertionError, match="state has changed"):
+        list(Fitter(_observation(), _PoisonOnce(17), TINY_NET, config).run(snapshot_every=10))
+
+
+def test_a_finished_fit_lets_go_of_the_graph_and_its_gradients(cpu_graphs):
+    import gc
+    import weakref
+
+    fitter = Fitter(_observation(), Identity(), TINY_NET, FitConfig(iterations=8, device="cpu", cuda_graphs=True,
+                                                                     stopping=StoppingConfig(rule="none")))
+    list(fitter.run(snapshot_every=4))
+    assert fitter.graph_captures == 1
+    assert all(p.grad is None for p in fitter.network.parameters())
+    # No reference cycle through the step: the Fitter goes as soon as it is dropped.
+    gc.disable()
+    try:
+        ref = weakref.ref(fitter)
+        del fitter
+        assert ref() is None
+    finally:
+        gc.enable()
 
 
 @pytest.mark.parametrize(
@@ -159,3 +206,28 @@ def test_a_backtrack_captures_again_and_matches_the_eager_fit(cpu_graphs):
 def test_graphs_are_used_on_cuda_only_and_not_in_float16(graphs, device, precision, expected):
     config = FitConfig(cuda_graphs=graphs, precision=precision)
     assert graphs_wanted(config, torch.device(device)) is expected
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run in a GPU lease: gpu_session.sh)")
+def test_on_cuda_graphed_and_eager_fits_agree_through_a_backtrack():
+    # The real capture, on the last GPU (not necessarily the current one). Halfway through,
+    # a weight is poisoned in place: the replayed graph reads it, the loss turns NaN, the
+    # fit backtracks and must capture again to go on.
+    device = f"cuda:{torch.cuda.device_count() - 1}"
+    config = FitConfig(iterations=60, device=device, check_every=10, stopping=StoppingConfig(rule="none"))
+    results = {}
+    for graphs in (False, True):
+        fitter = Fitter(_observation(), Identity(), TINY_NET, replace(config, cuda_graphs=graphs))
+        snaps = []
+        for snap in fitter.run(snapshot_every=10):
+            snaps.append(snap)
+            if snap.iteration == 20:
+                with torch.no_grad():
+                    next(fitter.network.parameters()).fill_(float("nan"))
+        results[graphs] = (fitter, snaps)
+    (eager, eager_snaps), (graphed, graphed_snaps) = results[False], results[True]
+    assert graphed.settings["cuda_graphs"] is True and graphed.graph_captures == 2
+    assert eager_snaps[-1].backtracks == graphed_snaps[-1].backtracks == 1
+    for a, b in zip(eager_snaps, graphed_snaps):
+        assert np.isfinite(b.average).all()
+        np.testing.assert_allclose(a.average, b.average, atol=1e-3)

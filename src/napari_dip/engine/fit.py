@@ -298,7 +298,10 @@ class Fitter:
         self.loss_norm = None if weight is None else weight.expand_as(self.observation).sum() * self.runs
         #: Whether the steps are captured and replayed as a CUDA graph.
         self.graphs = graphs_wanted(self.config, self.device)
-        self._graphed_step: GraphedStep | None = None
+        #: Captures of the step in the last :meth:`run` (a backtrack makes one more), and why
+        #: capturing failed there, if it did (the steps then ran eagerly).
+        self.graph_captures = 0
+        self._graph_failure: str | None = None
         # A captured optimiser step keeps its step count on the device ("capturable").
         self.optimizer = torch.optim.Adam(
             self.network.parameters(), lr=self.config.learning_rate, capturable=self.graphs
@@ -325,8 +328,7 @@ class Fitter:
             "threads": self.threads,
             "compiled": self.compiled,
             # True when steps were replayed as a CUDA graph; the reason where capturing failed.
-            "cuda_graphs": self.graphs if self._graphed_step is None or self._graphed_step.failure is None
-            else f"failed, ran eagerly: {self._graphed_step.failure}",
+            "cuda_graphs": self.graphs if self._graph_failure is None else f"failed, ran eagerly: {self._graph_failure}",
             "forward_model": describe_forward_model(self.forward_model),
             "loss": describe_loss(self.loss),
             # Held-out validation: the block left out around each held-out pixel, chosen
@@ -395,9 +397,11 @@ class Fitter:
                 self.optimizer.step()
             return outputs.detach(), loss.detach()
 
-        if self.graphs:
-            self._graphed_step = GraphedStep(step)
-            step = self._graphed_step
+        # Local to this run, not kept on the Fitter: ``step`` refers to the Fitter, and a
+        # reference cycle would hold the graph's memory on the GPU after ``del fitter``.
+        graphed = GraphedStep(step, self.device) if self.graphs else None
+        if graphed is not None:
+            step = graphed
         losses = torch.zeros(check_every, device=self.device)
         run_averages = average = output = None
         pending = 0  # iterations since the last check
@@ -457,9 +461,9 @@ class Fitter:
                     pending = 0
                     if cfg.backtrack and self._jumped(recent, lowest_loss):
                         run_averages, output, last_loss = self._restore(checkpoint)
-                        if self._graphed_step is not None:
+                        if graphed is not None:
                             # New optimiser state tensors and a new learning rate: capture again.
-                            self._graphed_step.reset()
+                            graphed.reset()
                         average = run_averages if self.runs == 1 else run_averages.mean(dim=0, keepdim=True)
                         backtracks += 1
                         consecutive_backtracks += 1
@@ -494,6 +498,8 @@ class Fitter:
                         stop_reason = self.stopper.name
 
                 if snapshot_due or stop_reason is not None:
+                    if graphed is not None:
+                        self.graph_captures, self._graph_failure = graphed.captures, graphed.failure
                     best = None if self.stopper is None else self.stopper.best_iteration()
                     shown_output, shown_runs = output, run_averages
                     if stop_reason is not None and best is not None:
@@ -524,6 +530,12 @@ class Fitter:
         except torch.OutOfMemoryError as error:
             raise self._memory_error(self.observation.shape[1], self.image_size) from error
         finally:
+            if graphed is not None:
+                self.graph_captures, self._graph_failure = graphed.captures, graphed.failure
+                # Free the graph's memory pool now: drop the graph, and the gradients it
+                # allocated there (the next step's backward would overwrite them anyway).
+                graphed.reset()
+                self.optimizer.zero_grad(set_to_none=True)
             torch.set_num_threads(threads_before)
             if autotune_before is not None:
                 torch.backends.cudnn.benchmark = autotune_before

@@ -41,8 +41,11 @@ class GraphedStep:
     :attr:`failure` says why.
     """
 
-    def __init__(self, step: Callable[[], tuple], warmup: int = WARMUP_STEPS):
+    def __init__(self, step: Callable[[], tuple], device: torch.device | None = None, warmup: int = WARMUP_STEPS):
         self._step = step
+        #: The CUDA device the step runs on: streams and captures belong to a device, and
+        #: the current one may be another (``device="cuda:1"``).
+        self.device = device
         self.warmup = warmup
         self._eager_calls = 0
         self._graph = None
@@ -88,23 +91,27 @@ class GraphedStep:
     def _run_eagerly(self) -> tuple:
         if not torch.cuda.is_available():
             return self._step()
-        # As PyTorch's documentation asks, warm-up runs on a side stream, so that nothing it
-        # lazily sets up belongs to the stream the capture runs on.
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            results = self._step()
-        torch.cuda.current_stream().wait_stream(side)
+        with torch.cuda.device(self.device):
+            # As PyTorch's documentation asks, warm-up runs on a side stream, so that nothing
+            # it lazily sets up belongs to the stream the capture runs on.
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                results = self._step()
+            torch.cuda.current_stream().wait_stream(side)
         return results
 
     def _capture(self):
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            results = self._step()
+        with torch.cuda.device(self.device):
+            graph = torch.cuda.CUDAGraph()
+            # thread_local: CUDA calls of other threads (a GUI, another fit) cannot spoil it.
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                results = self._step()
         return graph, results
 
     def _replay(self, graph) -> None:
-        graph.replay()
+        with torch.cuda.device(self.device):
+            graph.replay()
 
 
 def graphs_wanted(config, device: torch.device) -> bool:
