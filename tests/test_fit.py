@@ -9,7 +9,7 @@ from napari_dip.engine.fit import FitConfig, Fitter, estimate_memory_bytes, fit
 from napari_dip.engine.forward import Identity, KnownPixels, LanczosDownsampler
 from napari_dip.engine.networks import PAPER
 from napari_dip.engine.stopping import StoppingConfig
-from tiny import TINY_NET, smooth_image
+from tiny import TINY_NET, CountingModel, smooth_image
 
 CPU = FitConfig(iterations=40, device="cpu", learning_rate=0.01)
 
@@ -65,19 +65,6 @@ def test_caller_global_rng_is_left_alone():
     torch.manual_seed(123)
     list(fit(observation(), Identity(), TINY_NET, replace(CPU, iterations=2), 2))
     assert torch.equal(torch.rand(3), expected)
-
-
-class CountingModel(Identity):
-    """Identity that counts its calls and can poison one of them with NaN."""
-
-    def __init__(self, poison_at=None):
-        super().__init__()
-        self.calls = 0
-        self.poison_at = poison_at
-
-    def forward(self, x):
-        self.calls += 1
-        return x * float("nan") if self.calls == self.poison_at else x
 
 
 def test_cancel_by_closing_the_generator_stops_the_fit():

@@ -18,7 +18,7 @@ from napari_dip.engine.fit import FitConfig, Fitter
 from napari_dip.engine.forward import Identity
 from napari_dip.engine.graphs import GraphedStep, graphs_wanted
 from napari_dip.engine.stopping import StoppingConfig
-from tiny import TINY_NET, smooth_image
+from tiny import TINY_NET, CountingModel, smooth_image
 
 
 def _frozen_by_a_capture(step) -> tuple | None:
@@ -80,19 +80,6 @@ def _observation(seed=0):
     return np.clip(image, 0, 1).astype(np.float32)[None]
 
 
-class _PoisonOnce(Identity):
-    """Identity whose ``poison_at``-th call returns NaN (a blow-up the fit must back out of)."""
-
-    def __init__(self, poison_at):
-        super().__init__()
-        self.calls = 0
-        self.poison_at = poison_at
-
-    def forward(self, x):
-        self.calls += 1
-        return x * float("nan") if self.calls == self.poison_at else x
-
-
 def test_graphed_step_warms_up_captures_once_and_replays_the_same_tensors():
     calls = []
     value = torch.zeros(1)
@@ -149,8 +136,8 @@ def test_a_graphed_fit_gives_the_eager_fits_result(cpu_graphs, stopping):
 
 def test_a_backtrack_captures_again_and_matches_the_eager_fit(cpu_graphs):
     config = FitConfig(iterations=40, device="cpu", check_every=10, stopping=StoppingConfig(rule="none"))
-    eager = list(Fitter(_observation(), _PoisonOnce(17), TINY_NET, config).run(snapshot_every=10))
-    fitter = Fitter(_observation(), _PoisonOnce(17), TINY_NET, replace(config, cuda_graphs=True))
+    eager = list(Fitter(_observation(), CountingModel(17), TINY_NET, config).run(snapshot_every=10))
+    fitter = Fitter(_observation(), CountingModel(17), TINY_NET, replace(config, cuda_graphs=True))
     graphed = list(fitter.run(snapshot_every=10))
     assert eager[-1].backtracks == graphed[-1].backtracks == 1
     # Captured after the warm-up, and again after the backtrack (new optimiser state, half the rate).
@@ -169,7 +156,7 @@ def test_replaying_after_a_backtrack_without_capturing_again_is_caught(cpu_graph
     config = FitConfig(iterations=40, device="cpu", check_every=10, stopping=StoppingConfig(rule="none"),
                        cuda_graphs=True)
     with pytest.raises(AssertionError, match="state has changed"):
-        list(Fitter(_observation(), _PoisonOnce(17), TINY_NET, config).run(snapshot_every=10))
+        list(Fitter(_observation(), CountingModel(17), TINY_NET, config).run(snapshot_every=10))
 
 
 def test_a_finished_fit_lets_go_of_the_graph_and_its_gradients(cpu_graphs):

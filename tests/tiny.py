@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from napari_dip.engine.forward import Identity
 from napari_dip.engine.networks import SkipNetConfig
 
 #: Three scales of 8 channels: a few thousand parameters, milliseconds per step at 32x32.
@@ -69,3 +70,17 @@ def takes_ctrl_c() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class CountingModel(Identity):
+    """Identity forward model that counts its calls and can poison one of them with NaN
+    (a blow-up a fit must back out of)."""
+
+    def __init__(self, poison_at=None):
+        super().__init__()
+        self.calls = 0
+        self.poison_at = poison_at
+
+    def forward(self, x):
+        self.calls += 1
+        return x * float("nan") if self.calls == self.poison_at else x
