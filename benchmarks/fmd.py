@@ -117,7 +117,7 @@ def dip_methods(raw: np.ndarray, gt: np.ndarray, options, picked: str | None = N
         try:
             stream = iter_restore("denoise", raw, preset=options.preset, device=options.device, seed=options.seed,
                                   snapshot_every=25, iterations=options.iterations,
-                                  cuda_graphs=options.cuda_graphs or None, **noise)
+                                  cuda_graphs=options.cuda_graphs, **noise)
         except InputError as error:
             # The API refuses a Poisson-Gaussian fit where it estimates no signal-dependent
             # noise (a = 0): the user gets the Gaussian fit instead, so the table does too.
@@ -250,7 +250,11 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cuda-graphs", action="store_true", help="replay each step as a CUDA graph (CUDA only)")
+    graphs = parser.add_mutually_exclusive_group()
+    graphs.add_argument("--cuda-graphs", action="store_const", const=True, dest="cuda_graphs",
+                        help="replay each step as a CUDA graph (the CUDA default since 770410c)")
+    graphs.add_argument("--no-cuda-graphs", action="store_const", const=False, dest="cuda_graphs",
+                        help="launch each step's kernels one by one on CUDA")
     parser.add_argument("--no-bm3d", action="store_true")
     parser.add_argument("--no-dip", action="store_true",
                         help="only the noisy image and the BM3D methods (e.g. on the CPU, for DIP fits run on a GPU "

@@ -41,13 +41,12 @@ def measure(size: int, channels_last: bool, graphs: bool, precision: str, warmup
         if cuda:
             torch.cuda.synchronize()
         marks[snap.iteration] = time.perf_counter()
-    step = fitter._graphed_step
     return {
         "size": size, "channels_last": channels_last, "graphs": graphs, "precision": precision,
         "seconds_per_iteration": (marks[warmup + iterations] - marks[warmup]) / iterations,
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
         "cuda_graphs_setting": fitter.settings["cuda_graphs"],
-        "captures": None if step is None else step.captures,
+        "captures": fitter.graph_captures if fitter.graphs else None,
     }
 
 

@@ -286,3 +286,11 @@ def test_fmd_fits_only_what_auto_picks_or_no_dip_at_all(tmp_path):
     assert module.main([*common, "--no-dip", "--out", str(out)]) == 0
     (result,) = json.loads(out.read_text())["results"].values()
     assert set(result["methods"]) == {"noisy"}
+
+
+def test_step_variants_measures_a_step_and_says_whether_it_was_graphed():
+    module = _load_script("step_variants")
+    row = module.measure(32, channels_last=False, graphs=True, precision="float32", warmup=1, iterations=1, device="cpu")
+    assert row["seconds_per_iteration"] > 0
+    # Asked for graphs on a CPU: none were used, and the row says so rather than claiming them.
+    assert row["cuda_graphs_setting"] is False and row["captures"] is None

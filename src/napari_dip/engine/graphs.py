@@ -64,7 +64,9 @@ class GraphedStep:
         if self._graph is not None:
             self._replay(self._graph)
             return self._results
-        if self.failure is not None or self._eager_calls < self.warmup:
+        if self.failure is not None:
+            return self._step()  # no capture will follow: no side stream either
+        if self._eager_calls < self.warmup:
             self._eager_calls += 1
             return self._run_eagerly()
         try:
@@ -74,7 +76,7 @@ class GraphedStep:
             warnings.warn(f"CUDA graph capture failed, the fit goes on without graphs ({self.failure})",
                           RuntimeWarning, stacklevel=2)
             self._graph = self._results = None
-            return self._run_eagerly()
+            return self._step()
         self.captures += 1
         # Capturing records the kernels without running them: run this step now.
         self._replay(self._graph)
