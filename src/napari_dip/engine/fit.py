@@ -117,7 +117,8 @@ class FitConfig:
         for name in ("compile", "cuda_graphs", "channels_last"):
             value = getattr(self, name)
             if not isinstance(value, bool) and not (value is None and name != "compile"):
-                raise InputError(f"{name} must be True or False, got {value!r}")
+                allowed = "True or False" if name == "compile" else "True, False or None"
+                raise InputError(f"{name} must be {allowed}, got {value!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

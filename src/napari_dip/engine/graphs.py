@@ -5,7 +5,7 @@ in a plain loop, 2026-11-26, BENCHMARKS.md "One step on a GPU"): the time goes t
 launching thousands of small kernels from Python, not to arithmetic. A CUDA graph records
 a step's kernels (forward, loss, backward and the Adam update) once and replays them with
 one launch. Unlike ``torch.compile``'s ``reduce-overhead`` mode, which took most of a
-minute to compile there, capturing costs about one step.
+minute to compile there, capturing compiles nothing: it records one step.
 
 A graph reads and writes fixed addresses, so the step it replays must take its input from
 one tensor that the caller refills in place (the jittered network input) and hands back
