@@ -64,8 +64,9 @@ def build(name: str, options: dict, size: int, sigma: float):
         return net, z, list(net.parameters()), fit.learning_rate, fit.reg_noise_std, 0.0
     if name == "projector":
         scales, width = int(options.get("scales", 1)), int(options.get("width", 64))
-        config = SkipNetConfig(channels_down=(width,) * scales, channels_up=(width,) * scales,
-                               channels_skip=(4,) * scales)
+        depth = int(options.get("in", 32))
+        config = SkipNetConfig(input_channels=depth, channels_down=(width,) * scales,
+                               channels_up=(width,) * scales, channels_skip=(4,) * scales)
         net = SkipNet(config, 1)
         for parameter in net.parameters():
             parameter.requires_grad_(False)
@@ -73,7 +74,14 @@ def build(name: str, options: dict, size: int, sigma: float):
         for parameter in norms:
             parameter.requires_grad_(True)
         padded = config.padded_size(size)
-        z = (torch.rand(1, 32, padded, padded) * 0.1).requires_grad_()
+        if options.get("normal"):  # the authors' released code draws the seed from N(0, 0.1²)
+            z = (torch.randn(1, depth, padded, padded) * 0.1).requires_grad_()
+        else:
+            z = (torch.rand(1, depth, padded, padded) * 0.1).requires_grad_()
+        if options.get("inbn"):  # their code also passes the seed through a trainable batch norm
+            seed_norm = nn.BatchNorm2d(depth)
+            net = nn.Sequential(seed_norm, net)
+            norms += [seed_norm.weight, seed_norm.bias]
         return net, z, [z, *norms], options.get("lr", 0.1), 0.0, options.get("tv", 0.0)
     width = int(options.get("width", 64))
     layers: list[nn.Module] = []
@@ -103,6 +111,8 @@ def fit(name: str, options: dict, clean: np.ndarray, noisy: np.ndarray, steps: i
         top, left = (full.shape[-2] - size) // 2, (full.shape[-1] - size) // 2
         output = full[..., top:top + size, left:left + size]
         loss = ((output - observed) ** 2).mean()
+        if options.get("rmse"):  # their code minimises the root of the mean squared error
+            loss = loss.sqrt()
         if tv_weight:
             loss = loss + tv_weight * ((output[..., 1:, :] - output[..., :-1, :]).abs().mean()
                                        + (output[..., :, 1:] - output[..., :, :-1]).abs().mean())
@@ -129,7 +139,8 @@ def main(argv=None) -> int:
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--sigma", type=float, default=25.0)
     parser.add_argument("--priors", default="dip,projector,projector:tv=0.05,decoder",
-                        help="comma-separated; options after ':' separated by ';' (tv, lr, scales, width)")
+                        help="comma-separated; options after ':' separated by ';' (tv, lr, scales, width; "
+                             "projector also in (seed channels), normal, inbn, rmse)")
     parser.add_argument("--steps", type=int, help="steps for every prior (default: dip 1500, projector 600, decoder 3000)")
     parser.add_argument("--out", type=Path)
     options = parser.parse_args(argv)
