@@ -16,6 +16,8 @@ def test_auto_is_the_default_and_means_fast_on_a_cpu():
     assert DEFAULT_PRESET == "auto"
     assert resolve_preset("auto", "cpu") == "fast"
     net, _ = settings_for("denoise", "auto", device="cpu")
+    assert net.channels_down[0] == 32  # fast's denoising network
+    net, _ = settings_for("super-resolve", "auto", device="cpu", factor=4)
     assert net.channels_down[0] == 48
 
 

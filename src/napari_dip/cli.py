@@ -41,7 +41,7 @@ def _add_fit_options(parser: argparse.ArgumentParser, single_file: bool = True) 
                             help="where to write the result (.tif or .png)")
         parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     parser.add_argument("--preset", choices=("auto", "paper", "fast"), default="auto",
-                        help="paper: the published network and schedule; fast: 48-channel network, practical on a CPU; "
+                        help="paper: the published network and schedule; fast: 48-channel network (32 for denoising), practical on a CPU; "
                              "auto: paper on a CUDA GPU, fast otherwise (default: auto)")
     parser.add_argument("--iterations", type=int, help="number of iterations (default: the preset's)")
     parser.add_argument("--learning-rate", type=float, help="Adam learning rate (default: the preset's)")

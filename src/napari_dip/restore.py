@@ -127,7 +127,7 @@ def iter_restore(
         Super-resolution only: the output is ``factor`` times larger on each side.
     preset : {"auto", "paper", "fast"}
         ``paper`` is the published network and schedule; ``fast`` a network with 48
-        instead of 128 channels per scale, practical on a CPU; ``auto`` (default) is
+        (denoising: 32) instead of 128 channels per scale, practical on a CPU; ``auto`` (default) is
         ``paper`` on a CUDA GPU and ``fast`` otherwise. The settings record both
         (``preset``, ``preset_requested``).
     snapshot_every : int or None
