@@ -116,7 +116,7 @@ def dip_methods(raw: np.ndarray, gt: np.ndarray, options, picked: str | None = N
         final = None
         try:
             stream = iter_restore("denoise", raw, preset=options.preset, device=options.device, seed=options.seed,
-                                  snapshot_every=25, iterations=options.iterations,
+                                  snapshot_every=25, iterations=options.iterations, channels=options.channels,
                                   cuda_graphs=options.cuda_graphs, **noise)
         except InputError as error:
             # The API refuses a Poisson-Gaussian fit where it estimates no signal-dependent
@@ -247,6 +247,7 @@ def main(argv=None) -> int:
     parser.add_argument("--images", default="", help="indices of the sorted *_1 images, e.g. 0-3 or 0,5 (default: all)")
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--iterations", type=int, help="budget (default: the preset's)")
+    parser.add_argument("--channels", type=int, help="network width (default: the preset's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     parser.add_argument("--seed", type=int, default=0)

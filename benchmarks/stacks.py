@@ -90,7 +90,7 @@ def restore(stack: np.ndarray, warm: bool, options) -> list[dict]:
     rows, start = [], time.perf_counter()
     planes = iter_restore_planes("denoise", stack, axes="TYX", warm_start=warm, preset=options.preset,
                                  snapshot_every=None, seed=options.seed, device=options.device,
-                                 iterations=options.iterations)
+                                 iterations=options.iterations, channels=options.channels)
     for index, snapshot in planes:
         if snapshot.done:
             now = time.perf_counter()
@@ -110,6 +110,7 @@ def main(argv=None) -> int:
     parser.add_argument("--set12-image", default="05.png")
     parser.add_argument("--stacks", default="FMD,Set12", help="which stacks: FMD, Set12 or both")
     parser.add_argument("--preset", default="fast")
+    parser.add_argument("--channels", type=int, help="network width (default: the preset's)")
     parser.add_argument("--iterations", type=int, help="budget of the first plane (default: the preset's; for smoke runs)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0)

@@ -11,7 +11,10 @@ preset's network (``--preset``). For every size and thread count, one
 machine's load hits every lever alike. The table gives the median seconds per step and the
 ratio to ``base`` measured in the same rounds.
 
-``--quality`` instead fits Set12 centre crops (``--crop``, Gaussian noise ``--sigma`` rounded
+Levers are :data:`LEVERS` joined with ``+``, plus ``w<N>`` (every scale ``N`` channels wide)
+and ``s<N>`` (the first ``N`` scales only).
+
+``--quality`` instead fits Set12 (or ``--set CSet9``, colour) centre crops (``--crop``, Gaussian noise ``--sigma`` rounded
 to 8 bits, as ``quality.py`` makes them) with each lever to the automatically stopped result
 (the engine's default rule) and prints PSNR, seconds and iterations per image and the mean
 difference to ``base``; ``--skip``/``--images`` pick a chunk, ``--merge`` joins chunks' JSON.
@@ -48,12 +51,22 @@ LEVERS = {
 
 
 def lever_config(base, name: str):
+    """``base`` with the named levers; besides :data:`LEVERS`, ``w<N>`` makes every scale
+    ``N`` channels wide and ``s<N>`` keeps the first ``N`` scales."""
     overrides = {}
+    width = scales = None
     for part in name.split("+"):
-        if part not in LEVERS:
-            raise SystemExit(f"unknown lever {part!r}; known: {', '.join(LEVERS)}")
-        overrides.update(LEVERS[part])
-    return replace(base, **overrides)
+        if part[:1] in "ws" and part[1:].isdigit():
+            width, scales = (int(part[1:]), scales) if part[0] == "w" else (width, int(part[1:]))
+        elif part in LEVERS:
+            overrides.update(LEVERS[part])
+        else:
+            raise SystemExit(f"unknown lever {part!r}; known: {', '.join(LEVERS)}, w<channels>, s<scales>")
+    config = replace(base, **overrides)
+    if scales is not None:
+        config = replace(config, channels_down=config.channels_down[:scales], channels_up=config.channels_up[:scales],
+                         channels_skip=config.channels_skip[:scales])
+    return config if width is None else config.with_width(width)
 
 
 def make_fitter(network, size: int, threads: int, iterations: int):
@@ -117,12 +130,12 @@ def quality_fits(base, levers, options) -> list[dict]:
     spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
     quality = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(quality)
-    images = quality.list_images(Path(options.data), "Set12", options.skip + options.images)[options.skip:]
+    images = quality.list_images(Path(options.data), options.set, options.skip + options.images)[options.skip:]
     setting = f"sigma{options.sigma:g}"
     rows = []
     for index, (name, path) in enumerate(images):
         clean = quality.centre_crop(quality.load_uint8(path), options.crop) / 255.0
-        noisy = quality.add_gaussian_noise(clean, options.sigma / 255, quality.image_seed(0, "Set12", name, setting))
+        noisy = quality.add_gaussian_noise(clean, options.sigma / 255, quality.image_seed(0, options.set, name, setting))
         noisy8 = np.rint(noisy * 255.0).astype(np.uint8)
         order = levers if index % 2 == 0 else levers[::-1]
         for lever in order:
@@ -131,19 +144,23 @@ def quality_fits(base, levers, options) -> list[dict]:
                                       device="cpu", seed=0, snapshot_every=None, threads=options.fit_threads):
                 pass
             seconds = time.perf_counter() - start
-            row = {"image": name, "lever": lever, "psnr": quality.psnr(clean, quality.to_unit(final.average)),
+            row = {"image": f"{options.set}/{name}", "sigma": options.sigma, "lever": lever, "psnr": quality.psnr(clean, quality.to_unit(final.average)),
                    "seconds": seconds, "best_iteration": final.best_iteration, "iteration": final.iteration}
             rows.append(row)
-            print(f"Set12/{name} {lever:32s} {row['psnr']:.2f} dB {seconds:6.1f} s  best {row['best_iteration']} "
+            print(f"{options.set}/{name} {lever:32s} {row['psnr']:.2f} dB {seconds:6.1f} s  best {row['best_iteration']} "
                   f"stop {row['iteration']}", flush=True)
     return rows
 
 
 def quality_table(rows: list[dict]) -> str:
+    def case(row):  # rows written before --set and --sigma were recorded are Set12 at sigma 25
+        image = row["image"] if "/" in row["image"] else f"Set12/{row['image']}"
+        return image if row.get("sigma", 25.0) == 25.0 else f"{image} σ{row['sigma']:g}"
+
     levers = list(dict.fromkeys(r["lever"] for r in rows))
-    images = list(dict.fromkeys(r["image"] for r in rows))
-    by = {(r["image"], r["lever"]): r for r in rows}
-    lines = ["| lever | " + " | ".join(f"Set12/{i}" for i in images) + " | mean PSNR | mean Δ vs base | "
+    images = list(dict.fromkeys(case(r) for r in rows))
+    by = {(case(r), r["lever"]): r for r in rows}
+    lines = ["| lever | " + " | ".join(images) + " | mean PSNR | mean Δ vs base | "
              "mean seconds | time vs base |", "|---|" + "---:|" * (len(images) + 4)]
     base = [by[(i, "base")] for i in images]
     for lever in levers:
@@ -168,7 +185,8 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", metavar="LEVER", help="profile one lever instead of timing")
     parser.add_argument("--quality", action="store_true", help="PSNR of automatically stopped fits per lever")
     parser.add_argument("--data", default=str(ROOT / ".." / "shared" / "data"))
-    parser.add_argument("--images", type=int, default=4, help="--quality: Set12 images")
+    parser.add_argument("--set", default="Set12", help="--quality: the image set (Set12 grey, CSet9 colour)")
+    parser.add_argument("--images", type=int, default=4, help="--quality: images of the set")
     parser.add_argument("--skip", type=int, default=0, help="--quality: leave out the first N images")
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--sigma", type=float, default=25.0)
