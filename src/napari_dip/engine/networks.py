@@ -244,9 +244,10 @@ PAPER_INPAINT = SkipNetConfig(channels_skip=(0,) * 5, upsample_mode="nearest")
 #: grey crop at sigma 25 it matched the paper network's best PSNR at a third of its time.
 FAST = PAPER.with_width(48)
 FAST_INPAINT = PAPER_INPAINT.with_width(48)
-#: Denoising needs even fewer channels: with 32 instead of 48 a CPU step took 0.64x as long
-#: and the automatically stopped results were as good (mean of 8 Set12 crops at sigma 25:
-#: +0.09 dB; BENCHMARKS.md "A narrower network for denoising"). Super-resolution and
+#: Denoising needs even fewer channels: with 32 instead of 48 a step on a 2-core CPU took
+#: 0.54-0.60x as long, the automatically stopped fits as many iterations, and their results
+#: were as good (16 crops of Set12 and CSet9 at sigma 25 and 50: +0.05 dB on the mean, the
+#: worst -0.18; BENCHMARKS.md "A narrower network for denoising"). Super-resolution and
 #: inpainting were not measured narrower and keep 48.
 FAST_DENOISE = PAPER.with_width(32)
 
