@@ -80,7 +80,8 @@ def trace(task, observed, kwargs, evaluate, rule, options):
                             stopping=rule, iterations=options.iterations, device=options.device, seed=options.seed,
                             learning_rate=options.learning_rate)
     # Run the whole budget: the decision is replayed offline for several patience values.
-    fit = replace(fit, stopping=replace(fit.stopping, patience=10**9, warmup=0))
+    # No trend test either (the default's rise would end the fit at its first turn).
+    fit = replace(fit, stopping=replace(fit.stopping, patience=10**9, warmup=0, rise=None))
     fitter = Fitter(chw, model, net, fit)
     scores, psnrs = [], []
     start = time.perf_counter()

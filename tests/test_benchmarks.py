@@ -294,3 +294,17 @@ def test_step_variants_measures_a_step_and_says_whether_it_was_graphed():
     assert row["seconds_per_iteration"] > 0
     # Asked for graphs on a CPU: none were used, and the row says so rather than claiming them.
     assert row["cuda_graphs_setting"] is False and row["captures"] is None
+
+
+def test_stopping_traces_run_the_whole_budget():
+    """Traces are replayed offline for rules that stop later than the default, so the fit
+    behind one must not stop at the default's trend test (it did, once that became the default)."""
+    from argparse import Namespace
+
+    stopping = _load_script("stopping")
+    rng = np.random.default_rng(0)
+    clean = np.clip(0.5 + 0.3 * np.sin(np.linspace(0, 6, 32))[:, None] * np.cos(np.linspace(0, 4, 32))[None], 0, 1)
+    noisy = np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1).astype(np.float32)
+    options = Namespace(preset="fast", channels=4, iterations=400, device="cpu", seed=0, learning_rate=0.05)
+    scores, psnrs, _ = stopping.trace("denoise", noisy, {}, lambda est: 0.0, "validation", options)
+    assert len(scores) == len(psnrs) == 400
