@@ -14,8 +14,8 @@ ratio to ``base`` measured in the same rounds.
 Levers are :data:`LEVERS` joined with ``+``, plus ``w<N>`` (every scale ``N`` channels wide)
 and ``s<N>`` (the first ``N`` scales only).
 
-``--quality`` instead fits Set12 (or ``--set CSet9``, colour) centre crops (``--crop``, Gaussian noise ``--sigma`` rounded
-to 8 bits, as ``quality.py`` makes them) with each lever to the automatically stopped result
+``--quality`` instead fits Set12 (or ``--set CSet9``, colour) centre crops (``--crop``,
+Gaussian noise ``--sigma`` rounded to 8 bits, as ``quality.py`` makes them) with each lever to the automatically stopped result
 (the engine's default rule) and prints PSNR, seconds and iterations per image and the mean
 difference to ``base``; ``--skip``/``--images`` pick a chunk, ``--merge`` joins chunks' JSON.
 
@@ -56,16 +56,18 @@ def lever_config(base, name: str):
     overrides = {}
     width = scales = None
     for part in name.split("+"):
-        if part[:1] in "ws" and part[1:].isdigit():
-            width, scales = (int(part[1:]), scales) if part[0] == "w" else (width, int(part[1:]))
+        if part.startswith("w") and part[1:].isdigit():
+            width = int(part[1:])
+        elif part.startswith("s") and part[1:].isdigit():
+            scales = int(part[1:])
         elif part in LEVERS:
             overrides.update(LEVERS[part])
         else:
             raise SystemExit(f"unknown lever {part!r}; known: {', '.join(LEVERS)}, w<channels>, s<scales>")
     config = replace(base, **overrides)
     if scales is not None:
-        config = replace(config, channels_down=config.channels_down[:scales], channels_up=config.channels_up[:scales],
-                         channels_skip=config.channels_skip[:scales])
+        config = replace(config, **{field: getattr(config, field)[:scales]
+                                    for field in ("channels_down", "channels_up", "channels_skip")})
     return config if width is None else config.with_width(width)
 
 
@@ -144,11 +146,11 @@ def quality_fits(base, levers, options) -> list[dict]:
                                       device="cpu", seed=0, snapshot_every=None, threads=options.fit_threads):
                 pass
             seconds = time.perf_counter() - start
-            row = {"image": f"{options.set}/{name}", "sigma": options.sigma, "lever": lever, "psnr": quality.psnr(clean, quality.to_unit(final.average)),
-                   "seconds": seconds, "best_iteration": final.best_iteration, "iteration": final.iteration}
+            row = {"image": f"{options.set}/{name}", "sigma": options.sigma, "lever": lever,
+                   "psnr": quality.psnr(clean, quality.to_unit(final.average)), "seconds": seconds, "best_iteration": final.best_iteration, "iteration": final.iteration}
             rows.append(row)
-            print(f"{options.set}/{name} {lever:32s} {row['psnr']:.2f} dB {seconds:6.1f} s  best {row['best_iteration']} "
-                  f"stop {row['iteration']}", flush=True)
+            print(f"{options.set}/{name} {lever:32s} {row['psnr']:.2f} dB {seconds:6.1f} s  "
+                  f"best {row['best_iteration']} stop {row['iteration']}", flush=True)
     return rows
 
 

@@ -12,12 +12,10 @@ from where the default stop would have ended the fit.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,30 +28,31 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path)
     options = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
-    spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
-    quality = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(quality)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import time_to_result
+
     from napari_dip.engine.networks import FAST
     from napari_dip.engine.stopping import StoppingConfig
     from napari_dip.restore import iter_restore
 
-    name, path = quality.list_images(options.data, "Set12", 1)[0]
-    clean = quality.to_unit(quality.centre_crop(quality.load_uint8(path), 128))
-    noisy = quality.add_gaussian_noise(clean, 25 / 255, quality.image_seed(0, "Set12", name, 25.0))
-    noisy8 = np.round(noisy * 255).astype(np.uint8)
+    # time_to_result's own first grey case, so the noise is exactly the one it timed.
+    quality = time_to_result._load_quality()
+    case = argparse.Namespace(data=options.data, seed=0, sizes=[128], tasks=["denoise"], colours=["grey"],
+                              sigmas=[25.0])
+    name, _, noisy8, _, evaluate, _ = next(time_to_result.cases(quality, case))
     traces = {}
     for width in (int(w) for w in options.widths.split(",")):
         trace = []
         for snap in iter_restore("denoise", noisy8, network=FAST.with_width(width), device="cpu", seed=0,
                                  snapshot_every=25, iterations=options.iterations,
                                  stopping=StoppingConfig(rule="validation", patience=10 * options.iterations)):
-            trace.append([snap.iteration, round(quality.psnr(clean, quality.to_unit(snap.average)), 3)])
+            trace.append([snap.iteration, round(evaluate(snap.average), 3)])
         peak = max(trace, key=lambda row: row[1])
         print(f"{width} channels: peak {peak[1]:.2f} dB at {peak[0]}; every 100: "
               + ", ".join(f"{i}: {p:.2f}" for i, p in trace if i % 100 == 0), flush=True)
         traces[width] = trace
     if options.out:
-        options.out.write_text(json.dumps({"image": f"Set12/{name}", "command": " ".join(sys.argv),
+        options.out.write_text(json.dumps({"case": name, "command": " ".join(sys.argv),
                                            "traces": traces}, indent=1))
     return 0
 

@@ -308,3 +308,15 @@ def test_stopping_traces_run_the_whole_budget():
     options = Namespace(preset="fast", channels=4, iterations=400, device="cpu", seed=0, learning_rate=0.05)
     scores, psnrs, _ = stopping.trace("denoise", noisy, {}, lambda est: 0.0, "validation", options)
     assert len(scores) == len(psnrs) == 400
+
+
+def test_step_levers_narrow_and_shorten_the_network_and_refuse_typos():
+    from napari_dip.engine.networks import FAST
+
+    module = _load_script("step_levers")
+    net = module.lever_config(FAST, "w32+s4+zeros")
+    assert net.channels_down == net.channels_up == (32,) * 4 and net.channels_skip == (4,) * 4
+    assert net.padding == "zeros"
+    assert module.lever_config(FAST, "base") == FAST
+    with pytest.raises(SystemExit, match="w<channels>"):
+        module.lever_config(FAST, "w32+wide")
