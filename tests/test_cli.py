@@ -43,6 +43,18 @@ def test_denoise_png_end_to_end_records_provenance(grey_png, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_without_channels_the_preset_width_is_used_and_recorded(grey_png, tmp_path):
+    # fast denoises with 32 channels, and the other tasks keep 48 (BENCHMARKS.md).
+    out = tmp_path / "out.png"
+    assert main(["denoise", str(grey_png), "-o", str(out), "--preset", "fast", "--iterations", "2",
+                 "--device", "cpu", "-q"]) == 0
+    assert read_provenance(out)["network"]["channels_down"] == [32] * 5
+    out = tmp_path / "big.png"
+    assert main(["super-resolve", str(grey_png), "-o", str(out), "--factor", "2", "--preset", "fast",
+                 "--iterations", "1", "--device", "cpu", "-q"]) == 0
+    assert read_provenance(out)["network"]["channels_down"] == [48] * 5
+
+
 def test_super_resolve_keeps_16_bit_and_scales_the_pixel_size(stack_tif, tmp_path):
     out = tmp_path / "sr.tif"
     assert main(["super-resolve", str(stack_tif), "-o", str(out), "--factor", "2", "--axes", "CYX", *FAST]) == 0
