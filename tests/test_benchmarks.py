@@ -320,3 +320,12 @@ def test_step_levers_narrow_and_shorten_the_network_and_refuse_typos():
     assert module.lever_config(FAST, "base") == FAST
     with pytest.raises(SystemExit, match="w<channels>"):
         module.lever_config(FAST, "w32+wide")
+
+
+def test_width_trace_variants_set_width_and_schedule_and_refuse_typos():
+    module = _load_script("width_trace")
+    assert module.parse_variant("w16+lr=0.02") == (16, {"learning_rate": 0.02})
+    assert module.parse_variant("avg=0.98+jitter=0.05") == (32, {"average_weight": 0.98, "reg_noise_std": 0.05})
+    for typo in ("w16+lr", "w16+rate=0.1", "wide"):
+        with pytest.raises(SystemExit, match="unknown variant part"):
+            module.parse_variant(typo)
