@@ -208,7 +208,7 @@ def test_trend_test_stops_once_the_score_has_clearly_risen():
 
 def test_denoising_default_uses_the_trend_test_and_other_rules_their_own_defaults():
     _, fit = settings_for("denoise")
-    assert fit.stopping.rule == "validation" and fit.stopping.patience == 100 and fit.stopping.rise == 0.003
+    assert fit.stopping.rule == "validation" and fit.stopping.patience == 100 and fit.stopping.rise == 0.005
     _, fit = settings_for("denoise", stopping="wmv")
     assert fit.stopping.rule == "wmv" and fit.stopping.patience == 1000 and fit.stopping.rise is None
     _, fit = settings_for("super-resolve", factor=4, stopping="validation")
