@@ -82,6 +82,8 @@ def trace(task, observed, kwargs, evaluate, rule, options):
     # Run the whole budget: the decision is replayed offline for several patience values.
     # No trend test either (the default's rise would end the fit at its first turn).
     fit = replace(fit, stopping=replace(fit.stopping, patience=10**9, warmup=0, rise=None))
+    if getattr(options, "holdout", None) is not None:
+        fit = replace(fit, stopping=replace(fit.stopping, holdout_fraction=options.holdout))
     fitter = Fitter(chw, model, net, fit)
     scores, psnrs = [], []
     start = time.perf_counter()
@@ -191,6 +193,7 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rules", default="wmv,validation")
     parser.add_argument("--learning-rate", type=float, help="Adam learning rate (default: the preset's)")
+    parser.add_argument("--holdout", type=float, help="held-out validation: fraction of pixels left out (default: 5 %%)")
     parser.add_argument("--sigmas", default="25", help="denoising noise levels (of 255), comma-separated")
     parser.add_argument("--traces", type=Path,
                         help="also save each fit's per-iteration score and PSNR here (npz), to replay other rules")

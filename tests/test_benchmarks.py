@@ -310,6 +310,21 @@ def test_stopping_traces_run_the_whole_budget():
     assert len(scores) == len(psnrs) == 400
 
 
+def test_stopping_traces_take_the_held_out_fraction():
+    from argparse import Namespace
+
+    stopping = _load_script("stopping")
+    rng = np.random.default_rng(0)
+    noisy = np.clip(0.5 + rng.normal(0, 0.1, (32, 32)), 0, 1).astype(np.float32)
+    options = Namespace(preset="fast", channels=4, iterations=30, device="cpu", seed=0, learning_rate=0.05)
+    default, _, _ = stopping.trace("denoise", noisy, {}, lambda est: 0.0, "validation", options)
+    options.holdout = 0.05
+    same, _, _ = stopping.trace("denoise", noisy, {}, lambda est: 0.0, "validation", options)
+    options.holdout = 0.2
+    more, _, _ = stopping.trace("denoise", noisy, {}, lambda est: 0.0, "validation", options)
+    assert np.array_equal(default, same) and not np.allclose(default, more)
+
+
 def test_step_levers_narrow_and_shorten_the_network_and_refuse_typos():
     from napari_dip.engine.networks import FAST
 
