@@ -138,12 +138,26 @@ def replay_slope(scores, psnrs, window, min_wait, patience, warmup):
     return (end, best_at, psnrs[best_at - 1]) if best_at else (end, None, psnrs[-1])
 
 
+def resmooth(scores: np.ndarray, weight: float, recorded: float = 0.9) -> np.ndarray:
+    """The held-out errors as if smoothed with ``weight`` instead of ``recorded`` (the
+    engine's default, with which the traces were saved): undo the exponential smoothing,
+    then apply the new one."""
+    raw = scores.astype(np.float64).copy()
+    raw[1:] = (scores[1:] - recorded * scores[:-1]) / (1.0 - recorded)
+    out = np.empty_like(raw)
+    out[0] = raw[0]
+    for i in range(1, len(raw)):
+        out[i] = weight * out[i - 1] + (1.0 - weight) * raw[i]
+    return out
+
+
 def from_traces(folder: Path, rules: list[str], warmup: int) -> int:
     """Replay candidate rules on saved traces (``--traces``) without fitting again.
 
     Each rule is ``pP`` (patience P), ``rT/W/P`` (rise of T relative after W iterations,
     patience P as the backstop) or ``sN/W/P`` (slope over the last N iterations positive,
-    at least W past the best, patience P).
+    at least W past the best, patience P); ``...@S`` replays it on the held-out errors
+    smoothed with weight S instead of the engine's 0.9 (validation traces only).
     """
     traces = sorted(folder.glob("*.npz"))
     if not traces:
@@ -156,7 +170,9 @@ def from_traces(folder: Path, rules: list[str], warmup: int) -> int:
         scores, psnrs = data["scores"], data["psnrs"]
         oracle = float(np.max(psnrs))
         cells = []
-        for rule in rules:
+        for name in rules:
+            rule, _, smoothing = name.partition("@")
+            scores = resmooth(data["scores"], float(smoothing)) if smoothing else data["scores"]
             if rule.startswith("p"):
                 stop, _best, value = replay(scores, psnrs, int(rule[1:]), warmup)
             elif rule.startswith("s"):
@@ -165,7 +181,7 @@ def from_traces(folder: Path, rules: list[str], warmup: int) -> int:
             else:
                 tolerance, min_wait, patience = rule[1:].split("/")
                 stop, _best, value = replay_rise(scores, psnrs, float(tolerance), int(min_wait), int(patience), warmup)
-            totals[rule].append((value - oracle, stop, len(scores)))
+            totals[name].append((value - oracle, stop, len(scores)))
             cells.append(f"{value - oracle:+.2f}@{stop:<5d}")
         print(f"{path.stem:48s} {oracle:6.2f}   " + "  ".join(f"{c:>16s}" for c in cells))
     print("\nmean gap to the oracle (dB), mean stop iteration, worst gap")

@@ -344,3 +344,12 @@ def test_width_trace_variants_set_width_and_schedule_and_refuse_typos():
     for typo in ("w16+lr", "w16+rate=0.1", "wide"):
         with pytest.raises(SystemExit, match="unknown variant part"):
             module.parse_variant(typo)
+
+
+def test_replayed_smoothing_undoes_the_recorded_one():
+    stopping = _load_script("stopping")
+    raw = np.random.default_rng(1).random(50)
+    recorded = stopping.resmooth(raw, 0.9, recorded=0.0)  # smooth raw errors as the engine does
+    assert np.allclose(recorded[1:], 0.9 * recorded[:-1] + 0.1 * raw[1:])
+    assert np.allclose(stopping.resmooth(recorded, 0.9), recorded)
+    assert np.allclose(stopping.resmooth(recorded, 0.0), raw)
