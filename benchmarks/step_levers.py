@@ -143,11 +143,12 @@ def quality_fits(base, levers, options) -> list[dict]:
         for lever in order:
             start = time.perf_counter()
             for final in iter_restore("denoise", noisy8, preset=options.preset, network=lever_config(base, lever),
-                                      device="cpu", seed=0, snapshot_every=None, threads=options.fit_threads):
+                                      device="cpu", seed=options.seed, snapshot_every=None,
+                                      threads=options.fit_threads):
                 pass
             seconds = time.perf_counter() - start
             row = {"image": f"{options.set}/{name}", "sigma": options.sigma, "lever": lever,
-                   "psnr": quality.psnr(clean, quality.to_unit(final.average)), "seconds": seconds, "best_iteration": final.best_iteration, "iteration": final.iteration}
+                   "seed": options.seed, "psnr": quality.psnr(clean, quality.to_unit(final.average)), "seconds": seconds, "best_iteration": final.best_iteration, "iteration": final.iteration}
             rows.append(row)
             print(f"{options.set}/{name} {lever:32s} {row['psnr']:.2f} dB {seconds:6.1f} s  "
                   f"best {row['best_iteration']} stop {row['iteration']}", flush=True)
@@ -157,7 +158,8 @@ def quality_fits(base, levers, options) -> list[dict]:
 def quality_table(rows: list[dict]) -> str:
     def case(row):  # rows written before --set and --sigma were recorded are Set12 at sigma 25
         image = row["image"] if "/" in row["image"] else f"Set12/{row['image']}"
-        return image if row.get("sigma", 25.0) == 25.0 else f"{image} σ{row['sigma']:g}"
+        image = image if row.get("sigma", 25.0) == 25.0 else f"{image} σ{row['sigma']:g}"
+        return f"{image} seed {row['seed']}" if row.get("seed", 0) else image
 
     levers = list(dict.fromkeys(r["lever"] for r in rows))
     images = list(dict.fromkeys(case(r) for r in rows))
@@ -192,6 +194,7 @@ def main(argv=None) -> int:
     parser.add_argument("--skip", type=int, default=0, help="--quality: leave out the first N images")
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--sigma", type=float, default=25.0)
+    parser.add_argument("--seed", type=int, default=0, help="--quality: the fits' seed (network and input)")
     parser.add_argument("--fit-threads", type=int, default=None, help="--quality: threads per fit (default: torch's)")
     parser.add_argument("--merge", type=Path, nargs="+", help="print the quality table of these JSON files")
     parser.add_argument("--src", type=Path, default=ROOT / "src", help="the engine to import")
