@@ -138,10 +138,14 @@ def replay_slope(scores, psnrs, window, min_wait, patience, warmup):
     return (end, best_at, psnrs[best_at - 1]) if best_at else (end, None, psnrs[-1])
 
 
-def resmooth(scores: np.ndarray, weight: float, recorded: float = 0.9) -> np.ndarray:
-    """The held-out errors as if smoothed with ``weight`` instead of ``recorded`` (the
-    engine's default, with which the traces were saved): undo the exponential smoothing,
-    then apply the new one."""
+def resmooth(scores: np.ndarray, weight: float, recorded: float | None = None) -> np.ndarray:
+    """The held-out errors as if smoothed with ``weight`` instead of ``recorded`` (default:
+    the engine's ``StoppingConfig.smoothing``, with which the traces were saved): undo the
+    exponential smoothing, then apply the new one."""
+    if recorded is None:
+        from napari_dip.engine.stopping import StoppingConfig
+
+        recorded = StoppingConfig().smoothing
     raw = scores.astype(np.float64).copy()
     raw[1:] = (scores[1:] - recorded * scores[:-1]) / (1.0 - recorded)
     out = np.empty_like(raw)
@@ -172,6 +176,8 @@ def from_traces(folder: Path, rules: list[str], warmup: int) -> int:
         cells = []
         for name in rules:
             rule, _, smoothing = name.partition("@")
+            if smoothing and not path.stem.split("-holdout")[0].endswith("-validation"):
+                raise SystemExit(f"{name}: re-smoothing applies to held-out validation traces only, not {path.name}")
             scores = resmooth(data["scores"], float(smoothing)) if smoothing else data["scores"]
             if rule.startswith("p"):
                 stop, _best, value = replay(scores, psnrs, int(rule[1:]), warmup)
@@ -239,8 +245,13 @@ def main(argv=None) -> int:
                 continue
             if options.traces:
                 options.traces.mkdir(parents=True, exist_ok=True)
-                np.savez(options.traces / f"{task}-{name.replace('/', '-')}-{rule}.npz",
-                         scores=scores, psnrs=psnrs, seconds=seconds)
+                # Traces of another held-out fraction say so in their name and their data,
+                # so that a folder reused for both cannot mix them up unnoticed.
+                holdout = getattr(options, "holdout", None)
+                suffix = "" if holdout is None else f"-holdout{holdout:g}"
+                np.savez(options.traces / f"{task}-{name.replace('/', '-')}-{rule}{suffix}.npz",
+                         scores=scores, psnrs=psnrs, seconds=seconds,
+                         holdout=np.nan if holdout is None else holdout)
             row = {"task": task, "image": name, "rule": rule, "seconds": seconds,
                    "oracle": float(psnrs.max()), "oracle_at": int(psnrs.argmax()) + 1, "final": float(psnrs[-1]),
                    "replays": {}}

@@ -30,15 +30,22 @@ SETTINGS = {"lr": "learning_rate", "avg": "average_weight", "jitter": "reg_noise
 
 def parse_variant(text: str) -> tuple[int, dict]:
     """``"w16+lr=0.02"`` -> ``(16, {"learning_rate": 0.02})``."""
-    width, settings = 32, {}
+    width, settings, seen = 32, {}, set()
     for part in text.split("+"):
         key, _, value = part.partition("=")
-        if not value and key.startswith("w") and key[1:].isdigit():
-            width = int(key[1:])
-        elif key in SETTINGS and value:
-            settings[SETTINGS[key]] = float(value)
-        else:
-            raise SystemExit(f"unknown variant part {part!r}: use w<N>, lr=<x>, avg=<x> or jitter=<x>")
+        name = "w" if not value and key[:1] == "w" else key
+        if name in seen:
+            raise SystemExit(f"variant {text!r} sets {name!r} twice")
+        seen.add(name)
+        try:
+            if name == "w" and key[1:].isdigit() and int(key[1:]) > 0:
+                width = int(key[1:])
+            elif key in SETTINGS and value and float(value) >= 0:
+                settings[SETTINGS[key]] = float(value)
+            else:
+                raise ValueError(part)
+        except ValueError:
+            raise SystemExit(f"unknown variant part {part!r}: use w<N>, lr=<x>, avg=<x> or jitter=<x>") from None
     return width, settings
 
 
@@ -46,12 +53,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--widths", help="shorthand for --variants w<N>,...")
-    parser.add_argument("--variants", default="w32,w48")
+    parser.add_argument("--variants", help="comma-separated variants (default: w32,w48)")
     parser.add_argument("--threads", type=int, help="PyTorch threads (default: PyTorch's own)")
     parser.add_argument("--iterations", type=int, default=1800)
     parser.add_argument("--out", type=Path)
     options = parser.parse_args(argv)
-    variants = [f"w{w}" for w in options.widths.split(",")] if options.widths else options.variants.split(",")
+    if options.widths and options.variants:
+        parser.error("give --widths or --variants, not both")
+    variants = [f"w{w}" for w in options.widths.split(",")] if options.widths else (options.variants or "w32,w48").split(",")
     parsed = {variant: parse_variant(variant) for variant in variants}  # fail before any fit
     sys.path.insert(0, str(ROOT / "src"))
     sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -341,15 +341,36 @@ def test_width_trace_variants_set_width_and_schedule_and_refuse_typos():
     module = _load_script("width_trace")
     assert module.parse_variant("w16+lr=0.02") == (16, {"learning_rate": 0.02})
     assert module.parse_variant("avg=0.98+jitter=0.05") == (32, {"average_weight": 0.98, "reg_noise_std": 0.05})
-    for typo in ("w16+lr", "w16+rate=0.1", "wide"):
+    for typo in ("w16+lr", "w16+rate=0.1", "wide", "w0", "lr=abc"):
         with pytest.raises(SystemExit, match="unknown variant part"):
             module.parse_variant(typo)
+    with pytest.raises(SystemExit, match="twice"):
+        module.parse_variant("w16+w32")
+    # Each setting a variant names is an argument of iter_restore.
+    import inspect
+
+    from napari_dip.restore import iter_restore
+
+    assert set(module.SETTINGS.values()) <= set(inspect.signature(iter_restore).parameters)
 
 
-def test_replayed_smoothing_undoes_the_recorded_one():
+def test_replayed_smoothing_undoes_the_engines():
+    """The held-out errors of a fit smoothed with 0.9, re-smoothed to 0 by the replay, are
+    those of the same fit recorded unsmoothed (smoothing does not change the fit itself)."""
+    from napari_dip.engine.fit import FitConfig, Fitter
+    from napari_dip.engine.forward import Identity
+    from napari_dip.engine.stopping import StoppingConfig
+    from tiny import TINY_NET
+
     stopping = _load_script("stopping")
-    raw = np.random.default_rng(1).random(50)
-    recorded = stopping.resmooth(raw, 0.9, recorded=0.0)  # smooth raw errors as the engine does
-    assert np.allclose(recorded[1:], 0.9 * recorded[:-1] + 0.1 * raw[1:])
-    assert np.allclose(stopping.resmooth(recorded, 0.9), recorded)
-    assert np.allclose(stopping.resmooth(recorded, 0.0), raw)
+    rng = np.random.default_rng(0)
+    noisy = np.clip(0.5 + rng.normal(0, 0.1, (1, 32, 32)), 0, 1).astype(np.float32)
+    recorded = {}
+    for weight in (0.0, 0.9):
+        rule = StoppingConfig(rule="validation", patience=10**6, warmup=0, smoothing=weight)
+        fitter = Fitter(noisy, Identity(), TINY_NET, FitConfig(iterations=20, seed=0, device="cpu", threads=1,
+                                                                      stopping=rule))
+        recorded[weight] = np.array([float(fitter.stopper.last_score) for _ in fitter.run(snapshot_every=1)])
+    assert not np.allclose(recorded[0.0], recorded[0.9])
+    assert np.allclose(stopping.resmooth(recorded[0.9], 0.0), recorded[0.0], rtol=1e-5)
+    assert np.allclose(stopping.resmooth(recorded[0.0], 0.9, recorded=0.0), recorded[0.9], rtol=1e-5)
