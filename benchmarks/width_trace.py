@@ -7,7 +7,10 @@ The case is time_to_result.py's first grey one (Set12/01, 128² centre crop, sig
 noise seed, the noisy image rounded to 8 bits). Each variant is fitted with the default
 held-out validation but a patience longer than the budget, so the fit runs on and the
 running average's PSNR every 25 iterations shows where the peak is and how high, apart
-from where the default stop would have ended the fit.
+from where the default stop would have ended the fit. The trace ends one snapshot before
+the budget: the last snapshot holds the held-out rule's pick (``returned``: its iteration
+and PSNR), not the average at the end. (``width-trace-set12-01.json`` was written before
+this was kept apart: its last point, at 1800, is that pick.)
 
 A variant joins with "+": ``w<N>`` (N channels per scale, the ``fast`` layout; 32 if not
 given), ``lr=<x>`` (Adam's learning rate), ``avg=<x>`` (weight of the running average of
@@ -75,23 +78,30 @@ def main(argv=None) -> int:
     case = argparse.Namespace(data=options.data, seed=0, sizes=[128], tasks=["denoise"], colours=["grey"],
                               sigmas=[25.0])
     name, _, noisy8, _, evaluate, _ = next(time_to_result.cases(quality, case))
-    traces = {}
+    traces, results = {}, {}
     for variant, (width, settings) in parsed.items():
-        trace = []
+        trace, returned = [], None
         for snap in iter_restore("denoise", noisy8, network=FAST.with_width(width), device="cpu", seed=0,
                                  threads=options.threads, snapshot_every=25, iterations=options.iterations,
                                  stopping=StoppingConfig(rule="validation", patience=10 * options.iterations),
                                  **settings):
-            trace.append([snap.iteration, round(evaluate(snap.average), 3)])
+            if snap.done:
+                # The last snapshot holds the result the stop would return (its best
+                # iteration's), not the average at the budget's end: kept apart.
+                returned = [snap.best_iteration, round(evaluate(snap.average), 3)]
+            else:
+                trace.append([snap.iteration, round(evaluate(snap.average), 3)])
         peak = max(trace, key=lambda row: row[1])
         within = next(i for i, p in trace if p >= peak[1] - 0.1)
         print(f"{variant}: peak {peak[1]:.2f} dB at {peak[0]}, within 0.1 dB of it from {within}; every 200: "
               + ", ".join(f"{i}: {p:.2f}" for i, p in trace if i % 200 == 0), flush=True)
         # Keys as before for plain widths ("32"), so earlier result files read the same.
-        traces[variant[1:] if variant[1:].isdigit() else variant] = trace
+        key = variant[1:] if variant[1:].isdigit() else variant
+        traces[key] = trace
+        results[key] = returned
     if options.out:
         options.out.write_text(json.dumps({"case": name, "command": " ".join(sys.argv), "threads": options.threads,
-                                           "traces": traces}, indent=1))
+                                           "traces": traces, "returned": results}, indent=1))
     return 0
 
 
