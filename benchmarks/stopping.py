@@ -171,7 +171,7 @@ def from_traces(folder: Path, rules: list[str], warmup: int) -> int:
     print(f"{'trace':48s} oracle    " + "  ".join(f"{r:>16s}" for r in rules))
     for path in traces:
         data = np.load(path)
-        scores, psnrs = data["scores"], data["psnrs"]
+        psnrs = data["psnrs"]
         oracle = float(np.max(psnrs))
         cells = []
         for name in rules:

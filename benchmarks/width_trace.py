@@ -69,7 +69,6 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import time_to_result
 
-    from napari_dip.engine.networks import FAST
     from napari_dip.engine.stopping import StoppingConfig
     from napari_dip.restore import iter_restore
 
@@ -81,7 +80,7 @@ def main(argv=None) -> int:
     traces, results = {}, {}
     for variant, (width, settings) in parsed.items():
         trace, returned = [], None
-        for snap in iter_restore("denoise", noisy8, network=FAST.with_width(width), device="cpu", seed=0,
+        for snap in iter_restore("denoise", noisy8, preset="fast", channels=width, device="cpu", seed=0,
                                  threads=options.threads, snapshot_every=25, iterations=options.iterations,
                                  stopping=StoppingConfig(rule="validation", patience=10 * options.iterations),
                                  **settings):
