@@ -55,6 +55,15 @@ def test_without_channels_the_preset_width_is_used_and_recorded(grey_png, tmp_pa
     assert read_provenance(out)["network"]["channels_down"] == [48] * 5
 
 
+def test_denoising_stops_with_the_default_trend_test_and_records_it(grey_png, tmp_path):
+    # The trend test's rise (0.5 %, BENCHMARKS.md "The trend test at 0.5 %") reaches the
+    # command line's fit and its provenance.
+    out = tmp_path / "out.png"
+    assert main(["denoise", str(grey_png), "-o", str(out), "--iterations", "2", "--device", "cpu", "-q"]) == 0
+    stopping = read_provenance(out)["fit"]["stopping"]
+    assert stopping["rule"] == "validation" and stopping["rise"] == 0.005 and stopping["patience"] == 100
+
+
 def test_super_resolve_keeps_16_bit_and_scales_the_pixel_size(stack_tif, tmp_path):
     out = tmp_path / "sr.tif"
     assert main(["super-resolve", str(stack_tif), "-o", str(out), "--factor", "2", "--axes", "CYX", *FAST]) == 0
