@@ -113,16 +113,21 @@ def test_denoising_jitter_follows_the_estimated_noise():
     heavy = np.clip(clean + rng.normal(0, 0.15, clean.shape), 0, 1).astype(np.float32)
 
     def fit_settings(image, **kwargs):
+        kwargs.setdefault("recorrupt", False)  # the paper's way, which jitters its input
         final = last_snapshot(iter_restore("denoise", image, iterations=2, snapshot_every=None, **TINY, **kwargs))
         return final.settings
 
     quiet = fit_settings(clean)
     noisy = fit_settings(heavy)
+    # By default (fast on a CPU) the estimate is the recorruption's level instead: no jitter.
+    recorrupted = fit_settings(heavy, recorrupt=None)
+    assert recorrupted["fit"]["recorrupt_sigma"] == pytest.approx(recorrupted["noise_sigma_estimate"])
+    assert recorrupted["fit"]["reg_noise_std"] == 0.0
     assert quiet["noise_sigma_estimate"] < 0.02 < 0.1 < noisy["noise_sigma_estimate"]
     assert quiet["fit"]["reg_noise_std"] == pytest.approx(1 / 30)  # the paper's value at low noise
     assert noisy["fit"]["reg_noise_std"] == pytest.approx(noisy["noise_sigma_estimate"] / 3, rel=1e-6)
     # the caller's value wins, and other tasks keep their schedule whatever the noise
-    assert fit_settings(heavy, reg_noise_std=0.01)["fit"]["reg_noise_std"] == 0.01
+    assert fit_settings(heavy, reg_noise_std=0.01, recorrupt=None)["fit"]["reg_noise_std"] == 0.01
     sr = last_snapshot(iter_restore("super-resolve", heavy, factor=2, iterations=2, snapshot_every=None, **TINY))
     assert sr.settings["fit"]["reg_noise_std"] == pytest.approx(0.03)
 

@@ -179,7 +179,8 @@ def test_denoising_jitter_grows_with_the_noise_within_its_bounds():
     low, high = DENOISING_JITTER_RANGE
     assert denoising_jitter(0.0) == low and denoising_jitter(1.0) == high
     assert denoising_jitter(0.15) == pytest.approx(0.05)
-    assert settings_for("denoise", noise_sigma=0.15)[1].reg_noise_std == pytest.approx(0.05)
+    assert settings_for("denoise", noise_sigma=0.15, recorrupt=False)[1].reg_noise_std == pytest.approx(0.05)
+    assert settings_for("denoise", "paper", noise_sigma=0.15)[1].reg_noise_std == pytest.approx(0.05)
     assert settings_for("denoise", noise_sigma=0.15, reg_noise_std=0.0)[1].reg_noise_std == 0.0
     assert settings_for("inpaint", noise_sigma=0.15)[1].reg_noise_std == 0.03
 

@@ -68,6 +68,11 @@ def _add_fit_options(parser: argparse.ArgumentParser, single_file: bool = True) 
                              "(default: estimated)")
     parser.add_argument("--gain", type=float,
                         help="denoising: the camera's gain, file units per photo-electron (default: estimated)")
+    parser.add_argument("--recorrupt", action=argparse.BooleanOptionalAction, default=None,
+                        help="denoising: the noisy image as the network's input, with fresh noise of the estimated "
+                             "level split between input and target at every step, instead of the paper's fixed "
+                             "noise input (default: on with the fast preset, off with paper and with "
+                             "--noise-fit weighted or --reg-noise-std)")
     parser.add_argument("--threads", type=_threads,
                         help="CPU threads, or 'auto': as many as there are idle cores when the fit starts, which "
                              "spares a busy machine but makes the result depend on the load (default: PyTorch's)")
@@ -512,6 +517,7 @@ def restore_file(args, extras: dict | None = None) -> tuple:
         tile_overlap=getattr(args, "tile_overlap", None),
         noise=getattr(args, "noise", "auto"),
         noise_fit=getattr(args, "noise_fit", None),
+        recorrupt=getattr(args, "recorrupt", None),
         gain=getattr(args, "gain", None),
         offset=getattr(args, "offset", None),
         **options,

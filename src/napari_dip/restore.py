@@ -100,6 +100,7 @@ def iter_restore(
     offset: float | None = None,
     tile_size: int | None = None,
     tile_overlap: int | None = None,
+    recorrupt: bool | None = None,
 ) -> Iterator[Snapshot]:
     """Restore ``image`` step by step, yielding snapshots as the fit proceeds.
 
@@ -201,6 +202,13 @@ def iter_restore(
         the whole image's noise estimate and the same settings; its snapshots name the tile
         (``snapshot.tile``, ``(k, n)``) and count that tile's iterations, and the final one
         records the tiles in ``settings["tiling"]``.
+    recorrupt : bool, optional
+        Denoising only: fit by recorruption, the noisy image as the network's input and
+        fresh noise of the estimated level split between input and target at every step
+        (``FitConfig.recorrupt_sigma``), instead of the paper's fixed noise input. ``None``
+        (default): as the preset does it, recorruption for ``fast`` (also where ``auto``
+        picks it) and the paper's way for ``paper``; never with ``noise_fit="weighted"``,
+        whose noise has no single level.
 
     Yields
     ------
@@ -228,7 +236,7 @@ def iter_restore(
         average_weight=average_weight, precision=precision, backtrack=backtrack, runs=runs, threads=threads,
         compile=compile, cuda_graphs=cuda_graphs,
         noise=noise, noise_fit=noise_fit, gain=gain, offset=offset,
-        tile_size=tile_size, tile_overlap=tile_overlap, single=True,
+        tile_size=tile_size, tile_overlap=tile_overlap, recorrupt=recorrupt, single=True,
     )
     if not job.layout.is_stack:
         return job.single()
@@ -346,6 +354,7 @@ class _Job:
         offset: float | None = None,
         tile_size: int | None = None,
         tile_overlap: int | None = None,
+        recorrupt: bool | None = None,
         **fit_overrides,
     ):
         if task not in TASKS:
@@ -399,6 +408,13 @@ class _Job:
             # The input jitter follows the noise of what is fitted (for the transform: its
             # stabilised level), not the Gaussian estimate of the raw values.
             noise_sigma = self.noise.jitter_sigma(first.observed if samples is None else samples)
+        if self.noise.fit == "weighted":
+            if recorrupt:
+                raise InputError(
+                    "recorruption needs noise of one level; noise_fit='weighted' has a level per pixel: "
+                    "use noise_fit='gat' (the transform makes the level one)"
+                )
+            recorrupt = False
         self.resolved_preset = resolve_preset(preset, device)
         self.net, fit_config = settings_for(
             task,
@@ -409,6 +425,7 @@ class _Job:
             stopping=stopping,
             patience=patience,
             noise_sigma=noise_sigma,
+            recorrupt=recorrupt,
             device=device,
             **fit_overrides,
         )

@@ -18,7 +18,7 @@ import math
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ import torch
 from .compiled import compile_mode, compile_network
 from .devices import autotune_convolutions, cpu_threads, free_memory_bytes, idle_cores, resolve_device
 from ..errors import DeviceMemoryError, InputError
+from .forward import Identity
 from .forward import describe as describe_forward_model
 from .graphs import GraphedStep, graphs_wanted
 from .losses import SquaredError
@@ -92,6 +93,17 @@ class FitConfig:
     #: Automatic stopping (see :mod:`napari_dip.engine.stopping`); ``StoppingConfig(rule="none")``
     #: runs the whole budget.
     stopping: StoppingConfig = StoppingConfig()
+    #: Denoising only: the standard deviation (of the [0, 1] range) of the image's Gaussian
+    #: noise, to fit by recorruption (Pang et al., "Recorrupted-to-Recorrupted", CVPR 2021)
+    #: instead of the paper's way. The network's input is then the noisy image itself plus
+    #: fresh noise ``alpha * n`` at every step, ``n ~ N(0, sigma²)``, and its target the image
+    #: minus ``n / alpha``. Input and target carry independent noise, so the squared error is
+    #: in expectation the error against the clean image plus a constant: the fit climbs to
+    #: its peak in fewer steps and overfits the noise more slowly. ``reg_noise_std`` is not
+    #: used then. ``None``: the paper's fixed noise input, fitted to the image.
+    recorrupt_sigma: float | None = None
+    #: ``alpha`` above: how the fresh noise is split between input and target (1: equally).
+    recorrupt_alpha: float = 1.0
 
     def __post_init__(self):
         if self.iterations < 1:
@@ -114,6 +126,10 @@ class FitConfig:
             raise InputError(f"threads must be a whole number of at least 1, or 'auto', got {self.threads!r}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.recorrupt_sigma is not None and not self.recorrupt_sigma > 0:
+            raise InputError(f"recorrupt_sigma must be positive (or None), got {self.recorrupt_sigma}")
+        if not self.recorrupt_alpha > 0:
+            raise InputError(f"recorrupt_alpha must be positive, got {self.recorrupt_alpha}")
         for name in ("compile", "cuda_graphs", "channels_last"):
             value = getattr(self, name)
             if not isinstance(value, bool) and not (value is None and name != "compile"):
@@ -249,6 +265,12 @@ class Fitter:
         if len(self.image_size) != observation.ndim - 1:
             raise InputError(f"{describe_forward_model(forward_model)} works on 2D images only, not on volumes")
         self._check_memory(channels, *self.image_size)
+        #: Whether the fit recorrupts the noisy image (``FitConfig.recorrupt_sigma``).
+        self.recorrupting = self.config.recorrupt_sigma is not None
+        if self.recorrupting:
+            self._check_recorruption(forward_model, channels)
+            # The network's input is the image itself: as many input channels as it has.
+            self.network_config = _with_input_channels(self.network_config, channels)
 
         cfg = self.network_config
         if volumetric:
@@ -270,12 +292,19 @@ class Fitter:
             noise = torch.Generator().manual_seed(self.seed + run)
             inputs.append(torch.rand((1, cfg.input_channels, *self.padded_size), generator=noise) * cfg.input_scale)
         net = nets[0] if self.runs == 1 else SkipNet.side_by_side(nets)
-        z = torch.cat(inputs, dim=1)
+        if self.recorrupting:
+            # Every run sees the image, padded as the network's output is cropped.
+            ones = (1,) * len(self.padded_size)
+            z = _padded(torch.as_tensor(observation)[None], self._crop, self.padded_size).repeat(1, self.runs, *ones)
+        else:
+            z = torch.cat(inputs, dim=1)
         if initial_state is not None:
-            # Warm start (the next plane of a stack): the previous fit's weights and input.
+            # Warm start (the next plane of a stack): the previous fit's weights, and its
+            # input unless the input is this plane's image.
             initial_state.check_compatible(self.network_config, channels, self.runs, tuple(z.shape))
             net.load_state_dict(initial_state.network)
-            z = initial_state.input.detach().to("cpu").clone()
+            if not self.recorrupting:
+                z = initial_state.input.detach().to("cpu").clone()
 
         memory_format = torch.contiguous_format
         if self.config.channels_last:
@@ -373,6 +402,13 @@ class Fitter:
         # The network's input: the jittered buffer, refilled in place every step (a CUDA
         # graph reads it at a fixed address), or the fixed input itself.
         net_input = jitter if cfg.reg_noise_std > 0 else self.input
+        fresh = fresh_crop = None
+        if self.recorrupting:
+            # This step's fresh noise, and the image recorrupted with it (both refilled in
+            # place, as the jitter is); the target is computed from it inside the step.
+            fresh = torch.empty_like(self.input)
+            net_input = torch.empty_like(self.input)
+            fresh_crop = fresh.view(self.runs, -1, *fresh.shape[2:])[crop]
 
         def step():
             """One Adam step on ``net_input``; returns the cropped output and the loss."""
@@ -383,10 +419,12 @@ class Fitter:
             # (1, runs * C, H, W) -> (runs, C, H, W): the runs become a batch.
             outputs = full.view(self.runs, -1, *full.shape[2:])[crop].float()
             predicted = self.forward_model(outputs)
+            # Recorrupting: the image less the fresh noise, over alpha; else the image.
+            target = self.observation - fresh_crop / cfg.recorrupt_alpha if self.recorrupting else self.observation
             if self.loss_weight is None:
-                loss = self.loss(predicted, self.observation)
+                loss = self.loss(predicted, target)
             else:
-                errors = self.loss.pixel_error(predicted, self.observation)
+                errors = self.loss.pixel_error(predicted, target)
                 loss = (errors * self.loss_weight).sum() / self.loss_norm
             self.optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
@@ -426,7 +464,10 @@ class Fitter:
 
         try:
             for iteration in range(1, cfg.iterations + 1):
-                if cfg.reg_noise_std > 0:
+                if self.recorrupting:
+                    fresh.normal_(generator=self._jitter_generator).mul_(cfg.recorrupt_sigma)
+                    torch.add(self.input, fresh, alpha=cfg.recorrupt_alpha, out=net_input)
+                elif cfg.reg_noise_std > 0:
                     # In place: the jitter buffer becomes this step's input, no allocation.
                     jitter.normal_(generator=self._jitter_generator)
                     jitter.mul_(cfg.reg_noise_std).add_(self.input)
@@ -543,6 +584,18 @@ class Fitter:
 
     # -- internals ---------------------------------------------------------------------
 
+    def _check_recorruption(self, forward_model: torch.nn.Module, channels: int) -> None:
+        """Recorruption is a way of denoising with the squared error: refuse anything else."""
+        if not isinstance(forward_model, Identity):
+            raise InputError(
+                f"recorrupt_sigma is for denoising only, not for a fit through {describe_forward_model(forward_model)}"
+            )
+        if not isinstance(self.loss, SquaredError):
+            raise InputError(
+                "recorrupt_sigma assumes Gaussian noise of one level (the squared error), not "
+                f"{describe_loss(self.loss)['name']}; fit a Poisson-Gaussian image through the Anscombe transform"
+            )
+
     def _expected_stop(self, iteration: int, best: int | None) -> int:
         """Where the fit ends if no new best comes: ``best + patience``, within the budget.
 
@@ -618,6 +671,22 @@ class Fitter:
             f"a {'x'.join(str(n) for n in size)} {what} with this network needs about {needed / 2**30:.1f} GiB on "
             f"{self.device}{have}; use the 'fast' preset, fewer channels, a crop, or another device"
         )
+
+
+def _with_input_channels(network: SkipNetConfig | VolumeNetConfig, channels: int):
+    """``network`` taking ``channels`` input channels (a volume network: its planes')."""
+    if isinstance(network, VolumeNetConfig):
+        return replace(network, plane=replace(network.plane, input_channels=channels))
+    return replace(network, input_channels=channels)
+
+
+def _padded(image: torch.Tensor, crop: tuple[slice, ...], padded_size: tuple[int, ...]) -> torch.Tensor:
+    """``image`` (``(1, C, *size)``) padded to ``padded_size`` so that ``crop`` takes it back
+    out: its edge values repeated outwards, as far as the network needs."""
+    pads = []
+    for region, full in zip(reversed(crop), reversed(padded_size)):
+        pads += [region.start, full - region.stop]
+    return torch.nn.functional.pad(image, pads, mode="replicate") if any(pads) else image.clone()
 
 
 def _to_numpy(tensor: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,192 @@
+"""Denoising by recorruption: the noisy image as the network's input, fresh noise split
+between input and target at every step (``FitConfig.recorrupt_sigma``)."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from napari_dip.engine.fit import FitConfig, Fitter
+from napari_dip.engine.forward import Identity, KnownPixels, LanczosDownsampler
+from napari_dip.engine.losses import PoissonGaussianError, SquaredError
+from napari_dip.engine.presets import settings_for
+from napari_dip.errors import InputError
+from napari_dip.restore import denoise, iter_restore, iter_restore_planes
+from tiny import TINY, TINY_NET, noisy_grey, smooth_image
+
+SIGMA = 0.08
+CPU = FitConfig(iterations=6, device="cpu", recorrupt_sigma=SIGMA, recorrupt_alpha=1.0)
+
+
+def observation(size=32, channels=1, seed=0):
+    return np.moveaxis(smooth_image(size, channels, seed), -1, 0)
+
+
+class RecordingError(SquaredError):
+    """The squared error, keeping every target it was given."""
+
+    def __init__(self):
+        super().__init__()
+        self.targets = []
+
+    def forward(self, predicted, observation):
+        self.targets.append(observation.detach().clone())
+        return super().forward(predicted, observation)
+
+
+def record_inputs(fitter):
+    inputs = []
+    network = fitter._forward
+
+    def forward(x):
+        inputs.append(x.detach().clone())
+        return network(x)
+
+    fitter._forward = forward
+    return inputs
+
+
+@pytest.mark.parametrize("alpha", [1.0, 2.0])
+def test_input_and_target_carry_the_same_fresh_noise_split_by_alpha(alpha):
+    obs = observation(size=30)  # padded to 32 by the network: the image sits in the middle
+    loss = RecordingError()
+    fitter = Fitter(obs, Identity(), TINY_NET, replace(CPU, recorrupt_alpha=alpha), loss=loss)
+    inputs = record_inputs(fitter)
+    list(fitter.run(6))
+    assert len(inputs) == len(loss.targets) == 6
+    image = torch.as_tensor(obs)[None]
+    draws = []
+    for net_input, target in zip(inputs, loss.targets):
+        assert net_input.shape == (1, 1, 32, 32)
+        noise = (net_input[..., 1:31, 1:31] - image) / alpha
+        # The target is the image less the same noise over alpha.
+        torch.testing.assert_close(target, image - noise / alpha, atol=1e-5, rtol=0)
+        draws.append(noise)
+    # Fresh noise at every step, of the given level.
+    assert not torch.equal(draws[0], draws[1])
+    assert abs(float(torch.stack(draws).std()) - SIGMA) < 0.01
+    # The padding repeats the edge: the fixed part of the input is the padded image.
+    torch.testing.assert_close(fitter.input[..., 1:31, 1:31], image)
+    torch.testing.assert_close(fitter.input[..., 0, 1:31], image[..., 0, :])
+
+
+def test_the_network_takes_the_image_channels_and_the_record_says_so():
+    fitter = Fitter(observation(channels=3), Identity(), TINY_NET, CPU)
+    assert fitter.input.shape == (1, 3, 32, 32)
+    assert fitter.network_config.input_channels == 3
+    settings = list(fitter.run(6))[-1].settings
+    assert settings["network"]["input_channels"] == 3
+    assert settings["fit"]["recorrupt_sigma"] == SIGMA and settings["fit"]["recorrupt_alpha"] == 1.0
+    # Without recorruption the input is the network's own noise, as before.
+    plain = Fitter(observation(channels=3), Identity(), TINY_NET, replace(CPU, recorrupt_sigma=None))
+    assert plain.input.shape == (1, TINY_NET.input_channels, 32, 32)
+
+
+def test_runs_side_by_side_get_the_image_and_their_own_noise():
+    loss = RecordingError()
+    fitter = Fitter(observation(), Identity(), TINY_NET, replace(CPU, runs=2), loss=loss)
+    inputs = record_inputs(fitter)
+    list(fitter.run(6))
+    assert inputs[0].shape == (1, 2, 32, 32)
+    assert torch.equal(fitter.input[:, 0], fitter.input[:, 1])
+    assert not torch.equal(inputs[0][:, 0], inputs[0][:, 1])
+    assert loss.targets[0].shape == (2, 1, 32, 32)
+
+
+def test_a_warm_start_keeps_the_weights_but_takes_the_new_image_as_input():
+    first = Fitter(observation(seed=0), Identity(), TINY_NET, CPU)
+    list(first.run(6))
+    second = Fitter(observation(seed=1), Identity(), TINY_NET, CPU, initial_state=first.export_state())
+    for name, value in second.network.state_dict().items():
+        assert torch.equal(value, first.network.state_dict()[name]), name
+    torch.testing.assert_close(second.input, torch.as_tensor(observation(seed=1))[None])
+
+
+def test_recorruption_fits_denoising_only_with_the_squared_error():
+    with pytest.raises(InputError, match="denoising only.*Lanczos"):
+        Fitter(observation(), LanczosDownsampler(4, 1), TINY_NET, CPU)
+    known = np.ones((1, 32, 32), np.float32)
+    with pytest.raises(InputError, match="denoising only.*known-pixel"):
+        Fitter(observation(), KnownPixels(known), TINY_NET, CPU)
+    poisson = PoissonGaussianError([0.01], [0.001], torch.as_tensor(observation()))
+    with pytest.raises(InputError, match="one level"):
+        Fitter(observation(), Identity(), TINY_NET, CPU, loss=poisson)
+    with pytest.raises(InputError, match="recorrupt_sigma must be positive"):
+        FitConfig(recorrupt_sigma=0.0)
+    with pytest.raises(InputError, match="recorrupt_alpha must be positive"):
+        FitConfig(recorrupt_alpha=0.0)
+
+
+def test_presets_choose_recorruption_when_the_noise_level_is_known():
+    _, fast = settings_for("denoise", "fast", noise_sigma=0.1)
+    assert fast.recorrupt_sigma == 0.1 and fast.reg_noise_std == 0.0
+    assert fast.recorrupt_alpha == pytest.approx(1 + 0.1 / (50 / 255))
+    _, given = settings_for("denoise", "paper", recorrupt=True, recorrupt_sigma=0.3)
+    assert given.recorrupt_sigma == 0.3 and given.recorrupt_alpha == 2.0
+    _, paper = settings_for("denoise", "paper", noise_sigma=0.1)
+    assert paper.recorrupt_sigma is None and paper.reg_noise_std > 0
+    _, unknown = settings_for("denoise", "fast")
+    assert unknown.recorrupt_sigma is None
+    _, off = settings_for("denoise", "fast", noise_sigma=0.1, recorrupt=False)
+    assert off.recorrupt_sigma is None and off.reg_noise_std > 0
+    _, on = settings_for("denoise", "paper", noise_sigma=0.1, recorrupt=True)
+    assert on.recorrupt_sigma == 0.1
+    _, sr = settings_for("super-resolve", "fast", factor=4, noise_sigma=0.1)
+    assert sr.recorrupt_sigma is None
+    # An input jitter asked for is the paper's way: no recorruption, and not both at once.
+    _, jittered = settings_for("denoise", "fast", noise_sigma=0.1, reg_noise_std=0.05)
+    assert jittered.recorrupt_sigma is None and jittered.reg_noise_std == 0.05
+    with pytest.raises(InputError, match="not both"):
+        settings_for("denoise", "fast", noise_sigma=0.1, reg_noise_std=0.05, recorrupt=True)
+    with pytest.raises(InputError, match="noise level"):
+        settings_for("denoise", "fast", recorrupt=True)
+    with pytest.raises(InputError, match="way of denoising"):
+        settings_for("inpaint", "fast", recorrupt=True)
+
+
+def test_the_numpy_api_recorrupts_with_the_estimated_noise_level():
+    snap = list(iter_restore("denoise", noisy_grey(0), preset="fast", iterations=4, snapshot_every=None, **TINY))[-1]
+    fit = snap.settings["fit"]
+    assert fit["recorrupt_sigma"] == pytest.approx(snap.settings["noise_sigma_estimate"])
+    assert 0.05 < fit["recorrupt_sigma"] < 0.12  # noisy_grey's noise is 0.08 of the range
+    assert snap.settings["network"]["input_channels"] == 1
+    plain = list(iter_restore("denoise", noisy_grey(0), preset="fast", iterations=4, snapshot_every=None,
+                              recorrupt=False, **TINY))[-1]
+    assert plain.settings["fit"]["recorrupt_sigma"] is None
+    assert plain.settings["network"]["input_channels"] == TINY_NET.input_channels
+
+
+def test_a_weighted_poisson_fit_is_not_recorrupted():
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(smooth_image(32) * 40).astype(np.uint16) * 10 + 100
+    snap = list(iter_restore("denoise", counts, preset="fast", iterations=3, snapshot_every=None, noise="poisson-gaussian",
+                             noise_fit="weighted", **TINY))[-1]
+    assert snap.settings["fit"]["recorrupt_sigma"] is None
+    with pytest.raises(InputError, match="noise_fit='gat'"):
+        list(iter_restore("denoise", counts, preset="fast", iterations=3, noise="poisson-gaussian",
+                          noise_fit="weighted", recorrupt=True, **TINY))
+    # Through the transform the noise has one level: recorrupted, at that level.
+    gat = list(iter_restore("denoise", counts, preset="fast", iterations=3, snapshot_every=None,
+                            noise="poisson-gaussian", noise_fit="gat", **TINY))[-1]
+    assert gat.settings["fit"]["recorrupt_sigma"] == pytest.approx(gat.settings["noise_sigma_estimate"])
+
+
+def test_stack_planes_each_see_their_own_image():
+    stack = np.stack([noisy_grey(0), noisy_grey(1)])
+    finals = [snap for _, snap in iter_restore_planes("denoise", stack, axes="ZYX", preset="fast", iterations=4,
+                                                      snapshot_every=None, **TINY) if snap.done]
+    assert len(finals) == 2 and all(s.settings["fit"]["recorrupt_sigma"] for s in finals)
+    assert finals[1].settings["warm_start"] is not None
+
+
+def test_recorruption_denoises_a_smooth_image():
+    clean = smooth_image(48)
+    rng = np.random.default_rng(1)
+    noisy = np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1).astype(np.float32)
+    restored = denoise(noisy, preset="fast", iterations=150, stopping="none", **TINY)
+
+    def error(image):
+        return float(np.mean((image - clean) ** 2))
+
+    assert error(restored) < 0.5 * error(noisy)
