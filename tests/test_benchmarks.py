@@ -354,6 +354,20 @@ def test_width_trace_variants_set_width_and_schedule_and_refuse_typos():
     assert set(module.SETTINGS.values()) <= set(inspect.signature(iter_restore).parameters)
 
 
+def test_recorruption_trace_variants_name_an_input_and_refuse_typos():
+    module = _load_script("recorruption_trace")
+    assert module.parse_variant("noise") == {"noise": ""}
+    assert module.parse_variant("image+r2r=1.5+lr=0.02") == {"image": "", "r2r": "1.5", "lr": "0.02"}
+    assert module.parse_variant("image+noise") == {"image": "", "noise": ""}
+    for typo in ("image+r2r", "image+alpha=1", "noise+noise", "image+lr"):
+        with pytest.raises(SystemExit, match="bad variant part"):
+            module.parse_variant(typo)
+    with pytest.raises(SystemExit, match="names no input"):
+        module.parse_variant("lr=0.02")
+    with pytest.raises(SystemExit, match="needs the image"):
+        module.parse_variant("noise+r2r=1")
+
+
 def test_replayed_smoothing_undoes_the_engines():
     """The held-out errors of a fit smoothed with 0.9, re-smoothed to 0 by the replay, are
     those of the same fit recorded unsmoothed (smoothing does not change the fit itself)."""
