@@ -11,12 +11,15 @@ from napari_dip.engine.fit import FitConfig, Fitter
 from napari_dip.engine.forward import Identity, KnownPixels, LanczosDownsampler
 from napari_dip.engine.losses import PoissonGaussianError, SquaredError
 from napari_dip.engine.presets import settings_for
+from napari_dip.engine.stopping import StoppingConfig
 from napari_dip.errors import InputError
 from napari_dip.restore import denoise, iter_restore, iter_restore_planes
 from tiny import TINY, TINY_NET, noisy_grey, smooth_image
 
 SIGMA = 0.08
-CPU = FitConfig(iterations=6, device="cpu", recorrupt_sigma=SIGMA, recorrupt_alpha=1.0)
+# Without held-out pixels, whose values the input hides (tested apart below).
+CPU = FitConfig(iterations=6, device="cpu", recorrupt_sigma=SIGMA, recorrupt_alpha=1.0,
+                stopping=StoppingConfig(rule="none"))
 
 
 def observation(size=32, channels=1, seed=0):
@@ -103,6 +106,28 @@ def test_a_warm_start_keeps_the_weights_but_takes_the_new_image_as_input():
     torch.testing.assert_close(second.input, torch.as_tensor(observation(seed=1))[None])
 
 
+def test_held_out_pixels_are_hidden_from_the_input():
+    from napari_dip.engine.stopping import HeldOutPixels
+
+    obs = observation(size=32)
+    config = replace(CPU, stopping=StoppingConfig(rule="validation", holdout_fraction=0.1, holdout_block=1))
+    fitter = Fitter(obs, Identity(), TINY_NET, config)
+    assert isinstance(fitter.stopper, HeldOutPixels)
+    left_out = (fitter.stopper.train_weight == 0)[0, 0]
+    assert 0 < int(left_out.sum()) < 32 * 32
+    image = torch.as_tensor(obs)[0]
+    seen = fitter.input[0, 0]
+    # Kept pixels are the image's; each left-out one is the mean of the kept ones around it.
+    assert torch.equal(seen[~left_out], image[~left_out])
+    rows, cols = torch.nonzero(left_out, as_tuple=True)
+    for r, c in zip(rows.tolist(), cols.tolist()):
+        window = (slice(max(r - 1, 0), r + 2), slice(max(c - 1, 0), c + 2))
+        kept = ~left_out[window]
+        torch.testing.assert_close(seen[r, c], image[window][kept].mean())
+    # The held-out values still score the fit: the stopper compares with the image itself.
+    torch.testing.assert_close(fitter.stopper.observation[0, 0], image)
+
+
 def test_recorruption_fits_denoising_only_with_the_squared_error():
     with pytest.raises(InputError, match="denoising only.*Lanczos"):
         Fitter(observation(), LanczosDownsampler(4, 1), TINY_NET, CPU)
@@ -166,10 +191,14 @@ def test_a_weighted_poisson_fit_is_not_recorrupted():
     with pytest.raises(InputError, match="noise_fit='gat'"):
         list(iter_restore("denoise", counts, preset="fast", iterations=3, noise="poisson-gaussian",
                           noise_fit="weighted", recorrupt=True, **TINY))
-    # Through the transform the noise has one level: recorrupted, at that level.
+    # Through the transform the noise has one level: recorrupted at that level when asked
+    # for; by default photon-limited images are fitted the paper's way (not measured yet).
     gat = list(iter_restore("denoise", counts, preset="fast", iterations=3, snapshot_every=None,
-                            noise="poisson-gaussian", noise_fit="gat", **TINY))[-1]
+                            noise="poisson-gaussian", noise_fit="gat", recorrupt=True, **TINY))[-1]
     assert gat.settings["fit"]["recorrupt_sigma"] == pytest.approx(gat.settings["noise_sigma_estimate"])
+    default = list(iter_restore("denoise", counts, preset="fast", iterations=3, snapshot_every=None,
+                                noise="poisson-gaussian", **TINY))[-1]
+    assert default.settings["fit"]["recorrupt_sigma"] is None and default.settings["fit"]["reg_noise_std"] > 0
 
 
 def test_stack_planes_each_see_their_own_image():

@@ -207,8 +207,9 @@ def iter_restore(
         fresh noise of the estimated level split between input and target at every step
         (``FitConfig.recorrupt_sigma``), instead of the paper's fixed noise input. ``None``
         (default): as the preset does it, recorruption for ``fast`` (also where ``auto``
-        picks it) and the paper's way for ``paper``; never with ``noise_fit="weighted"``,
-        whose noise has no single level.
+        picks it) and the paper's way for ``paper``, for Gaussian noise; a Poisson-Gaussian
+        model fits the paper's way unless ``recorrupt=True`` (through the Anscombe
+        transform; never with ``noise_fit="weighted"``, whose noise has no single level).
 
     Yields
     ------
@@ -414,6 +415,10 @@ class _Job:
                     "recorruption needs noise of one level; noise_fit='weighted' has a level per pixel: "
                     "use noise_fit='gat' (the transform makes the level one)"
                 )
+            recorrupt = False
+        elif self.noise.poisson and recorrupt is None:
+            # Not measured on photon-limited images yet (their noise can also be correlated,
+            # which fresh white noise does not imitate): the paper's way unless asked for.
             recorrupt = False
         self.resolved_preset = resolve_preset(preset, device)
         self.net, fit_config = settings_for(
