@@ -201,6 +201,24 @@ def test_a_weighted_poisson_fit_is_not_recorrupted():
     assert default.settings["fit"]["recorrupt_sigma"] is None and default.settings["fit"]["reg_noise_std"] > 0
 
 
+def test_noise_correlated_between_neighbours_is_fitted_the_papers_way():
+    rng = np.random.default_rng(2)
+    white = rng.normal(0, 0.16, (65, 65))
+    # Each pixel's noise shared with its neighbours (a 2 x 2 box): lag-1 correlation 0.5.
+    correlated = (white[:-1, :-1] + white[1:, :-1] + white[:-1, 1:] + white[1:, 1:]) / 4
+    image = np.clip(smooth_image(64) + correlated, 0, 1).astype(np.float32)
+    snap = list(iter_restore("denoise", image, preset="fast", iterations=2, snapshot_every=None, **TINY))[-1]
+    assert snap.settings["fit"]["recorrupt_sigma"] is None
+    assert "correlated" in snap.settings["recorruption_note"]
+    # Asked for, it is done all the same; white noise is recorrupted by default.
+    asked = list(iter_restore("denoise", image, preset="fast", iterations=2, snapshot_every=None, recorrupt=True,
+                              **TINY))[-1]
+    assert asked.settings["fit"]["recorrupt_sigma"] and asked.settings["recorruption_note"] is None
+    white_image = np.clip(smooth_image(64) + white[:64, :64] / 2, 0, 1).astype(np.float32)
+    plain = list(iter_restore("denoise", white_image, preset="fast", iterations=2, snapshot_every=None, **TINY))[-1]
+    assert plain.settings["fit"]["recorrupt_sigma"] and plain.settings["recorruption_note"] is None
+
+
 def test_stack_planes_each_see_their_own_image():
     stack = np.stack([noisy_grey(0), noisy_grey(1)])
     finals = [snap for _, snap in iter_restore_planes("denoise", stack, axes="ZYX", preset="fast", iterations=4,

@@ -41,7 +41,7 @@ from .engine.fit import Fitter, Snapshot
 from .engine.forward import ForwardModel, Identity, KnownPixels, LanczosDownsampler
 from .engine.networks import SkipNetConfig
 from .engine.presets import DEFAULT_PRESET, TASKS, resolve_preset, settings_for, warm_start_config
-from .engine.stopping import StoppingConfig
+from .engine.stopping import CORRELATED_NOISE, StoppingConfig, neighbour_noise_correlation
 from .noise_model import NoisePlan, plan_noise, spread_in_user_units
 from .residual import noise_residual
 from .engine.tiling import TiledFit, plan_fit_tiles
@@ -207,7 +207,9 @@ def iter_restore(
         fresh noise of the estimated level split between input and target at every step
         (``FitConfig.recorrupt_sigma``), instead of the paper's fixed noise input. ``None``
         (default): as the preset does it, recorruption for ``fast`` (also where ``auto``
-        picks it) and the paper's way for ``paper``, for Gaussian noise; a Poisson-Gaussian
+        picks it) and the paper's way for ``paper``, for Gaussian noise that is not
+        correlated between neighbours (else ``settings["recorruption_note"]`` says why
+        not); a Poisson-Gaussian
         model fits the paper's way unless ``recorrupt=True`` (through the Anscombe
         transform; never with ``noise_fit="weighted"``, whose noise has no single level).
 
@@ -420,6 +422,16 @@ class _Job:
             # Not measured on photon-limited images yet (their noise can also be correlated,
             # which fresh white noise does not imitate): the paper's way unless asked for.
             recorrupt = False
+        recorrupt_note = None
+        if recorrupt is None and task == "denoise" and first is not None:
+            # Fresh white noise does not imitate noise correlated between neighbours (a
+            # camera's demosaicing, a microscope's resampling): there the paper's way.
+            import torch
+
+            correlation = neighbour_noise_correlation(torch.as_tensor(first.observed)[None])
+            if correlation > CORRELATED_NOISE:
+                recorrupt = False
+                recorrupt_note = f"off: the noise is correlated between neighbours ({correlation:.2f})"
         self.resolved_preset = resolve_preset(preset, device)
         self.net, fit_config = settings_for(
             task,
@@ -446,6 +458,9 @@ class _Job:
             "factor": factor,
             "noise_sigma_estimate": noise_sigma,
             "noise": self._noise_record(sampled_planes, samples),
+            # Why a denoising fit that could have been recorrupted was not (None: it was, or
+            # the caller or preset chose).
+            "recorruption_note": recorrupt_note,
             "input": {
                 "shape": list(layout.shape),
                 "dtype": str(self.image.dtype),
