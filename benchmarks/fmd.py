@@ -44,6 +44,8 @@ DIP_VARIANTS = {
     "dip_gaussian": {"noise": "gaussian"},
     "dip_pg_gat": {"noise": "poisson-gaussian", "noise_fit": "gat"},
     "dip_pg_weighted": {"noise": "poisson-gaussian", "noise_fit": "weighted"},
+    # Recorruption through the transform (off by default for photon-limited images).
+    "dip_pg_gat_recorrupt": {"noise": "poisson-gaussian", "noise_fit": "gat", "recorrupt": True},
 }
 ACQUISITIONS = ("Confocal", "TwoPhoton", "WideField")
 
