@@ -95,6 +95,12 @@ def test_runs_side_by_side_get_the_image_and_their_own_noise():
     assert torch.equal(fitter.input[:, 0], fitter.input[:, 1])
     assert not torch.equal(inputs[0][:, 0], inputs[0][:, 1])
     assert loss.targets[0].shape == (2, 1, 32, 32)
+    # Run k's target carries run k's fresh noise.
+    image = torch.as_tensor(observation())[None]
+    for net_input, target in zip(inputs, loss.targets):
+        for k in range(2):
+            noise = net_input[:, k:k + 1] - image
+            torch.testing.assert_close(target[k:k + 1], image - noise, atol=1e-5, rtol=0)
 
 
 def test_a_warm_start_keeps_the_weights_but_takes_the_new_image_as_input():
@@ -149,6 +155,16 @@ def test_presets_choose_recorruption_when_the_noise_level_is_known():
     assert fast.recorrupt_alpha == pytest.approx(1 + 0.1 / (50 / 255))
     _, given = settings_for("denoise", "paper", recorrupt=True, recorrupt_sigma=0.3)
     assert given.recorrupt_sigma == 0.3 and given.recorrupt_alpha == 2.0
+    # A level given wins over the estimate, for alpha too, and turns recorruption on.
+    _, both = settings_for("denoise", "paper", noise_sigma=0.2, recorrupt_sigma=0.05)
+    assert both.recorrupt_sigma == 0.05 and both.recorrupt_alpha == 1.5 and both.reg_noise_std == 0.0
+    with pytest.raises(InputError, match="contradict"):
+        settings_for("denoise", "fast", noise_sigma=0.1, recorrupt=False, recorrupt_sigma=0.05)
+    # No noise found (level 0): the paper's way by default, and a clear refusal if asked.
+    _, silent = settings_for("denoise", "fast", noise_sigma=0.0)
+    assert silent.recorrupt_sigma is None
+    with pytest.raises(InputError, match="none was found.*recorrupt=False"):
+        settings_for("denoise", "fast", noise_sigma=0.0, recorrupt=True)
     _, paper = settings_for("denoise", "paper", noise_sigma=0.1)
     assert paper.recorrupt_sigma is None and paper.reg_noise_std > 0
     _, unknown = settings_for("denoise", "fast")
@@ -192,13 +208,14 @@ def test_a_weighted_poisson_fit_is_not_recorrupted():
         list(iter_restore("denoise", counts, preset="fast", iterations=3, noise="poisson-gaussian",
                           noise_fit="weighted", recorrupt=True, **TINY))
     # Through the transform the noise has one level: recorrupted at that level when asked
-    # for; by default photon-limited images are fitted the paper's way (not measured yet).
+    # for; by default photon-limited images are fitted the paper's way (mixed on FMD crops).
     gat = list(iter_restore("denoise", counts, preset="fast", iterations=3, snapshot_every=None,
                             noise="poisson-gaussian", noise_fit="gat", recorrupt=True, **TINY))[-1]
     assert gat.settings["fit"]["recorrupt_sigma"] == pytest.approx(gat.settings["noise_sigma_estimate"])
     default = list(iter_restore("denoise", counts, preset="fast", iterations=3, snapshot_every=None,
                                 noise="poisson-gaussian", **TINY))[-1]
     assert default.settings["fit"]["recorrupt_sigma"] is None and default.settings["fit"]["reg_noise_std"] > 0
+    assert "photon-limited" in default.settings["recorruption_note"]
 
 
 def test_noise_correlated_between_neighbours_is_fitted_the_papers_way():
@@ -214,12 +231,28 @@ def test_noise_correlated_between_neighbours_is_fitted_the_papers_way():
     asked = list(iter_restore("denoise", image, preset="fast", iterations=2, snapshot_every=None, recorrupt=True,
                               **TINY))[-1]
     assert asked.settings["fit"]["recorrupt_sigma"] and asked.settings["recorruption_note"] is None
+    # The note is only for fits the preset would have recorrupted.
+    for settings in ({"preset": "paper"}, {"preset": "fast", "reg_noise_std": 0.02}):
+        other = list(iter_restore("denoise", image, iterations=2, snapshot_every=None, **settings, **TINY))[-1]
+        assert other.settings["recorruption_note"] is None
     white_image = np.clip(smooth_image(64) + white[:64, :64] / 2, 0, 1).astype(np.float32)
     plain = list(iter_restore("denoise", white_image, preset="fast", iterations=2, snapshot_every=None, **TINY))[-1]
     assert plain.settings["fit"]["recorrupt_sigma"] and plain.settings["recorruption_note"] is None
 
 
-def test_stack_planes_each_see_their_own_image():
+def test_a_stack_whose_sampled_planes_are_constant_is_fitted_the_papers_way():
+    # 65 planes, only one varying: the planes sampled for the noise level are all constant,
+    # so no level is found; the stack is restored the paper's way instead of refused.
+    stack = np.zeros((65, 16, 16), np.uint8)
+    stack[1] = noisy_grey(0, size=16)
+    finals = [snap for _, snap in iter_restore_planes("denoise", stack, axes="ZYX", preset="fast", iterations=2,
+                                                      snapshot_every=None, **TINY) if snap.done]
+    fitted = [s for s in finals if s.iteration > 0]
+    assert len(fitted) == 1 and fitted[0].settings["fit"]["recorrupt_sigma"] is None
+    assert "no noise" in fitted[0].settings["recorruption_note"]
+
+
+def test_stacks_are_recorrupted_plane_by_plane_with_a_warm_start():
     stack = np.stack([noisy_grey(0), noisy_grey(1)])
     finals = [snap for _, snap in iter_restore_planes("denoise", stack, axes="ZYX", preset="fast", iterations=4,
                                                       snapshot_every=None, **TINY) if snap.done]

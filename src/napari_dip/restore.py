@@ -40,7 +40,14 @@ from .errors import InputError
 from .engine.fit import Fitter, Snapshot
 from .engine.forward import ForwardModel, Identity, KnownPixels, LanczosDownsampler
 from .engine.networks import SkipNetConfig
-from .engine.presets import DEFAULT_PRESET, TASKS, resolve_preset, settings_for, warm_start_config
+from .engine.presets import (
+    DEFAULT_PRESET,
+    RECORRUPT_BY_DEFAULT,
+    TASKS,
+    resolve_preset,
+    settings_for,
+    warm_start_config,
+)
 from .engine.stopping import CORRELATED_NOISE, StoppingConfig, neighbour_noise_correlation
 from .noise_model import NoisePlan, plan_noise, spread_in_user_units
 from .residual import noise_residual
@@ -418,12 +425,17 @@ class _Job:
                     "use noise_fit='gat' (the transform makes the level one)"
                 )
             recorrupt = False
-        elif self.noise.poisson and recorrupt is None:
+        self.resolved_preset = resolve_preset(preset, device)
+        # Whether the preset would recorrupt this fit if nothing below says otherwise.
+        would_recorrupt = bool(recorrupt is None and task == "denoise" and RECORRUPT_BY_DEFAULT[self.resolved_preset]
+                               and fit_overrides.get("reg_noise_std") is None)
+        recorrupt_note = None
+        if would_recorrupt and self.noise.poisson:
             # Mixed on photon-limited images (FMD crops: +0.3 to +0.8 dB on three, -0.55 on
             # two; BENCHMARKS.md): the paper's way unless asked for.
             recorrupt = False
-        recorrupt_note = None
-        if recorrupt is None and task == "denoise" and first is not None:
+            recorrupt_note = "off: photon-limited noise (recorrupt=True to use it through the transform)"
+        elif would_recorrupt and first is not None:
             # Fresh white noise does not imitate noise correlated between neighbours (a
             # camera's demosaicing, a microscope's resampling): there the paper's way.
             import torch
@@ -432,7 +444,8 @@ class _Job:
             if correlation > CORRELATED_NOISE:
                 recorrupt = False
                 recorrupt_note = f"off: the noise is correlated between neighbours ({correlation:.2f})"
-        self.resolved_preset = resolve_preset(preset, device)
+        if would_recorrupt and recorrupt is None and not (noise_sigma or 0) > 0:
+            recorrupt_note = "off: no noise was found in the image to recorrupt with"
         self.net, fit_config = settings_for(
             task,
             self.resolved_preset,
@@ -458,8 +471,8 @@ class _Job:
             "factor": factor,
             "noise_sigma_estimate": noise_sigma,
             "noise": self._noise_record(sampled_planes, samples),
-            # Why a denoising fit that could have been recorrupted was not (None: it was, or
-            # the caller or preset chose).
+            # Why a denoising fit that the preset would have recorrupted was not (None: it
+            # was, or the caller or the preset chose the paper's way).
             "recorruption_note": recorrupt_note,
             "input": {
                 "shape": list(layout.shape),

@@ -264,13 +264,13 @@ class Fitter:
         self.image_size = forward_model.image_size(tuple(observation.shape[1:]))
         if len(self.image_size) != observation.ndim - 1:
             raise InputError(f"{describe_forward_model(forward_model)} works on 2D images only, not on volumes")
-        self._check_memory(channels, *self.image_size)
         #: Whether the fit recorrupts the noisy image (``FitConfig.recorrupt_sigma``).
         self.recorrupting = self.config.recorrupt_sigma is not None
         if self.recorrupting:
             self._check_recorruption(forward_model, channels)
             # The network's input is the image itself: as many input channels as it has.
             self.network_config = _with_input_channels(self.network_config, channels)
+        self._check_memory(channels, *self.image_size)
 
         cfg = self.network_config
         if volumetric:
@@ -597,7 +597,8 @@ class Fitter:
         """Recorruption is a way of denoising with the squared error: refuse anything else."""
         if not isinstance(forward_model, Identity):
             raise InputError(
-                f"recorrupt_sigma is for denoising only, not for a fit through {describe_forward_model(forward_model)}"
+                f"recorrupt_sigma is for denoising only, not for a fit through {describe_forward_model(forward_model)}: "
+                "leave recorrupt_sigma None"
             )
         if not isinstance(self.loss, SquaredError):
             raise InputError(

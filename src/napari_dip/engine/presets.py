@@ -208,21 +208,32 @@ def settings_for(
     if unknown:
         raise InputError(f"unknown fit setting(s): {', '.join(sorted(unknown))}")
     values = schedule(task, factor)
+    given_sigma = fit_overrides.get("recorrupt_sigma")
+    if recorrupt is False and given_sigma is not None:
+        raise InputError("recorrupt=False and recorrupt_sigma contradict each other: leave recorrupt_sigma unset")
+    if given_sigma is not None:
+        recorrupt = True
     if recorrupt and task != "denoise":
-        raise InputError(f"recorruption is a way of denoising, not of the {task!r} task")
-    if recorrupt and noise_sigma is None and fit_overrides.get("recorrupt_sigma") is None:
-        raise InputError("recorruption needs the image's noise level (noise_sigma)")
+        raise InputError(f"recorruption is a way of denoising, not of the {task!r} task: leave recorrupt unset "
+                         "(no --recorrupt)")
+    # The level to recorrupt with: the caller's, else the image's estimate.
+    sigma = given_sigma if given_sigma is not None else noise_sigma
+    if recorrupt and not (sigma is not None and sigma > 0):
+        raise InputError(f"recorruption needs the image's noise level, and none was found (estimate {sigma}): "
+                         "use recorrupt=False (--no-recorrupt) for the paper's way")
     jitter_given = fit_overrides.get("reg_noise_std") is not None
     if recorrupt and jitter_given:
-        raise InputError("recorruption does not jitter a noise input: give recorrupt or reg_noise_std, not both")
+        raise InputError("recorruption does not jitter a noise input: give recorrupt or reg_noise_std "
+                         "(--recorrupt or --reg-noise-std), not both")
     if recorrupt is None:
-        # An input jitter asked for is the paper's way of fitting: kept.
-        recorrupt = RECORRUPT_BY_DEFAULT[preset] and task == "denoise" and noise_sigma is not None and not jitter_given
+        # An input jitter asked for is the paper's way of fitting: kept. So is an image in
+        # which no noise was found (a stack whose sampled planes are constant: level 0).
+        recorrupt = bool(RECORRUPT_BY_DEFAULT[preset] and task == "denoise" and not jitter_given
+                         and sigma is not None and sigma > 0)
     if task == "denoise" and noise_sigma is not None:
         values["reg_noise_std"] = denoising_jitter(noise_sigma)
     if recorrupt:
         # The recorruption replaces the input jitter: recorded as none, since none is used.
-        sigma = noise_sigma if noise_sigma is not None else fit_overrides["recorrupt_sigma"]
         values.update(recorrupt_sigma=sigma, recorrupt_alpha=recorruption_alpha(sigma), reg_noise_std=0.0)
     values.update({k: v for k, v in fit_overrides.items() if v is not None})
     values["stopping"] = stopping_for(task, stopping, patience)
