@@ -42,8 +42,8 @@ from .engine.forward import ForwardModel, Identity, KnownPixels, LanczosDownsamp
 from .engine.networks import SkipNetConfig
 from .engine.presets import (
     DEFAULT_PRESET,
-    RECORRUPT_BY_DEFAULT,
     TASKS,
+    recorrupts_by_default,
     resolve_preset,
     settings_for,
     warm_start_config,
@@ -427,8 +427,8 @@ class _Job:
             recorrupt = False
         self.resolved_preset = resolve_preset(preset, device)
         # Whether the preset would recorrupt this fit if nothing below says otherwise.
-        would_recorrupt = bool(recorrupt is None and task == "denoise" and RECORRUPT_BY_DEFAULT[self.resolved_preset]
-                               and fit_overrides.get("reg_noise_std") is None)
+        would_recorrupt = recorrupt is None and recorrupts_by_default(
+            task, self.resolved_preset, fit_overrides.get("reg_noise_std") is not None)
         recorrupt_note = None
         if would_recorrupt and self.noise.poisson:
             # Mixed on photon-limited images (FMD crops: +0.3 to +0.8 dB on three, -0.55 on

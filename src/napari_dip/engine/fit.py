@@ -267,7 +267,7 @@ class Fitter:
         #: Whether the fit recorrupts the noisy image (``FitConfig.recorrupt_sigma``).
         self.recorrupting = self.config.recorrupt_sigma is not None
         if self.recorrupting:
-            self._check_recorruption(forward_model, channels)
+            self._check_recorruption(forward_model)
             # The network's input is the image itself: as many input channels as it has.
             self.network_config = _with_input_channels(self.network_config, channels)
         self._check_memory(channels, *self.image_size)
@@ -293,9 +293,7 @@ class Fitter:
             inputs.append(torch.rand((1, cfg.input_channels, *self.padded_size), generator=noise) * cfg.input_scale)
         net = nets[0] if self.runs == 1 else SkipNet.side_by_side(nets)
         if self.recorrupting:
-            # Every run sees the image, padded as the network's output is cropped.
-            ones = (1,) * len(self.padded_size)
-            z = _padded(torch.as_tensor(observation)[None], self._crop, self.padded_size).repeat(1, self.runs, *ones)
+            z = self._image_input(torch.as_tensor(observation)[None])
         else:
             z = torch.cat(inputs, dim=1)
         if initial_state is not None:
@@ -332,9 +330,7 @@ class Fitter:
             # and then rose with how much the fit leaned on each pixel, not with its quality
             # (on a 128 px crop its minimum came at 433 while PSNR peaked near 750).
             hidden = _held_out_hidden(self.observation, weight, self.stopper.block)
-            ones = (1,) * len(self.padded_size)
-            self.input = _padded(hidden, self._crop, self.padded_size).repeat(1, self.runs, *ones).to(
-                self.device, memory_format=memory_format)
+            self.input = self._image_input(hidden).to(self.device, memory_format=memory_format)
         #: Whether the steps are captured and replayed as a CUDA graph.
         self.graphs = graphs_wanted(self.config, self.device)
         #: Captures of the step in the last :meth:`run` (a backtrack makes one more), and why
@@ -411,13 +407,16 @@ class Fitter:
         # The network's input: the jittered buffer, refilled in place every step (a CUDA
         # graph reads it at a fixed address), or the fixed input itself.
         net_input = jitter if cfg.reg_noise_std > 0 else self.input
-        fresh = fresh_crop = None
+        # What the output is fitted to: the image, or when recorrupting the image less this
+        # step's fresh noise over alpha.
+        target = self.observation
         if self.recorrupting:
-            # This step's fresh noise, and the image recorrupted with it (both refilled in
-            # place, as the jitter is); the target is computed from it inside the step.
+            # This step's fresh noise, the image recorrupted with it and the target: fixed
+            # buffers refilled in place every step, as the jitter is.
             fresh = torch.empty_like(self.input)
             net_input = torch.empty_like(self.input)
             fresh_crop = fresh.view(self.runs, -1, *fresh.shape[2:])[crop]
+            target = torch.empty_like(fresh_crop)
 
         def step():
             """One Adam step on ``net_input``; returns the cropped output and the loss."""
@@ -428,8 +427,6 @@ class Fitter:
             # (1, runs * C, H, W) -> (runs, C, H, W): the runs become a batch.
             outputs = full.view(self.runs, -1, *full.shape[2:])[crop].float()
             predicted = self.forward_model(outputs)
-            # Recorrupting: the image less the fresh noise, over alpha; else the image.
-            target = self.observation - fresh_crop / cfg.recorrupt_alpha if self.recorrupting else self.observation
             if self.loss_weight is None:
                 loss = self.loss(predicted, target)
             else:
@@ -476,6 +473,10 @@ class Fitter:
                 if self.recorrupting:
                     fresh.normal_(generator=self._jitter_generator).mul_(cfg.recorrupt_sigma)
                     torch.add(self.input, fresh, alpha=cfg.recorrupt_alpha, out=net_input)
+                    # The image less fresh / alpha, in two in-place steps (as the expression
+                    # would compute it: the same values to the last bit).
+                    torch.div(fresh_crop, cfg.recorrupt_alpha, out=target)
+                    torch.sub(self.observation, target, out=target)
                 elif cfg.reg_noise_std > 0:
                     # In place: the jitter buffer becomes this step's input, no allocation.
                     jitter.normal_(generator=self._jitter_generator)
@@ -593,7 +594,12 @@ class Fitter:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _check_recorruption(self, forward_model: torch.nn.Module, channels: int) -> None:
+    def _image_input(self, image: torch.Tensor) -> torch.Tensor:
+        """The network's input when recorrupting: ``image`` (``(1, C, *size)``) padded as
+        the network's output is cropped, once per run."""
+        return _padded(image, self._crop, self.padded_size).repeat(1, self.runs, *(1,) * len(self.padded_size))
+
+    def _check_recorruption(self, forward_model: torch.nn.Module) -> None:
         """Recorruption is a way of denoising with the squared error: refuse anything else."""
         if not isinstance(forward_model, Identity):
             raise InputError(

@@ -118,6 +118,13 @@ def denoising_jitter(noise_sigma: float) -> float:
 RECORRUPTION_ALPHA_RANGE = (1.5, 2.0)
 
 
+def recorrupts_by_default(task: str, preset: str, jitter_given: bool) -> bool:
+    """Whether ``preset`` (resolved, not ``auto``) denoises by recorruption when the caller
+    neither asks for it nor refuses it: :data:`RECORRUPT_BY_DEFAULT`, for denoising, unless
+    an input jitter is given (that is the paper's way of fitting)."""
+    return task == "denoise" and RECORRUPT_BY_DEFAULT[preset] and not jitter_given
+
+
 def recorruption_alpha(noise_sigma: float) -> float:
     """How recorruption splits its fresh noise for noise of ``noise_sigma`` ([0, 1] range):
     ``1 + noise_sigma / (50/255)``, kept within :data:`RECORRUPTION_ALPHA_RANGE`.
@@ -228,8 +235,7 @@ def settings_for(
     if recorrupt is None:
         # An input jitter asked for is the paper's way of fitting: kept. So is an image in
         # which no noise was found (a stack whose sampled planes are constant: level 0).
-        recorrupt = bool(RECORRUPT_BY_DEFAULT[preset] and task == "denoise" and not jitter_given
-                         and sigma is not None and sigma > 0)
+        recorrupt = recorrupts_by_default(task, preset, jitter_given) and sigma is not None and sigma > 0
     if task == "denoise" and noise_sigma is not None:
         values["reg_noise_std"] = denoising_jitter(noise_sigma)
     if recorrupt:
