@@ -537,6 +537,26 @@ def test_denoising_jitter_is_left_to_the_engine_unless_set(make_napari_viewer, q
     assert record["engine_settings"]["fit"]["recorrupt_sigma"] is None
 
 
+def test_the_network_input_is_chosen_in_the_form_and_recorded(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(_image((32, 32)), name="cells")
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=2, every=2)
+    assert widget.form.network_input.value == "auto"
+    widget.form.network_input.value = "noise"  # the paper's way, with the fast preset
+    _run_to_end(qtbot, widget)
+    record = _output(viewer).metadata["napari_dip"]
+    assert record["parameters"]["recorrupt"] is False
+    assert record["engine_settings"]["fit"]["recorrupt_sigma"] is None
+    assert record["engine_settings"]["fit"]["reg_noise_std"] >= 1 / 30
+    widget = _tiny(widget, iterations=2, every=2, preset="paper")
+    widget.form.network_input.value = "recorrupted"  # asked for, even with paper
+    _run_to_end(qtbot, widget)
+    record = _output(viewer).metadata["napari_dip"]
+    assert record["parameters"]["recorrupt"] is True
+    fit = record["engine_settings"]["fit"]
+    assert fit["recorrupt_sigma"] == pytest.approx(record["engine_settings"]["noise_sigma_estimate"])
+
+
 def test_layer_updates_happen_on_the_main_thread(make_napari_viewer_proxy, qtbot):
     """Through napari's proxy (as plugins get the viewer), touching the viewer from the
     worker thread raises; also record the thread of every layer-data event."""

@@ -18,6 +18,9 @@ STOPPING_CHOICES = [("auto", "auto"), ("ES-WMV", "wmv"), ("held-out", "validatio
 PRESET_CHOICES = ["auto", "fast", "paper"]
 #: The noise box's labels and the engine's models (``iter_restore(noise=...)``).
 NOISE_CHOICES = [("auto", "auto"), ("Gaussian", "gaussian"), ("Poisson-Gaussian", "poisson-gaussian")]
+#: The network's input when denoising, and the ``iter_restore(recorrupt=...)`` each means.
+INPUT_CHOICES = [("auto", "auto"), ("noisy image, recorrupted", "recorrupted"), ("noise (paper)", "noise")]
+RECORRUPT_FOR_INPUT = {"auto": None, "recorrupted": True, "noise": False}
 FACTORS = [2, 3, 4, 8]
 #: The input-noise box's "auto" sits one 4-decimal step below zero (a valid jitter).
 AUTO_STEP = 1e-4
@@ -65,7 +68,7 @@ class TaskForm:
 
         self.boxes = LayerBoxes(self.viewer, with_mask=self.task == "inpaint")
         self.image, self.mask, self.reference = self.boxes.image, self.boxes.mask, self.boxes.reference
-        self.mask_known = self.raw_output = self.factor = self.noise = None
+        self.mask_known = self.raw_output = self.factor = self.noise = self.network_input = None
         task_widgets = []
         if self.task == "denoise":
             self.noise = ComboBox(label="Noise", choices=NOISE_CHOICES, value="auto",
@@ -73,6 +76,13 @@ class TaskForm:
                                   "noise growing with the signal (fluorescence). auto: estimated from the image "
                                   "(the choice and its parameters go into the output's metadata)")
             task_widgets.append(self.noise)
+            self.network_input = ComboBox(
+                label="Network input", choices=INPUT_CHOICES, value="auto",
+                tooltip="What the network is given. Noisy image, recorrupted: fresh noise of the estimated level "
+                "split between input and target at every step. Noise: the paper's fixed random input. auto: "
+                "recorrupted with the fast preset for white Gaussian noise, the paper's way otherwise (the "
+                "output's metadata says which, and why)")
+            task_widgets.append(self.network_input)
         if self.task == "inpaint":
             self.mask_known = CheckBox(text="mask marks known pixels", value=False,
                                        tooltip="Nonzero mask pixels are the known ones (published DIP masks)")
@@ -154,7 +164,8 @@ class TaskForm:
                                            self.channels, self.seed, self.update_every, self.show,
                                            self.keep_snapshots, self.runs, self.uncertainty_layer,
                                            self.residual_layer])
-        for box in (self.image, self.mask, self.factor, self.noise, self.reference, self.preset, self.device,
+        for box in (self.image, self.mask, self.factor, self.noise, self.network_input, self.reference, self.preset,
+                    self.device,
                     self.planes, self.stopping, self.show):
             if box is not None:
                 _narrow(box)
@@ -270,6 +281,7 @@ class TaskForm:
             raw_output=bool(self.raw_output.value) if self.raw_output is not None else False,
             factor=self.factor.value if self.factor is not None else None,
             noise=self.noise.value if self.noise is not None else "auto",
+            recorrupt=RECORRUPT_FOR_INPUT[self.network_input.value] if self.network_input is not None else None,
             reference=self.reference.value,
             preset=self.preset.value,
             preset_resolved=self.resolved_preset(),

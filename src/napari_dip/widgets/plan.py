@@ -34,6 +34,8 @@ class Choices:
     factor: int | None = None
     #: Denoising: the noise model (``iter_restore(noise=...)``).
     noise: str = "auto"
+    #: Denoising: recorrupt the noisy image as the network's input (``None``: as the preset does).
+    recorrupt: bool | None = None
     reference: object = None
     preset: str = "auto"
     preset_resolved: str = "fast"
@@ -381,6 +383,7 @@ def make_plan(viewer, choices: Choices) -> Plan:
         parameters["keep_known"] = fit_kwargs["keep_known"] = not choices.raw_output
     if choices.task == "denoise":
         parameters["noise"] = fit_kwargs["noise"] = choices.noise
+        parameters["recorrupt"] = fit_kwargs["recorrupt"] = choices.recorrupt
     if choices.volumetric:
         fit_kwargs["volumetric"], fit_kwargs["spacing"] = True, spacing
     trust = _trust_layers(choices)
