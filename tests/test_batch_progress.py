@@ -316,6 +316,10 @@ def test_widget_settings_are_the_task_widgets_form(make_napari_viewer, qtbot, tm
     form.runs.value = 1
     assert widget.settings() == {"preset": "fast", "device": "cpu", "iterations": 4, "learning_rate": 0.02,
                                  "channels": 8, "seed": 0, "progress_every": 2, "stop": "none", "noise": "auto"}
+    # The Network input reaches the batch as the command line's --recorrupt / --no-recorrupt.
+    form.network_input.value = "noise"
+    assert widget.settings()["recorrupt"] is False
+    form.network_input.value = "auto"
     data, out = _folder(tmp_path, 1), tmp_path / "out"
     widget.source.value = FOLDER
     widget.folder.value, widget.out.value, widget.workers.value = data, out, 0

@@ -44,10 +44,16 @@ def test_denoise_png_end_to_end_records_provenance(grey_png, tmp_path, capsys):
 
 
 def test_without_channels_the_preset_width_is_used_and_recorded(grey_png, tmp_path):
-    # fast denoises with 32 channels, and the other tasks keep 48 (BENCHMARKS.md).
+    # fast denoises by recorruption with 16 channels in 3 scales, the paper's way with 32 in
+    # 5, and the other tasks keep 48 (BENCHMARKS.md).
     out = tmp_path / "out.png"
     assert main(["denoise", str(grey_png), "-o", str(out), "--preset", "fast", "--iterations", "2",
                  "--device", "cpu", "-q"]) == 0
+    assert read_provenance(out)["network"]["channels_down"] == [16] * 3
+    assert read_provenance(out)["fit"]["recorrupt_sigma"] > 0
+    out = tmp_path / "paper-way.png"
+    assert main(["denoise", str(grey_png), "-o", str(out), "--preset", "fast", "--iterations", "2",
+                 "--no-recorrupt", "--device", "cpu", "-q"]) == 0
     assert read_provenance(out)["network"]["channels_down"] == [32] * 5
     out = tmp_path / "big.png"
     assert main(["super-resolve", str(grey_png), "-o", str(out), "--factor", "2", "--preset", "fast",

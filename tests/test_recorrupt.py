@@ -186,6 +186,34 @@ def test_presets_choose_recorruption_when_the_noise_level_is_known():
         settings_for("inpaint", "fast", recorrupt=True)
 
 
+def test_fast_recorrupts_with_its_smaller_network_and_sizes_tiles_on_the_larger():
+    from napari_dip.engine.networks import FAST_DENOISE, FAST_RECORRUPT, PAPER
+    from napari_dip.engine.presets import network_for
+    from napari_dip.restore import _Job
+
+    recorrupting, fit = settings_for("denoise", "fast", noise_sigma=0.1)
+    assert fit.recorrupt_sigma == 0.1 and recorrupting == FAST_RECORRUPT
+    assert recorrupting.scales == 3 and recorrupting.channels_down == (16,) * 3
+    assert network_for("denoise", "fast", recorrupt=True) == FAST_RECORRUPT
+    # Not recorrupting (no level known, or refused): the 5-scale denoising network.
+    assert settings_for("denoise", "fast")[0] == FAST_DENOISE
+    assert settings_for("denoise", "fast", noise_sigma=0.1, recorrupt=False)[0] == FAST_DENOISE
+    # A width given widens that network; a network given is used as it is; paper keeps its own.
+    wider, _ = settings_for("denoise", "fast", noise_sigma=0.1, channels=24)
+    assert wider.scales == 3 and wider.channels_down == (24,) * 3
+    assert settings_for("denoise", "fast", noise_sigma=0.1, network=TINY_NET)[0] == TINY_NET
+    assert settings_for("denoise", "paper", noise_sigma=0.1, recorrupt=True)[0] == PAPER
+    # The fit runs the small network; memory and tiles are sized on the 5-scale one, which
+    # is what the command line and the widget estimate before knowing whether it recorrupts.
+    job = _Job("denoise", noisy_grey(0, size=64), preset="fast", device="cpu", iterations=2)
+    assert job.fit_config.recorrupt_sigma is not None
+    assert job.net == FAST_RECORRUPT and job.sizing_net == FAST_DENOISE
+    narrow = _Job("denoise", noisy_grey(0, size=64), preset="fast", device="cpu", iterations=2, channels=8)
+    assert narrow.net.scales == 3 and narrow.sizing_net == FAST_DENOISE.with_width(8)
+    plain = _Job("denoise", noisy_grey(0, size=64), preset="fast", device="cpu", iterations=2, recorrupt=False)
+    assert plain.net == plain.sizing_net == FAST_DENOISE
+
+
 def test_the_numpy_api_recorrupts_with_the_estimated_noise_level():
     snap = list(iter_restore("denoise", noisy_grey(0), preset="fast", iterations=4, snapshot_every=None, **TINY))[-1]
     fit = snap.settings["fit"]

@@ -993,10 +993,14 @@ def test_advanced_section_shows_the_preset_defaults(make_napari_viewer):
     assert form.choices().preset_resolved == "fast"  # auto is the fast preset on a CPU
     assert form.channels.value == settings_for("super-resolve", "fast", factor=8)[0].channels_down[0]
     assert form.device_info.value.startswith("Runs on cpu")
-    # The denoising form shows fast's narrower denoising network, the width its run will use.
+    # Denoising leaves the width to the engine (auto), since its network follows the network
+    # input: fast's 3-scale one when recorrupting, its 5-scale one otherwise.
     denoise = _dock(viewer, DenoiseWidget).form
     denoise.device.value, denoise.preset.value = "cpu", "auto"
-    assert denoise.channels.value == 32 and form.channels.value == 48
+    assert denoise.channels.value == 0 and denoise.channels.native.text() == "auto"
+    assert denoise.choices().channels is None and form.channels.value == 48
+    denoise.channels.value = 24
+    assert denoise.choices().channels == 24
 
 
 def test_device_choices_are_the_devices_that_exist(make_napari_viewer):

@@ -43,6 +43,7 @@ from .engine.networks import SkipNetConfig
 from .engine.presets import (
     DEFAULT_PRESET,
     TASKS,
+    network_for,
     recorrupts_by_default,
     resolve_preset,
     settings_for,
@@ -459,6 +460,13 @@ class _Job:
             device=device,
             **fit_overrides,
         )
+        # Memory and tiles are sized on the preset's network as if not recorrupting (the
+        # larger one): what the command line and the widget say before the fit, when whether
+        # it recorrupts is not yet known, then holds.
+        self.sizing_net = self.net
+        if network is None and fit_config.recorrupt_sigma is not None:
+            self.sizing_net = network_for(task, self.resolved_preset)
+            self.sizing_net = self.sizing_net if channels is None else self.sizing_net.with_width(channels)
         if seed is None and layout.is_stack:
             seed = secrets.randbelow(2**31)  # one seed for every plane, recorded with each
         self.fit_config = replace(fit_config, seed=seed)  # None is meaningful here: draw a seed
@@ -518,7 +526,7 @@ class _Job:
     def _plan_tiles(self, plane: _Plane, tile_size: int | None, overlap: int | None):
         """The tiles every plane is restored in (:func:`~napari_dip.engine.tiling.plan_tiles`), or ``None``."""
         channels, height, width = plane.observed.shape
-        return plan_fit_tiles(self.net, channels, height, width, factor=self.factor or 1, runs=self.fit_config.runs,
+        return plan_fit_tiles(self.sizing_net, channels, height, width, factor=self.factor or 1, runs=self.fit_config.runs,
                               device=self.fit_config.device, tile_size=tile_size, overlap=overlap)
 
     def _fitter(self, plane: _Plane, config, state=None):

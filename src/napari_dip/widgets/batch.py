@@ -122,6 +122,8 @@ class BatchWidget(Container):
             options["runs"] = chosen.runs
         if chosen.task == "denoise":
             options["noise"] = chosen.noise
+            if chosen.recorrupt is not None:
+                options["recorrupt"] = chosen.recorrupt  # the form's Network input, as --(no-)recorrupt
         if chosen.task == "super-resolve":
             options["factor"] = chosen.factor
         if chosen.task == "inpaint":

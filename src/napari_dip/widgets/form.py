@@ -139,7 +139,13 @@ class TaskForm:
                                         "paper's way)")
         self.input_noise.native.setDecimals(4)
         self.input_noise.native.setSpecialValueText("auto")
-        self.channels = SpinBox(label="Channels", min=1, max=512, tooltip="Network width: channels per scale")
+        # A float box with no decimals: magicgui's integer box (superqt's) shows no special text.
+        self.channels = FloatSpinBox(label="Channels", min=0, max=512, step=1,
+                                tooltip="Network width: channels per scale. auto (denoising): the preset's "
+                                "network for the fit (fast: 16 in 3 scales when the noisy image is recorrupted, "
+                                "32 in 5 otherwise)")
+        self.channels.native.setDecimals(0)
+        self.channels.native.setSpecialValueText("auto")
         self.seed = SpinBox(label="Seed", min=0, max=2**31 - 1, tooltip="Same seed, same result")
         self.update_every = SpinBox(label="Update every", min=1, max=100_000,
                                     value=int(prefs.recall(self.settings, "snapshot_every", 25)),
@@ -241,7 +247,8 @@ class TaskForm:
         self.learning_rate.value = fit.learning_rate
         # Denoising's jitter follows the image's noise level: left to the engine.
         self.input_noise.value = self.input_noise.min if self.task == "denoise" else fit.reg_noise_std
-        self.channels.value = int(net.channels_down[0])
+        # Denoising's network follows the network input (recorrupted or not): left to the engine.
+        self.channels.value = 0 if self.task == "denoise" else int(net.channels_down[0])
         self.seed.value = fit.seed or 0
 
     def _on_preset(self, value) -> None:
@@ -296,7 +303,7 @@ class TaskForm:
             stopping=None if stopping == "auto" else stopping,
             learning_rate=float(self.learning_rate.value),
             reg_noise_std=None if noise <= self.input_noise.min + AUTO_STEP / 2 else float(noise),
-            channels=int(self.channels.value),
+            channels=int(self.channels.value) or None,
             seed=int(self.seed.value),
             snapshot_every=int(self.update_every.value),
             show=self.show.value,

@@ -52,7 +52,8 @@ class Choices:
     stopping: str | None = None
     learning_rate: float = 0.01
     reg_noise_std: float | None = None
-    channels: int = 48
+    #: Network width (channels per scale); ``None``: the preset's network for the fit.
+    channels: int | None = None
     seed: int = 0
     snapshot_every: int = 25
     show: str = SHOW_AVERAGE
@@ -223,7 +224,8 @@ def _volume_note(choices: Choices, axes: str, shape, spacing) -> str:
     from ..volumes import volume_memory_bytes
 
     layout = layout_for(shape, axes)
-    net = network_for(choices.task, choices.preset_resolved).with_width(choices.channels)
+    net = network_for(choices.task, choices.preset_resolved)
+    net = net if choices.channels is None else net.with_width(choices.channels)
     needed = volume_memory_bytes(net, layout, spacing)
     sizes = "x".join(str(layout.shape[layout.axes.index(letter)]) for letter in "ZYX")
     return f"3D fit of {sizes} voxels (spacing z {spacing[0]:g}, y {spacing[1]:g}, x {spacing[2]:g}), " \

@@ -1,0 +1,140 @@
+"""PSNR over time of recorrupted denoising fits with smaller networks, or fitted on crops.
+
+    python benchmarks/recorruption_network_trace.py --image 0 --sigma 25 --alpha 1.5 --variants full,w16d3
+    python benchmarks/recorruption_network_trace.py --image 0 --variants full,crop64k4,crop64k4b2
+
+A plain loop like ``recorruption_trace.py``'s: recorruption with ``--alpha`` at the true
+sigma (input ``y + alpha * n``, target ``y - n / alpha``, fresh ``n`` every step), Adam at
+0.01, the running average of outputs at weight 0.99, on a centre crop of one image of
+``--set`` with Gaussian noise (seeds as in ``quality.py``, rounded to 8 bits), no held-out
+pixels, no stop. Every 25 iterations it stores the iteration, the seconds of fitting so far
+(the PSNR computations excluded) and the running average's PSNR against the clean crop. The
+variants are letter-number pairs on top of ``full`` (the ``fast`` denoising network, 32
+channels in 5 scales, fitted on the whole image):
+
+* ``wN``: N channels per scale, ``dN``: N scales, ``sN``: N skip channels, ``lrX``: the
+  learning rate (``w16d3``: 16 channels in 3 scales, the ``fast`` recorruption network);
+* ``cropN``: each step fits a random N x N crop (``bN`` of them as a batch), and every
+  ``kN`` steps a forward pass over the whole image enters the running average (at the
+  weight of N steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULTS = {"crop": None, "k": 1, "b": 1, "lr": 0.01, "w": 32, "d": 5, "s": 4}
+
+
+def parse_variant(text: str) -> dict:
+    """``"w16d3"`` -> the defaults with ``w=16, d=3``."""
+    values = dict(DEFAULTS)
+    if text == "full":
+        return values
+    pairs = re.findall(r"([a-z]+)([\d.]+)", text)
+    if not pairs or "".join(k + v for k, v in pairs) != text or any(k not in DEFAULTS for k, _ in pairs):
+        raise SystemExit(f"bad variant {text!r}: full, or pairs of {sorted(DEFAULTS)} and numbers, e.g. w16d3")
+    for key, value in pairs:
+        values[key] = float(value) if key == "lr" else int(value)
+    return values
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--set", default="Set12", help="Set12 (grey) or CSet9 (colour)")
+    parser.add_argument("--image", type=int, default=0, help="index of the image in the set (0: its first)")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--sigma", type=float, default=25.0, help="noise level in grey levels of 255")
+    parser.add_argument("--alpha", type=float, default=1.5, help="recorruption's split of the fresh noise")
+    parser.add_argument("--variants", default="full,w16d3")
+    parser.add_argument("--iterations", type=int, default=1500)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path)
+    options = parser.parse_args(argv)
+    variants = {text: parse_variant(text) for text in options.variants.split(",")}  # fail before any fit
+    sys.path.insert(0, str(ROOT / "src"))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import torch
+    import time_to_result
+
+    from napari_dip.engine.networks import FAST_DENOISE, SkipNet
+
+    torch.set_num_threads(options.threads)
+    quality = time_to_result._load_quality()
+    name, path = quality.list_images(options.data, options.set, None)[options.image]
+    clean = quality.to_unit(quality.centre_crop(quality.load_uint8(path), options.size))
+    sigma = options.sigma / 255
+    noisy = quality.add_gaussian_noise(clean, sigma, quality.image_seed(0, options.set, name, options.sigma))
+    y = torch.as_tensor(np.round(noisy * 255).astype(np.float32) / 255)
+    y = (y[None] if y.ndim == 2 else y.permute(2, 0, 1).contiguous())[None]  # (1, C, H, W)
+    channels, height, width = y.shape[1:]
+    alpha = options.alpha
+    case = f"{options.set}/{name} {options.size}² σ{options.sigma:g} α{alpha:g}"
+    print(case, flush=True)
+
+    traces = {}
+    for text, cfg in variants.items():
+        torch.manual_seed(0)
+        generator = torch.Generator().manual_seed(1)
+        depth = cfg["d"]
+        network = SkipNet(replace(FAST_DENOISE.with_width(cfg["w"]), input_channels=channels,
+                                  channels_down=(cfg["w"],) * depth, channels_up=(cfg["w"],) * depth,
+                                  channels_skip=(cfg["s"],) * depth), channels)
+        optimizer = torch.optim.Adam(network.parameters(), lr=cfg["lr"])
+        every = cfg["k"]
+        decay = 0.99 ** every
+        average, trace, start, scoring = None, [], time.perf_counter(), 0.0
+        for iteration in range(1, options.iterations + 1):
+            if cfg["crop"]:
+                size, inputs, targets = cfg["crop"], [], []
+                for _ in range(cfg["b"]):
+                    i = int(torch.randint(0, height - size + 1, (1,), generator=generator))
+                    j = int(torch.randint(0, width - size + 1, (1,), generator=generator))
+                    patch = y[:, :, i:i + size, j:j + size]
+                    fresh = sigma * torch.randn(patch.shape, generator=generator)
+                    inputs.append(patch + alpha * fresh)
+                    targets.append(patch - fresh / alpha)
+                net_input, target = torch.cat(inputs), torch.cat(targets)
+            else:
+                fresh = sigma * torch.randn(y.shape, generator=generator)
+                net_input, target = y + alpha * fresh, y - fresh / alpha
+            output = network(net_input)
+            loss = ((output - target) ** 2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                if not cfg["crop"]:
+                    average = output.detach().clone() if average is None else average.mul_(0.99).add_(output, alpha=0.01)
+                elif iteration % every == 0:
+                    whole = network(y + alpha * sigma * torch.randn(y.shape, generator=generator))
+                    average = whole.clone() if average is None else average.mul_(decay).add_(whole, alpha=1 - decay)
+            if iteration % 25 == 0 and average is not None:
+                began = time.perf_counter()
+                image = average[0].numpy()
+                image = image[0] if channels == 1 else np.moveaxis(image, 0, -1)
+                trace.append([iteration, round(began - start - scoring, 2), round(float(quality.psnr(clean, image)), 3)])
+                scoring += time.perf_counter() - began
+        peak = max(trace, key=lambda row: row[2])
+        print(f"{text}: peak {peak[2]:.2f} dB at {peak[0]} ({peak[1]:.1f} s); every 100: "
+              + ", ".join(f"{i}: {s:.0f} s {p:.2f}" for i, s, p in trace if i % 100 == 0), flush=True)
+        traces[text] = trace
+    if options.out:
+        options.out.parent.mkdir(parents=True, exist_ok=True)
+        options.out.write_text(json.dumps({"case": case, "command": " ".join(sys.argv), "threads": options.threads,
+                                           "traces": traces}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
