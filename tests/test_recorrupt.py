@@ -292,9 +292,11 @@ def test_recorruption_denoises_a_smooth_image():
     clean = smooth_image(48)
     rng = np.random.default_rng(1)
     noisy = np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1).astype(np.float32)
-    restored = denoise(noisy, preset="fast", iterations=150, stopping="none", **TINY)
+    # 300 steps: at 150 the tiny network's result still swung with the seed and with a 3 %
+    # change of the estimated noise level (error ratio 0.26-0.66); at 300 it was 0.06-0.10.
+    restored = denoise(noisy, preset="fast", iterations=300, stopping="none", **TINY)
 
     def error(image):
         return float(np.mean((image - clean) ** 2))
 
-    assert error(restored) < 0.5 * error(noisy)
+    assert error(restored) < 0.25 * error(noisy)
