@@ -750,49 +750,7 @@ def estimate_noise(chw: np.ndarray) -> float:
         warnings.simplefilter("ignore", RuntimeWarning)
         sigmas = np.asarray(estimate_sigma(values[varying], channel_axis=0, average_sigmas=False), np.float64)
     sigmas = np.where(np.isfinite(sigmas), sigmas, 0.0)
-    for k, channel in enumerate(np.flatnonzero(varying)):  # sigmas holds the varying channels
-        sigmas[k] = _unclipped_noise(values[channel], sigmas[k])
     return float(sigmas.sum() / values.shape[0])
-
-
-#: A channel counts as clipped when at least this fraction of its pixels sit at its lowest
-#: or highest value (an 8-bit photograph with strong noise: black and white saturate).
-CLIPPED_FRACTION = 0.005
-
-
-def _unclipped_noise(channel: np.ndarray, sigma: float) -> float:
-    """The wavelet estimate of ``channel``'s noise (``sigma``: of the whole channel) again,
-    from the regions away from its clipped values, where clipping has not shrunk the noise.
-
-    Clipping at 0 and 255 cuts the noise of dark and bright regions short, so the estimate
-    of the whole image is low: 0.157 instead of 0.196 (sigma 50/255) on an 8-bit Set12
-    crop, and recorruption then fitted too little noise. Here the finest diagonal wavelet
-    details (those :func:`skimage.restoration.estimate_sigma` takes the median of) count
-    only where the 5x5 mean lies more than two sigmas inside the channel's range and no
-    clipped pixel is near; twice, so that the second pass uses the first's larger sigma.
-    An unclipped channel, or one with too little such room (fewer than 256 details), keeps
-    ``sigma``.
-    """
-    import pywt
-    from scipy import ndimage
-
-    low, high = float(channel.min()), float(channel.max())
-    at_bounds = (channel == low) | (channel == high)
-    if at_bounds.mean() < CLIPPED_FRACTION or not sigma > 0:
-        return sigma
-    near_bounds = ndimage.maximum_filter(at_bounds, size=5)
-    local_mean = ndimage.uniform_filter(channel, size=5, mode="reflect")
-    details = np.abs(pywt.dwt2(channel, "db2")[1][2])
-    for _ in range(2):
-        room = (local_mean > low + 2 * sigma) & (local_mean < high - 2 * sigma) & ~near_bounds
-        # Detail (i, j) of db2 sits at about pixel (2i - 1, 2j - 1): sample the map there.
-        rows = np.clip(2 * np.arange(details.shape[0]) - 1, 0, channel.shape[0] - 1)
-        cols = np.clip(2 * np.arange(details.shape[1]) - 1, 0, channel.shape[1] - 1)
-        kept = details[room[np.ix_(rows, cols)]]
-        if kept.size < 256:
-            return sigma
-        sigma = max(sigma, float(np.median(kept) / 0.6745))
-    return sigma
 
 
 def _in_user_layout(

@@ -252,7 +252,7 @@ FAST_INPAINT = PAPER_INPAINT.with_width(48)
 FAST_DENOISE = PAPER.with_width(32)
 #: Denoising by recorruption (the noisy image as the input, ``FitConfig.recorrupt_sigma``)
 #: needs still less: the network no longer builds the image out of noise, it maps the noisy
-#: image to a cleaner one. With 16 channels in 3 scales an iteration took 0.41-0.55x as long
+#: image to a cleaner one. With 16 channels in 3 scales an iteration took 0.44-0.59x as long
 #: as with ``FAST_DENOISE`` on a 2-core CPU, and on 9 crops of Set12 and CSet9 (sigma 25 and
 #: 50) the fit peaked 0.09 dB lower on the mean (+0.06 to -0.31 dB), in about half the time
 #: (BENCHMARKS.md "A smaller network for recorruption").
