@@ -21,8 +21,6 @@ channels in 5 scales, fitted on the whole image):
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
 import sys
 import time
@@ -31,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recorruption_trace import crop_arguments, noisy_crop, write_traces  # noqa: E402
+
 DEFAULTS = {"crop": None, "k": 1, "b": 1, "lr": 0.01, "w": 32, "d": 5, "s": 4}
 
 
@@ -49,34 +49,16 @@ def parse_variant(text: str) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--set", default="Set12", help="Set12 (grey) or CSet9 (colour)")
-    parser.add_argument("--image", type=int, default=0, help="index of the image in the set (0: its first)")
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--sigma", type=float, default=25.0, help="noise level in grey levels of 255")
+    parser = crop_arguments(__doc__.splitlines()[0], "full,w16d3")
     parser.add_argument("--alpha", type=float, default=1.5, help="recorruption's split of the fresh noise")
-    parser.add_argument("--variants", default="full,w16d3")
-    parser.add_argument("--iterations", type=int, default=1500)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path)
     options = parser.parse_args(argv)
     variants = {text: parse_variant(text) for text in options.variants.split(",")}  # fail before any fit
-    sys.path.insert(0, str(ROOT / "src"))
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    quality, name, clean, y = noisy_crop(options)
     import torch
-    import time_to_result
 
     from napari_dip.engine.networks import FAST_DENOISE, SkipNet
 
-    torch.set_num_threads(options.threads)
-    quality = time_to_result._load_quality()
-    name, path = quality.list_images(options.data, options.set, None)[options.image]
-    clean = quality.to_unit(quality.centre_crop(quality.load_uint8(path), options.size))
     sigma = options.sigma / 255
-    noisy = quality.add_gaussian_noise(clean, sigma, quality.image_seed(0, options.set, name, options.sigma))
-    y = torch.as_tensor(np.round(noisy * 255).astype(np.float32) / 255)
-    y = (y[None] if y.ndim == 2 else y.permute(2, 0, 1).contiguous())[None]  # (1, C, H, W)
     channels, height, width = y.shape[1:]
     alpha = options.alpha
     case = f"{options.set}/{name} {options.size}² σ{options.sigma:g} α{alpha:g}"
@@ -129,10 +111,7 @@ def main(argv=None) -> int:
         print(f"{text}: peak {peak[2]:.2f} dB at {peak[0]} ({peak[1]:.1f} s); every 100: "
               + ", ".join(f"{i}: {s:.0f} s {p:.2f}" for i, s, p in trace if i % 100 == 0), flush=True)
         traces[text] = trace
-    if options.out:
-        options.out.parent.mkdir(parents=True, exist_ok=True)
-        options.out.write_text(json.dumps({"case": case, "command": " ".join(sys.argv), "threads": options.threads,
-                                           "traces": traces}, indent=1))
+    write_traces(options, case, traces)
     return 0
 
 

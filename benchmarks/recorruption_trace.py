@@ -50,35 +50,58 @@ def parse_variant(text: str) -> dict:
     return parts
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def crop_arguments(description: str, variants: str) -> argparse.ArgumentParser:
+    """The options of the trace scripts: which crop, which noise, which variants, how long."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--set", default="Set12", help="Set12 (grey) or CSet9 (colour)")
     parser.add_argument("--image", type=int, default=0, help="index of the image in the set (0: its first)")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--sigma", type=float, default=25.0, help="noise level in grey levels of 255")
-    parser.add_argument("--variants", default="noise,image+r2r=1")
+    parser.add_argument("--variants", default=variants)
     parser.add_argument("--iterations", type=int, default=1500)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path)
-    options = parser.parse_args(argv)
-    variants = {text: parse_variant(text) for text in options.variants.split(",")}  # fail before any fit
+    return parser
+
+
+def noisy_crop(options):
+    """``(quality, name, clean, y)``: the ``quality`` module, the image's name, its clean
+    centre crop (numpy, [0, 1]) and the noisy crop rounded to 8 bits as a ``(1, C, H, W)``
+    tensor; also sets torch's thread count."""
     sys.path.insert(0, str(ROOT / "src"))
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import torch
     import time_to_result
 
-    from napari_dip.engine.networks import FAST_DENOISE, SkipNet
-
     torch.set_num_threads(options.threads)
     quality = time_to_result._load_quality()
     name, path = quality.list_images(options.data, options.set, None)[options.image]
     clean = quality.to_unit(quality.centre_crop(quality.load_uint8(path), options.size))
-    sigma = options.sigma / 255
-    noisy = quality.add_gaussian_noise(clean, sigma, quality.image_seed(0, options.set, name, options.sigma))
+    noisy = quality.add_gaussian_noise(clean, options.sigma / 255,
+                                       quality.image_seed(0, options.set, name, options.sigma))
     noisy8 = np.round(noisy * 255).astype(np.uint8)
     y = torch.as_tensor(noisy8.astype(np.float32) / 255)
-    y = (y[None] if y.ndim == 2 else y.permute(2, 0, 1).contiguous())[None]  # (1, C, H, W)
+    return quality, name, clean, (y[None] if y.ndim == 2 else y.permute(2, 0, 1).contiguous())[None]
+
+
+def write_traces(options, case: str, traces: dict) -> None:
+    """Store the traces with the case and the command that made them (``--out``)."""
+    if options.out:
+        options.out.parent.mkdir(parents=True, exist_ok=True)
+        options.out.write_text(json.dumps({"case": case, "command": " ".join(sys.argv), "threads": options.threads,
+                                           "traces": traces}, indent=1))
+
+
+def main(argv=None) -> int:
+    options = crop_arguments(__doc__.splitlines()[0], "noise,image+r2r=1").parse_args(argv)
+    variants = {text: parse_variant(text) for text in options.variants.split(",")}  # fail before any fit
+    quality, name, clean, y = noisy_crop(options)
+    import torch
+
+    from napari_dip.engine.networks import FAST_DENOISE, SkipNet
+
+    sigma = options.sigma / 255
     channels, height, width = y.shape[1:]
     jitter = min(max(sigma / 3, 1 / 30), 1 / 15)
     case = f"{options.set}/{name} {options.size}² σ{options.sigma:g}"
@@ -123,10 +146,7 @@ def main(argv=None) -> int:
         print(f"{text}: peak {peak[1]:.2f} dB at {peak[0]}; {1000 * per_step:.1f} ms/step; every 100: "
               + ", ".join(f"{i}: {p:.2f}" for i, p in trace if i % 100 == 0), flush=True)
         traces[text] = trace
-    if options.out:
-        options.out.parent.mkdir(parents=True, exist_ok=True)
-        options.out.write_text(json.dumps({"case": case, "command": " ".join(sys.argv), "threads": options.threads,
-                                           "traces": traces}, indent=1))
+    write_traces(options, case, traces)
     return 0
 
 
