@@ -515,6 +515,22 @@ def test_reference_layer_gives_psnr(make_napari_viewer, qtbot):
     assert "PSNR" in widget.status
 
 
+def test_denoising_width_is_left_to_the_engine_unless_set(make_napari_viewer, qtbot):
+    # Channels "auto": the fit recorrupts with fast's 3-scale network, the paper's way with
+    # its 5-scale one; the record says which network ran and that no width was asked for.
+    viewer = make_napari_viewer()
+    viewer.add_image(_image((32, 32)), name="cells")
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=2, every=2)
+    widget.form.channels.value = 0
+    _run_to_end(qtbot, widget)
+    record = _output(viewer).metadata["napari_dip"]
+    assert record["parameters"]["channels"] is None
+    assert list(record["engine_settings"]["network"]["channels_down"]) == [16] * 3
+    widget.form.network_input.value = "noise"
+    _run_to_end(qtbot, widget)
+    assert list(_output(viewer).metadata["napari_dip"]["engine_settings"]["network"]["channels_down"]) == [32] * 5
+
+
 def test_denoising_jitter_is_left_to_the_engine_unless_set(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.add_image(_image((32, 32)), name="cells")
