@@ -328,9 +328,7 @@ def _tiles_note(args, preset: str, layout) -> str:
     if getattr(args, "volumetric", False):
         return ""
     try:
-        net = network_for(args.command, preset)
-        if args.channels:
-            net = net.with_width(args.channels)
+        net = network_for(args.command, preset, channels=args.channels)
         plan = plan_fit_tiles(net, max(1, min(layout.channels, 3)), layout.height, layout.width,
                               factor=getattr(args, "factor", None) or 1, runs=args.runs or 1, device=args.device,
                               tile_size=args.tile_size, overlap=args.tile_overlap)
@@ -349,9 +347,7 @@ def _memory_needed(args, preset: str, layout, source=None) -> str:
         if getattr(args, "volumetric", False) and "Z" in layout.axes:
             from .volumes import volume_memory_bytes
 
-            net = network_for(args.command, preset)
-            if args.channels:
-                net = net.with_width(args.channels)
+            net = network_for(args.command, preset, channels=args.channels)
             spacing = None if source is None else volume_spacing(source.calibration)
             return f", needs about {volume_memory_bytes(net, layout, spacing) / 2**30:.1f} GiB"
         needed = plane_memory_bytes(args.command, preset, layout.channels, layout.height, layout.width,

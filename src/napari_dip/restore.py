@@ -463,10 +463,8 @@ class _Job:
         # Memory and tiles are sized on the preset's network as if not recorrupting (the
         # larger one): what the command line and the widget say before the fit, when whether
         # it recorrupts is not yet known, then holds.
-        self.sizing_net = self.net
-        if network is None and fit_config.recorrupt_sigma is not None:
-            self.sizing_net = network_for(task, self.resolved_preset)
-            self.sizing_net = self.sizing_net if channels is None else self.sizing_net.with_width(channels)
+        self.sizing_net = self.net if network is not None else network_for(task, self.resolved_preset,
+                                                                           channels=channels)
         if seed is None and layout.is_stack:
             seed = secrets.randbelow(2**31)  # one seed for every plane, recorded with each
         self.fit_config = replace(fit_config, seed=seed)  # None is meaningful here: draw a seed

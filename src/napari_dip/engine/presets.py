@@ -158,18 +158,25 @@ def stopping_for(task: str, rule: str | StoppingConfig | None = None, patience: 
     return config if patience is None else replace(config, patience=patience)
 
 
-def network_for(task: str, preset: str = DEFAULT_PRESET, recorrupt: bool = False) -> SkipNetConfig:
+def network_for(
+    task: str, preset: str = DEFAULT_PRESET, recorrupt: bool = False, channels: int | None = None,
+) -> SkipNetConfig:
     """The network a preset uses for a task (``auto``: for the default device); with
-    ``recorrupt``, for denoising by recorruption (:data:`RECORRUPTION_NETWORKS`).
+    ``recorrupt``, for denoising by recorruption (:data:`RECORRUPTION_NETWORKS`); with
+    ``channels`` (not ``None`` or 0), that many channels per scale.
 
     >>> network_for("denoise", "fast").scales, network_for("denoise", "fast", recorrupt=True).scales
     (5, 3)
+    >>> network_for("denoise", "fast", channels=8).channels_down
+    (8, 8, 8, 8, 8)
     """
     preset = resolve_preset(preset)
     if recorrupt and task == "denoise" and preset in RECORRUPTION_NETWORKS:
-        return RECORRUPTION_NETWORKS[preset]
-    networks = NETWORK_PRESETS[preset]
-    return networks.get(task, networks["default"])
+        net = RECORRUPTION_NETWORKS[preset]
+    else:
+        networks = NETWORK_PRESETS[preset]
+        net = networks.get(task, networks["default"])
+    return net.with_width(channels) if channels else net
 
 
 def plane_memory_bytes(
@@ -179,9 +186,7 @@ def plane_memory_bytes(
     """Estimated peak memory of fitting one ``height x width`` plane (enlarged ``factor``
     times) with the preset's network, ``channels`` wide: what the command line and the
     widget show before a fit (:func:`~napari_dip.engine.fit.estimate_memory_bytes`)."""
-    net = network_for(task, preset)
-    if channels:
-        net = net.with_width(channels)
+    net = network_for(task, preset, channels=channels)
     f = factor or 1
     return estimate_memory_bytes(net, max(1, min(colours, 3)), height * f, width * f)
 

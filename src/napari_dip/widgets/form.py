@@ -141,9 +141,9 @@ class TaskForm:
         self.input_noise.native.setSpecialValueText("auto")
         # A float box with no decimals: magicgui's integer box (superqt's) shows no special text.
         self.channels = FloatSpinBox(label="Channels", min=0, max=512, step=1,
-                                tooltip="Network width: channels per scale. auto (denoising): the preset's "
-                                "network for the fit (fast: 16 in 3 scales when the noisy image is recorrupted, "
-                                "32 in 5 otherwise)")
+                                     tooltip="Network width: channels per scale. auto: the preset's network "
+                                     "for the fit (denoising with fast: 16 in 3 scales when the noisy image is "
+                                     "recorrupted, 32 in 5 otherwise)")
         self.channels.native.setDecimals(0)
         self.channels.native.setSpecialValueText("auto")
         self.seed = SpinBox(label="Seed", min=0, max=2**31 - 1, tooltip="Same seed, same result")

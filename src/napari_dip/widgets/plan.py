@@ -224,8 +224,7 @@ def _volume_note(choices: Choices, axes: str, shape, spacing) -> str:
     from ..volumes import volume_memory_bytes
 
     layout = layout_for(shape, axes)
-    net = network_for(choices.task, choices.preset_resolved)
-    net = net if choices.channels is None else net.with_width(choices.channels)
+    net = network_for(choices.task, choices.preset_resolved, channels=choices.channels)
     needed = volume_memory_bytes(net, layout, spacing)
     sizes = "x".join(str(layout.shape[layout.axes.index(letter)]) for letter in "ZYX")
     return f"3D fit of {sizes} voxels (spacing z {spacing[0]:g}, y {spacing[1]:g}, x {spacing[2]:g}), " \
