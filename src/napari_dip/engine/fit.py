@@ -324,13 +324,6 @@ class Fitter:
         #: Multiplies the squared error: held-out pixels are left out of the loss.
         self.loss_weight = weight
         self.loss_norm = None if weight is None else weight.expand_as(self.observation).sum() * self.runs
-        if self.recorrupting and weight is not None:
-            # The held-out pixels' own values must not reach the network through its input,
-            # or their validation error measures how much the network copies them: it fell
-            # and then rose with how much the fit leaned on each pixel, not with its quality
-            # (on a 128 px crop its minimum came at 433 while PSNR peaked near 750).
-            hidden = _held_out_hidden(self.observation, weight, self.stopper.block)
-            self.input = self._image_input(hidden).to(self.device, memory_format=memory_format)
         #: Whether the steps are captured and replayed as a CUDA graph.
         self.graphs = graphs_wanted(self.config, self.device)
         #: Captures of the step in the last :meth:`run` (a backtrack makes one more), and why
@@ -499,6 +492,11 @@ class Fitter:
                 # spread is the result's uncertainty); their mean is the result.
                 if isinstance(self.stopper, WindowedVariance):
                     self.stopper.update(iteration, output, run_averages)
+                elif isinstance(self.stopper, HeldOutPixels) and self.recorrupting:
+                    # This step's output against this step's target: their noise is
+                    # independent, so on pixels left out of the loss the error is the
+                    # output's error against the clean image plus a constant.
+                    self.stopper.update(iteration, output, run_averages, outputs, target)
                 elif isinstance(self.stopper, HeldOutPixels):
                     self.stopper.update(iteration, output, run_averages, self.forward_model(average))
 
@@ -694,23 +692,6 @@ def _with_input_channels(network: SkipNetConfig | VolumeNetConfig, channels: int
     if isinstance(network, VolumeNetConfig):
         return replace(network, plane=replace(network.plane, input_channels=channels))
     return replace(network, input_channels=channels)
-
-
-def _held_out_hidden(observation: torch.Tensor, train_weight: torch.Tensor, block: int) -> torch.Tensor:
-    """``observation`` with every pixel left out of the loss (``train_weight`` 0) replaced
-    by the mean of the pixels kept around it (in a window one pixel wider on each side than
-    the block left out), so that nothing of a held-out pixel's noise is in the input."""
-    size = observation.shape[-2:]
-    kept = train_weight.expand_as(observation).reshape(-1, 1, *size)
-    values = observation.reshape(-1, 1, *size)
-    window = block + 2
-    pool = lambda t: torch.nn.functional.avg_pool2d(t, window, stride=1, padding=window // 2,  # noqa: E731
-                                                    count_include_pad=False)
-    total, count = pool(values * kept), pool(kept)
-    # A window with no kept pixel at all (not with the default hold-out): the plane's mean.
-    fallback = (values * kept).sum(dim=(-2, -1), keepdim=True) / kept.sum(dim=(-2, -1), keepdim=True).clamp_min(1)
-    filled = torch.where(count > 0, total / count.clamp_min(1e-12), fallback)
-    return torch.where(kept > 0, values, filled).reshape(observation.shape)
 
 
 def _padded(image: torch.Tensor, crop: tuple[slice, ...], padded_size: tuple[int, ...]) -> torch.Tensor:
