@@ -14,6 +14,8 @@ channels in 5 scales, fitted on the whole image):
 
 * ``wN``: N channels per scale, ``dN``: N scales, ``sN``: N skip channels, ``lrX``: the
   learning rate (``w16d3``: 16 channels in 3 scales, the ``fast`` recorruption network);
+* ``pN``: the network runs at 1/N of the resolution on N² times the channels: the image is
+  folded into N x N blocks (``pixel_unshuffle``) on the way in and unfolded on the way out;
 * ``cropN``: each step fits a random N x N crop (``bN`` of them as a batch), and every
   ``kN`` steps a forward pass over the whole image enters the running average (at the
   weight of N steps).
@@ -32,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from recorruption_trace import crop_arguments, noisy_crop, write_traces  # noqa: E402
 
-DEFAULTS = {"crop": None, "k": 1, "b": 1, "lr": 0.01, "w": 32, "d": 5, "s": 4}
+DEFAULTS = {"crop": None, "k": 1, "b": 1, "lr": 0.01, "w": 32, "d": 5, "s": 4, "p": 1}
 
 
 def parse_variant(text: str) -> dict:
@@ -69,9 +71,12 @@ def main(argv=None) -> int:
         torch.manual_seed(0)
         generator = torch.Generator().manual_seed(1)
         depth = cfg["d"]
-        network = SkipNet(replace(FAST_DENOISE.with_width(cfg["w"]), input_channels=channels,
+        fold = cfg["p"]
+        network = SkipNet(replace(FAST_DENOISE.with_width(cfg["w"]), input_channels=channels * fold**2,
                                   channels_down=(cfg["w"],) * depth, channels_up=(cfg["w"],) * depth,
-                                  channels_skip=(cfg["s"],) * depth), channels)
+                                  channels_skip=(cfg["s"],) * depth), channels * fold**2)
+        if fold > 1:
+            network = torch.nn.Sequential(torch.nn.PixelUnshuffle(fold), network, torch.nn.PixelShuffle(fold))
         optimizer = torch.optim.Adam(network.parameters(), lr=cfg["lr"])
         every = cfg["k"]
         decay = 0.99 ** every

@@ -14,6 +14,9 @@ ratio to ``base`` measured in the same rounds.
 Levers are :data:`LEVERS` joined with ``+``, plus ``w<N>`` (every scale ``N`` channels wide)
 and ``s<N>`` (the first ``N`` scales only).
 
+``--recorrupt`` starts from the preset's recorruption network instead and fits by
+recorruption (timing: at sigma 25; quality: the engine recorrupts by default with ``fast``).
+
 ``--quality`` instead fits Set12 (or ``--set CSet9``, colour) centre crops (``--crop``,
 Gaussian noise ``--sigma`` rounded to 8 bits, as ``quality.py`` makes them) with each lever to the automatically stopped result
 (the engine's default rule) and prints PSNR, seconds and iterations per image and the mean
@@ -71,7 +74,7 @@ def lever_config(base, name: str):
     return config if width is None else config.with_width(width)
 
 
-def make_fitter(network, size: int, threads: int, iterations: int):
+def make_fitter(network, size: int, threads: int, iterations: int, recorrupt: bool = False):
     from napari_dip.engine.fit import Fitter
     from napari_dip.engine.forward import Identity
     from napari_dip.engine.presets import settings_for
@@ -79,12 +82,14 @@ def make_fitter(network, size: int, threads: int, iterations: int):
     rng = np.random.default_rng(0)
     image = rng.uniform(0, 1, (1, size, size)).astype(np.float32)
     _, config = settings_for("denoise", "fast", network=network, stopping="none", threads=threads,
-                             iterations=iterations, device="cpu", seed=0)
+                             iterations=iterations, device="cpu", seed=0, recorrupt=recorrupt,
+                             noise_sigma=25 / 255 if recorrupt else None)
     return Fitter(image, Identity(), network, config)
 
 
-def measure(base, levers, size, threads, steps, rounds) -> dict:
-    fitters = {name: make_fitter(lever_config(base, name), size, threads, steps * (rounds + 1)) for name in levers}
+def measure(base, levers, size, threads, steps, rounds, recorrupt=False) -> dict:
+    fitters = {name: make_fitter(lever_config(base, name), size, threads, steps * (rounds + 1), recorrupt)
+               for name in levers}
     runs = {name: fitter.run(snapshot_every=steps) for name, fitter in fitters.items()}
     times = {name: [] for name in levers}
     for name in levers:  # warm-up: the first block of each, untimed
@@ -184,6 +189,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--levers", default="base,zeros,nearest,nomerge,nobias,zeros+nearest+nomerge+nobias")
     parser.add_argument("--preset", default="fast", choices=("fast", "paper"))
+    parser.add_argument("--recorrupt", action="store_true",
+                        help="levers of the preset's recorruption network, fitted by recorruption (timing: at sigma 25)")
     parser.add_argument("--steps", type=int, default=10, help="iterations per timed block")
     parser.add_argument("--rounds", type=int, default=4, help="timed blocks per lever")
     parser.add_argument("--profile", metavar="LEVER", help="profile one lever instead of timing")
@@ -206,9 +213,9 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(args.src))
     import torch
 
-    from napari_dip.engine.networks import NETWORK_PRESETS
+    from napari_dip.engine.networks import NETWORK_PRESETS, RECORRUPTION_NETWORKS
 
-    base = NETWORK_PRESETS[args.preset]["default"]
+    base = RECORRUPTION_NETWORKS[args.preset] if args.recorrupt else NETWORK_PRESETS[args.preset]["default"]
     sizes = [int(s) for s in args.sizes.split(",")]
     thread_counts = [int(t) for t in args.threads.split(",")]
     if args.profile:
@@ -227,13 +234,13 @@ def main(argv=None) -> int:
         print(quality_table(rows))
         return 0
     rows = []
-    print(f"{args.preset} network, grey, {args.steps} steps x {args.rounds} rounds per lever, torch {torch.__version__}, "
+    print(f"{args.preset} {'recorruption ' if args.recorrupt else ''}network, grey, {args.steps} steps x {args.rounds} rounds per lever, torch {torch.__version__}, "
           f"{date.today()}")
     print("| size | threads | lever | s/step | vs base |")
     print("|---|---:|---|---:|---:|")
     for size in sizes:
         for threads in thread_counts:
-            result = measure(base, levers, size, threads, args.steps, args.rounds)
+            result = measure(base, levers, size, threads, args.steps, args.rounds, args.recorrupt)
             for name in levers:
                 ratio = result["base"]["seconds"] / result[name]["seconds"]
                 rows.append({"size": size, "threads": threads, "lever": name, **result[name], "speedup": ratio})
