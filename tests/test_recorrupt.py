@@ -113,11 +113,11 @@ def test_a_warm_start_keeps_the_weights_but_takes_the_new_image_as_input():
 
 
 def test_held_out_pixels_score_each_steps_output_against_its_own_target():
-    from napari_dip.engine.stopping import RECORRUPTED_SMOOTHING, HeldOutPixels
+    from napari_dip.engine.stopping import HeldOutPixels
 
     obs = observation(size=32)
     config = replace(CPU, stopping=StoppingConfig(rule="validation", holdout_fraction=0.1, holdout_block=1,
-                                                  warmup=0, smoothing=0.5))
+                                                  warmup=0, smoothing=0.75))
     fitter = Fitter(obs, Identity(), TINY_NET, config)
     assert isinstance(fitter.stopper, HeldOutPixels)
     # The network sees the whole image, held-out pixels included: input and target noise
@@ -136,11 +136,27 @@ def test_held_out_pixels_score_each_steps_output_against_its_own_target():
     fitter.stopper.update = recorded
     list(fitter.run(6))
     assert len(scores) == 6
-    # The first score is the first step's error; later ones are smoothed over about 100
-    # steps, not over the 2 asked for the paper's way.
+    # The first score is the first step's error; later ones are smoothed as configured.
     assert scores[0][1] == pytest.approx(scores[0][0])
     for (_, before), (error, after) in zip(scores, scores[1:]):
-        assert after == pytest.approx(RECORRUPTED_SMOOTHING * before + (1 - RECORRUPTED_SMOOTHING) * error)
+        assert after == pytest.approx(0.75 * before + 0.25 * error)
+
+
+def test_presets_stop_a_recorrupted_fit_on_a_smoother_score_and_a_smaller_rise():
+    from napari_dip.engine.presets import DEFAULT_STOPPING, RECORRUPTION_STOPPING
+
+    _, recorrupted = settings_for("denoise", "fast", noise_sigma=0.1)
+    assert recorrupted.stopping == RECORRUPTION_STOPPING
+    assert recorrupted.stopping.smoothing > DEFAULT_STOPPING["denoise"].smoothing
+    assert recorrupted.stopping.rise < DEFAULT_STOPPING["denoise"].rise
+    _, paper_way = settings_for("denoise", "fast", noise_sigma=0.1, recorrupt=False)
+    assert paper_way.stopping == DEFAULT_STOPPING["denoise"]
+    # A rule or patience the caller gives is kept; naming the default rule is the default.
+    _, named = settings_for("denoise", "fast", noise_sigma=0.1, stopping="validation", patience=50)
+    assert named.stopping == replace(RECORRUPTION_STOPPING, patience=50)
+    own = StoppingConfig(rule="validation", rise=0.01)
+    assert settings_for("denoise", "fast", noise_sigma=0.1, stopping=own)[1].stopping == own
+    assert settings_for("denoise", "fast", noise_sigma=0.1, stopping="wmv")[1].stopping.rule == "wmv"
 
 
 def test_recorruption_fits_denoising_only_with_the_squared_error():

@@ -228,13 +228,6 @@ def neighbour_noise_correlation(observation: torch.Tensor) -> float:
     return at_lag(1) - at_lag(2)
 
 
-#: The smoothing of a recorrupted fit's validation error (at least this; see
-#: :meth:`HeldOutPixels.update`). Each step draws fresh noise for the target, so one step's
-#: error on the held-out pixels is noisier than the running average's error, which the
-#: paper's way scores: over about 100 steps instead of 10.
-RECORRUPTED_SMOOTHING = 0.99
-
-
 class HeldOutPixels(_BestTracker):
     """Validation error of the averaged output on observed pixels left out of the loss."""
 
@@ -282,12 +275,12 @@ class HeldOutPixels(_BestTracker):
     ) -> None:
         """``predicted`` is the forward model applied to ``average``, scored against the
         observation; or, for a fit by recorruption, this step's output, scored against this
-        step's ``target`` (the image less the fresh noise over alpha) and smoothed over
-        :data:`RECORRUPTED_SMOOTHING`."""
+        step's ``target`` (the image less the fresh noise over alpha). That score is noisier
+        than the average's (fresh noise every step): the presets smooth it more
+        (:data:`napari_dip.engine.presets.RECORRUPTION_STOPPING`)."""
         self.step.add_(1)
         observed = self.observation if target is None else target
         error = (self.pixel_error(predicted, observed) * self.held).sum() / self.held_count
-        smoothing = self.config.smoothing if target is None else max(self.config.smoothing, RECORRUPTED_SMOOTHING)
-        weight = smoothing if iteration > 1 else 0.0
+        weight = self.config.smoothing if iteration > 1 else 0.0
         self.smoothed.mul_(weight).add_(error, alpha=1.0 - weight)
         self._record(self.smoothed, iteration, output, average)
