@@ -159,6 +159,19 @@ def test_presets_stop_a_recorrupted_fit_on_a_smoother_score_and_a_smaller_rise()
     assert settings_for("denoise", "fast", noise_sigma=0.1, stopping="wmv")[1].stopping.rule == "wmv"
 
 
+def test_a_warm_recorrupted_plane_waits_for_its_score_to_settle_and_stops_on_patience():
+    from napari_dip.engine.presets import WARM_START_RECORRUPTION_WARMUP, warm_start_config
+
+    _, recorrupted = settings_for("denoise", "fast", noise_sigma=0.1)
+    warm = warm_start_config(recorrupted).stopping
+    assert warm.warmup == WARM_START_RECORRUPTION_WARMUP > 0 and warm.rise is None
+    assert warm.patience < recorrupted.stopping.patience
+    # The paper's way keeps its trend test from the first step.
+    _, paper_way = settings_for("denoise", "fast", noise_sigma=0.1, recorrupt=False)
+    assert warm_start_config(paper_way).stopping.warmup == 0
+    assert warm_start_config(paper_way).stopping.rise == paper_way.stopping.rise
+
+
 def test_recorruption_fits_denoising_only_with_the_squared_error():
     with pytest.raises(InputError, match="denoising only.*Lanczos"):
         Fitter(observation(), LanczosDownsampler(4, 1), TINY_NET, CPU)
