@@ -388,3 +388,15 @@ def test_replayed_smoothing_undoes_the_engines():
     assert not np.allclose(recorded[0.0], recorded[0.9])
     assert np.allclose(stopping.resmooth(recorded[0.9], 0.0), recorded[0.0], rtol=1e-5)
     assert np.allclose(stopping.resmooth(recorded[0.0], 0.9, recorded=0.0), recorded[0.9], rtol=1e-5)
+
+
+def test_recorruption_validation_replays_the_trend_test_on_recorded_points():
+    module = _load_script("recorruption_validation")
+    # (iteration, psnr, score): the score falls to its best at 300, then creeps up.
+    rows = [[200, 20.0, 1.0], [225, 21.0, 0.99], [300, 22.0, 0.95], [325, 22.1, 0.951], [350, 22.0, 0.9525],
+            [375, 21.9, 0.9545], [400, 21.5, 0.97]]
+    assert module.replay(rows, rise=0.002) == (350, 300, 22.0)  # 0.9525 > 0.95 * 1.002
+    assert module.replay(rows, rise=0.005) == (400, 300, 22.0)
+    assert module.replay(rows, rise=0.05) == (None, 300, 22.0)  # never fires: the best so far
+    # Points before the warm-up never count as the best.
+    assert module.replay([[100, 30.0, 0.1], *rows], rise=0.002) == (350, 300, 22.0)
