@@ -15,7 +15,9 @@ best iteration it has seen and says when to stop:
   fits the neighbours' noise predicts the held-out pixel's too, and the error keeps
   falling while quality falls. There the 7 x 7 block around each held-out pixel is left
   out of the loss (``holdout_block``), so the nearest fitted pixel is four pixels away,
-  where the correlation has died down.
+  where the correlation has died down. A fit by recorruption sees the held-out pixels in
+  its input, so there each step's own output is scored against that step's recorrupted
+  target instead: their noise is independent (:meth:`HeldOutPixels.update`).
 
 Rules are updated every iteration entirely on the device (no host copy) and asked whether
 to stop only at the fit loop's periodic checks, where the loop synchronises anyway.
