@@ -21,6 +21,13 @@ prints the PSNR peak, the score's minimum after iteration 200 and the PSNR there
 replaying the engine's trend test on the recorded points (stop once the score is
 ``--rises`` above its best, at least 25 iterations after it), where that stops and what it
 returns. ``--from-json`` prints that again from a saved run, without fitting.
+
+``--stopped RISES`` instead runs the engine itself on each case, as a user would
+(``iter_restore``, ``fast``, seed 0, its automatic stop with the presets' recorruption
+stopping at each rise given), and prints the result's PSNR, the iteration it came from,
+where the fit stopped and its seconds:
+
+    python benchmarks/recorruption_validation.py --stopped 0.005,0.002 --cases 4:25,5:25,1:50,6:50
 """
 
 from __future__ import annotations
@@ -103,6 +110,30 @@ def trace(quality, clean, y, sigma, alpha, held, variant, iterations):
     return rows
 
 
+def stopped_fits(options, rises) -> None:
+    import time
+
+    from recorruption_trace import noisy_crop
+
+    from napari_dip.engine.presets import RECORRUPTION_STOPPING
+    from napari_dip.restore import iter_restore
+
+    for rise in rises:
+        for case in options.cases.split(","):
+            index, sigma_255 = int(case.split(":")[0]), float(case.split(":")[1])
+            crop = argparse.Namespace(data=options.data, set="Set12", image=index, size=options.size,
+                                      sigma=sigma_255, threads=options.threads)
+            quality, name, clean, y = noisy_crop(crop)
+            noisy8 = np.round(y[0, 0].numpy().astype(np.float64) * 255).astype(np.uint8)
+            start = time.perf_counter()
+            for final in iter_restore("denoise", noisy8, preset="fast", device="cpu", seed=0, snapshot_every=None,
+                                      stopping=replace(RECORRUPTION_STOPPING, rise=rise)):
+                pass
+            print(f"rise {100 * rise:g} %: Set12/{name} {options.size}² σ{sigma_255:g}: "
+                  f"{quality.psnr(clean, quality.to_unit(final.average)):.2f} dB, best {final.best_iteration}, "
+                  f"stopped at {final.iteration}, {time.perf_counter() - start:.1f} s", flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -112,6 +143,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rises", default="0.005,0.002", help="trend tests to replay")
     parser.add_argument("--from-json", type=Path, help="report a saved run instead of fitting")
+    parser.add_argument("--stopped", metavar="RISES", help="the engine's stopped fits at these rises instead")
     parser.add_argument("--out", type=Path)
     options = parser.parse_args(argv)
     rises = [float(r) for r in options.rises.split(",")]
@@ -123,20 +155,20 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT / "src"))
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import torch
-    import time_to_result
+    from recorruption_trace import noisy_crop
 
     from napari_dip.engine.presets import recorruption_alpha
     from napari_dip.restore import estimate_noise
 
-    torch.set_num_threads(options.threads)
-    quality = time_to_result._load_quality()
+    if options.stopped:
+        stopped_fits(options, [float(r) for r in options.stopped.split(",")])
+        return 0
     results = {}
     for case in options.cases.split(","):
         index, sigma_255 = int(case.split(":")[0]), float(case.split(":")[1])
-        name, path = quality.list_images(options.data, "Set12", None)[index]
-        clean = quality.to_unit(quality.centre_crop(quality.load_uint8(path), options.size))
-        noisy = quality.add_gaussian_noise(clean, sigma_255 / 255, quality.image_seed(0, "Set12", name, sigma_255))
-        y = torch.tensor(np.round(noisy * 255) / 255, dtype=torch.float32)[None, None]
+        crop = argparse.Namespace(data=options.data, set="Set12", image=index, size=options.size, sigma=sigma_255,
+                                  threads=options.threads)
+        quality, name, clean, y = noisy_crop(crop)
         sigma = estimate_noise(y[0].numpy())
         alpha = recorruption_alpha(sigma)
         held = (torch.rand(y.shape[2:], generator=torch.Generator().manual_seed(3)) < 0.05).float()[None, None]
