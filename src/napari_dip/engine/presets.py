@@ -54,9 +54,9 @@ DEFAULT_STOPPING = {
 #: on the held-out pixels (:meth:`~napari_dip.engine.stopping.HeldOutPixels.update`): a
 #: noisier score than the running average's, so smoothed over about 100 steps instead of
 #: 10, and smooth enough then for a trend test at 0.2 %. On 4 Set12 128² crops (sigma 25
-#: and 50) that returned the same results as 0.5 % and stopped 0-75 iterations sooner;
-#: replayed on 4 traces it stopped at 675-925 where 0.5 % stopped at 775-1050, on results
-#: as good or better (BENCHMARKS.md, "Scoring recorrupted fits on their own targets").
+#: and 50) that returned the same results as 0.5 % and stopped 0-75 iterations sooner; on
+#: the 4 it was chosen on it stopped 50-225 sooner, 0.14 and 0.02 dB lower on two
+#: (BENCHMARKS.md, "Scoring recorrupted fits on their own targets").
 RECORRUPTION_STOPPING = StoppingConfig(rule="validation", patience=100, rise=0.002, smoothing=0.99)
 #: A rule chosen instead of the task's default: ES-WMV with its published patience, held-out
 #: validation with the patience measured before the trend test (which was tuned on
