@@ -85,6 +85,26 @@ def _state(fitter):
     return params, moments, steps
 
 
+def test_cpu_fits_take_fused_adam_steps_equal_to_per_tensor_adam(monkeypatch):
+    # The fused kernel is a speed-up only: the same Adam, to float rounding. Compared on the
+    # outputs, not the weights: a convolution's bias before a batch norm has a gradient of
+    # pure rounding noise, which Adam turns into steps of either sign whatever the kernel.
+    fused = Fitter(observation(), Identity(), TINY_NET, replace(CPU, iterations=30, seed=3))
+    assert fused.optimizer.defaults["fused"] is True
+    fused_snaps = list(fused.run(snapshot_every=10))
+
+    per_tensor_adam = torch.optim.Adam
+    monkeypatch.setattr(torch.optim, "Adam", lambda params, lr, capturable, fused: per_tensor_adam(params, lr=lr))
+    plain = Fitter(observation(), Identity(), TINY_NET, replace(CPU, iterations=30, seed=3))
+    assert not plain.optimizer.defaults["fused"]
+    plain_snaps = list(plain.run(snapshot_every=10))
+    assert [s.iteration for s in fused_snaps] == [s.iteration for s in plain_snaps] == [10, 20, 30]
+    for a, b in zip(fused_snaps, plain_snaps):
+        np.testing.assert_allclose(a.output, b.output, atol=1e-5)
+        np.testing.assert_allclose(a.average, b.average, atol=1e-5)
+        assert a.loss == pytest.approx(b.loss, rel=1e-4)
+
+
 def test_backtracking_restores_weights_and_optimizer_state_after_a_divergence():
     # The loss becomes NaN at step 37; the check at 40 must bring back the state saved at
     # the check at 30 (network weights, Adam moments and step count), then go on.

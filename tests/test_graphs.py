@@ -60,9 +60,10 @@ class CpuGraph(GraphedStep):
 
 
 class _CpuAdam(torch.optim.Adam):
-    """Adam without ``capturable`` (which PyTorch allows on accelerators only)."""
+    """Adam without ``capturable`` (which PyTorch allows on accelerators only), and
+    per-tensor in the eager fits too, so eager and graphed fits take the same steps."""
 
-    def __init__(self, params, lr, capturable=False):
+    def __init__(self, params, lr, capturable=False, fused=None):
         super().__init__(params, lr=lr)
         self.asked_capturable = capturable
 

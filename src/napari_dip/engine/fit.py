@@ -331,8 +331,12 @@ class Fitter:
         self.graph_captures = 0
         self._graph_failure: str | None = None
         # A captured optimiser step keeps its step count on the device ("capturable").
+        # On the CPU, Adam's fused kernel updates all weights in one call: the small
+        # networks' per-tensor updates cost about 7 % of a 128² step (BENCHMARKS.md,
+        # "Fused Adam"). On GPUs it is left unmeasured, so the default stays there.
         self.optimizer = torch.optim.Adam(
-            self.network.parameters(), lr=self.config.learning_rate, capturable=self.graphs
+            self.network.parameters(), lr=self.config.learning_rate, capturable=self.graphs,
+            **({"fused": True} if self.device.type == "cpu" and not self.graphs else {}),
         )
         self._jitter_generator = torch.Generator(device=self.device).manual_seed(self.seed + 1)
         #: CPU threads the fit runs with (set while :meth:`run` runs; ``None`` on a GPU).
