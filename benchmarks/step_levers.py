@@ -51,6 +51,9 @@ LEVERS = {
     "nobias": {"conv_bias": False},
     "nonorm": {"normalization": "none"},
 }
+#: Levers of the fit, not the network (timing only): ``unfused`` steps with PyTorch's
+#: per-tensor Adam instead of the fused kernel the engine uses on the CPU.
+FIT_LEVERS = ("unfused",)
 
 
 def lever_config(base, name: str):
@@ -65,8 +68,9 @@ def lever_config(base, name: str):
             scales = int(part[1:])
         elif part in LEVERS:
             overrides.update(LEVERS[part])
-        else:
-            raise SystemExit(f"unknown lever {part!r}; known: {', '.join(LEVERS)}, w<channels>, s<scales>")
+        elif part not in FIT_LEVERS:
+            raise SystemExit(f"unknown lever {part!r}; known: {', '.join((*LEVERS, *FIT_LEVERS))}, "
+                             "w<channels>, s<scales>")
     config = replace(base, **overrides)
     if scales is not None:
         config = replace(config, **{field: getattr(config, field)[:scales]
@@ -74,7 +78,10 @@ def lever_config(base, name: str):
     return config if width is None else config.with_width(width)
 
 
-def make_fitter(network, size: int, threads: int, iterations: int, recorrupt: bool = False):
+def make_fitter(network, size: int, threads: int, iterations: int, recorrupt: bool = False,
+                unfused: bool = False):
+    import torch
+
     from napari_dip.engine.fit import Fitter
     from napari_dip.engine.forward import Identity
     from napari_dip.engine.presets import settings_for
@@ -84,11 +91,15 @@ def make_fitter(network, size: int, threads: int, iterations: int, recorrupt: bo
     _, config = settings_for("denoise", "fast", network=network, stopping="none", threads=threads,
                              iterations=iterations, device="cpu", seed=0, recorrupt=recorrupt,
                              noise_sigma=25 / 255 if recorrupt else None)
-    return Fitter(image, Identity(), network, config)
+    fitter = Fitter(image, Identity(), network, config)
+    if unfused:
+        fitter.optimizer = torch.optim.Adam(fitter.network.parameters(), lr=config.learning_rate, fused=False)
+    return fitter
 
 
 def measure(base, levers, size, threads, steps, rounds, recorrupt=False) -> dict:
-    fitters = {name: make_fitter(lever_config(base, name), size, threads, steps * (rounds + 1), recorrupt)
+    fitters = {name: make_fitter(lever_config(base, name), size, threads, steps * (rounds + 1), recorrupt,
+                                 unfused="unfused" in name.split("+"))
                for name in levers}
     runs = {name: fitter.run(snapshot_every=steps) for name, fitter in fitters.items()}
     times = {name: [] for name in levers}
@@ -226,6 +237,8 @@ def main(argv=None) -> int:
     levers = args.levers.split(",")
     if levers[0] != "base":
         levers.insert(0, "base")
+    if args.quality and any(part in FIT_LEVERS for lever in levers for part in lever.split("+")):
+        raise SystemExit(f"{', '.join(FIT_LEVERS)} are timing levers: --quality fits through the engine's own optimiser")
     if args.quality:
         rows = quality_fits(base, levers, args)
         if args.out:

@@ -196,6 +196,16 @@ def test_levers_are_timed_side_by_side(step_levers):
     assert result["nobias"]["parameters"] < result["base"]["parameters"]
 
 
+def test_the_unfused_lever_times_the_per_tensor_adam_on_the_same_network(step_levers):
+    assert step_levers.lever_config(FAST, "unfused+zeros") == replace(FAST, padding="zeros")
+    fused = step_levers.make_fitter(TINY_NET, 32, threads=1, iterations=2)
+    unfused = step_levers.make_fitter(TINY_NET, 32, threads=1, iterations=2, unfused=True)
+    assert fused.optimizer.defaults["fused"] is True and not unfused.optimizer.defaults["fused"]
+    assert [p for g in unfused.optimizer.param_groups for p in g["params"]] == list(unfused.network.parameters())
+    with pytest.raises(SystemExit, match="timing levers"):
+        step_levers.main(["--quality", "--levers", "base,unfused"])
+
+
 def test_compile_reaches_the_fit_from_the_command_line_and_the_api(fake_compile, tmp_path):
     import imageio.v3 as iio
 
