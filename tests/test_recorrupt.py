@@ -273,15 +273,19 @@ def test_a_weighted_poisson_fit_is_not_recorrupted():
     with pytest.raises(InputError, match="noise_fit='gat'"):
         list(iter_restore("denoise", counts, preset="fast", iterations=3, noise="poisson-gaussian",
                           noise_fit="weighted", recorrupt=True, **TINY))
-    # Through the transform the noise has one level: recorrupted at that level when asked
-    # for; by default photon-limited images are fitted the paper's way (mixed on FMD crops).
+    # Through the transform the noise has one level: recorrupted at that level, by default
+    # as when asked for; the paper's way when asked for.
     gat = list(iter_restore("denoise", counts, preset="fast", iterations=3, snapshot_every=None,
                             noise="poisson-gaussian", noise_fit="gat", recorrupt=True, **TINY))[-1]
     assert gat.settings["fit"]["recorrupt_sigma"] == pytest.approx(gat.settings["noise_sigma_estimate"])
     default = list(iter_restore("denoise", counts, preset="fast", iterations=3, snapshot_every=None,
                                 noise="poisson-gaussian", **TINY))[-1]
-    assert default.settings["fit"]["recorrupt_sigma"] is None and default.settings["fit"]["reg_noise_std"] > 0
-    assert "photon-limited" in default.settings["recorruption_note"]
+    assert default.settings["noise"]["fit"] == "gat"
+    assert default.settings["fit"] == gat.settings["fit"] and default.settings["recorruption_note"] is None
+    np.testing.assert_array_equal(default.average, gat.average)
+    paper = list(iter_restore("denoise", counts, preset="fast", iterations=3, snapshot_every=None,
+                              noise="poisson-gaussian", recorrupt=False, **TINY))[-1]
+    assert paper.settings["fit"]["recorrupt_sigma"] is None and paper.settings["fit"]["reg_noise_std"] > 0
 
 
 def test_noise_correlated_between_neighbours_is_fitted_the_papers_way():
