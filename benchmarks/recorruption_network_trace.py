@@ -18,7 +18,9 @@ channels in 5 scales, fitted on the whole image):
   folded into N x N blocks (``pixel_unshuffle``) on the way in and unfolded on the way out;
 * ``cropN``: each step fits a random N x N crop (``bN`` of them as a batch), and every
   ``kN`` steps a forward pass over the whole image enters the running average (at the
-  weight of N steps).
+  weight of N steps);
+* ``bN`` without a crop: N recorruptions of the whole image as a batch, each step (the
+  running average takes their mean output).
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def main(argv=None) -> int:
                     targets.append(patch - fresh / alpha)
                 net_input, target = torch.cat(inputs), torch.cat(targets)
             else:
-                fresh = sigma * torch.randn(y.shape, generator=generator)
+                fresh = sigma * torch.randn((cfg["b"], *y.shape[1:]), generator=generator)
                 net_input, target = y + alpha * fresh, y - fresh / alpha
             output = network(net_input)
             loss = ((output - target) ** 2).mean()
@@ -102,7 +104,8 @@ def main(argv=None) -> int:
             optimizer.step()
             with torch.no_grad():
                 if not cfg["crop"]:
-                    average = output.detach().clone() if average is None else average.mul_(0.99).add_(output, alpha=0.01)
+                    mean = output.detach().mean(0, keepdim=True)
+                    average = mean if average is None else average.mul_(0.99).add_(mean, alpha=0.01)
                 elif iteration % every == 0:
                     whole = network(y + alpha * sigma * torch.randn(y.shape, generator=generator))
                     average = whole.clone() if average is None else average.mul_(decay).add_(whole, alpha=1 - decay)

@@ -337,6 +337,20 @@ def test_step_levers_narrow_and_shorten_the_network_and_refuse_typos():
         module.lever_config(FAST, "w32+wide")
 
 
+def test_adam_step_times_both_kinds_on_the_named_network_and_refuses_unknown_ones(tmp_path):
+    module = _load_script("adam_step")
+    assert module.main(["--networks", "recorruption:fast", "--threads", "1", "--steps", "2", "--rounds", "2",
+                        "--out", str(tmp_path / "adam.json")]) == 0
+    import json
+
+    (row,) = json.loads((tmp_path / "adam.json").read_text())["rows"]
+    assert row["network"] == "recorruption:fast" and row["threads"] == 1
+    assert row["tensors"] > 10 and row["per-tensor ms"] > 0 and row["fused ms"] > 0
+    assert len(row["blocks"]["fused"]) == len(row["blocks"]["per-tensor"]) == 2
+    with pytest.raises(SystemExit, match="unknown network"):
+        module.network("tiny")
+
+
 def test_width_trace_variants_set_width_and_schedule_and_refuse_typos():
     module = _load_script("width_trace")
     assert module.parse_variant("w16+lr=0.02") == (16, {"learning_rate": 0.02})
