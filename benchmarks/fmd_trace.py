@@ -35,8 +35,8 @@ def trace(options) -> Path:
     scores = []
     update = stopping.HeldOutPixels.update
 
-    def recording(self, iteration, output, average, predicted):  # a host sync per step: a study, not the engine
-        update(self, iteration, output, average, predicted)
+    def recording(self, iteration, output, average, predicted, target=None):  # a host sync per step: a study
+        update(self, iteration, output, average, predicted, target)
         scores.append((iteration, float(self.smoothed)))
 
     stopping.HeldOutPixels.update = recording

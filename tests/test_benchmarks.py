@@ -414,3 +414,31 @@ def test_recorruption_validation_replays_the_trend_test_on_recorded_points():
     assert module.replay(rows, rise=0.05) == (None, 300, 22.0)  # never fires: the best so far
     # Points before the warm-up never count as the best.
     assert module.replay([[100, 30.0, 0.1], *rows], rise=0.002) == (350, 300, 22.0)
+
+
+def test_fmd_trace_records_the_score_of_a_recorrupted_photon_limited_fit(tmp_path):
+    # Photon-limited fits are recorrupted by default, and a recorrupted fit hands the
+    # stopper each step's target: the trace's hook must pass it on.
+    import argparse
+
+    from tiny import smooth_image
+
+    rng = np.random.default_rng(0)
+    clean = smooth_image(32) * 120 + 20
+    folder = tmp_path / "microscopy" / "FMD"
+    for kind, image in (("gt", clean), ("raw", rng.poisson(clean / 4.0) * 4.0)):
+        (folder / kind).mkdir(parents=True)
+        Image.fromarray(np.clip(np.rint(image), 0, 255).astype(np.uint8)).save(folder / kind / "Cell_1.png")
+    from napari_dip.restore import iter_restore
+
+    raw = np.asarray(Image.open(folder / "raw" / "Cell_1.png"))
+    (first,) = [s for s in iter_restore("denoise", raw, noise="poisson-gaussian", noise_fit="gat", iterations=1,
+                                        snapshot_every=None)]
+    assert first.settings["fit"]["recorrupt_sigma"] is not None  # so the trace below is of a recorrupted fit
+    module = _load_script("fmd_trace")
+    options = argparse.Namespace(image="Cell_1.png", data=tmp_path, crop=32, iterations=12, block="auto",
+                                 noise="poisson-gaussian", out=tmp_path / "traces")
+    saved = json.loads(module.trace(options).read_text())
+    assert [iteration for iteration, _ in saved["scores"]] == list(range(1, 13))
+    assert all(math.isfinite(score) for _, score in saved["scores"])
+    assert [iteration for iteration, _ in saved["psnr"]] == [10]
