@@ -433,7 +433,7 @@ class _Job:
         recorrupt_note = None
         # Photon-limited images are recorrupted too, through the transform at its noise
         # level: on 128² crops of nine FMD images +0.39 dB on the mean (-0.42 to +1.14)
-        # and 2.7x sooner than the paper's way (BENCHMARKS.md, "Photon-limited images").
+        # and 2.7x sooner than the paper's way (BENCHMARKS.md, "Seventh session").
         if would_recorrupt and first is not None:
             # Fresh white noise does not imitate noise correlated between neighbours (a
             # camera's demosaicing, a microscope's resampling): there the paper's way.
