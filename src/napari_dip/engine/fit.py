@@ -332,8 +332,9 @@ class Fitter:
         self._graph_failure: str | None = None
         # A captured optimiser step keeps its step count on the device ("capturable").
         # On the CPU, Adam's fused kernel updates all weights in one call: the small
-        # networks' per-tensor updates cost about 7 % of a 128² step (BENCHMARKS.md,
-        # "Fused Adam"). On GPUs it is left unmeasured, so the default stays there.
+        # networks' per-tensor updates cost about 5 % of a 128² step (BENCHMARKS.md,
+        # "Seventh session", benchmarks/adam_step.py). On GPUs it is left unmeasured, so
+        # the default stays there.
         self.optimizer = torch.optim.Adam(
             self.network.parameters(), lr=self.config.learning_rate, capturable=self.graphs,
             **({"fused": True} if self.device.type == "cpu" and not self.graphs else {}),
