@@ -52,24 +52,19 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import torch
 
-    import time_to_result
     from napari_dip.engine.fit import Fitter, _padded
     from napari_dip.engine.forward import Identity
     from napari_dip.engine.presets import settings_for, warm_start_config
+    from recorruption_trace import noisy_crop
 
-    torch.set_num_threads(1)
-    quality = time_to_result._load_quality()
-    images = quality.list_images(options.data, "Set12", None)
     sigma = options.sigma
 
     def crop(index):
-        name, path = images[index % len(images)]
-        clean = quality.to_unit(quality.centre_crop(quality.load_uint8(path), 128))
-        noisy = quality.add_gaussian_noise(clean, sigma / 255, quality.image_seed(0, "Set12", name, sigma))
-        return name, clean, (np.round(noisy * 255) / 255).astype(np.float32)[None]
-
-    def psnr(clean, estimate):
-        return round(float(10 * np.log10(1 / np.mean((clean - np.clip(estimate, 0, 1)) ** 2))), 2)
+        """Set12 crop ``index`` (wrapping round the set): name, clean crop, noisy (1, H, W)."""
+        crop_options = argparse.Namespace(data=options.data, set="Set12", image=index % 12, size=128,
+                                          sigma=sigma, threads=1)
+        quality, name, clean, y = noisy_crop(crop_options)
+        return quality, name, clean, y[0].numpy()
 
     network, config = settings_for("denoise", "auto", noise_sigma=sigma / 255, device="cpu", seed=0, threads=1)
 
@@ -80,28 +75,36 @@ def main(argv=None) -> int:
             pass
         return fitter, snapshot, round(time.perf_counter() - start, 1)
 
+    def padded_input(image):
+        """``image`` as a recorrupted fit's network takes it, padded as the fitter pads it,
+        and the region that takes it back out."""
+        height, width = image.shape[1:]
+        padded = (network.padded_size(height), network.padded_size(width))
+        region = tuple(slice((p - n) // 2, (p - n) // 2 + n) for p, n in zip(padded, (height, width)))
+        return _padded(torch.as_tensor(image)[None], region, padded), region
+
     def start_from(fitter, image):
-        """The fitter's state, with an input of ``image``'s size (a recorrupted fit's input
-        is its own image, so only the weights carry over)."""
+        """The fitter's state for a fit of ``image``: a recorrupted fit's input is its own
+        image, so only the weights carry over."""
         state = fitter.export_state()
-        state.input = Fitter(image, Identity(), network, config).input.detach().clone()
+        state.input = padded_input(image)[0]
         return state
 
     @torch.no_grad()
     def apply(net, image, draws=16):
-        height, width = image.shape[1:]
-        padded = (network.padded_size(height), network.padded_size(width))
-        region = tuple(slice((p - n) // 2, (p - n) // 2 + n) for p, n in zip(padded, (height, width)))
-        x = _padded(torch.as_tensor(image)[None], region, padded)
+        x, region = padded_input(image)
         generator = torch.Generator().manual_seed(7)
         spread = config.recorrupt_alpha * config.recorrupt_sigma
         total = sum(net(x + spread * torch.randn(x.shape, generator=generator))[..., region[0], region[1]]
                     for _ in range(draws))
         return (total / draws)[0, 0].numpy()
 
+    def psnr(clean, estimate):
+        return round(quality.psnr(clean, estimate), 2)
+
     rows = []
     for index in (int(i) for i in options.images.split(",")):
-        name, clean, y = crop(index)
+        quality, name, clean, y = crop(index)
         sub = np.ascontiguousarray(y[:, ::2, ::2])
         for mode in modes:
             row = {"image": f"Set12/{name}", "sigma": sigma, "mode": mode}
@@ -109,7 +112,7 @@ def main(argv=None) -> int:
                 _, snap, seconds = run(y, config)
                 row.update(seconds=[seconds], iterations=[snap.iteration], psnr=psnr(clean, snap.average[0]))
             elif mode == "donor":
-                donor_name, _, donor = crop(index + 6)
+                _, donor_name, _, donor = crop(index + 6)
                 first, first_snap, first_seconds = run(donor, config)
                 _, snap, seconds = run(y, warm_start_config(config), first.export_state())
                 row.update(donor=f"Set12/{donor_name}", seconds=[first_seconds, seconds],
