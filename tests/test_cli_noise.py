@@ -76,3 +76,17 @@ def test_extra_outputs_never_replace_the_mask_or_each_other_and_3d_has_no_spread
     assert main(["denoise", str(stack), "-o", str(out), "--3d", "--runs", "2", "--uncertainty",
                  str(tmp_path / "u.tif"), *FAST]) == 2
     assert "--3d" in capsys.readouterr().err and not out.exists()
+
+
+def test_photon_limited_images_are_recorrupted_by_default_and_no_recorrupt_keeps_the_papers_way(cells_tif, tmp_path):
+    before = cells_tif.read_bytes()
+    default, paper = tmp_path / "default.tif", tmp_path / "paper.tif"
+    base = ["denoise", str(cells_tif), "--noise", "poisson-gaussian", *FAST]
+    assert main([*base, "-o", str(default)]) == 0
+    assert main([*base, "-o", str(paper), "--no-recorrupt"]) == 0
+    recorrupted, papers = read_provenance(default), read_provenance(paper)
+    assert recorrupted["noise"]["fit"] == "gat" and recorrupted["recorruption_note"] is None
+    assert recorrupted["fit"]["recorrupt_sigma"] == pytest.approx(recorrupted["noise_sigma_estimate"])
+    assert recorrupted["network"]["input_channels"] == 1  # the image itself is the input
+    assert papers["fit"]["recorrupt_sigma"] is None and papers["fit"]["reg_noise_std"] > 0
+    assert cells_tif.read_bytes() == before
