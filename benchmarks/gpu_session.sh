@@ -4,6 +4,10 @@
 #   python3 -m pip install -q --no-index --no-deps .whl/*.whl     # bm3d, bm4d, PyWavelets (see below)
 #   DATA=.gpu-data BUDGET=540 bash benchmarks/gpu_session.sh     # on the GPU machine, from the repo root
 #
+# .gpu-data needs ../shared/data/denoise (and microscopy/ for PARTS=fmd); .whl the wheels of
+# bm3d 4.0.3, bm4d 4.2.5 and PyWavelets 1.9.0 for Python 3.12 (pip download, README of the
+# device tool); both git-ignored through .git/info/exclude.
+#
 # What two leases taught (H200, 2026-11-26; benchmarks/results/gpu-h200-2026-11-26 and -26b):
 # install the carried wheels into the machine's environment, not a --target folder (the
 # fits' child processes must import PyWavelets too); the machine starts in about 30 s; a
@@ -39,15 +43,15 @@ export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/napari-dip-induct
 PY=${PY:-python3}
 DEV=cuda
 FIT=()     # extra options of every fitting script (the smoke run's short budgets)
-ONE=()     # quality.py: how many images per set
 FMD=(--crop 0)
 FMD_IMAGES=9,11,10,2,3,4,5,6,7,8
 STEP_SIZES=256,512
 STEPS=()
-SPEED=(--sizes 512 --iterations 30 --warmup 10)  # each measurement starts CUDA anew: ~18 s
+TTR_LARGE=512
+TTR_SMALL=256
 if [ "${SMOKE:-0}" = 1 ]; then
-    DEV=cpu FIT=(--iterations 10) ONE=(--images 1 --crop 64) FMD=(--crop 64) FMD_IMAGES=0 STEP_SIZES=32 STEPS=(--warmup 2 --iterations 2)
-    SPEED=(--sizes 64 --iterations 2 --warmup 1)
+    DEV=cpu FIT=(--iterations 10) FMD=(--crop 64) FMD_IMAGES=0 STEP_SIZES=32 STEPS=(--warmup 2 --iterations 2)
+    TTR_LARGE=64 TTR_SMALL=32
 fi
 
 part() {
@@ -77,19 +81,25 @@ torch.cuda.get_device_name(0), 'numpy', numpy.__version__, 'skimage', skimage.__
 } >"$W/machine.txt" 2>&1
 cat "$W/machine.txt"
 
-# 0. The CUDA graph tests that the CPU cannot run (a real capture, a backtrack, another GPU).
+# Third lease (2026-11-27): issue 9's GPU target since recorruption, first. Denoising by
+# recorruption (the noisy image as the network's input) stopped in a third of the paper
+# way's steps on the CPU; on the paper network at 512² it has never run. Each 512² case
+# fits the paper network by recorruption, the paper's way (what `auto` does on CUDA
+# today) and the fast preset's recorruption network, with CBM3D on the machine's CPU.
+part ttr512 320 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes "${TTR_LARGE}" --sigmas 25 \
+    --colours RGB --images 3 --configs preset:paper+recorrupt,default,preset:fast --out "$W/ttr-gpu-512-recorrupt.json"
+part ttr256 130 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes "${TTR_SMALL}" --sigmas 25,50 \
+    --colours grey,RGB --configs preset:paper+recorrupt,default --out "$W/ttr-gpu-256-recorrupt.json"
+# The CUDA graph tests that the CPU cannot run (a real capture, a backtrack, another GPU).
 part graph_tests 60 $PY -m pytest -q -p no:cacheprovider tests/test_graphs.py
-# 1. One step of the paper network, layout x CUDA graphs x precision at 256² and 512², all
-#    in one process (about 40 s; speed.py starts CUDA anew for every variant).
+
+# Earlier leases' parts (2026-11-26, measured): only when PARTS names them.
+if [ -n "${PARTS:-}" ]; then
+# One step of the paper network, layout x CUDA graphs x precision at 256² and 512², all
+# in one process (about 40 s; speed.py starts CUDA anew for every variant).
 part steps 90 $PY benchmarks/step_variants.py --device $DEV --sizes "${STEP_SIZES}" "${STEPS[@]}" --out "$W/step-variants.json"
-# 2. Issue 9's GPU target with the defaults since 770410c (graphs, NCHW) against eager
-#    steps, in one run; then the sizes no lease has timed end to end yet.
-part ttr512 130 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes 512 --sigmas 25 \
-    --colours RGB --configs default,default+nographs --out "$W/ttr-gpu-512.json"
-part ttr_small 120 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes 128,256 --sigmas 25 \
-    --colours grey,RGB --configs default --out "$W/ttr-gpu-small.json"
-# 3. Issue 11 on whole FMD images: the noise models `auto` did not pick (only its pick was
-#    fitted on images 2-11 in the second lease), wide-field first, where the stop missed.
+# Issue 11 on whole FMD images: the noise models `auto` did not pick.
 part fmd 250 $PY benchmarks/fmd.py --data "$DATA" "${FMD[@]}" "${FIT[@]}" --images "${FMD_IMAGES}" --preset auto \
     --device $DEV --no-bm3d --variants dip_gaussian dip_pg_gat dip_pg_weighted --out "$W/fmd-gpu-whole-models.json"
+fi
 echo "done at $(($(date +%s) - start)) s"

@@ -90,6 +90,7 @@ print(json.dumps({"seconds": seconds, "startup": startup, "iteration": final.ite
                   "preset": settings.get("preset"), "threads": torch.get_num_threads(), "device": settings.get("device"),
                   "precision": (settings.get("fit") or {}).get("precision"), "compiled": settings.get("compiled"),
                   "cuda_graphs": settings.get("cuda_graphs"),
+                  "recorrupt_sigma": (settings.get("fit") or {}).get("recorrupt_sigma"),
                   "parameters": settings.get("network_parameters")}))
 """
 
@@ -101,6 +102,9 @@ MODIFIERS = {
     "compile": {"compile": True},
     "graphs": {"cuda_graphs": True},
     "nographs": {"cuda_graphs": False},
+    # Denoising by recorruption or the paper's way, whatever the preset does by default.
+    "recorrupt": {"recorrupt": True},
+    "norecorrupt": {"recorrupt": False},
 }
 
 
@@ -140,14 +144,15 @@ def cases(quality, options):
             for set_name, colour in (("Set12", "grey"), ("CSet9", "RGB")):
                 if colour not in options.colours:
                     continue
-                name, path = first_at_least(quality, data, set_name, size)
-                clean8 = quality.centre_crop(quality.load_uint8(path), size)
-                clean = quality.to_unit(clean8)
-                for sigma in options.sigmas:
-                    noisy = quality.add_gaussian_noise(clean, sigma / 255, quality.image_seed(seed, set_name, name, sigma))
-                    noisy8 = np.round(noisy * 255).astype(np.uint8)
-                    yield (f"denoise {set_name}/{name} {side(clean8)} σ{sigma:g}", "denoise", noisy8, {},
-                           lambda est, c=clean: quality.psnr(c, quality.to_unit(est)), sigma)
+                for name, path in at_least(quality, data, set_name, size, options.images):
+                    clean8 = quality.centre_crop(quality.load_uint8(path), size)
+                    clean = quality.to_unit(clean8)
+                    for sigma in options.sigmas:
+                        noisy = quality.add_gaussian_noise(clean, sigma / 255,
+                                                           quality.image_seed(seed, set_name, name, sigma))
+                        noisy8 = np.round(noisy * 255).astype(np.uint8)
+                        yield (f"denoise {set_name}/{name} {side(clean8)} σ{sigma:g}", "denoise", noisy8, {},
+                               lambda est, c=clean: quality.psnr(c, quality.to_unit(est)), sigma)
         if "super-resolve" in options.tasks:
             name, path = first_at_least(quality, data, "Set5", size)
             hr8 = quality.crop_to_multiple(quality.centre_crop(quality.load_uint8(path), size), 4)
@@ -173,14 +178,21 @@ def side(image: np.ndarray) -> str:
 def first_at_least(quality, data: Path, set_name: str, size: int) -> tuple[str, Path]:
     """The set's first image with both sides at least ``size`` (Set12 starts with 256²
     images, its 512² ones come later), else its first image."""
+    return at_least(quality, data, set_name, size, 1)[0]
+
+
+def at_least(quality, data: Path, set_name: str, size: int, count: int) -> list[tuple[str, Path]]:
+    """The set's first ``count`` images with both sides at least ``size``; the first image
+    alone where none is that large."""
     from PIL import Image
 
     images = quality.list_images(data, set_name, None)
+    large = []
     for name, path in images:
         with Image.open(path) as image:
             if min(image.size) >= size:
-                return name, path
-    return images[0]
+                large.append((name, path))
+    return large[:count] or images[:1]
 
 
 def bm3d_baseline(quality, observed8, sigma, evaluate) -> dict | None:
@@ -225,9 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--colours", default="grey,RGB", help="denoising: grey (Set12), RGB (CSet9)")
     parser.add_argument("--configs", default="preset:fast,default",
                         help="comma-separated: preset:NAME (both engines) or default (no preset given), each with "
-                             "optional +bf16, +fp16, +compile, +graphs / +nographs (CUDA graphs)")
+                             "optional +bf16, +fp16, +compile, +graphs / +nographs (CUDA graphs), "
+                             "+recorrupt / +norecorrupt (denoising by recorruption or the paper's way)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in every fit (0: the engine's choice)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--images", type=int, default=1,
+                        help="denoising: the first N images of each set with both sides at least the size (default: 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--iterations", type=int, help="cap every fit's budget (for smoke tests; default: the preset's)")
     parser.add_argument("--out", type=Path, help="also write the rows as JSON")

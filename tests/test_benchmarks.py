@@ -234,16 +234,20 @@ def test_time_to_result_configs_take_modifiers_and_refuse_typos(tiny_data, tmp_p
     module = _load_script("time_to_result")
     assert module.parse_config("default") == (None, {})
     assert module.parse_config("preset:paper+bf16+graphs") == ("paper", {"precision": "bfloat16", "cuda_graphs": True})
+    assert module.parse_config("preset:paper+recorrupt") == ("paper", {"recorrupt": True})
     for bad in ("default+bf61", "fast", "preset:fast+"):
         with pytest.raises(SystemExit):
             module.parse_config(bad)
     out = tmp_path / "ttr.json"
     assert module.main(["--data", str(tiny_data), "--sizes", "32", "--tasks", "denoise", "--colours", "grey",
-                        "--configs", "preset:fast,preset:fast+bf16", "--iterations", "2", "--threads", "1",
-                        "--out", str(out)]) == 0
+                        "--configs", "preset:fast,preset:fast+bf16,preset:fast+norecorrupt", "--iterations", "2",
+                        "--threads", "1", "--out", str(out)]) == 0
     fits = json.loads(out.read_text())["rows"][0]["fits"]
     assert fits["current preset:fast"]["precision"] == "float32"
     assert fits["current preset:fast+bf16"]["precision"] == "bfloat16"
+    # fast recorrupts by default; +norecorrupt fits the paper's way.
+    assert fits["current preset:fast"]["recorrupt_sigma"] > 0
+    assert fits["current preset:fast+norecorrupt"]["recorrupt_sigma"] is None
 
 
 def test_time_to_result_picks_an_image_as_large_as_the_size_asked(tiny_data):
@@ -254,6 +258,10 @@ def test_time_to_result_picks_an_image_as_large_as_the_size_asked(tiny_data):
     assert module.first_at_least(quality, tiny_data, "Set12", 64)[0] == "01"
     assert module.first_at_least(quality, tiny_data, "Set12", 90)[0] == "02"
     assert module.first_at_least(quality, tiny_data, "Set12", 200)[0] == "01"  # none is: the first
+    # --images N: the first N that are large enough.
+    _save(tiny_data / "denoise/Set12/03.png", big)
+    assert [name for name, _ in module.at_least(quality, tiny_data, "Set12", 90, 5)] == ["02", "03"]
+    assert [name for name, _ in module.at_least(quality, tiny_data, "Set12", 64, 2)] == ["01", "02"]
 
 
 def test_speed_engine_variants_map_to_fit_settings():
