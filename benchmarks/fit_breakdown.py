@@ -15,13 +15,17 @@ snapshot, so the snapshots' times split a fit into
 * ``ms_per_step``: the steady rate from the first snapshot to the stopped result (the
   stopping rule, the running average and all work outside the graph included).
 
-Each ``--runs`` entry is ``PRESET[+recorrupt][+nographs]``; listing one twice measures it
-cold (first in the process, or first of its network) and warm.
+Each ``--runs`` entry is ``PRESET[+recorrupt|+norecorrupt][+nographs][+noautotune]``;
+listing one twice measures it cold (first in the process, or first of its network) and
+warm. ``+noautotune`` fits without cuDNN's kernel search, which the engine turns on for
+every CUDA fit (``devices.autotune_convolutions``): it separates the search's share of the
+first-fit cost from CUDA's own start-up, and shows what the search buys per step.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import platform
@@ -41,17 +45,41 @@ def _load_quality():
     return module
 
 
-def run_settings(run: str) -> dict:
-    """``fast+recorrupt+nographs`` -> the keyword arguments of ``iter_restore``."""
+def run_settings(run: str) -> tuple[dict, bool]:
+    """``fast+recorrupt+nographs`` -> the keyword arguments of ``iter_restore``, and whether
+    cuDNN may search for kernels (``+noautotune``: not)."""
     preset, *mods = run.split("+")
-    known = {"recorrupt": {"recorrupt": True}, "norecorrupt": {"recorrupt": False}, "nographs": {"cuda_graphs": False}}
+    known = {"recorrupt": {"recorrupt": True}, "norecorrupt": {"recorrupt": False}, "nographs": {"cuda_graphs": False},
+             "noautotune": {}}
     unknown = [m for m in mods if m not in known]
     if preset not in ("paper", "fast", "auto") or unknown:
-        raise SystemExit(f"unknown run {run!r}: PRESET[+recorrupt|+norecorrupt][+nographs]")
+        raise SystemExit(f"unknown run {run!r}: PRESET[+recorrupt|+norecorrupt][+nographs][+noautotune]")
     settings = {"preset": preset}
     for mod in mods:
         settings.update(known[mod])
-    return settings
+    return settings, "noautotune" not in mods
+
+
+@contextlib.contextmanager
+def autotuning(allowed: bool):
+    """The engine's fits as they are, or with cuDNN's kernel search left off: the fit
+    module's switch replaced by one that changes nothing (the engine has no setting for it)."""
+    import torch
+
+    from napari_dip.engine import fit as fit_module
+
+    if allowed:
+        yield
+        return
+    original = fit_module.autotune_convolutions
+    before = torch.backends.cudnn.benchmark
+    fit_module.autotune_convolutions = lambda device: None
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        fit_module.autotune_convolutions = original
+        torch.backends.cudnn.benchmark = before
 
 
 def timed_fit(noisy8: np.ndarray, clean: np.ndarray, quality, settings: dict, device: str, every: int,
@@ -115,8 +143,10 @@ def main(argv=None) -> int:
         machine += f", {torch.cuda.get_device_name(0)}"
     rows = []
     for run in runs:
-        row = {"run": run, **timed_fit(noisy8, clean, quality, run_settings(run), options.device, options.every,
-                                       options.iterations)}
+        settings, autotune = run_settings(run)
+        with autotuning(autotune):
+            row = {"run": run, **timed_fit(noisy8, clean, quality, settings, options.device, options.every,
+                                           options.iterations)}
         rows.append(row)
         print(f"{run:28s} {row['seconds']:6.1f} s  first {row['first_iteration']} at {row['first_seconds']:5.1f} s  "
               f"then {row['ms_per_step'] or float('nan'):6.2f} ms/step  stop {row['iteration']} (best "

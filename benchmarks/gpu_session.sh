@@ -14,6 +14,9 @@
 # paper-preset fit of a whole 512² FMD image takes 16-61 s (about 14 ms a step), so the 10
 # whole images with the two models `auto` did not pick need about 15 minutes: more than
 # one lease; time step variants in one process (step_variants.py).
+# The third (2026-11-27, benchmarks/results/gpu-h200-2026-11-27): carry .whl to every new
+# machine (a second machine of the same session starts bare again); a part's cap cuts the
+# case in progress, so size the images and configs to the cap.
 #
 # A lent GPU comes with minutes, not hours, so the parts run in order of how much their
 # figures are wanted, each under its own cap and all under BUDGET seconds: a part that
@@ -81,17 +84,33 @@ torch.cuda.get_device_name(0), 'numpy', numpy.__version__, 'skimage', skimage.__
 } >"$W/machine.txt" 2>&1
 cat "$W/machine.txt"
 
-# Third lease (2026-11-27): issue 9's GPU target since recorruption, first. Denoising by
-# recorruption (the noisy image as the network's input) stopped in a third of the paper
-# way's steps on the CPU; on the paper network at 512² it has never run. Each 512² case
-# fits the paper network by recorruption, the paper's way (what `auto` does on CUDA
-# today) and the fast preset's recorruption network, with CBM3D on the machine's CPU.
+# Next lease, most wanted first (the third lease's results, BENCHMARKS.md "Time to result on
+# a GPU since recorruption", left these open).
+# 1. Where the first fit's seconds go: cuDNN's kernel search (which the engine turns on for
+#    every CUDA fit) against CUDA's own start-up and lazy kernel loading. One process: the
+#    first fit takes CUDA's start-up, then the paper network without the search (twice),
+#    then with it (twice).
+part breakdown 170 $PY benchmarks/fit_breakdown.py --data "$DATA" --device $DEV "${FIT[@]}" --size "${TTR_LARGE}" \
+    --runs fast,paper+recorrupt+noautotune,paper+recorrupt+noautotune,paper+recorrupt,paper+recorrupt \
+    --out "$W/fit-breakdown-autotune.json"
+# 2. Recorruption on the paper network against the paper's way (what `auto` does on CUDA),
+#    at σ 50 and on grey images: the third lease had one σ50 case, and it lost 0.32 dB.
+part recorrupt_more 200 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes "${TTR_LARGE}" \
+    --sigmas 50 --colours RGB --images 2 --configs preset:paper+recorrupt,default --out "$W/ttr-gpu-512-rgb50.json"
+part recorrupt_grey 150 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes "${TTR_LARGE}" \
+    --sigmas 25,50 --colours grey --configs preset:paper+recorrupt,default --out "$W/ttr-gpu-512-grey.json"
+
+# Measured in the third lease (2026-11-27): only when PARTS names them.
+if [ -n "${PARTS:-}" ]; then
+# Each 512² case fits the paper network by recorruption, the paper's way (what `auto` does
+# on CUDA) and the fast preset's recorruption network, with CBM3D on the machine's CPU.
 part ttr512 320 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes "${TTR_LARGE}" --sigmas 25 \
     --colours RGB --images 3 --configs preset:paper+recorrupt,default,preset:fast --out "$W/ttr-gpu-512-recorrupt.json"
 part ttr256 130 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes "${TTR_SMALL}" --sigmas 25,50 \
     --colours grey,RGB --configs preset:paper+recorrupt,default --out "$W/ttr-gpu-256-recorrupt.json"
-# The CUDA graph tests that the CPU cannot run (a real capture, a backtrack, another GPU).
+# The CUDA graph tests that the CPU cannot run (15 passed on the H200).
 part graph_tests 60 $PY -m pytest -q -p no:cacheprovider tests/test_graphs.py
+fi
 
 # Earlier leases' parts (2026-11-26, measured): only when PARTS names them.
 if [ -n "${PARTS:-}" ]; then

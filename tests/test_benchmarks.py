@@ -450,3 +450,32 @@ def test_fmd_trace_records_the_score_of_a_recorrupted_photon_limited_fit(tmp_pat
     assert [iteration for iteration, _ in saved["scores"]] == list(range(1, 13))
     assert all(math.isfinite(score) for _, score in saved["scores"])
     assert [iteration for iteration, _ in saved["psnr"]] == [10]
+
+
+def test_fit_breakdown_splits_each_fit_and_can_leave_cudnn_autotuning_off(tiny_data, tmp_path):
+    module = _load_script("fit_breakdown")
+    assert module.run_settings("paper+recorrupt+noautotune") == ({"preset": "paper", "recorrupt": True}, False)
+    assert module.run_settings("fast+nographs") == ({"preset": "fast", "cuda_graphs": False}, True)
+    with pytest.raises(SystemExit):
+        module.run_settings("fast+graphz")
+
+    import torch
+
+    from napari_dip.engine import fit as fit_module
+
+    original, before = fit_module.autotune_convolutions, torch.backends.cudnn.benchmark
+    with module.autotuning(False):
+        # What the fit calls on a CUDA device now changes nothing and says so.
+        assert fit_module.autotune_convolutions(torch.device("cuda")) is None
+        assert torch.backends.cudnn.benchmark is False
+    assert fit_module.autotune_convolutions is original and torch.backends.cudnn.benchmark == before
+
+    out = tmp_path / "breakdown.json"
+    assert module.main(["--data", str(tiny_data), "--size", "32", "--device", "cpu", "--iterations", "6", "--every", "2",
+                        "--runs", "fast,fast+noautotune", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["run"] for row in rows] == ["fast", "fast+noautotune"]
+    for row in rows:
+        assert row["first_iteration"] == 2 and row["iteration"] == 6
+        assert 0 < row["first_seconds"] <= row["seconds"] and row["ms_per_step"] > 0
+        assert row["recorrupt_sigma"] > 0 and 10 < row["psnr"] < 60
