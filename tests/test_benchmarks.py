@@ -450,6 +450,14 @@ def test_fmd_trace_records_the_score_of_a_recorrupted_photon_limited_fit(tmp_pat
     assert [iteration for iteration, _ in saved["scores"]] == list(range(1, 13))
     assert all(math.isfinite(score) for _, score in saved["scores"])
     assert [iteration for iteration, _ in saved["psnr"]] == [10]
+    # The error in the transformed domain, the fit's own: the image's offset comes off first.
+    assert [iteration for iteration, _ in saved["transformed_error"]] == [10]
+    from napari_dip.noise import gat
+
+    noise = {"a": [4.0], "b": [1.0], "offset": 2.0}
+    assert module.transformed_error(clean, clean, noise) == 0
+    expected = np.mean((gat(clean - 2.0, 4.0, 1.0) - gat(clean + 1.0, 4.0, 1.0)) ** 2)
+    assert module.transformed_error(clean, clean + 3.0, noise) == pytest.approx(expected)
 
 
 def test_fit_breakdown_splits_each_fit_and_can_leave_cudnn_autotuning_off(tiny_data, tmp_path):
@@ -479,3 +487,22 @@ def test_fit_breakdown_splits_each_fit_and_can_leave_cudnn_autotuning_off(tiny_d
         assert row["first_iteration"] == 2 and row["iteration"] == 6
         assert 0 < row["first_seconds"] <= row["seconds"] and row["ms_per_step"] > 0
         assert row["recorrupt_sigma"] > 0 and 10 < row["psnr"] < 60
+
+
+def test_averaged_score_replays_the_rule_on_both_scores(tiny_data, tmp_path, capsys):
+    module = _load_script("averaged_score")
+    # The rule as the engine runs it: the best after the warm-up, a stop on a 0.2 % rise.
+    rows = [(i, 1.0 - i / 1000) for i in range(1, 301)] + [(i, 0.7 + (i - 300) / 100) for i in range(301, 400)]
+    assert module.replay(rows) == (300, 325)
+    assert module.replay(rows[:250]) == (250, 250)  # never stopped: the end of the trace
+
+    out = tmp_path / "averaged.json"
+    assert module.main(["--data", str(tiny_data), "--set12", "0", "--sigmas", "25", "--crop", "32",
+                        "--iterations", "30", "--threads", "1", "--out", str(out)]) == 0
+    (case,) = json.loads(out.read_text())["cases"].values()
+    single, averaged = dict(case["single"]), dict(case["averaged"])
+    assert sorted(single) == list(range(1, 31)) and case["recorrupt_sigma"] > 0
+    # The first step has no spread; later the averaged score is the single one less a spread.
+    assert averaged[1] == pytest.approx(single[1])
+    assert all(averaged[i] <= single[i] + 1e-9 for i in single) and averaged[30] < single[30]
+    assert "| Set12/01 32² σ25 |" in capsys.readouterr().out

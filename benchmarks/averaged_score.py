@@ -1,0 +1,190 @@
+"""Does scoring the running average, not the single outputs, stop recorrupted fits nearer
+their peak?
+
+    python benchmarks/averaged_score.py --set12 0,1,2,3 --sigmas 25,50 --fmd Confocal_BPAE_G_1.png \
+        --out benchmarks/results/averaged-score.json
+    python benchmarks/averaged_score.py --replay benchmarks/results/averaged-score.json
+
+A fit by recorruption scores each step's output ``f_k`` against that step's target
+``t_k`` on the held-out pixels (the two have independent noise) and smooths the score with
+weight ``w`` (0.99): ``S = EMA_w[(f_k - t_k)^2]``. The result it returns is the running
+average of the outputs ``a = EMA_w[f_k]`` (the same weights). With the same weights,
+exactly, ``EMA_w[(f_k - x)^2] = (a - x)^2 + EMA_w[(f_k - a)^2]``: the score measures the
+average's error *plus the outputs' spread around it*, and that spread shrinks as the fit
+settles. So ``S`` can go on falling after the average's error has turned, and the stop
+comes late. ``S - (EMA_w[f_k^2] - a^2)`` removes the spread, and measures the average
+(plus the target's noise, a constant).
+
+Each case is fitted once with the engine's default settings for it (recorruption, the
+``fast`` preset, a stop out of reach), recording both scores at every step and the PSNR
+of the running average every 10; the default rule (0.2 % rise, patience 100, warm-up 200,
+checks every 25) is then replayed on each score, and ``--rises`` on the averaged one.
+Set12 crops carry Gaussian noise of ``--sigmas`` (seeds as in ``quality.py``, 8 bits); FMD
+crops are real photon-limited images, fitted through the Anscombe transform.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def record_scores(stopping_module):
+    """Wrap ``HeldOutPixels.update`` so every step also records the single-output score and
+    the averaged one (a host sync per step: a study). Returns the list the rows go to."""
+    rows = []
+    update = stopping_module.HeldOutPixels.update
+    moments = {}
+
+    def recording(self, iteration, output, average, predicted, target=None):
+        update(self, iteration, output, average, predicted, target)
+        weight = self.config.smoothing if iteration > 1 else 0.0
+        f = predicted.detach()
+        if iteration == 1:
+            moments["m1"], moments["m2"] = f.clone(), f * f
+        else:
+            moments["m1"].mul_(weight).add_(f, alpha=1 - weight)
+            moments["m2"].mul_(weight).add_(f * f, alpha=1 - weight)
+        spread = ((moments["m2"] - moments["m1"] ** 2) * self.held).sum() / self.held_count
+        rows.append((iteration, float(self.smoothed), float(self.smoothed - spread)))
+
+    stopping_module.HeldOutPixels.update = recording
+    return rows
+
+
+def trace_case(observed, clean_score, iterations: int, **settings) -> dict:
+    from napari_dip.engine import stopping
+    from napari_dip.engine.stopping import StoppingConfig
+    from napari_dip.restore import iter_restore
+
+    original = stopping.HeldOutPixels.update
+    rows = record_scores(stopping)
+    try:
+        rule = StoppingConfig(rule="validation", patience=10**9, rise=0.002, smoothing=0.99)
+        psnrs = []
+        start = time.perf_counter()
+        for snap in iter_restore("denoise", observed, stopping=rule, iterations=iterations, snapshot_every=10,
+                                 **settings):
+            if not snap.done:
+                psnrs.append((snap.iteration, clean_score(snap.average)))
+        recorrupt_sigma = (snap.settings.get("fit") or {}).get("recorrupt_sigma")
+    finally:
+        stopping.HeldOutPixels.update = original
+    return {"single": [(i, s) for i, s, _ in rows], "averaged": [(i, a) for i, _, a in rows], "psnr": psnrs,
+            "seconds": time.perf_counter() - start, "recorrupt_sigma": recorrupt_sigma}
+
+
+def replay(scores, rise=0.002, min_wait=25, patience=100, warmup=200, check=25):
+    """(best iteration, stop iteration) of the engine's rule on a score trace."""
+    best, best_at = float("inf"), None
+    for iteration, score in scores:
+        if iteration < warmup:
+            continue
+        if score < best:
+            best, best_at = score, iteration
+        if iteration % check == 0 and best_at is not None:
+            waited = iteration - best_at
+            if waited >= patience or (waited >= min_wait and score > best * (1 + rise)):
+                return best_at, iteration
+    return best_at, scores[-1][0]
+
+
+def summarise(cases: dict, rises: list[float]) -> str:
+    lines = ["| case | oracle (dB) at | single score: stop, result (dB) | "
+             + " | ".join(f"averaged, rise {r:g}: stop, result (dB)" for r in rises) + " |",
+             "|---|---|---|" + "---|" * len(rises)]
+    totals = {"single": [], **{r: [] for r in rises}}
+    for name, case in cases.items():
+        psnrs = dict(case["psnr"])
+
+        def at(iteration):
+            return psnrs[min(psnrs, key=lambda k: abs(k - iteration))]
+
+        oracle_at = max(psnrs, key=psnrs.get)
+        cells = []
+        # No best (a trace shorter than the warm-up): the fit's last average is the result.
+        best, stop = replay(case["single"])
+        best = best or stop
+        cells.append(f"{stop}, {at(best):.2f}")
+        totals["single"].append((stop, at(best) - psnrs[oracle_at]))
+        for rise in rises:
+            best, stop = replay(case["averaged"], rise=rise)
+            best = best or stop
+            cells.append(f"{stop}, {at(best):.2f}")
+            totals[rise].append((stop, at(best) - psnrs[oracle_at]))
+        lines.append(f"| {name} | {psnrs[oracle_at]:.2f} at {oracle_at} | " + " | ".join(cells) + " |")
+    mean = ["| mean: stop, gap to the oracle (dB) | |"]
+    for key in totals:
+        stops, gaps = zip(*totals[key])
+        mean.append(f" {np.mean(stops):.0f}, {np.mean(gaps):+.2f} |")
+    return "\n".join(lines + ["".join(mean)])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--set12", default="0,1,2,3", help="Set12 indices ('' for none)")
+    parser.add_argument("--sigmas", default="25,50")
+    parser.add_argument("--fmd", default="", help="comma-separated FMD file names")
+    parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--iterations", type=int, default=1500, help="Set12 fits (FMD: --fmd-iterations)")
+    parser.add_argument("--fmd-iterations", type=int, default=900)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rises", default="0.002,0.005,0.01")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--replay", type=Path, help="print the table of a saved run")
+    options = parser.parse_args(argv)
+    rises = [float(r) for r in options.rises.split(",")]
+    if options.replay:
+        print(summarise(json.loads(options.replay.read_text())["cases"], rises))
+        return 0
+
+    import torch
+
+    torch.set_num_threads(options.threads)
+    sys.path.insert(0, str(ROOT / "src"))
+    import fmd
+    import time_to_result
+
+    quality = time_to_result._load_quality()
+    cases = {}
+
+    def save():
+        if options.out:
+            options.out.write_text(json.dumps({"command": " ".join(sys.argv), "cases": cases}))
+
+    set12 = quality.list_images(options.data, "Set12", None)
+    for index in [int(i) for i in options.set12.split(",") if i]:
+        name, path = set12[index]
+        clean = quality.to_unit(quality.centre_crop(quality.load_uint8(path), options.crop))
+        for sigma in [float(s) for s in options.sigmas.split(",")]:
+            noisy = quality.add_gaussian_noise(clean, sigma / 255, quality.image_seed(0, "Set12", name, sigma))
+            noisy8 = np.round(noisy * 255).astype(np.uint8)
+            case = f"Set12/{name} {options.crop}² σ{sigma:g}"
+            cases[case] = trace_case(noisy8, lambda est, c=clean: quality.psnr(c, quality.to_unit(est)),
+                                     options.iterations)
+            print(case, f"{cases[case]['seconds']:.0f} s", flush=True)
+            save()
+    folder = options.data / "microscopy" / "FMD"
+    for image in [i for i in options.fmd.split(",") if i]:
+        raw = fmd.centre_crop(fmd.load_grey(folder / "raw" / image), options.crop)
+        gt = fmd.centre_crop(fmd.load_grey(folder / "gt" / image), options.crop)
+        case = f"FMD/{Path(image).stem} {options.crop}²"
+        cases[case] = trace_case(raw, lambda est, g=gt: fmd.psnr(g, est), options.fmd_iterations,
+                                 noise="poisson-gaussian", noise_fit="gat")
+        print(case, f"{cases[case]['seconds']:.0f} s", flush=True)
+        save()
+    print(summarise(cases, rises))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
