@@ -506,3 +506,24 @@ def test_averaged_score_replays_the_rule_on_both_scores(tiny_data, tmp_path, cap
     assert averaged[1] == pytest.approx(single[1])
     assert all(averaged[i] <= single[i] + 1e-9 for i in single) and averaged[30] < single[30]
     assert "| Set12/01 32² σ25 |" in capsys.readouterr().out
+
+
+def test_noise_choice_reports_the_decision_and_its_evidence(tmp_path, monkeypatch, capsys):
+    module = _load_script("noise_choice")
+    rng = np.random.default_rng(0)
+    signal = np.tile(np.linspace(20, 220, 128), (128, 1))
+    photons = np.clip(np.round(4.0 * rng.poisson(signal / 4.0)), 0, 255).astype(np.uint8)
+    flat = np.clip(np.round(signal + rng.normal(0, 10, signal.shape)), 0, 255).astype(np.uint8)
+    row = module.evidence(photons)
+    assert row["choice"] == "poisson-gaussian" and row["slope_in_standard_errors"] > 4 and row["bright_to_dark"] > 1.5
+    assert module.evidence(flat)["choice"] == "gaussian"
+    # The table marks a decision that differs from a known answer.
+    monkeypatch.setattr(module, "build_cases", lambda data, seed=0: {
+        "photons": ("poisson-gaussian", photons), "flat, said to be photons": ("poisson-gaussian", flat)})
+    out = tmp_path / "choice.json"
+    assert module.main(["--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| photons | poisson-gaussian | poisson-gaussian |" in printed
+    assert "| flat, said to be photons | poisson-gaussian | gaussian **(wrong)** |" in printed
+    assert "1 of 2 cases with a known answer decided wrongly" in printed
+    assert json.loads(out.read_text())["cases"]["photons"]["choice"] == "poisson-gaussian"
