@@ -527,3 +527,10 @@ def test_noise_choice_reports_the_decision_and_its_evidence(tmp_path, monkeypatc
     assert "| flat, said to be photons | poisson-gaussian | gaussian **(wrong)** |" in printed
     assert "1 of 2 cases with a known answer decided wrongly" in printed
     assert json.loads(out.read_text())["cases"]["photons"]["choice"] == "poisson-gaussian"
+    # Another bin rule is tried for the run only: the estimator's own is put back.
+    from napari_dip import noise
+
+    before = noise.MAX_CLIPPED_FRACTION
+    assert module.main(["--max-clipped", "0.5"]) == 0
+    assert "at most 50 % of a bin's blocks" in capsys.readouterr().out
+    assert noise.MAX_CLIPPED_FRACTION == before
