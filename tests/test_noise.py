@@ -228,3 +228,25 @@ def test_scaled_counts_give_the_counts_estimate_in_their_units():
     assert scaled.a * 255 == pytest.approx(on_counts.a, rel=1e-3)
     assert scaled.b * 255**2 == pytest.approx(on_counts.b, rel=1e-3, abs=1e-2)
     assert scaled.bins == on_counts.bins
+
+
+def test_true_zero_counts_are_not_taken_for_clipping():
+    # A dark photon-counting image: gain 4, about 1 photon of background, a few bright
+    # cells. Nearly every dark block touches a zero count; zeros do not pile up (about as
+    # many as single photons), so they stay in when leaving them out leaves too little.
+    from napari_dip.noise import FEW_BINS, _pile_up
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:128, 0:128]
+    photons = 0.6 + 60 * np.exp(-(((x % 128) - 64) ** 2 + ((y % 128) - 64) ** 2) / (2 * 14.0**2))
+    counts = np.clip(4.0 * rng.poisson(photons), 0, 255)
+    assert (counts == 0).mean() > 0.3
+    assert not _pile_up(counts, 0.0)
+    levels = estimate_noise_levels(counts)
+    assert levels.bins >= FEW_BINS
+    assert choose_noise_model(levels) == "poisson-gaussian"
+    # Gaussian noise clipped by an 8-bit file piles up at both ends.
+    from skimage import data
+
+    clipped = np.clip(np.round(data.camera().astype(float) + rng.normal(0, 25, (512, 512))), 0, 255)
+    assert _pile_up(clipped, 0.0) and _pile_up(clipped, 255.0)
