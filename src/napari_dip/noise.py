@@ -221,8 +221,8 @@ CLIP_MIN_FRACTION = 1e-3
 #: too few to show the noise growing with the signal, and it does not pile up
 #: (:func:`_pile_up`): then it is taken for a floor of true counts.
 #: A simulated dark photon-counting FMD frame (19 % zero counts) kept 3-4 bins with its
-#: zeros left out, and was taken for Gaussian (BENCHMARKS.md, "The simulated FMD stack's
-#: loss under recorruption"); the real FMD crops keep 8 or more, and keep their estimate.
+#: zeros left out, and was taken for Gaussian (BENCHMARKS.md, "A dark photon-counting
+#: frame taken for Gaussian"); the real FMD crops keep 8 or more, and keep their estimate.
 FEW_BINS = 6
 #: Clipping piles the whole tail beyond the level onto it: at least this many times as
 #: many pixels as on the next value inside. The floors of the wide-field FMD crops hold
