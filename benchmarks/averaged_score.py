@@ -84,19 +84,12 @@ def trace_case(observed, clean_score, iterations: int, run_out: bool = False, **
             "seconds": time.perf_counter() - start, "recorrupt_sigma": recorrupt_sigma}
 
 
-def replay(scores, rise=0.002, min_wait=25, patience=100, warmup=200, check=25):
-    """(best iteration, stop iteration) of the engine's rule on a score trace."""
-    best, best_at = float("inf"), None
-    for iteration, score in scores:
-        if iteration < warmup:
-            continue
-        if score < best:
-            best, best_at = score, iteration
-        if iteration % check == 0 and best_at is not None:
-            waited = iteration - best_at
-            if waited >= patience or (waited >= min_wait and score > best * (1 + rise)):
-                return best_at, iteration
-    return best_at, scores[-1][0]
+def replay(scores, rise=0.002, **rule):
+    """(best iteration, stop iteration) of the engine's rule on a score trace: the
+    recorruption rule's 0.2 % rise unless told otherwise (``fmd_trace.replay``)."""
+    from fmd_trace import replay as replay_rule
+
+    return replay_rule(scores, rise=rise, **rule)
 
 
 def summarise(cases: dict, rises: list[float]) -> str:

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import platform
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -36,13 +36,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_quality():
-    spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_settings(run: str) -> tuple[dict, bool]:
@@ -128,7 +121,10 @@ def main(argv=None) -> int:
     for run in runs:
         run_settings(run)  # refuse a typo before the first fit
 
-    quality = _load_quality()
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import time_to_result
+
+    quality = time_to_result._load_quality()
     paths = dict(quality.list_images(Path(options.data), "CSet9", None))
     clean8 = quality.centre_crop(quality.load_uint8(paths[options.image]), options.size)
     clean = quality.to_unit(clean8)
