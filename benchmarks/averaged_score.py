@@ -135,6 +135,10 @@ def main(argv=None) -> int:
     parser.add_argument("--stack-frame", default="", metavar="FMD_IMAGE",
                         help="also the first frame of stacks.py's simulated stack of this FMD image: recorrupted and "
                              "the paper's way with noise='auto', and recorrupted with the Poisson-Gaussian model given")
+    parser.add_argument("--stack-frames", type=int, default=1,
+                        help="the frame's crop: that of a stack of this many frames (they drift one pixel a frame)")
+    parser.add_argument("--gain", type=float, default=None,
+                        help="give the Poisson-Gaussian model this gain and fit the frame both ways with it")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rises", default="0.002,0.005,0.01")
     parser.add_argument("--out", type=Path)
@@ -186,14 +190,21 @@ def main(argv=None) -> int:
         # and, for comparison, the paper's way.
         import stacks
 
-        stack_options = argparse.Namespace(seed=0, data=str(options.data), fmd_image=options.stack_frame, frames=1,
-                                           crop=options.crop, set12_image="05.png")
+        stack_options = argparse.Namespace(seed=0, data=str(options.data), fmd_image=options.stack_frame,
+                                           frames=options.stack_frames, crop=options.crop, set12_image="05.png")
         name, (clean, noisy) = next(iter(stacks.build_stacks(stack_options).items()))
-        ways = (("recorrupt", {}), ("paper's way", {"recorrupt": False}),
-                # The model the frame was drawn from, given instead of chosen by noise="auto".
-                ("recorrupt, Poisson-Gaussian given", {"noise": "poisson-gaussian", "noise_fit": "gat"}))
+        # The model the frame was drawn from, given instead of chosen by noise="auto"
+        # (with --gain, its gain too, as a stack's pooled estimate would give it).
+        given = {"noise": "poisson-gaussian", "noise_fit": "gat",
+                 **({"gain": options.gain} if options.gain else {})}
+        if options.gain:
+            ways = (("recorrupt, Poisson-Gaussian given", given),
+                    ("paper's way, Poisson-Gaussian given", {**given, "recorrupt": False}))
+        else:
+            ways = (("recorrupt", {}), ("paper's way", {"recorrupt": False}),
+                    ("recorrupt, Poisson-Gaussian given", given))
         for way, settings in ways:
-            case = f"{name} frame 0, {way}"
+            case = f"{name} frame 0 of {options.stack_frames}, {way}"
             cases[case] = trace_case(noisy[0], lambda est, c=clean[0]: stacks.psnr(c, est), options.fmd_iterations,
                                      run_out=True, **settings)
             print(case, f"{cases[case]['seconds']:.0f} s", flush=True)
