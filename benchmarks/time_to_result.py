@@ -91,6 +91,7 @@ print(json.dumps({"seconds": seconds, "startup": startup, "iteration": final.ite
                   "precision": (settings.get("fit") or {}).get("precision"), "compiled": settings.get("compiled"),
                   "cuda_graphs": settings.get("cuda_graphs"),
                   "recorrupt_sigma": (settings.get("fit") or {}).get("recorrupt_sigma"),
+                  "learning_rate": (settings.get("fit") or {}).get("learning_rate"),
                   "parameters": settings.get("network_parameters")}))
 """
 
@@ -108,16 +109,27 @@ MODIFIERS = {
 }
 
 
+def _learning_rate(mod: str) -> float | None:
+    """``lr0.005`` -> 0.005; anything else -> ``None``."""
+    if not mod.startswith("lr"):
+        return None
+    try:
+        value = float(mod[2:])
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
 def parse_config(config: str) -> tuple[str | None, dict]:
     """``preset:NAME`` or ``default``, with ``+MODIFIER``s: the preset (``None``: the
-    default) and the extra settings."""
+    default) and the extra settings; ``+lrX`` sets the learning rate to X."""
     base, *mods = config.split("+")
-    unknown = [m for m in mods if m not in MODIFIERS]
+    unknown = [m for m in mods if m not in MODIFIERS and _learning_rate(m) is None]
     if unknown or not (base == "default" or base.startswith("preset:")):
         raise SystemExit(f"unknown config {config!r} (preset:NAME or default, +{'/+'.join(MODIFIERS)})")
     extra = {}
     for mod in mods:
-        extra.update(MODIFIERS[mod])
+        extra.update(MODIFIERS[mod] if mod in MODIFIERS else {"learning_rate": _learning_rate(mod)})
     return (base.split(":", 1)[1] if base.startswith("preset:") else None), extra
 
 
@@ -238,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--configs", default="preset:fast,default",
                         help="comma-separated: preset:NAME (both engines) or default (no preset given), each with "
                              "optional +bf16, +fp16, +compile, +graphs / +nographs (CUDA graphs), "
-                             "+recorrupt / +norecorrupt (denoising by recorruption or the paper's way)")
+                             "+recorrupt / +norecorrupt (denoising by recorruption or the paper's way), +lrX (learning rate X)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in every fit (0: the engine's choice)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--images", type=int, default=1,

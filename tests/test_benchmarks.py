@@ -235,6 +235,10 @@ def test_time_to_result_configs_take_modifiers_and_refuse_typos(tiny_data, tmp_p
     assert module.parse_config("default") == (None, {})
     assert module.parse_config("preset:paper+bf16+graphs") == ("paper", {"precision": "bfloat16", "cuda_graphs": True})
     assert module.parse_config("preset:paper+recorrupt") == ("paper", {"recorrupt": True})
+    assert module.parse_config("default+lr0.005") == (None, {"learning_rate": 0.005})
+    for bad in ("default+lr", "default+lr-1", "default+lrx"):
+        with pytest.raises(SystemExit):
+            module.parse_config(bad)
     for bad in ("default+bf61", "fast", "preset:fast+"):
         with pytest.raises(SystemExit):
             module.parse_config(bad)
