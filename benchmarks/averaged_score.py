@@ -48,16 +48,33 @@ def record_scores(stopping_module):
         update(self, iteration, output, average, predicted, target)
         weight = self.config.smoothing if iteration > 1 else 0.0
         f = predicted.detach()
+        # The control-variate score: (f - t)^2 - (y - t)^2 + 2 (y - a)(y - t), with y the
+        # image, t this step's target (y - t is the fresh noise over alpha, known) and a
+        # the average before this step (independent of this step's noise). Its
+        # expectation differs from the score's by a constant; the terms it drops do not
+        # depend on the fit, and repeat for every fit drawn with the same seed.
+        y = self.observation
+        before = moments.get("m1", f)
+        fresh = y - target if target is not None else torch.zeros_like(f)
+        control = ((f - target) ** 2 - fresh**2 + 2 * (y - before) * fresh) if target is not None else None
         if iteration == 1:
             moments["m1"], moments["m2"] = f.clone(), f * f
+            if control is not None:
+                moments["control"] = (control * self.held).sum() / self.held_count
         else:
             moments["m1"].mul_(weight).add_(f, alpha=1 - weight)
             moments["m2"].mul_(weight).add_(f * f, alpha=1 - weight)
+            if control is not None:
+                moments["control"].mul_(weight).add_((control * self.held).sum() / self.held_count, alpha=1 - weight)
         spread = ((moments["m2"] - moments["m1"] ** 2) * self.held).sum() / self.held_count
-        rows.append((iteration, float(self.smoothed), float(self.smoothed - spread)))
+        rows.append((iteration, float(self.smoothed), float(self.smoothed - spread),
+                     float(moments["control"]) if control is not None else float("nan")))
 
     stopping_module.HeldOutPixels.update = recording
     return rows
+
+
+import torch  # noqa: E402 - the hook above builds tensors
 
 
 def trace_case(observed, clean_score, iterations: int, run_out: bool = False, **settings) -> dict:
@@ -80,7 +97,8 @@ def trace_case(observed, clean_score, iterations: int, run_out: bool = False, **
         recorrupt_sigma = (snap.settings.get("fit") or {}).get("recorrupt_sigma")
     finally:
         stopping.HeldOutPixels.update = original
-    return {"single": [(i, s) for i, s, _ in rows], "averaged": [(i, a) for i, _, a in rows], "psnr": psnrs,
+    return {"single": [(i, s) for i, s, _, _ in rows], "averaged": [(i, a) for i, _, a, _ in rows],
+            "control": [(i, c) for i, _, _, c in rows], "psnr": psnrs,
             "seconds": time.perf_counter() - start, "recorrupt_sigma": recorrupt_sigma}
 
 
@@ -92,9 +110,11 @@ def replay(scores, rise=0.002, **rule):
     return replay_rule(scores, rise=rise, **rule)
 
 
-def summarise(cases: dict, rises: list[float]) -> str:
+def summarise(cases: dict, rises: list[float], alternative: str = "averaged") -> str:
+    """The rule replayed on the engine's score and, at each of ``rises``, on the
+    ``alternative`` one (``averaged`` or ``control``)."""
     lines = ["| case | oracle (dB) at | single score: stop, result (dB) | "
-             + " | ".join(f"averaged, rise {r:g}: stop, result (dB)" for r in rises) + " |",
+             + " | ".join(f"{alternative}, rise {r:g}: stop, result (dB)" for r in rises) + " |",
              "|---|---|---|" + "---|" * len(rises)]
     totals = {"single": [], **{r: [] for r in rises}}
     for name, case in cases.items():
@@ -111,7 +131,7 @@ def summarise(cases: dict, rises: list[float]) -> str:
         cells.append(f"{stop}, {at(best):.2f}")
         totals["single"].append((stop, at(best) - psnrs[oracle_at]))
         for rise in rises:
-            best, stop = replay(case["averaged"], rise=rise)
+            best, stop = replay(case[alternative], rise=rise)
             best = best or stop
             cells.append(f"{stop}, {at(best):.2f}")
             totals[rise].append((stop, at(best) - psnrs[oracle_at]))
@@ -143,10 +163,14 @@ def main(argv=None) -> int:
     parser.add_argument("--rises", default="0.002,0.005,0.01")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--replay", type=Path, help="print the table of a saved run")
+    parser.add_argument("--alternative", choices=("averaged", "control"), default="averaged",
+                        help="the score replayed beside the engine's: the average's, or the control-variate one")
+    parser.add_argument("--run-out", action="store_true",
+                        help="no stop in the fits (each runs its whole budget), so a later stop can be replayed too")
     options = parser.parse_args(argv)
     rises = [float(r) for r in options.rises.split(",")]
     if options.replay:
-        print(summarise(json.loads(options.replay.read_text())["cases"], rises))
+        print(summarise(json.loads(options.replay.read_text())["cases"], rises, options.alternative))
         return 0
 
     import torch
@@ -172,7 +196,7 @@ def main(argv=None) -> int:
             noisy8 = np.round(noisy * 255).astype(np.uint8)
             case = f"Set12/{name} {options.crop}² σ{sigma:g}"
             cases[case] = trace_case(noisy8, lambda est, c=clean: quality.psnr(c, quality.to_unit(est)),
-                                     options.iterations)
+                                     options.iterations, run_out=options.run_out)
             print(case, f"{cases[case]['seconds']:.0f} s", flush=True)
             save()
     folder = options.data / "microscopy" / "FMD"
@@ -181,7 +205,7 @@ def main(argv=None) -> int:
         gt = fmd.centre_crop(fmd.load_grey(folder / "gt" / image), options.crop)
         case = f"FMD/{Path(image).stem} {options.crop}²"
         cases[case] = trace_case(raw, lambda est, g=gt: fmd.psnr(g, est), options.fmd_iterations,
-                                 noise="poisson-gaussian", noise_fit="gat")
+                                 run_out=options.run_out, noise="poisson-gaussian", noise_fit="gat")
         print(case, f"{cases[case]['seconds']:.0f} s", flush=True)
         save()
     if options.stack_frame:
@@ -209,7 +233,7 @@ def main(argv=None) -> int:
                                      run_out=True, **settings)
             print(case, f"{cases[case]['seconds']:.0f} s", flush=True)
             save()
-    print(summarise(cases, rises))
+    print(summarise(cases, rises, options.alternative))
     return 0
 
 

@@ -509,6 +509,10 @@ def test_averaged_score_replays_the_rule_on_both_scores(tiny_data, tmp_path, cap
     # The first step has no spread; later the averaged score is the single one less a spread.
     assert averaged[1] == pytest.approx(single[1])
     assert all(averaged[i] <= single[i] + 1e-9 for i in single) and averaged[30] < single[30]
+    # The control-variate score: one per step, finite, and not the engine's score.
+    control = dict(case["control"])
+    assert sorted(control) == sorted(single) and all(math.isfinite(v) for v in control.values())
+    assert control[30] != single[30]
     assert "| Set12/01 32² σ25 |" in capsys.readouterr().out
 
 
