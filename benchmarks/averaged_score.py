@@ -46,35 +46,32 @@ def record_scores(stopping_module):
 
     def recording(self, iteration, output, average, predicted, target=None):
         update(self, iteration, output, average, predicted, target)
-        weight = self.config.smoothing if iteration > 1 else 0.0
+        weight = self.config.smoothing if iteration > 1 else 0.0  # the engine's: the first step alone
+
+        def held_mean(values):
+            return (values * self.held).sum() / self.held_count
+
+        def smooth(key, value):
+            moments[key] = value if key not in moments else moments[key] * weight + value * (1 - weight)
+            return moments[key]
+
         f = predicted.detach()
         # The control-variate score: (f - t)^2 - (y - t)^2 + 2 (y - a)(y - t), with y the
         # image, t this step's target (y - t is the fresh noise over alpha, known) and a
         # the average before this step (independent of this step's noise). Its
         # expectation differs from the score's by a constant; the terms it drops do not
         # depend on the fit, and repeat for every fit drawn with the same seed.
-        y = self.observation
-        before = moments.get("m1", f)
-        fresh = y - target if target is not None else torch.zeros_like(f)
-        control = ((f - target) ** 2 - fresh**2 + 2 * (y - before) * fresh) if target is not None else None
-        if iteration == 1:
-            moments["m1"], moments["m2"] = f.clone(), f * f
-            if control is not None:
-                moments["control"] = (control * self.held).sum() / self.held_count
-        else:
-            moments["m1"].mul_(weight).add_(f, alpha=1 - weight)
-            moments["m2"].mul_(weight).add_(f * f, alpha=1 - weight)
-            if control is not None:
-                moments["control"].mul_(weight).add_((control * self.held).sum() / self.held_count, alpha=1 - weight)
-        spread = ((moments["m2"] - moments["m1"] ** 2) * self.held).sum() / self.held_count
-        rows.append((iteration, float(self.smoothed), float(self.smoothed - spread),
-                     float(moments["control"]) if control is not None else float("nan")))
+        control = float("nan")
+        if target is not None:
+            y, fresh = self.observation, self.observation - target
+            before = moments.get("m1", f)
+            control = float(smooth("control", held_mean((f - target) ** 2 - fresh**2 + 2 * (y - before) * fresh)))
+        mean, mean_square = smooth("m1", f), smooth("m2", f * f)
+        spread = held_mean(mean_square - mean**2)
+        rows.append((iteration, float(self.smoothed), float(self.smoothed - spread), control))
 
     stopping_module.HeldOutPixels.update = recording
     return rows
-
-
-import torch  # noqa: E402 - the hook above builds tensors
 
 
 def trace_case(observed, clean_score, iterations: int, run_out: bool = False, **settings) -> dict:

@@ -241,7 +241,7 @@ def test_true_zero_counts_are_not_taken_for_clipping():
     photons = 0.6 + 60 * np.exp(-(((x % 128) - 64) ** 2 + ((y % 128) - 64) ** 2) / (2 * 14.0**2))
     counts = np.clip(4.0 * rng.poisson(photons), 0, 255)
     assert (counts == 0).mean() > 0.3
-    assert not _pile_up(counts, 0.0)
+    assert not _pile_up(counts, 0.0, low_end=True)
     levels = estimate_noise_levels(counts)
     assert levels.bins >= FEW_BINS
     assert choose_noise_model(levels) == "poisson-gaussian"
@@ -249,4 +249,4 @@ def test_true_zero_counts_are_not_taken_for_clipping():
     from skimage import data
 
     clipped = np.clip(np.round(data.camera().astype(float) + rng.normal(0, 25, (512, 512))), 0, 255)
-    assert _pile_up(clipped, 0.0) and _pile_up(clipped, 255.0)
+    assert _pile_up(clipped, 0.0, low_end=True) and _pile_up(clipped, 255.0, low_end=False)

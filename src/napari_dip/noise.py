@@ -178,7 +178,8 @@ def estimate_noise_levels(
     # it stays in. (Only then: dark bins full of zero counts bias the robust variance low,
     # and a stack's pooled estimate that decided well without them got worse with them:
     # a = 5.47 instead of 4.28 for a true 4.25.)
-    clipped = tuple(level if level is not None and _pile_up(values, level) else None for level in extremes)
+    clipped = tuple(level if level is not None and _pile_up(values, level, low_end) else None
+                    for level, low_end in zip(extremes, (True, False)))
     if clipped == extremes:
         return levels
     return _fit_levels(values, clipped, gain, bins)
@@ -231,16 +232,15 @@ FEW_BINS = 6
 CLIP_PILE_UP = 2.0
 
 
-def _pile_up(values: np.ndarray, level: float) -> bool:
-    """Whether the pixels on ``level``, the image's minimum or maximum, pile up like a
-    clipping level's: at least :data:`CLIP_PILE_UP` times as many as on the next value
-    inside the range."""
-    on_level = np.count_nonzero(values == level)
-    inside = values[values > level] if level == values.min() else values[values < level]
+def _pile_up(values: np.ndarray, level: float, low_end: bool) -> bool:
+    """Whether the pixels on ``level``, the image's minimum (``low_end``) or maximum, pile
+    up like a clipping level's: at least :data:`CLIP_PILE_UP` times as many as on the next
+    value inside the range."""
+    inside = values[values > level] if low_end else values[values < level]
     if inside.size == 0:
         return True
-    nearest = inside.min() if level == values.min() else inside.max()
-    return bool(on_level >= CLIP_PILE_UP * np.count_nonzero(inside == nearest))
+    nearest = inside.min() if low_end else inside.max()
+    return bool(np.count_nonzero(values == level) >= CLIP_PILE_UP * np.count_nonzero(inside == nearest))
 
 
 def _value_grid(values: np.ndarray) -> tuple[float, float] | None:
