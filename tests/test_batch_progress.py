@@ -88,15 +88,17 @@ def test_cancel_stops_fits_in_work_writes_nothing_and_a_rerun_does_them(tmp_path
                 cancel.set()
 
     started = time.monotonic()
+    # A budget of 2,000 iterations (~25 s a fit) leaves room for the cancel's round trips
+    # through the scheduler on a slow or busy machine: at 400, a 2.5 s stop reached 200 in CI.
     rows = restore_files(data, task="denoise", out=out, client=client, progress=progress, cancel=cancel,
-                         iterations=400, **FIT)
+                         iterations=2000, **FIT)
     stopped = time.monotonic() - max(asked.values())
     assert cancel.is_set()
     assert [r["status"] for r in rows] == ["cancelled"] * 3, rows
     in_work = [r for r in rows if "iteration" in r["error"]]
     assert len(in_work) == 2
-    for row in in_work:  # stopped where they were, far from the 400 of the budget
-        assert int(row["error"].split("iteration ")[1].split(";")[0]) < 200, row
+    for row in in_work:  # stopped where they were, far from the 2,000 of the budget
+        assert int(row["error"].split("iteration ")[1].split(";")[0]) < 1000, row
     # Either not started, or started after the cancel and stopped before its fit.
     assert any(r["error"] in ("not started", "cancelled before its fit started; nothing written") for r in rows)
     assert stopped < 5, (stopped, time.monotonic() - started)
