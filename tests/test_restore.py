@@ -242,6 +242,49 @@ def test_noise_estimate_of_a_constant_channel_is_zero_not_nan():
     assert sigma == pytest.approx(estimate_noise(chw[1:]) / 2)  # averaged with a noise-free channel
 
 
+@pytest.mark.parametrize("case", ["grey", "rgb", "flat patches", "odd size", "8-bit"])
+def test_noise_estimate_equals_scikit_images(case):
+    """The engine measures noise with PyWavelets directly (no scipy.stats import); it must
+    give scikit-image's estimate_sigma averaged over channels, to rounding."""
+    from skimage import data, img_as_float
+    from skimage.restoration import estimate_sigma
+
+    rng = np.random.default_rng(3)
+    if case == "rgb":
+        chw = np.moveaxis(img_as_float(data.astronaut())[100:228, 100:228], -1, 0)
+        chw = chw + rng.normal(0, [[[0.02]], [[0.05]], [[0.1]]], chw.shape)
+    else:
+        chw = img_as_float(data.camera())[None, 200:328, 150:278] + rng.normal(0, 0.07, (1, 128, 128))
+    if case == "flat patches":  # a blank corner: exactly zero details, left out by both
+        chw[:, :64, :64] = 0
+    if case == "odd size":
+        chw = chw[:, :101, :77]
+    if case == "8-bit":
+        chw = np.round(np.clip(chw, 0, 1) * 255) / 255
+    expected = float(np.mean(estimate_sigma(chw, channel_axis=0, average_sigmas=False)))
+    assert estimate_noise(chw) == pytest.approx(expected, rel=1e-12)
+    assert expected > 0.01
+
+
+def test_a_fit_does_not_import_scipy_stats():
+    """What a command or the widget's first Run imports before its first picture: not
+    scipy.stats (almost a second on a 2-core CPU), which scikit-image's estimate_sigma
+    pulls in."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from napari_dip import iter_restore\n"
+        "image = np.random.default_rng(0).random((32, 32))\n"
+        "next(iter(iter_restore('denoise', image, iterations=2, snapshot_every=1, channels=4, device='cpu')))\n"
+        "print('scipy.stats' in sys.modules, 'skimage.restoration._denoise' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]
+
+
 def test_the_auto_preset_is_the_default_and_is_recorded(monkeypatch):
     _, noisy = noisy_uint8(32)
     final = last_snapshot(iter_restore("denoise", noisy, iterations=2, snapshot_every=None, **TINY))
