@@ -241,6 +241,21 @@ def test_snapshots_by_time_as_well_as_by_count():
         list(fit(observation(), Identity(), TINY_NET, config, snapshot_seconds=0))
 
 
+def test_the_first_snapshot_by_time_counts_from_the_callers_start():
+    import time
+
+    config = replace(CPU, iterations=6)
+    # The caller asked an hour ago: the first step is long past the interval, the others not.
+    asked_long_ago = time.perf_counter() - 3600
+    fitter = Fitter(observation(), Identity(), TINY_NET, config)
+    snaps = list(fitter.run(snapshot_every=1000, snapshot_seconds=600, since=asked_long_ago))
+    assert [s.iteration for s in snaps] == [1, 6]
+    assert snaps[0].elapsed < 600  # elapsed still counts from the fit's own start
+    # Without it the same interval gives only the last snapshot.
+    fitter = Fitter(observation(), Identity(), TINY_NET, config)
+    assert [s.iteration for s in fitter.run(snapshot_every=1000, snapshot_seconds=600)] == [6]
+
+
 def test_expected_stop_is_best_plus_patience_within_the_budget():
     stopping = StoppingConfig(rule="validation", patience=7, warmup=0)
     fitter = Fitter(observation(), Identity(), TINY_NET, replace(CPU, iterations=60, stopping=stopping))

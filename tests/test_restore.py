@@ -285,6 +285,30 @@ def test_a_fit_does_not_import_scipy_stats():
     assert done.stdout.split() == ["False", "False"]
 
 
+def test_time_before_the_fit_counts_towards_the_first_picture(monkeypatch):
+    """A call whose set-up (reading, noise estimate, network) takes longer than
+    snapshot_seconds shows its first picture after the first step, and only the first
+    fit of a stack gets that head start."""
+    import time
+
+    import napari_dip.restore as restore
+
+    slow = restore.estimate_noise
+
+    def slow_estimate(chw):
+        time.sleep(1.0)
+        return slow(chw)
+
+    monkeypatch.setattr(restore, "estimate_noise", slow_estimate)
+    _, noisy = noisy_uint8(32)
+    snaps = list(iter_restore("denoise", noisy, iterations=5, snapshot_every=1000, snapshot_seconds=0.9, **TINY))
+    assert [s.iteration for s in snaps] == [1, 5]
+    stack = np.stack([noisy, noisy[::-1]])
+    planes = list(restore.iter_restore_planes("denoise", stack, axes="ZYX", iterations=5, snapshot_every=1000,
+                                              snapshot_seconds=0.9, **TINY))
+    assert [(index, s.iteration) for index, s in planes] == [((0,), 1), ((0,), 5), ((1,), 5)]
+
+
 def test_the_auto_preset_is_the_default_and_is_recorded(monkeypatch):
     _, noisy = noisy_uint8(32)
     final = last_snapshot(iter_restore("denoise", noisy, iterations=2, snapshot_every=None, **TINY))

@@ -19,6 +19,7 @@ exactly, and a user who filled holes expects the rest of the image untouched.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -367,6 +368,8 @@ class _Job:
         recorrupt: bool | None = None,
         **fit_overrides,
     ):
+        # When the user asked: the first time-based snapshot counts from here (_since).
+        self._called: float | None = time.perf_counter()
         if task not in TASKS:
             raise InputError(f"unknown task {task!r}; choose one of {TASKS}")
         if task != "inpaint" and mask is not None:
@@ -618,6 +621,13 @@ class _Job:
     def _every(self, config) -> int:
         return config.iterations if self.snapshot_every is None else self.snapshot_every
 
+    def _since(self) -> float | None:
+        """For the call's first fit, when the call began (``Fitter.run``'s ``since``): its
+        first picture comes ``snapshot_seconds`` after the call, not after the set-up.
+        ``None`` for the fits after it."""
+        called, self._called = self._called, None
+        return called
+
     def _user_snapshots(self, fitter: Fitter, plane: _Plane, description: dict) -> Iterator[Snapshot]:
         keep = None
         if plane.known is not None:
@@ -625,7 +635,7 @@ class _Job:
             if self.keep_known:
                 # A copy: the caller may change its array while the fit runs.
                 keep = (np.array(plane.image, copy=True), plane.known)
-        snapshots = fitter.run(self._every(fitter.config), self.snapshot_seconds)
+        snapshots = fitter.run(self._every(fitter.config), self.snapshot_seconds, self._since())
         return _in_user_layout(snapshots, plane.layout, plane.alpha, description, keep, self.noise)
 
     def single(self) -> Iterator[Snapshot]:

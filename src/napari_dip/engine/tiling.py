@@ -421,7 +421,7 @@ class TiledFit:
     """The fits of a tiled image, one tile after the other, streamed as whole images.
 
     Duck-types :class:`~napari_dip.engine.fit.Fitter` for the API: ``config`` and
-    ``run(snapshot_every, snapshot_seconds)``. Each snapshot's ``iteration``,
+    ``run(snapshot_every, snapshot_seconds, since)``. Each snapshot's ``iteration``,
     ``iterations``, ``loss`` and ``elapsed`` are those of the tile being fitted, named by
     ``Snapshot.tile`` (``(k, n)``, 1-based); its arrays are the whole image: finished tiles
     blended, the current tile's state blended in, the input (enlarged by pixel repetition
@@ -444,7 +444,8 @@ class TiledFit:
         self.scale = int(getattr(forward_model, "factor", 1))
         self.inpainting = isinstance(forward_model, KnownPixels)
 
-    def run(self, snapshot_every: int = 100, snapshot_seconds: float | None = None) -> Iterator:
+    def run(self, snapshot_every: int = 100, snapshot_seconds: float | None = None,
+            since: float | None = None) -> Iterator:
         from .fit import Fitter
 
         grid, scale = self.plan.grid, self.scale
@@ -471,7 +472,9 @@ class TiledFit:
                 raise InputError(f"tile {tile.number + 1} of {count} ({tile.box()}) has no known pixel to fit; "
                                  "use larger tiles")
             fitter = Fitter(piece, model, self.network, self.config)
-            snapshots = fitter.run(snapshot_every, snapshot_seconds)
+            # The first tile's first snapshot counts from the caller's start (Fitter.run).
+            snapshots = fitter.run(snapshot_every, snapshot_seconds, since)
+            since = None
             try:
                 for snap in snapshots:
                     extra = {**snap.settings, "tile": place} if snap.settings else {}
