@@ -542,3 +542,17 @@ def test_noise_choice_reports_the_decision_and_its_evidence(tmp_path, monkeypatc
     assert module.main(["--max-clipped", "0.5"]) == 0
     assert "at most 50 % of a bin's blocks" in capsys.readouterr().out
     assert noise.MAX_CLIPPED_FRACTION == before
+
+
+def test_first_picture_times_the_api_and_the_command_in_fresh_processes(tmp_path):
+    module = _load_script("first_picture")
+    out = tmp_path / "first.json"
+    assert module.main(["--sizes", "32", "--colours", "grey", "--interval", "0.3", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    api = [row for row in rows if row["mode"] == "api"]
+    assert [row["run"] for row in api] == [1, 2]
+    for row in api:  # by time: the interval has passed since the call, set-up included
+        assert 0.3 <= row["call_to_picture"] < 60 and row["iteration"] >= 1
+        assert row["fit_seconds"] < row["call_to_picture"] < row["process_to_picture"]
+    [cli] = [row for row in rows if row["mode"] == "cli"]
+    assert 0 < cli["process_to_first_output"] <= cli["process_to_first_count"] < 120 and cli["iteration"] >= 1

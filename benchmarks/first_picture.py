@@ -1,0 +1,172 @@
+"""How long a user waits for the first sign of a fit: the first picture of the Python API
+(what the widget shows) and the first counted iteration of the command line.
+
+    python benchmarks/first_picture.py --out benchmarks/results/first-picture-cpu.json
+    python benchmarks/first_picture.py --baseline 813b706   # the engine of another commit beside
+
+Every measurement is a fresh Python process, as a command or a napari session's first Run
+is: the first fit of a process pays the imports (torch, and ``torch._dynamo``, which the
+first ``torch.optim`` optimiser imports), the noise estimate and the network's set-up.
+
+* ``api``: from the process's first line to the first snapshot of
+  ``iter_restore(..., snapshot_seconds=2.0)`` (the widget's and the command's interval;
+  ``--interval``),
+  and from the call to it; then the same call again in the same process (a napari
+  session's second Run).
+* ``cli``: ``napari-dip denoise IMAGE -o OUT`` from the process's start to its first
+  progress line with at least one iteration done; the process is then stopped.
+
+The inputs are scikit-image's camera (grey) and astronaut (RGB), resized to each
+``--sizes`` entry, with Gaussian noise of ``--sigma`` rounded to 8 bits. ``--src`` (or
+``--baseline COMMIT``, from a temporary git worktree) times another engine in the same
+run, each case of both engines one after the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: The child of an ``api`` measurement: its clock starts before any import.
+API_CHILD = """\
+import time
+process_start = time.perf_counter()
+import json, sys
+import imageio.v3 as iio
+image, interval = iio.imread(sys.argv[1]), float(sys.argv[2])
+from napari_dip import iter_restore
+rows = []
+for run in (1, 2):
+    called = time.perf_counter()
+    snapshots = iter_restore("denoise", image, channel_axis=-1 if image.ndim == 3 else None, snapshot_seconds=interval)
+    snap = next(iter(snapshots))
+    shown = time.perf_counter()
+    snapshots.close()
+    rows.append({"run": run, "call_to_picture": shown - called, "process_to_picture": shown - process_start,
+                 "iteration": snap.iteration, "fit_seconds": snap.elapsed})
+print(json.dumps(rows))
+"""
+
+#: A progress line of the command with a count: "  3%|...| 10/300 [...]".
+PROGRESS = re.compile(r"\|\s*(\d+)/(\d+)")
+
+
+def noisy_image(size: int, colour: str, sigma: float, folder: Path) -> Path:
+    import imageio.v3 as iio
+    from skimage import data, img_as_float, transform
+
+    clean = img_as_float(data.astronaut() if colour == "RGB" else data.camera())
+    clean = transform.resize(clean, (size, size) + clean.shape[2:], anti_aliasing=True)
+    noisy = clean + np.random.default_rng(0).normal(0, sigma / 255, clean.shape)
+    path = folder / f"{colour}-{size}.png"
+    iio.imwrite(path, np.round(np.clip(noisy, 0, 1) * 255).astype(np.uint8))
+    return path
+
+
+def child_env(src: Path) -> dict:
+    return {**os.environ, "PYTHONPATH": str(src), "CI": "true"}
+
+
+def api_first_picture(image: Path, src: Path, interval: float) -> list[dict]:
+    done = subprocess.run([sys.executable, "-c", API_CHILD, str(image), str(interval)], capture_output=True, text=True,
+                          env=child_env(src), stdin=subprocess.DEVNULL, timeout=900)
+    if done.returncode:
+        raise RuntimeError(done.stderr[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cli_first_count(image: Path, src: Path, out: Path) -> dict:
+    command = [sys.executable, "-m", "napari_dip.cli", "denoise", str(image), "-o", str(out), "--overwrite"]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env=child_env(src))
+    first_line = None
+    try:
+        # tqdm redraws with carriage returns: read the stream in chunks, not lines.
+        seen = b""
+        while True:
+            chunk = process.stderr.read1(4096)
+            if not chunk:
+                raise RuntimeError(f"the command ended before counting an iteration: {seen[-2000:]!r}")
+            now = time.perf_counter() - started
+            first_line = now if first_line is None else first_line
+            seen += chunk
+            counts = [int(m.group(1)) for m in PROGRESS.finditer(seen.decode(errors="replace"))]
+            if any(count >= 1 for count in counts):
+                return {"process_to_first_output": first_line, "process_to_first_count": now,
+                        "iteration": max(counts)}
+    finally:
+        process.kill()
+        process.wait()
+
+
+def engine_src(args, stack) -> list[tuple[str, Path]]:
+    engines = [("current", Path(args.src).resolve() if args.src else ROOT / "src")]
+    if args.baseline:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "baseline"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(folder), args.baseline],
+                       check=True)
+        stack.callback(subprocess.run, ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder)])
+        engines.append((f"baseline {args.baseline}", folder / "src"))
+    return engines
+
+
+def main(argv=None) -> int:
+    import contextlib
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="128,512", help="comma-separated square sizes")
+    parser.add_argument("--colours", default="grey,RGB")
+    parser.add_argument("--sigma", type=float, default=25)
+    parser.add_argument("--modes", default="api,cli")
+    parser.add_argument("--interval", type=float, default=2.0,
+                        help="the API's snapshot_seconds (default: 2, as the widget and the command use)")
+    parser.add_argument("--src", help="the engine's src folder (default: this checkout's)")
+    parser.add_argument("--baseline", help="also time this commit's engine, from a git worktree")
+    parser.add_argument("--out", help="write the rows as JSON here")
+    args = parser.parse_args(argv)
+    rows = []
+    with contextlib.ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        engines = engine_src(args, stack)
+        for size in [int(s) for s in args.sizes.split(",")]:
+            for colour in args.colours.split(","):
+                image = noisy_image(size, colour, args.sigma, folder)
+                for name, src in engines:
+                    case = {"size": size, "colour": colour, "engine": name}
+                    if "api" in args.modes:
+                        for run in api_first_picture(image, src, args.interval):
+                            rows.append({**case, "mode": "api", **run})
+                            print(f"{size}² {colour} {name:>16} api run {run['run']}: first picture "
+                                  f"{run['call_to_picture']:.2f} s after the call "
+                                  f"({run['process_to_picture']:.2f} s after the process started), "
+                                  f"iteration {run['iteration']}", flush=True)
+                    if "cli" in args.modes:
+                        row = cli_first_count(image, src, folder / "out.png")
+                        rows.append({**case, "mode": "cli", **row})
+                        print(f"{size}² {colour} {name:>16} cli: first output {row['process_to_first_output']:.2f} s, "
+                              f"first counted iteration ({row['iteration']}) {row['process_to_first_count']:.2f} s "
+                              "after the process started", flush=True)
+    if args.out:
+        result = {"date": date.today().isoformat(), "machine": platform.machine(), "cpus": os.cpu_count(),
+                  "python": platform.python_version(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                  "rows": rows}
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
