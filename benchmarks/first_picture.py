@@ -13,6 +13,9 @@ first ``torch.optim`` optimiser imports), the noise estimate and the network's s
   ``--interval``),
   and from the call to it; then the same call again in the same process (a napari
   session's second Run).
+* ``widget`` (needs napari, and a display or ``xvfb-run``): napari's Denoise dock at its
+  defaults on the image, from Run to the first snapshot received, then Run again in the
+  same session.
 * ``cli``: ``napari-dip denoise IMAGE -o OUT`` from the process's start to its first
   progress line with at least one iteration done; the process is then stopped.
 
@@ -60,6 +63,41 @@ for run in (1, 2):
 print(json.dumps(rows))
 """
 
+#: The child of a ``widget`` measurement: napari's Denoise dock at its defaults, Run twice.
+WIDGET_CHILD = """\
+import os, sys, tempfile, time
+for name in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
+    os.environ[name] = tempfile.mkdtemp()
+import imageio.v3 as iio
+import napari
+from qtpy.QtWidgets import QApplication
+from napari_dip.widgets.dock import DenoiseWidget
+import json
+viewer = napari.Viewer(show=True)
+viewer.add_image(iio.imread(sys.argv[1]), name="noisy", rgb=iio.imread(sys.argv[1]).ndim == 3)
+widget = DenoiseWidget(viewer)
+viewer.window.add_dock_widget(widget)
+app = QApplication.instance()
+rows = []
+for run in (1, 2):
+    for _ in range(20):
+        app.processEvents()
+        time.sleep(0.01)
+    pressed = time.perf_counter()
+    widget.start()
+    state = widget.run_state
+    while state.snapshots_received < 1 and time.perf_counter() - pressed < 600:
+        app.processEvents()
+        time.sleep(0.002)
+    rows.append({"run": run, "run_to_picture": time.perf_counter() - pressed})
+    widget.stop()
+    while widget.run_state is not None:
+        app.processEvents()
+        time.sleep(0.01)
+viewer.close()
+print(json.dumps(rows))
+"""
+
 #: A progress line of the command with a count: "  3%|...| 10/300 [...]".
 PROGRESS = re.compile(r"\|\s*(\d+)/(\d+)")
 
@@ -83,6 +121,21 @@ def child_env(src: Path) -> dict:
 def api_first_picture(image: Path, src: Path, interval: float) -> list[dict]:
     done = subprocess.run([sys.executable, "-c", API_CHILD, str(image), str(interval)], capture_output=True, text=True,
                           env=child_env(src), stdin=subprocess.DEVNULL, timeout=900)
+    if done.returncode:
+        raise RuntimeError(done.stderr[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def widget_first_picture(image: Path, src: Path) -> list[dict]:
+    import shutil
+
+    command = [sys.executable, "-c", WIDGET_CHILD, str(image)]
+    if not os.environ.get("DISPLAY"):
+        if shutil.which("xvfb-run") is None:
+            raise SystemExit("the widget mode needs a display or xvfb-run")
+        command = ["xvfb-run", "-a", *command]
+    done = subprocess.run(command, capture_output=True, text=True, env=child_env(src), stdin=subprocess.DEVNULL,
+                          timeout=900)
     if done.returncode:
         raise RuntimeError(done.stderr[-2000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -131,7 +184,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="128,512", help="comma-separated square sizes")
     parser.add_argument("--colours", default="grey,RGB")
     parser.add_argument("--sigma", type=float, default=25)
-    parser.add_argument("--modes", default="api,cli")
+    parser.add_argument("--modes", default="api,cli", help="api, widget and/or cli")
     parser.add_argument("--interval", type=float, default=2.0,
                         help="the API's snapshot_seconds (default: 2, as the widget and the command use)")
     parser.add_argument("--src", help="the engine's src folder (default: this checkout's)")
@@ -154,6 +207,11 @@ def main(argv=None) -> int:
                                   f"{run['call_to_picture']:.2f} s after the call "
                                   f"({run['process_to_picture']:.2f} s after the process started), "
                                   f"iteration {run['iteration']}", flush=True)
+                    if "widget" in args.modes:
+                        for run in widget_first_picture(image, src):
+                            rows.append({**case, "mode": "widget", **run})
+                            print(f"{size}² {colour} {name:>16} widget run {run['run']}: first picture "
+                                  f"{run['run_to_picture']:.2f} s after Run", flush=True)
                     if "cli" in args.modes:
                         row = cli_first_count(image, src, folder / "out.png")
                         rows.append({**case, "mode": "cli", **row})

@@ -556,3 +556,14 @@ def test_first_picture_times_the_api_and_the_command_in_fresh_processes(tmp_path
         assert row["fit_seconds"] < row["call_to_picture"] < row["process_to_picture"]
     [cli] = [row for row in rows if row["mode"] == "cli"]
     assert 0 < cli["process_to_first_output"] <= cli["process_to_first_count"] < 120 and cli["iteration"] >= 1
+
+
+@pytest.mark.gui
+def test_first_picture_times_the_widget_from_run(tmp_path):
+    pytest.importorskip("napari")
+    module = _load_script("first_picture")
+    out = tmp_path / "first.json"
+    assert module.main(["--sizes", "32", "--colours", "grey", "--modes", "widget", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["mode"], row["run"]) for row in rows] == [("widget", 1), ("widget", 2)]
+    assert all(0 < row["run_to_picture"] < 60 for row in rows)
