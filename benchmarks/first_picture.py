@@ -8,7 +8,7 @@ Every measurement is a fresh Python process, as a command or a napari session's 
 is: the first fit of a process pays the imports (torch, and ``torch._dynamo``, which the
 first ``torch.optim`` optimiser imports), the noise estimate and the network's set-up.
 
-* ``api``: from the process's first line to the first snapshot of
+* ``api``: from the child process's first line to the first snapshot of
   ``iter_restore(..., snapshot_seconds=2.0)`` (the widget's and the command's interval;
   ``--interval``),
   and from the call to it; then the same call again in the same process (a napari
@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import re
+import select
 import subprocess
 import sys
 import tempfile
@@ -54,7 +55,9 @@ from napari_dip import iter_restore
 rows = []
 for run in (1, 2):
     called = time.perf_counter()
-    snapshots = iter_restore("denoise", image, channel_axis=-1 if image.ndim == 3 else None, snapshot_seconds=interval)
+    # By time only: at 32² a hundred iterations can come before the interval.
+    snapshots = iter_restore("denoise", image, channel_axis=-1 if image.ndim == 3 else None, snapshot_every=None,
+                             snapshot_seconds=interval)
     snap = next(iter(snapshots))
     shown = time.perf_counter()
     snapshots.close()
@@ -66,6 +69,7 @@ print(json.dumps(rows))
 #: The child of a ``widget`` measurement: napari's Denoise dock at its defaults, Run twice.
 WIDGET_CHILD = """\
 import os, sys, tempfile, time
+# napari's settings and caches of a fresh user, not this machine's user's.
 for name in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
     os.environ[name] = tempfile.mkdtemp()
 import imageio.v3 as iio
@@ -86,7 +90,9 @@ for run in (1, 2):
     pressed = time.perf_counter()
     widget.start()
     state = widget.run_state
-    while state.snapshots_received < 1 and time.perf_counter() - pressed < 600:
+    while state.snapshots_received < 1:
+        if time.perf_counter() - pressed > 300:
+            sys.exit("no picture 300 s after Run")
         app.processEvents()
         time.sleep(0.002)
     rows.append({"run": run, "run_to_picture": time.perf_counter() - pressed})
@@ -115,7 +121,7 @@ def noisy_image(size: int, colour: str, sigma: float, folder: Path) -> Path:
 
 
 def child_env(src: Path) -> dict:
-    return {**os.environ, "PYTHONPATH": str(src), "CI": "true"}
+    return {**os.environ, "PYTHONPATH": str(src)}
 
 
 def api_first_picture(image: Path, src: Path, interval: float) -> list[dict]:
@@ -151,6 +157,8 @@ def cli_first_count(image: Path, src: Path, out: Path) -> dict:
         # tqdm redraws with carriage returns: read the stream in chunks, not lines.
         seen = b""
         while True:
+            if not select.select([process.stderr], [], [], 300)[0]:
+                raise RuntimeError(f"the command printed nothing for 300 s: {seen[-2000:]!r}")
             chunk = process.stderr.read1(4096)
             if not chunk:
                 raise RuntimeError(f"the command ended before counting an iteration: {seen[-2000:]!r}")
@@ -177,6 +185,14 @@ def engine_src(args, stack) -> list[tuple[str, Path]]:
     return engines
 
 
+def engine_commit(src: Path) -> str:
+    """The commit of the checkout ``src`` is in, with ``+dirty`` when its tree has changes."""
+    def git(*words):
+        return subprocess.run(["git", "-C", str(src), *words], capture_output=True, text=True).stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "--", ".") else "")
+
+
 def main(argv=None) -> int:
     import contextlib
 
@@ -199,7 +215,7 @@ def main(argv=None) -> int:
             for colour in args.colours.split(","):
                 image = noisy_image(size, colour, args.sigma, folder)
                 for name, src in engines:
-                    case = {"size": size, "colour": colour, "engine": name}
+                    case = {"size": size, "colour": colour, "engine": name, "commit": engine_commit(src)}
                     if "api" in args.modes:
                         for run in api_first_picture(image, src, args.interval):
                             rows.append({**case, "mode": "api", **run})
@@ -219,9 +235,12 @@ def main(argv=None) -> int:
                               f"first counted iteration ({row['iteration']}) {row['process_to_first_count']:.2f} s "
                               "after the process started", flush=True)
     if args.out:
+        import torch
+
+        given = sys.argv[1:] if argv is None else list(argv)
         result = {"date": date.today().isoformat(), "machine": platform.machine(), "cpus": os.cpu_count(),
-                  "python": platform.python_version(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-                  "rows": rows}
+                  "python": platform.python_version(), "torch": torch.__version__,
+                  "command": " ".join(["python benchmarks/first_picture.py", *given]), "rows": rows}
         Path(args.out).write_text(json.dumps(result, indent=1))
     return 0
 

@@ -237,12 +237,12 @@ def test_noise_estimate_of_a_constant_channel_is_zero_not_nan():
     chw = np.zeros((2, 32, 32), np.float32)  # a blank channel (0 after scaling), then noise
     chw[1] = np.random.default_rng(0).normal(0.5, 0.1, (32, 32))
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # skimage's own estimate warns "Mean of empty slice"
+        warnings.simplefilter("error")  # no warning may escape (a channel without detail)
         sigma = estimate_noise(chw)
     assert sigma == pytest.approx(estimate_noise(chw[1:]) / 2)  # averaged with a noise-free channel
 
 
-@pytest.mark.parametrize("case", ["grey", "rgb", "flat patches", "odd size", "8-bit"])
+@pytest.mark.parametrize("case", ["grey", "rgb", "flat patches", "odd size", "8-bit", "float32"])
 def test_noise_estimate_equals_scikit_images(case):
     """The engine measures noise with PyWavelets directly (no scipy.stats import); it must
     give scikit-image's estimate_sigma averaged over channels, to rounding."""
@@ -261,7 +261,9 @@ def test_noise_estimate_equals_scikit_images(case):
         chw = chw[:, :101, :77]
     if case == "8-bit":
         chw = np.round(np.clip(chw, 0, 1) * 255) / 255
-    expected = float(np.mean(estimate_sigma(chw, channel_axis=0, average_sigmas=False)))
+    if case == "float32":  # estimated in float64, as scikit-image computes a float64 image
+        chw = chw.astype(np.float32)
+    expected = float(np.mean(estimate_sigma(chw.astype(np.float64), channel_axis=0, average_sigmas=False)))
     assert estimate_noise(chw) == pytest.approx(expected, rel=1e-12)
     assert expected > 0.01
 
@@ -285,28 +287,41 @@ def test_a_fit_does_not_import_scipy_stats():
     assert done.stdout.split() == ["False", "False"]
 
 
-def test_time_before_the_fit_counts_towards_the_first_picture(monkeypatch):
-    """A call whose set-up (reading, noise estimate, network) takes longer than
-    snapshot_seconds shows its first picture after the first step, and only the first
-    fit of a stack gets that head start."""
+def test_only_a_calls_first_fit_counts_its_first_picture_from_the_call(monkeypatch):
+    """The call's start reaches the first fit it makes (single image, first plane of a
+    stack, first tile, first volume) and no later one, which counts from its own start
+    (``Fitter.run(..., since=...)``; the timing itself is tested in test_fit.py)."""
     import time
 
-    import napari_dip.restore as restore
+    from napari_dip.engine.fit import Fitter
+    from napari_dip.restore import iter_restore_planes
+    from napari_dip.volumes import iter_restore_volumes
 
-    slow = restore.estimate_noise
+    handed = []
+    run = Fitter.run
 
-    def slow_estimate(chw):
-        time.sleep(1.0)
-        return slow(chw)
+    def recording_run(self, snapshot_every=100, snapshot_seconds=None, since=None):
+        handed.append(since)
+        return run(self, snapshot_every, snapshot_seconds, since)
 
-    monkeypatch.setattr(restore, "estimate_noise", slow_estimate)
+    monkeypatch.setattr(Fitter, "run", recording_run)
     _, noisy = noisy_uint8(32)
-    snaps = list(iter_restore("denoise", noisy, iterations=5, snapshot_every=1000, snapshot_seconds=0.9, **TINY))
-    assert [s.iteration for s in snaps] == [1, 5]
-    stack = np.stack([noisy, noisy[::-1]])
-    planes = list(restore.iter_restore_planes("denoise", stack, axes="ZYX", iterations=5, snapshot_every=1000,
-                                              snapshot_seconds=0.9, **TINY))
-    assert [(index, s.iteration) for index, s in planes] == [((0,), 1), ((0,), 5), ((1,), 5)]
+    settings = {"iterations": 2, "snapshot_every": None, "snapshot_seconds": 2.0, **TINY}
+
+    def fits_of(calls):
+        handed.clear()
+        before = time.perf_counter()
+        list(calls())
+        assert handed and handed[0] is not None and handed[0] >= before
+        return [since is None for since in handed]
+
+    assert fits_of(lambda: iter_restore("denoise", noisy, **settings)) == [False]
+    stack = np.stack([noisy, noisy[::-1], noisy.T])
+    assert fits_of(lambda: iter_restore_planes("denoise", stack, axes="ZYX", **settings)) == [False, True, True]
+    big = np.tile(noisy, (2, 2))  # 64x64 in 32-pixel tiles
+    assert fits_of(lambda: iter_restore("denoise", big, tile_size=32, tile_overlap=8, **settings)) == [False] + [True] * 8
+    volumes = np.stack([stack, stack[::-1]])
+    assert fits_of(lambda: iter_restore_volumes("denoise", volumes, axes="TZYX", **settings)) == [False, True]
 
 
 def test_the_auto_preset_is_the_default_and_is_recorded(monkeypatch):

@@ -144,7 +144,9 @@ def iter_restore(
         Snapshots copy from the device, so fewer is faster.
     snapshot_seconds : float, optional
         Also yield a snapshot whenever this many seconds have passed since the last one
-        (e.g. 2.0 for a GUI: first feedback quickly even when iterations are slow).
+        (e.g. 2.0 for a GUI: first feedback quickly even when iterations are slow). The
+        first counts from the call, set-up included (after the first step if the set-up
+        took longer); a stack's later planes count from their own start.
     channel_axis : {None, 0, -1}
         Where the channels are; ``None`` guesses where that is unambiguous: 2D is grey,
         ``(H, W, 3 or 4)`` colour; any other 3D array needs ``channel_axis`` or ``axes``
@@ -368,8 +370,8 @@ class _Job:
         recorrupt: bool | None = None,
         **fit_overrides,
     ):
-        # When the user asked: the first time-based snapshot counts from here (_since).
-        self._called: float | None = time.perf_counter()
+        # When the user asked: the first time-based snapshot counts from here.
+        self._called_at: float | None = time.perf_counter()
         if task not in TASKS:
             raise InputError(f"unknown task {task!r}; choose one of {TASKS}")
         if task != "inpaint" and mask is not None:
@@ -621,12 +623,12 @@ class _Job:
     def _every(self, config) -> int:
         return config.iterations if self.snapshot_every is None else self.snapshot_every
 
-    def _since(self) -> float | None:
-        """For the call's first fit, when the call began (``Fitter.run``'s ``since``): its
-        first picture comes ``snapshot_seconds`` after the call, not after the set-up.
-        ``None`` for the fits after it."""
-        called, self._called = self._called, None
-        return called
+    def _take_call_start(self) -> float | None:
+        """When the call began, handed to its first fit only (``Fitter.run``'s ``since``):
+        that fit's first picture comes ``snapshot_seconds`` after the call, set-up
+        included. Taking it clears it, so the fits after it get ``None``."""
+        called_at, self._called_at = self._called_at, None
+        return called_at
 
     def _user_snapshots(self, fitter: Fitter, plane: _Plane, description: dict) -> Iterator[Snapshot]:
         keep = None
@@ -635,7 +637,7 @@ class _Job:
             if self.keep_known:
                 # A copy: the caller may change its array while the fit runs.
                 keep = (np.array(plane.image, copy=True), plane.known)
-        snapshots = fitter.run(self._every(fitter.config), self.snapshot_seconds, self._since())
+        snapshots = fitter.run(self._every(fitter.config), self.snapshot_seconds, self._take_call_start())
         return _in_user_layout(snapshots, plane.layout, plane.alpha, description, keep, self.noise)
 
     def single(self) -> Iterator[Snapshot]:

@@ -156,7 +156,7 @@ def _fit_volumes(job, layout: AxesLayout, spacing, given_volume_net) -> Iterator
         observed = volume.observed if noise is None else noise.fit_input(volume.observed)
         fitter = Fitter(observed, forward_model, net, job.fit_config)
         keep_known = job.keep_known and task == "inpaint"
-        snapshots = fitter.run(job._every(fitter.config), job.snapshot_seconds, job._since())
+        snapshots = fitter.run(job._every(fitter.config), job.snapshot_seconds, job._take_call_start())
         try:
             for snap in snapshots:
                 yield outer_index, replace(
