@@ -268,16 +268,34 @@ def test_expected_stop_is_best_plus_patience_within_the_budget():
     assert [s.expected_stop for s in plain] == [4, 4]
 
 
-def test_a_backtrack_before_the_first_check_still_yields_an_image():
-    # NaN at step 3, detected at the snapshot of step 5: the state comes back from the
-    # checkpoint taken after step 1, which has an output (the initial state had none).
+def test_a_blow_up_before_the_first_check_is_never_shown():
+    # NaN at step 3. The snapshot of step 5 comes between checks: it shows the checkpoint
+    # taken after step 1 (the initial state had no output), and the check of step 10
+    # backtracks to it.
     model = CountingModel(poison_at=3)
     snaps = list(fit(observation(), model, TINY_NET, replace(CPU, iterations=10, check_every=10), snapshot_every=5))
     assert [s.iteration for s in snaps] == [5, 10]
-    assert snaps[0].backtracks == 1
-    assert np.isfinite(snaps[0].loss)
+    assert [s.backtracks for s in snaps] == [0, 1]
     for snap in snaps:
-        assert snap.output.shape == (1, 32, 32) and np.isfinite(snap.average).all()
+        assert np.isfinite(snap.loss)
+        assert snap.output.shape == (1, 32, 32) and np.isfinite(snap.output).all() and np.isfinite(snap.average).all()
+
+
+def test_snapshots_do_not_change_where_a_fit_stops_or_what_it_returns():
+    """Snapshots by time come at iterations that depend on the machine's speed; the checks
+    (stopping, divergence) run on their own grid, so a snapshot after every step, as a slow
+    machine gives, stops at the same iteration with the same result as none at all."""
+    noisy = (observation() + np.random.default_rng(0).normal(0, 0.1, (1, 32, 32))).astype(np.float32)
+    stopping = StoppingConfig(rule="validation", patience=10, warmup=0)
+    config = replace(CPU, iterations=400, check_every=5, stopping=stopping)
+    quiet = list(fit(noisy, Identity(), TINY_NET, config, snapshot_every=1000))
+    every_step = list(fit(noisy, Identity(), TINY_NET, config, snapshot_every=1000, snapshot_seconds=1e-9))
+    assert quiet[-1].stop_reason == "validation" and quiet[-1].iteration < 400
+    assert len(every_step) == every_step[-1].iteration  # one per step
+    assert all(s.iteration % 5 == 0 for s in [quiet[-1], every_step[-1]])
+    assert every_step[-1].iteration == quiet[-1].iteration
+    assert every_step[-1].best_iteration == quiet[-1].best_iteration
+    np.testing.assert_array_equal(every_step[-1].average, quiet[-1].average)
 
 
 def test_warm_start_carries_weights_and_input_to_the_next_fit():

@@ -510,12 +510,17 @@ class Fitter:
                     self.stopper.update(iteration, output, run_averages, self.forward_model(average))
 
                 stop_reason = "budget" if iteration == cfg.iterations else None
+                held = None  # the checkpoint a snapshot shows instead of a diverged state
                 snapshot_due = iteration % snapshot_every == 0 or stop_reason is not None
                 if not snapshot_due and snapshot_seconds is not None:
                     # The clock is read on the host, but no device sync is forced: on a GPU
                     # this measures queued work, which is still the right rate to look at.
                     snapshot_due = time.perf_counter() - last_snapshot_time >= snapshot_seconds
-                if pending == check_every or snapshot_due:
+                # The checks (divergence, checkpoint, stopping rule) run on a fixed grid of
+                # iterations, never because a snapshot is due: snapshots by time come at
+                # iterations that depend on the machine's speed, and a check there would
+                # let the speed decide where a fit stops and what it returns.
+                if iteration % check_every == 0 or stop_reason is not None:
                     recent = losses[:pending].cpu().numpy()
                     pending = 0
                     if cfg.backtrack and self._jumped(recent, lowest_loss):
@@ -547,8 +552,6 @@ class Fitter:
                         consecutive_backtracks = 0
                         # Only a healthy state becomes the one to come back to: a loss that
                         # creeps up without jumping yet may be the start of a blow-up.
-                        # Frequent snapshots (a GUI) check often; copying the state that often
-                        # would cost more than it protects, so save at most every check_every.
                         healthy = last_loss <= cfg.backtrack_ratio * lowest_loss
                         if healthy and iteration - checkpoint_at >= check_every:
                             checkpoint = self._save(run_averages, output, last_loss)
@@ -556,11 +559,23 @@ class Fitter:
                     if stop_reason is None and self.stopper is not None and self.stopper.should_stop(iteration):
                         stop_reason = self.stopper.name
 
+                elif snapshot_due and pending:
+                    # Between checks a snapshot reports without acting. After a blow-up,
+                    # which the next check will backtrack from, it shows the last healthy
+                    # state instead: never a diverged image.
+                    recent = losses[:pending].cpu().numpy()
+                    if self._jumped(recent, lowest_loss):
+                        held = checkpoint
+                    else:
+                        last_loss = float(recent[-1])
+
                 if snapshot_due or stop_reason is not None:
                     if graphed is not None:
                         self.graph_captures, self._graph_failure = graphed.captures, graphed.failure
                     best = None if self.stopper is None else self.stopper.best_iteration()
                     shown_output, shown_runs = output, run_averages
+                    if held is not None:
+                        shown_output, shown_runs, last_loss = held["output"], held["average"], held["loss"]
                     if stop_reason is not None and best is not None:
                         shown_output, shown_runs = self.stopper.best_output, self.stopper.best_average
                     shown_average = shown_runs if self.runs == 1 else shown_runs.mean(dim=0, keepdim=True)
