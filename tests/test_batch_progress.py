@@ -101,7 +101,9 @@ def test_cancel_stops_fits_in_work_writes_nothing_and_a_rerun_does_them(tmp_path
         assert int(row["error"].split("iteration ")[1].split(";")[0]) < 1000, row
     # Either not started, or started after the cancel and stopped before its fit.
     assert any(r["error"] in ("not started", "cancelled before its fit started; nothing written") for r in rows)
-    assert stopped < 5, (stopped, time.monotonic() - started)
+    # The batch returned soon after the cancel: not after the fits' budget (~25 s here) nor
+    # after the 60 s grace it gives fits that do not stop. The stop itself took 1-2.5 s.
+    assert stopped < 20, (stopped, time.monotonic() - started)
     assert _written(out) == []  # no result, no record, no temporary file
     assert [r["status"] for r in _report(out)] == ["cancelled"] * 3
 
@@ -141,7 +143,7 @@ def test_ctrl_c_stops_the_fits_in_work_on_a_remote_cluster(tmp_path, client):
     assert len(ends) == 2
     # Both fits ended within seconds of Ctrl-C, far from their 5,000 iterations (~60 s each).
     assert max(m["seconds"] for m in ends.values()) - min(m["seconds"] for m in ends.values()) < 30
-    assert time.monotonic() - interrupted < 15
+    assert time.monotonic() - interrupted < 30  # half a fit's ~60 s; it took a few seconds
     assert max(m["iteration"] for m in messages if not m["done"]) < 2500
     assert [r["status"] for r in _report(out)] == ["interrupted", "interrupted"]
     time.sleep(1)  # what a fit still running could have written by now
@@ -258,10 +260,11 @@ def test_widget_shows_a_layers_iterations_and_cancel_stops_its_fit(make_napari_v
     shown = time.monotonic()
     widget.cancel()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
-    assert time.monotonic() - shown < 10  # the fit stopped, far from its 20,000 iterations
+    assert time.monotonic() - shown < 30  # the fit stopped, far from its 20,000 iterations (~4 min)
     assert [layer.name for layer in viewer.layers] == ["first", "second"]  # nothing of it kept
     assert widget.status.value == "cancelled: 1 cancelled"
     assert widget.rows[0]["error"].startswith("cancelled at iteration ")
+    assert int(widget.rows[0]["error"].split("iteration ")[1].split(";")[0]) < 2000
 
 
 @pytest.mark.gui
@@ -279,7 +282,7 @@ def test_widget_cancel_stops_a_folders_fit_in_work(make_napari_viewer, qtbot, tm
     shown = time.monotonic()
     widget.cancel()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
-    assert time.monotonic() - shown < 10
+    assert time.monotonic() - shown < 30  # far from the 20,000 iterations' ~4 min
     assert widget.status.value.startswith("cancelled: 1 cancelled")
     assert [r["status"] for r in _report(out)] == ["cancelled", "cancelled"]
     assert _written(out) == []

@@ -133,9 +133,12 @@ class FitWatch:
         """Say that the input's whole fit is over (sent once, after the last part)."""
         self.channel.publish({**self._base(), "done": True})
 
-    def _base(self) -> dict:
+    def _base(self, now: float | None = None) -> dict:
+        """The fields of every message; ``now`` is the sender's clock reading, so that a
+        message's ``seconds`` is the time its throttle measured."""
+        now = time.perf_counter() if now is None else now
         return {"batch": self.batch, "input": self.input, "worker": self.channel.where(),
-                "seconds": round(time.perf_counter() - self.started, 3)}
+                "seconds": round(now - self.started, 3)}
 
     def _publish(self, snap, final: bool) -> None:
         now = time.perf_counter()
@@ -144,7 +147,7 @@ class FitWatch:
         self.last_sent = now
         loss = float(snap.loss)
         self.channel.publish({
-            **self._base(), "done": False, "part": self.part, "iteration": int(snap.iteration),
+            **self._base(now), "done": False, "part": self.part, "iteration": int(snap.iteration),
             "budget": int(snap.iterations),
             "expected_stop": None if snap.expected_stop is None else int(snap.expected_stop),
             "iterations_done": self.finished_parts + int(snap.iteration),
