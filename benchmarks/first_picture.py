@@ -207,7 +207,23 @@ def main(argv=None) -> int:
     parser.add_argument("--baseline", help="also time this commit's engine, from a git worktree")
     parser.add_argument("--out", help="write the rows as JSON here")
     args = parser.parse_args(argv)
-    rows = []
+    given = sys.argv[1:] if argv is None else list(argv)
+    rows: list[dict] = []
+
+    def save() -> None:
+        """The rows so far (after every case: a GPU lease's cap may stop the script)."""
+        if args.out:
+            import torch
+
+            result = {"date": date.today().isoformat(), "machine": platform.machine(), "cpus": os.cpu_count(),
+                      "python": platform.python_version(), "torch": torch.__version__,
+                      "command": " ".join(["python benchmarks/first_picture.py", *given]), "rows": rows}
+            Path(args.out).write_text(json.dumps(result, indent=1))
+
+    measures = {"api": lambda image, src: api_first_picture(image, src, args.interval),
+                "widget": widget_first_picture,
+                "cli": lambda image, src: [cli_first_count(image, src, image.with_suffix(".out.png"))]}
+    failed = 0
     with contextlib.ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         engines = engine_src(args, stack)
@@ -216,34 +232,30 @@ def main(argv=None) -> int:
                 image = noisy_image(size, colour, args.sigma, folder)
                 for name, src in engines:
                     case = {"size": size, "colour": colour, "engine": name, "commit": engine_commit(src)}
-                    if "api" in args.modes:
-                        for run in api_first_picture(image, src, args.interval):
-                            rows.append({**case, "mode": "api", **run})
-                            print(f"{size}² {colour} {name:>16} api run {run['run']}: first picture "
-                                  f"{run['call_to_picture']:.2f} s after the call "
-                                  f"({run['process_to_picture']:.2f} s after the process started), "
-                                  f"iteration {run['iteration']}", flush=True)
-                    if "widget" in args.modes:
-                        for run in widget_first_picture(image, src):
-                            rows.append({**case, "mode": "widget", **run})
-                            print(f"{size}² {colour} {name:>16} widget run {run['run']}: first picture "
-                                  f"{run['run_to_picture']:.2f} s after Run", flush=True)
-                    if "cli" in args.modes:
-                        row = cli_first_count(image, src, folder / "out.png")
-                        rows.append({**case, "mode": "cli", **row})
-                        print(f"{size}² {colour} {name:>16} cli: first output {row['process_to_first_output']:.2f} s, "
-                              f"first counted iteration ({row['iteration']}) {row['process_to_first_count']:.2f} s "
-                              "after the process started", flush=True)
-    if args.out:
-        import torch
+                    for mode in [m for m in measures if m in args.modes.split(",")]:
+                        try:
+                            measured = measures[mode](image, src)
+                        except RuntimeError as error:  # one mode failing (a missing package) leaves the others
+                            failed += 1
+                            rows.append({**case, "mode": mode, "error": str(error)})
+                            print(f"{size}² {colour} {name:>16} {mode}: failed: {error}", file=sys.stderr, flush=True)
+                            measured = []
+                        for row in measured:
+                            rows.append({**case, "mode": mode, **row})
+                            print(f"{size}² {colour} {name:>16} {mode}: {describe(mode, row)}", flush=True)
+                        save()
+    save()
+    return 1 if failed else 0
 
-        given = sys.argv[1:] if argv is None else list(argv)
-        result = {"date": date.today().isoformat(), "machine": platform.machine(), "cpus": os.cpu_count(),
-                  "python": platform.python_version(), "torch": torch.__version__,
-                  "command": " ".join(["python benchmarks/first_picture.py", *given]), "rows": rows}
-        Path(args.out).write_text(json.dumps(result, indent=1))
-    return 0
 
+def describe(mode: str, row: dict) -> str:
+    if mode == "cli":
+        return (f"first output {row['process_to_first_output']:.2f} s, first counted iteration ({row['iteration']}) "
+                f"{row['process_to_first_count']:.2f} s after the process started")
+    if mode == "widget":
+        return f"run {row['run']}: first picture {row['run_to_picture']:.2f} s after Run"
+    return (f"run {row['run']}: first picture {row['call_to_picture']:.2f} s after the call "
+            f"({row['process_to_picture']:.2f} s after the process started), iteration {row['iteration']}")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -562,6 +562,19 @@ def test_first_picture_times_the_api_and_the_command_in_fresh_processes(tmp_path
     assert recorded["command"].endswith("--interval 0.3 --out " + str(out)) and recorded["torch"]
 
 
+def test_first_picture_records_a_failing_mode_and_goes_on(tmp_path, monkeypatch):
+    module = _load_script("first_picture")
+
+    def no_command(image, src, out):
+        raise RuntimeError("the command ended before counting an iteration")
+
+    monkeypatch.setattr(module, "cli_first_count", no_command)
+    out = tmp_path / "first.json"
+    assert module.main(["--sizes", "32", "--colours", "grey", "--interval", "0.3", "--out", str(out)]) == 1
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["mode"], "error" in row) for row in rows] == [("api", False), ("api", False), ("cli", True)]
+
+
 @pytest.mark.gui
 def test_first_picture_times_the_widget_from_run(tmp_path):
     pytest.importorskip("napari")
