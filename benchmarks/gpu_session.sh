@@ -4,7 +4,7 @@
 #   python3 -m pip install -q --no-index --no-deps .whl/*.whl     # bm3d, bm4d, PyWavelets (see below)
 #   DATA=.gpu-data BUDGET=540 bash benchmarks/gpu_session.sh     # on the GPU machine, from the repo root
 #
-# .gpu-data needs ../shared/data/denoise (and microscopy/ for PARTS=fmd); .whl the wheels of
+# .gpu-data needs ../shared/data/denoise (sr/ and inpaint/ for the quality part, microscopy/ for PARTS=fmd); .whl the wheels of
 # bm3d 4.0.3, bm4d 4.2.5 and PyWavelets 1.9.0 for Python 3.12 (pip download, README of the
 # device tool); both git-ignored through .git/info/exclude.
 #
@@ -52,9 +52,10 @@ STEP_SIZES=256,512
 STEPS=()
 TTR_LARGE=512
 TTR_SMALL=256
+QUALITY=()  # the full protocol: whole images, every set
 if [ "${SMOKE:-0}" = 1 ]; then
     DEV=cpu FIT=(--iterations 10) FMD=(--crop 64) FMD_IMAGES=0 STEP_SIZES=32 STEPS=(--warmup 2 --iterations 2)
-    TTR_LARGE=64 TTR_SMALL=32
+    TTR_LARGE=64 TTR_SMALL=32 QUALITY=(--images 1 --crop 32 --preset fast)
 fi
 
 part() {
@@ -105,6 +106,17 @@ part recorrupt_more 200 $PY benchmarks/time_to_result.py --data "$DATA" --device
 # 4. The same on grey images.
 part recorrupt_grey 150 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes "${TTR_LARGE}" \
     --sigmas 25,50 --colours grey --configs preset:paper+recorrupt,default --out "$W/ttr-gpu-512-grey.json"
+
+# 5. The full quality protocol of BENCHMARKS.md (paper preset, whole images, every set; about
+#    an hour of fits), gathered over leases: quality.py writes its JSON after every image and
+#    --resume fits only the images missing from it. Commit $OUT/work/quality-full-gpu.json as
+#    benchmarks/results/quality-full-gpu.json after each lease; the next lease starts from it.
+#    Needs sr/ and inpaint/ in DATA beside denoise/. Alone: PARTS=quality.
+if [ -f benchmarks/results/quality-full-gpu.json ] && [ "${SMOKE:-0}" != 1 ]; then
+    cp benchmarks/results/quality-full-gpu.json "$W/quality-full-gpu.json"
+fi
+part quality "$BUDGET" $PY benchmarks/quality.py --data "$DATA" --device $DEV "${FIT[@]}" "${QUALITY[@]}" --resume \
+    --out "$W/quality-full-gpu.json"
 
 # Measured in the third lease (2026-11-27): only when PARTS names them.
 if [ -n "${PARTS:-}" ]; then

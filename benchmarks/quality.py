@@ -53,6 +53,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import platform
 import re
 import sys
@@ -446,6 +447,8 @@ def bench_denoise(set_name: str, options, log) -> list[dict]:
         sigma = sigma255 / 255.0
         setting = f"sigma{sigma255:g}"
         for name, path in list_images(options.data, set_name, options.images):
+            if ("denoise", set_name, setting, name) in getattr(options, "finished", ()):
+                continue
             clean8 = centre_crop(load_uint8(path), options.crop)
             clean = clean8 / 255.0
             noisy = add_gaussian_noise(clean, sigma, image_seed(options.seed, set_name, name, setting))
@@ -475,6 +478,8 @@ def bench_super_resolve(set_name: str, options, log) -> list[dict]:
     for factor in options.factors:
         setting = f"x{factor}"
         for name, path in list_images(options.data, set_name, options.images):
+            if ("super-resolve", set_name, setting, name) in getattr(options, "finished", ()):
+                continue
             # The engine needs an LR side of at least MIN_LR_SIDE: small crops grow to allow it.
             crop = None if options.crop is None else max(options.crop, MIN_LR_SIDE * factor)
             hr8 = crop_to_multiple(centre_crop(load_uint8(path), crop), factor)
@@ -503,6 +508,8 @@ def bench_inpaint(set_name: str, options, log) -> list[dict]:
     for mask_kind in options.masks:
         setting = {"random": "random50", "published": "published-masks"}[mask_kind]
         for name, path in list_images(options.data, set_name, options.images):
+            if ("inpaint", set_name, setting, name) in getattr(options, "finished", ()):
+                continue
             gt8 = centre_crop(load_uint8(path), options.crop)
             if mask_kind == "published":
                 masked8 = centre_crop(load_uint8(path.with_name(f"{name}_masked.png")), options.crop)
@@ -735,6 +742,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the noise, the masks and the fits (default: 0)")
     parser.add_argument("--out", type=Path, default=None, help="write per-image results to FILE (.json, or .csv)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the images already in --out (written after every image) and fit the others: "
+                        "the full protocol over several GPU leases; the options that change results must match")
     parser.add_argument("--report", type=Path, default=None, metavar="JSON",
                         help="run nothing: print the tables of a JSON file written by --out")
     return parser
@@ -777,29 +787,83 @@ def run(options: argparse.Namespace, stream=None) -> list[dict]:
               file=sys.stderr, flush=True)
 
     engine = _engine_version()  # before the run: the checkout may change while it goes on
+    previous, earlier_runs = resumed_records(options) if options.resume else ([], [])
+    options.finished = {(r["task"], r["set"], r["setting"], r["image"]) for r in previous}
+    # Each image's record says which engine, machine and device made it: a resumed
+    # protocol gathers images from several runs (several GPU leases).
+    made_by = {"napari_dip": engine, "machine": machine_name(options.device), "torch": torch.__version__}
     records = []
     started = time.perf_counter()
+
+    def meta(complete: bool) -> dict:
+        return {
+            "argv": sys.argv[1:],
+            "options": result_options(options),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "napari_dip": engine,
+            "total_seconds": time.perf_counter() - started,
+            "complete": complete,
+            "earlier_runs": earlier_runs,
+        }
+
+    def keep(record):
+        record["made_by"] = made_by
+        records.append(record)
+        log(record)
+        if options.out:  # after every image: a run cut short (a lease's end) keeps what it fitted
+            write_results(options.out, previous + records, meta(complete=False))
+
     for task in options.tasks:
         for set_name in options.sets:
             if set_name in SETS[task]:
-                records.extend(BENCHES[task](set_name, options, log))
+                BENCHES[task](set_name, options, keep)
     total = time.perf_counter() - started
-    meta = {
-        "argv": sys.argv[1:],
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(options).items()},
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "napari_dip": engine,
-        "total_seconds": total,
-    }
-    print(format_tables(records), file=stream)
-    print(f"total {total / 60:.1f} min, torch {torch.__version__}, {torch.get_num_threads()} thread(s)", file=stream)
+    print(format_tables(previous + records), file=stream)
+    print(f"total {total / 60:.1f} min, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+          + (f"; {len(previous)} image(s) kept from earlier runs" if previous else ""), file=stream)
     if options.out:
-        write_results(options.out, records, meta)
-    return records
+        write_results(options.out, previous + records, meta(complete=True))
+    return previous + records
+
+
+#: The options that change an image's result: a resumed run must have the same.
+RESULT_OPTIONS = ("crop", "noisy_input", "preset", "iterations", "channels", "jitter", "snapshot_every",
+                  "auto_stop", "holdout", "seed")
+
+
+def result_options(options) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(options).items() if k != "finished"}
+
+
+def resumed_records(options) -> tuple[list[dict], list[dict]]:
+    """The records of ``--out`` to keep (none if it does not exist yet), and the earlier
+    runs' metadata; refuses a file made with other result options."""
+    if not options.out or not options.out.exists():
+        return [], []
+    if options.out.suffix.lower() == ".csv":
+        raise SystemExit("--resume needs a JSON --out (a CSV keeps no fit settings)")
+    document = json.loads(options.out.read_text())
+    before = document.get("meta", {})
+    mine = result_options(options)
+    differ = [k for k in RESULT_OPTIONS if k in before.get("options", {}) and before["options"][k] != mine.get(k)]
+    if differ:
+        was = ", ".join(f"{k}={before['options'][k]!r}" for k in differ)
+        raise SystemExit(f"--resume: {options.out} was made with other {', '.join(differ)} ({was}); use another --out")
+    earlier = [*before.get("earlier_runs", []), {k: before.get(k) for k in ("date", "napari_dip", "torch", "argv")}]
+    return document.get("records", []), earlier
+
+
+def machine_name(device: str) -> str:
+    """The card a fit ran on (``NVIDIA H200``) or the CPU."""
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores"
 
 
 def _engine_version() -> dict:

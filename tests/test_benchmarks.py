@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -462,6 +463,43 @@ def test_fmd_trace_records_the_score_of_a_recorrupted_photon_limited_fit(tmp_pat
     assert module.transformed_error(clean, clean, noise) == 0
     expected = np.mean((gat(clean - 2.0, 4.0, 1.0) - gat(clean + 1.0, 4.0, 1.0)) ** 2)
     assert module.transformed_error(clean, clean + 3.0, noise) == pytest.approx(expected)
+
+
+def test_a_protocol_cut_short_is_resumed_image_by_image(quality, tiny_data, tmp_path, monkeypatch, capsys):
+    """The full protocol outlasts a GPU lease: the results are written after every image,
+    and --resume fits only what is missing, refusing a file made with other settings."""
+    out = tmp_path / "protocol.json"
+    common = ["--data", str(tiny_data), "--tasks", "denoise", "--sets", "CSet9,Set12", "--sigmas", "25",
+              "--iterations", "2", "--snapshot-every", "2", "--crop", "32", "--preset", "fast", "--device", "cpu",
+              "--threads", "1", "--auto-stop", "off", "--out", str(out)]
+    fits = []
+    real_run_dip = quality.run_dip
+
+    def cut_after_two(task, observed, *args, **kwargs):
+        if len(fits) == 2:
+            raise KeyboardInterrupt  # the lease's end, in the third image
+        fits.append(task)
+        return real_run_dip(task, observed, *args, **kwargs)
+
+    monkeypatch.setattr(quality, "run_dip", cut_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        quality.main(common)
+    cut = json.loads(out.read_text())
+    assert [r["image"] for r in cut["records"]] == ["F16", "kodim01"] and cut["meta"]["complete"] is False
+    assert cut["records"][0]["made_by"]["machine"].endswith("CPU, %d cores" % os.cpu_count())
+
+    fits.clear()
+    monkeypatch.setattr(quality, "run_dip", lambda *a, **k: (fits.append(a[0]), real_run_dip(*a, **k))[1])
+    assert quality.main([*common, "--resume"]) == 0
+    assert len(fits) == 1  # only Set12/01 was left
+    whole = json.loads(out.read_text())
+    assert [r["image"] for r in whole["records"]] == ["F16", "kodim01", "01"] and whole["meta"]["complete"]
+    assert whole["records"][:2] == cut["records"]  # kept as they were
+    assert len(whole["meta"]["earlier_runs"]) == 1
+    assert "2 image(s) kept from earlier runs" in capsys.readouterr().out
+
+    with pytest.raises(SystemExit, match="other iterations"):
+        quality.main([*common[:-2], "--iterations", "3", "--out", str(out), "--resume"])
 
 
 def test_fit_breakdown_splits_each_fit_and_can_leave_cudnn_autotuning_off(tiny_data, tmp_path):
