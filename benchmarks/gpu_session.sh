@@ -53,9 +53,10 @@ STEPS=()
 TTR_LARGE=512
 TTR_SMALL=256
 QUALITY=()  # the full protocol: whole images, every set
+PROFILE=()
 if [ "${SMOKE:-0}" = 1 ]; then
     DEV=cpu FIT=(--iterations 10) FMD=(--crop 64) FMD_IMAGES=0 STEP_SIZES=32 STEPS=(--warmup 2 --iterations 2)
-    TTR_LARGE=64 TTR_SMALL=32 QUALITY=(--images 1 --crop 32 --preset fast)
+    TTR_LARGE=64 TTR_SMALL=32 QUALITY=(--images 1 --crop 32 --preset fast) PROFILE=(--warmup 1 --steps 1)
 fi
 
 part() {
@@ -86,7 +87,8 @@ torch.cuda.get_device_name(0), 'numpy', numpy.__version__, 'skimage', skimage.__
 cat "$W/machine.txt"
 
 # Next lease, most wanted first (the third lease's results, BENCHMARKS.md "Time to result on
-# a GPU since recorruption", left these open).
+# a GPU since recorruption", left these open; the ninth session, without a GPU, added
+# profile512, first_picture and quality).
 # 1. Where the first fit's seconds go: cuDNN's kernel search (which the engine turns on for
 #    every CUDA fit) against CUDA's own start-up and lazy kernel loading. One process: the
 #    first fit takes CUDA's start-up, then the paper network without the search (twice),
@@ -94,6 +96,10 @@ cat "$W/machine.txt"
 part breakdown 170 $PY benchmarks/fit_breakdown.py --data "$DATA" --device $DEV "${FIT[@]}" --size "${TTR_LARGE}" \
     --runs fast,paper+recorrupt+noautotune,paper+recorrupt+noautotune,paper+recorrupt,paper+recorrupt \
     --out "$W/fit-breakdown-autotune.json"
+# 1b. Where the paper network's 14 ms step at 512² goes (no GPU profile had been taken): the
+#    operations by their own device time, eager float32.
+part profile512 60 $PY benchmarks/step_profile.py --device $DEV --size "${TTR_LARGE}" "${PROFILE[@]}" \
+    --out "$W/step-profile-512.json"
 # 2. The first picture on a GPU (first_picture.py; napari is not there, so the API and the
 #    command only): a fresh process's first fit pays CUDA's start-up before its first step,
 #    which may put the first picture well past the 2 s it takes on the CPU.

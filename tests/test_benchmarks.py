@@ -622,3 +622,16 @@ def test_first_picture_times_the_widget_from_run(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [(row["mode"], row["run"]) for row in rows] == [("widget", 1), ("widget", 2)]
     assert all(0 < row["run_to_picture"] < 60 for row in rows)
+
+
+def test_step_profile_lists_the_operations_of_a_step(tmp_path):
+    module = _load_script("step_profile")
+    out = tmp_path / "profile.json"
+    assert module.main(["--device", "cpu", "--size", "64", "--preset", "fast", "--warmup", "1", "--steps", "2",
+                        "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    names = [row["name"] for row in result["operations"]]
+    assert "aten::convolution_backward" in names and any("batch_norm" in name for name in names)
+    times = [row["self_ms_per_step"] for row in result["operations"]]
+    assert times == sorted(times, reverse=True) and times[0] > 0
+    assert result["ms_per_step_unprofiled"] > 0 and result["size"] == 64

@@ -1,0 +1,107 @@
+"""Where one step of a network's fit spends its time, operation by operation, on a device.
+
+    PYTHONPATH=src python3 benchmarks/step_profile.py --device cuda --size 512 --out step-profile.json
+
+The paper network's step on an H200 cost about 14 ms at 512² however it was issued
+(eager or one CUDA graph, float32 or bf16; BENCHMARKS.md, *Step variants on a GPU*), far
+more than its convolutions' arithmetic needs there, and no profile had been taken. This
+runs the plain loop of a fit (the network, the squared error, backward, Adam) eagerly for
+``--warmup`` steps, then ``--steps`` steps under ``torch.profiler``, and lists the
+operations by their own time on the device (on the CPU, by their own CPU time): kernels
+of the forward and the backward passes, the optimiser's, copies. ``--out`` keeps every
+operation's calls and milliseconds per step as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def profile_step(device: str, size: int, preset: str, channels: int, warmup: int, steps: int) -> dict:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from napari_dip.engine.networks import NETWORK_PRESETS, SkipNet
+
+    config = NETWORK_PRESETS[preset]["default"]
+    torch.manual_seed(0)
+    network = SkipNet(config, channels).to(device)
+    noise = torch.rand(1, config.input_channels, size, size, device=device) * 0.1
+    target = torch.rand(1, channels, size, size, device=device)
+    optimizer = torch.optim.Adam(network.parameters(), lr=0.01)
+    cuda = device.startswith("cuda")
+
+    def step():
+        loss = ((network(noise) - target) ** 2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        step()
+    sync()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    unprofiled = (time.perf_counter() - started) / steps
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        sync()
+    rows = []
+    for event in prof.key_averages():
+        own_device = getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0)
+        rows.append({
+            "name": event.key, "calls_per_step": event.count / steps,
+            "self_ms_per_step": (own_device if cuda else event.self_cpu_time_total) / 1000 / steps,
+            "cpu_ms_per_step": event.self_cpu_time_total / 1000 / steps,
+        })
+    rows.sort(key=lambda row: -row["self_ms_per_step"])
+    return {"device": device, "device_name": torch.cuda.get_device_name(0) if cuda else platform.machine() + " CPU",
+            "torch": torch.__version__, "size": size, "preset": preset, "channels": channels,
+            "ms_per_step_unprofiled": 1000 * unprofiled,
+            "profiled_total_ms_per_step": sum(r["self_ms_per_step"] for r in rows), "operations": rows}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda", help="cuda (what it is for), or cpu to check the script")
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--preset", default="paper", help="the network preset (paper, fast)")
+    parser.add_argument("--channels", type=int, default=3, help="image channels (3: RGB)")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--top", type=int, default=25, help="operations to print")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "src"))
+    result = profile_step(args.device, args.size, args.preset, args.channels, args.warmup, args.steps)
+    unit = "device" if args.device.startswith("cuda") else "CPU"
+    print(f"{result['device_name']}, torch {result['torch']}, {args.preset} network, {args.size}², "
+          f"{result['ms_per_step_unprofiled']:.2f} ms a step unprofiled; own {unit} time per step:")
+    for row in result["operations"][: args.top]:
+        print(f"  {row['self_ms_per_step']:8.3f} ms  {row['calls_per_step']:6.1f} calls  {row['name'][:90]}")
+    if args.out:
+        given = sys.argv[1:] if argv is None else list(argv)
+        args.out.write_text(json.dumps({"date": date.today().isoformat(),
+                                        "command": " ".join(["python benchmarks/step_profile.py", *given]),
+                                        **result}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
