@@ -88,7 +88,7 @@ cat "$W/machine.txt"
 
 # Next lease, most wanted first (the third lease's results, BENCHMARKS.md "Time to result on
 # a GPU since recorruption", left these open; the ninth session, without a GPU, added
-# profile512, first_picture and quality).
+# profile512, slices, first_picture and quality).
 # 1. Where the first fit's seconds go: cuDNN's kernel search (which the engine turns on for
 #    every CUDA fit) against CUDA's own start-up and lazy kernel loading. One process: the
 #    first fit takes CUDA's start-up, then the paper network without the search (twice),
@@ -100,6 +100,11 @@ part breakdown 170 $PY benchmarks/fit_breakdown.py --data "$DATA" --device $DEV 
 #    operations by their own device time, eager float32.
 part profile512 60 $PY benchmarks/step_profile.py --device $DEV --size "${TTR_LARGE}" "${PROFILE[@]}" \
     --out "$W/step-profile-512.json"
+# 1c. The same step with reflection padding and bilinear upsampling made of slices, whose
+#    backward passes use no atomics (SkipNetConfig.slice_ops, off by default): NCHW, eager
+#    and graphed, float32 and bf16, each with and without.
+part slices 90 $PY benchmarks/step_variants.py --device $DEV --sizes "${TTR_LARGE}" "${STEPS[@]}" --slice-ops \
+    --out "$W/step-variants-slices.json"
 # 2. The first picture on a GPU (first_picture.py; napari is not there, so the API and the
 #    command only): a fresh process's first fit pays CUDA's start-up before its first step,
 #    which may put the first picture well past the 2 s it takes on the CPU.

@@ -15,13 +15,14 @@ import argparse
 import itertools
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 
 def measure(size: int, channels_last: bool, graphs: bool, precision: str, warmup: int, iterations: int,
-            device: str = "cuda") -> dict:
+            device: str = "cuda", slice_ops: bool = False) -> dict:
     import torch
 
     from napari_dip.engine.fit import FitConfig, Fitter
@@ -35,7 +36,8 @@ def measure(size: int, channels_last: bool, graphs: bool, precision: str, warmup
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    fitter = Fitter(target, Identity(), NETWORK_PRESETS["paper"]["default"], config)
+    network = replace(NETWORK_PRESETS["paper"]["default"], slice_ops=slice_ops)
+    fitter = Fitter(target, Identity(), network, config)
     marks = {}
     for snap in fitter.run(snapshot_every=warmup):
         if cuda:
@@ -43,6 +45,7 @@ def measure(size: int, channels_last: bool, graphs: bool, precision: str, warmup
         marks[snap.iteration] = time.perf_counter()
     return {
         "size": size, "channels_last": channels_last, "graphs": graphs, "precision": precision,
+        "slice_ops": slice_ops,
         "seconds_per_iteration": (marks[warmup + iterations] - marks[warmup]) / iterations,
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
         "cuda_graphs_setting": fitter.settings["cuda_graphs"],
@@ -56,18 +59,24 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--device", default="cuda", help="cuda (what it is for), or cpu to check the script")
+    parser.add_argument("--slice-ops", action="store_true",
+                        help="NCHW only, each variant with PyTorch's padding and upsampling and with the network's "
+                        "slice_ops (engine/slice_ops.py)")
     parser.add_argument("--out", type=Path)
     options = parser.parse_args(argv)
     import torch
 
     rows = []
     for size in [int(s) for s in options.sizes.split(",")]:
-        for channels_last, graphs, precision in itertools.product((False, True), (False, True),
-                                                                  ("float32", "bfloat16")):
-            row = measure(size, channels_last, graphs, precision, options.warmup, options.iterations, options.device)
+        layouts, slicing = ((False,), (False, True)) if options.slice_ops else ((False, True), (False,))
+        for channels_last, graphs, precision, slice_ops in itertools.product(layouts, (False, True),
+                                                                             ("float32", "bfloat16"), slicing):
+            row = measure(size, channels_last, graphs, precision, options.warmup, options.iterations, options.device,
+                          slice_ops)
             rows.append(row)
             print(f"{size}² {'channels-last' if channels_last else 'NCHW':13s} graphs={str(graphs):5s} "
-                  f"{precision:8s} {row['seconds_per_iteration'] * 1000:6.2f} ms/step "
+                  f"{precision:8s} {'slice ops' if slice_ops else 'torch ops'} "
+                  f"{row['seconds_per_iteration'] * 1000:6.2f} ms/step "
                   f"{row['peak_gib']:5.2f} GiB  graphs used: {row['cuda_graphs_setting']} "
                   f"(captures {row['captures']})", flush=True)
             if options.out:

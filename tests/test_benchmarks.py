@@ -309,6 +309,16 @@ def test_step_variants_measures_a_step_and_says_whether_it_was_graphed():
     assert row["cuda_graphs_setting"] is False and row["captures"] is None
 
 
+def test_step_variants_compares_the_slice_ops_on_request(tmp_path):
+    module = _load_script("step_variants")
+    out = tmp_path / "variants.json"
+    assert module.main(["--device", "cpu", "--sizes", "32", "--warmup", "1", "--iterations", "1", "--slice-ops",
+                        "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 8 and not any(row["channels_last"] for row in rows)
+    assert sorted(row["slice_ops"] for row in rows) == [False] * 4 + [True] * 4
+
+
 def test_stopping_traces_run_the_whole_budget():
     """Traces are replayed offline for rules that stop later than the default, so the fit
     behind one must not stop at the default's trend test (it did, once that became the default)."""

@@ -77,3 +77,58 @@ def test_replicas_side_by_side_are_the_independent_networks():
         together = combined(torch.cat(inputs, dim=1))
         for k, (net, z) in enumerate(zip(nets, inputs)):
             torch.testing.assert_close(together[:, 2 * k : 2 * k + 2], net(z), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("pad", [1, 2, 3])
+def test_sliced_reflection_padding_is_torchs_with_the_same_gradient(pad):
+    from torch.nn import functional as F
+
+    from napari_dip.engine.slice_ops import reflect_pad
+
+    x = torch.rand(2, 3, 7, 9, dtype=torch.float64, requires_grad=True)
+    ours, theirs = reflect_pad(x, pad), F.pad(x, (pad,) * 4, mode="reflect")
+    assert torch.equal(ours, theirs)
+    weights = torch.rand_like(ours)
+    (mine,) = torch.autograd.grad((ours * weights).sum(), x)
+    (torchs,) = torch.autograd.grad((theirs * weights).sum(), x)
+    assert torch.allclose(mine, torchs, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 2, 3, 5), (2, 4, 8, 8)])
+def test_sliced_bilinear_upsampling_is_torchs_with_the_same_gradient(shape):
+    from torch.nn import functional as F
+
+    from napari_dip.engine.slice_ops import bilinear_up2
+
+    x = torch.rand(*shape, dtype=torch.float64, requires_grad=True)
+    ours = bilinear_up2(x)
+    theirs = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    assert ours.shape == theirs.shape and torch.allclose(ours, theirs, rtol=0, atol=1e-12)
+    weights = torch.rand_like(ours)
+    (mine,) = torch.autograd.grad((ours * weights).sum(), x)
+    (torchs,) = torch.autograd.grad((theirs * weights).sum(), x)
+    assert torch.allclose(mine, torchs, rtol=0, atol=1e-12)
+
+
+def test_the_slice_ops_network_is_the_same_network():
+    """Same weights from the same seed, same state-dict keys, the same outputs and weight
+    gradients to float rounding (float64)."""
+    sliced_config = SkipNetConfig(**{**TINY_NET.to_dict(), "slice_ops": True})
+    torch.manual_seed(0)
+    plain = SkipNet(TINY_NET, 2).double()
+    torch.manual_seed(0)
+    sliced = SkipNet(sliced_config, 2).double()
+    assert plain.state_dict().keys() == sliced.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), sliced.state_dict().values()))
+    assert any(type(m).__name__ == "BilinearUp2" for m in sliced.modules())
+    assert any(type(m).__name__ == "SlicePaddedConv2d" for m in sliced.modules())
+    z = torch.rand(1, TINY_NET.input_channels, 32, 32, dtype=torch.float64)
+    target = torch.rand(1, 2, 32, 32, dtype=torch.float64)
+    outputs, grads = [], []
+    for net in (plain, sliced):
+        out = net(z)
+        loss = ((out - target) ** 2).mean()
+        grads.append(torch.autograd.grad(loss, list(net.parameters())))
+        outputs.append(out.detach())
+    assert torch.allclose(outputs[0], outputs[1], rtol=0, atol=1e-12)
+    assert all(torch.allclose(a, b, rtol=1e-9, atol=1e-12) for a, b in zip(*grads))

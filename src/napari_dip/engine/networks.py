@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from .slice_ops import BilinearUp2, SlicePaddedConv2d
 
 ACTIVATIONS = ("leaky_relu", "relu", "elu", "silu")
 NORMALISATIONS = ("batch", "none")
@@ -58,6 +59,10 @@ class SkipNetConfig:
     #: normalisation subtracts each channel's mean, so such a bias has no effect on the
     #: output; ``False`` leaves it out (fewer parameters and gradients, same functions).
     conv_bias: bool = True
+    #: Reflection padding and bilinear upsampling made of slices and sums
+    #: (:mod:`napari_dip.engine.slice_ops`): the same function to float rounding, with
+    #: backward passes free of CUDA atomics. Off: unmeasured on a GPU, slower on a CPU.
+    slice_ops: bool = False
 
     def __post_init__(self):
         scales = len(self.channels_down)
@@ -128,7 +133,8 @@ def _conv(cfg: SkipNetConfig, cin: int, cout: int, kernel: int, stride: int = 1,
     # Replicas are independent networks side by side: grouped convolutions never mix them.
     # Every convolution made here is followed by a normalisation (the head is made apart).
     bias = cfg.conv_bias or cfg.normalization == "none"
-    return nn.Conv2d(
+    conv = SlicePaddedConv2d if cfg.slice_ops and cfg.padding == "reflect" and kernel > 1 else nn.Conv2d
+    return conv(
         cin * replicas,
         cout * replicas,
         kernel,
@@ -172,7 +178,10 @@ class _Scale(nn.Module):
         self.coarser = _Scale(cfg, index + 1, down, replicas) if index + 1 < cfg.scales else None
         from_below = cfg.channels_up[index + 1] if self.coarser is not None else down
         align = False if cfg.upsample_mode in ("bilinear", "bicubic") else None
-        self.upsample = nn.Upsample(scale_factor=2, mode=cfg.upsample_mode, align_corners=align)
+        if cfg.slice_ops and cfg.upsample_mode == "bilinear":
+            self.upsample = BilinearUp2()
+        else:
+            self.upsample = nn.Upsample(scale_factor=2, mode=cfg.upsample_mode, align_corners=align)
         merge = cfg.normalization if cfg.merge_norm else "none"
         self.merge_norm = _norm(merge, (skip + from_below) * replicas)
         self.fuse = nn.Sequential(
