@@ -224,16 +224,29 @@ def test_local_cluster_finishes_every_file_once_when_a_worker_dies(tmp_path):
         runner.start()
         killed = victim = None
         deadline = time.monotonic() + 120
+        def written(image):
+            return (out / image).exists() or (out / f"{image}.json").exists()
+
         while killed is None and time.monotonic() < deadline:
             # The key names the image (napari-dip-img3.png-1a2b). The scheduler may still list
             # a fit whose worker has just written its result: only an image with nothing
             # written yet is taken as mid-fit (a CI run once killed a worker that had
             # finished its image, and the record rightly named the killed process).
             busy = [(address, key.split("-")[2]) for address, keys in client.processing().items() for key in keys
-                    if not (out / key.split("-")[2]).exists() and not (out / f"{key.split('-')[2]}.json").exists()]
+                    if address in pids and not written(key.split("-")[2])]
             if busy and any(out.glob("*.json")):  # one result written, others mid-fit: kill a busy worker
-                killed, victim = busy[0]
-                os.kill(pids[killed], signal.SIGKILL)
+                address, image = busy[0]
+                os.kill(pids[address], signal.SIGKILL)
+                gone = time.monotonic() + 10
+                while time.monotonic() < gone:  # a killed process writes nothing more
+                    try:
+                        os.kill(pids[address], 0)
+                    except ProcessLookupError:
+                        break
+                    time.sleep(0.01)
+                if not written(image):  # it died mid-fit; otherwise it finished first: kill the other
+                    killed, victim = address, image
+                pids = {a: pid for a, pid in pids.items() if a != address} if killed is None else pids
             time.sleep(0.02)
         runner.join(timeout=300)
         assert killed is not None and not runner.is_alive()
