@@ -682,7 +682,11 @@ def write_results(path: Path, records: list[dict], meta: dict) -> None:
         for k, group in group_records(records).items()
     ]
     document = {"meta": meta, "summaries": summaries, "records": records}
-    path.write_text(json.dumps(document, indent=1, default=_json_default, allow_nan=True) + "\n")
+    # Whole or not at all: a lease's end may stop the run in the middle of a write, and a
+    # truncated file would lose every earlier lease's images for --resume.
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(document, indent=1, default=_json_default, allow_nan=True) + "\n")
+    os.replace(partial, path)
 
 
 def _json_default(value):
@@ -767,6 +771,8 @@ def parse_options(argv=None) -> argparse.Namespace:
     if options.crop is not None and options.crop < 16:
         parser.error("--crop must be at least 16")
     options.data = options.data.resolve()
+    if options.resume and (options.out is None or options.out.suffix.lower() == ".csv"):
+        parser.error("--resume needs a JSON --out (a CSV keeps no fit settings to compare)")
     return options
 
 
@@ -791,7 +797,12 @@ def run(options: argparse.Namespace, stream=None) -> list[dict]:
     options.finished = {(r["task"], r["set"], r["setting"], r["image"]) for r in previous}
     # Each image's record says which engine, machine and device made it: a resumed
     # protocol gathers images from several runs (several GPU leases).
-    made_by = {"napari_dip": engine, "machine": machine_name(options.device), "torch": torch.__version__}
+    made_by = {"napari_dip": engine, "machine": machine_name(options.device), "device": device_type(options.device),
+               "torch": torch.__version__}
+    others = sorted({r.get("made_by", {}).get("device") for r in previous} - {made_by["device"]})
+    if others:  # the same seed draws other noise on another kind of device
+        raise SystemExit(f"--resume: {options.out} holds fits made on {', '.join(map(str, others))}, "
+                         f"this run fits on {made_by['device']}; use another --out")
     records = []
     started = time.perf_counter()
 
@@ -844,8 +855,6 @@ def resumed_records(options) -> tuple[list[dict], list[dict]]:
     runs' metadata; refuses a file made with other result options."""
     if not options.out or not options.out.exists():
         return [], []
-    if options.out.suffix.lower() == ".csv":
-        raise SystemExit("--resume needs a JSON --out (a CSV keeps no fit settings)")
     document = json.loads(options.out.read_text())
     before = document.get("meta", {})
     mine = result_options(options)
@@ -855,6 +864,15 @@ def resumed_records(options) -> tuple[list[dict], list[dict]]:
         raise SystemExit(f"--resume: {options.out} was made with other {', '.join(differ)} ({was}); use another --out")
     earlier = [*before.get("earlier_runs", []), {k: before.get(k) for k in ("date", "napari_dip", "torch", "argv")}]
     return document.get("records", []), earlier
+
+
+def device_type(device: str) -> str:
+    """``cuda``, ``mps`` or ``cpu``: what ``--device`` resolves to here."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device).type
 
 
 def machine_name(device: str) -> str:

@@ -8,8 +8,9 @@ more than its convolutions' arithmetic needs there, and no profile had been take
 runs the plain loop of a fit (the network, the squared error, backward, Adam) eagerly for
 ``--warmup`` steps, then ``--steps`` steps under ``torch.profiler``, and lists the
 operations by their own time on the device (on the CPU, by their own CPU time): kernels
-of the forward and the backward passes, the optimiser's, copies. ``--out`` keeps every
-operation's calls and milliseconds per step as JSON.
+of the forward and the backward passes, the optimiser's, copies (on CUDA the kernels, with
+cuDNN's kernel search on as the engine has it). ``--out`` keeps every operation's calls and
+milliseconds per step as JSON.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def profile_step(device: str, size: int, preset: str, channels: int, warmup: int
     target = torch.rand(1, channels, size, size, device=device)
     optimizer = torch.optim.Adam(network.parameters(), lr=0.01)
     cuda = device.startswith("cuda")
+    if cuda:  # as the engine fits on CUDA (devices.autotune_convolutions): the same kernels
+        torch.backends.cudnn.benchmark = True
 
     def step():
         loss = ((network(noise) - target) ** 2).mean()
@@ -64,15 +67,17 @@ def profile_step(device: str, size: int, preset: str, channels: int, warmup: int
         sync()
     rows = []
     for event in prof.key_averages():
-        own_device = getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0)
-        rows.append({
-            "name": event.key, "calls_per_step": event.count / steps,
-            "self_ms_per_step": (own_device if cuda else event.self_cpu_time_total) / 1000 / steps,
-            "cpu_ms_per_step": event.self_cpu_time_total / 1000 / steps,
-        })
+        # On CUDA the kernels are events of their own (device type CUDA); the operators that
+        # launched them would count the same time again, so only kernels are listed.
+        kernel = str(event.device_type).endswith("CUDA")
+        if cuda and not kernel:
+            continue
+        own = event.self_device_time_total if cuda else event.self_cpu_time_total
+        rows.append({"name": event.key, "calls_per_step": event.count / steps, "self_ms_per_step": own / 1000 / steps})
     rows.sort(key=lambda row: -row["self_ms_per_step"])
     return {"device": device, "device_name": torch.cuda.get_device_name(0) if cuda else platform.machine() + " CPU",
             "torch": torch.__version__, "size": size, "preset": preset, "channels": channels,
+            "cudnn_benchmark": bool(cuda and torch.backends.cudnn.benchmark),
             "ms_per_step_unprofiled": 1000 * unprofiled,
             "profiled_total_ms_per_step": sum(r["self_ms_per_step"] for r in rows), "operations": rows}
 

@@ -510,6 +510,14 @@ def test_a_protocol_cut_short_is_resumed_image_by_image(quality, tiny_data, tmp_
 
     with pytest.raises(SystemExit, match="other iterations"):
         quality.main([*common[:-2], "--iterations", "3", "--out", str(out), "--resume"])
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("protocol")] == ["protocol.json"]  # no partial file
+    # Fits of another kind of device draw other noise from the same seed: not mixed in.
+    whole["records"][0]["made_by"]["device"] = "cuda"
+    out.write_text(json.dumps(whole))
+    with pytest.raises(SystemExit, match="made on cuda"):
+        quality.main([*common, "--resume"])
+    with pytest.raises(SystemExit):  # a CSV keeps nothing to compare a resumed run with
+        quality.main([*common[:-2], "--out", str(tmp_path / "protocol.csv"), "--resume"])
 
 
 def test_fit_breakdown_splits_each_fit_and_can_leave_cudnn_autotuning_off(tiny_data, tmp_path):

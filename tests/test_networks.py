@@ -88,6 +88,8 @@ def test_sliced_reflection_padding_is_torchs_with_the_same_gradient(pad):
     x = torch.rand(2, 3, 7, 9, dtype=torch.float64, requires_grad=True)
     ours, theirs = reflect_pad(x, pad), F.pad(x, (pad,) * 4, mode="reflect")
     assert torch.equal(ours, theirs)
+    with pytest.raises(ValueError):  # as F.pad refuses: a side of at most `pad` pixels has nothing to mirror
+        reflect_pad(torch.rand(1, 1, pad, 9), pad)
     weights = torch.rand_like(ours)
     (mine,) = torch.autograd.grad((ours * weights).sum(), x)
     (torchs,) = torch.autograd.grad((theirs * weights).sum(), x)

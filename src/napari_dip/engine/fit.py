@@ -496,7 +496,8 @@ class Fitter:
                 pending += 1
                 if checkpoint is None:
                     checkpoint = self._save(run_averages, output, float(loss))  # one host sync, once
-                    checkpoint_at = iteration
+                    # Counted from 0, so the first check (at check_every) may save a newer one.
+                    checkpoint_at = 0
                 # The rules keep every run's average at their best iteration (the runs'
                 # spread is the result's uncertainty); their mean is the result.
                 if isinstance(self.stopper, WindowedVariance):
@@ -564,7 +565,7 @@ class Fitter:
                     # which the next check will backtrack from, it shows the last healthy
                     # state instead: never a diverged image.
                     recent = losses[:pending].cpu().numpy()
-                    if self._jumped(recent, lowest_loss):
+                    if cfg.backtrack and self._jumped(recent, lowest_loss):
                         held = checkpoint
                     else:
                         last_loss = float(recent[-1])
@@ -635,7 +636,8 @@ class Fitter:
             )
 
     def _expected_stop(self, iteration: int, best: int | None) -> int:
-        """Where the fit ends if no new best comes: ``best + patience``, within the budget.
+        """Where the fit ends if no new best comes: the first check at or after
+        ``best + patience``, within the budget.
 
         Before the rule has a best (warm-up), the earliest it could stop is
         ``warmup + patience``.
@@ -645,7 +647,10 @@ class Fitter:
             return budget
         stopping = self.config.stopping
         anchor = best if best is not None else max(iteration, stopping.warmup)
-        return int(min(budget, max(iteration, anchor + stopping.patience)))
+        # The rule is asked at the checks only: the first check at or after the patience.
+        check = self.config.check_every
+        at_check = -(-(anchor + stopping.patience) // check) * check
+        return int(min(budget, max(iteration, at_check)))
 
     def _make_stopper(self, channels: int, size: tuple[int, ...]):
         stopping = self.config.stopping

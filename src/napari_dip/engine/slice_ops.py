@@ -8,8 +8,9 @@ into the input's gradient with atomics on CUDA, and the paper network runs them 
 an H200 is unmeasured (``benchmarks/step_profile.py`` and ``step_variants.py --slice-ops``
 are queued for a GPU lease). On the 2-core CPU they are no faster: a step of the
 recorruption network at 128² took 35 ms with them against 28 ms, the paper network's the
-same 270-300 ms either way (2026-11-27, two rounds). ``SkipNetConfig.slice_ops`` switches
-the skip network to them; it is off.
+same 270-300 ms either way (2026-11-27, two rounds). Under bf16 autocast their weighted
+sums round in bf16, where PyTorch's upsampling kernel accumulates in float32.
+``SkipNetConfig.slice_ops`` switches the skip network to them; it is off.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def reflect_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
     """
     if pad == 0:
         return x
+    if pad >= min(x.shape[-2:]):
+        raise ValueError(f"reflection padding of {pad} needs more than {pad} pixels a side, got {tuple(x.shape[-2:])}")
     x = torch.cat([x[..., 1 : pad + 1].flip(-1), x, x[..., -pad - 1 : -1].flip(-1)], dim=-1)
     return torch.cat([x[..., 1 : pad + 1, :].flip(-2), x, x[..., -pad - 1 : -1, :].flip(-2)], dim=-2)
 
@@ -51,7 +54,8 @@ def bilinear_up2(x: torch.Tensor) -> torch.Tensor:
     >>> bool(torch.allclose(bilinear_up2(x), expected))
     True
     """
-    return _double_last_axis(_double_last_axis(x).transpose(-1, -2)).transpose(-1, -2)
+    # Contiguous, as PyTorch's own result is: the layers after it would copy a strided one.
+    return _double_last_axis(_double_last_axis(x).transpose(-1, -2)).transpose(-1, -2).contiguous()
 
 
 class BilinearUp2(nn.Module):
@@ -62,8 +66,13 @@ class BilinearUp2(nn.Module):
 
 
 class SlicePaddedConv2d(nn.Conv2d):
-    """A ``padding_mode="reflect"`` convolution whose padding is :func:`reflect_pad`: the
-    same weights, state-dict keys and outputs as ``nn.Conv2d``."""
+    """A ``padding_mode="reflect"`` convolution with a square kernel whose padding is
+    :func:`reflect_pad`: the same weights, state-dict keys and outputs as ``nn.Conv2d``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.padding[0] != self.padding[1]:
+            raise ValueError(f"SlicePaddedConv2d pads both axes alike, got padding {self.padding}")
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return F.conv2d(reflect_pad(x, self.padding[0]), weight, bias, self.stride, 0, self.dilation, self.groups)
