@@ -177,11 +177,13 @@ def cli_first_count(image: Path, src: Path, out: Path) -> dict:
 def engine_src(args, stack) -> list[tuple[str, Path]]:
     engines = [("current", Path(args.src).resolve() if args.src else ROOT / "src")]
     if args.baseline:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from time_to_result import baseline_worktree, remove_worktree
+
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "baseline"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(folder), args.baseline],
-                       check=True)
-        stack.callback(subprocess.run, ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder)])
-        engines.append((f"baseline {args.baseline}", folder / "src"))
+        src, _ = baseline_worktree(args.baseline, folder)
+        stack.callback(remove_worktree, folder)
+        engines.append((f"baseline {args.baseline}", src))
     return engines
 
 
