@@ -52,6 +52,7 @@ def profile_step(device: str, size: int, preset: str, channels: int, warmup: int
         if cuda:
             torch.cuda.synchronize()
 
+    flops = convolution_gflop(network, noise)
     for _ in range(warmup):
         step()
     sync()
@@ -78,8 +79,31 @@ def profile_step(device: str, size: int, preset: str, channels: int, warmup: int
     return {"device": device, "device_name": torch.cuda.get_device_name(0) if cuda else platform.machine() + " CPU",
             "torch": torch.__version__, "size": size, "preset": preset, "channels": channels,
             "cudnn_benchmark": bool(cuda and torch.backends.cudnn.benchmark),
+            "convolution_gflop_forward": flops,
             "ms_per_step_unprofiled": 1000 * unprofiled,
             "profiled_total_ms_per_step": sum(r["self_ms_per_step"] for r in rows), "operations": rows}
+
+
+def convolution_gflop(network, x) -> float:
+    """The multiply-adds of the network's convolutions in one forward pass on ``x``, as
+    GFLOP (two per multiply-add; the backward pass does about twice as many)."""
+    import torch
+
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        total += 2 * output.numel() * per_output
+
+    hooks = [m.register_forward_hook(count) for m in network.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            network(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total / 1e9
 
 
 def main(argv=None) -> int:
@@ -97,7 +121,8 @@ def main(argv=None) -> int:
     result = profile_step(args.device, args.size, args.preset, args.channels, args.warmup, args.steps)
     unit = "device" if args.device.startswith("cuda") else "CPU"
     print(f"{result['device_name']}, torch {result['torch']}, {args.preset} network, {args.size}², "
-          f"{result['ms_per_step_unprofiled']:.2f} ms a step unprofiled; own {unit} time per step:")
+          f"{result['ms_per_step_unprofiled']:.2f} ms a step unprofiled, "
+          f"{result['convolution_gflop_forward']:.1f} GFLOP of convolutions forward; own {unit} time per step:")
     for row in result["operations"][: args.top]:
         print(f"  {row['self_ms_per_step']:8.3f} ms  {row['calls_per_step']:6.1f} calls  {row['name'][:90]}")
     if args.out:

@@ -22,12 +22,12 @@ import numpy as np
 
 
 def measure(size: int, channels_last: bool, graphs: bool, precision: str, warmup: int, iterations: int,
-            device: str = "cuda", slice_ops: bool = False) -> dict:
+            device: str = "cuda", slice_ops: bool = False, network: str = "paper") -> dict:
     import torch
 
     from napari_dip.engine.fit import FitConfig, Fitter
     from napari_dip.engine.forward import Identity
-    from napari_dip.engine.networks import NETWORK_PRESETS
+    from napari_dip.engine.networks import NETWORK_PRESETS, RECORRUPTION_NETWORKS
     from napari_dip.engine.stopping import StoppingConfig
 
     target = np.random.default_rng(0).uniform(0, 1, (3, size, size)).astype(np.float32)
@@ -36,8 +36,9 @@ def measure(size: int, channels_last: bool, graphs: bool, precision: str, warmup
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    network = replace(NETWORK_PRESETS["paper"]["default"], slice_ops=slice_ops)
-    fitter = Fitter(target, Identity(), network, config)
+    # The recorruption network (the CPU default for denoising), timed here on a noise input.
+    config_of = {"paper": NETWORK_PRESETS["paper"]["default"], "recorruption": RECORRUPTION_NETWORKS["fast"]}
+    fitter = Fitter(target, Identity(), replace(config_of[network], slice_ops=slice_ops), config)
     marks = {}
     for snap in fitter.run(snapshot_every=warmup):
         if cuda:
@@ -45,7 +46,7 @@ def measure(size: int, channels_last: bool, graphs: bool, precision: str, warmup
         marks[snap.iteration] = time.perf_counter()
     return {
         "size": size, "channels_last": channels_last, "graphs": graphs, "precision": precision,
-        "slice_ops": slice_ops,
+        "slice_ops": slice_ops, "network": network,
         "seconds_per_iteration": (marks[warmup + iterations] - marks[warmup]) / iterations,
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
         "cuda_graphs_setting": fitter.settings["cuda_graphs"],
@@ -62,6 +63,7 @@ def main(argv=None) -> int:
     parser.add_argument("--slice-ops", action="store_true",
                         help="NCHW only, each variant with PyTorch's padding and upsampling and with the network's "
                         "slice_ops (engine/slice_ops.py)")
+    parser.add_argument("--network", choices=("paper", "recorruption"), default="paper")
     parser.add_argument("--out", type=Path)
     options = parser.parse_args(argv)
     import torch
@@ -72,7 +74,7 @@ def main(argv=None) -> int:
         for channels_last, graphs, precision, slice_ops in itertools.product(layouts, (False, True),
                                                                              ("float32", "bfloat16"), slicing):
             row = measure(size, channels_last, graphs, precision, options.warmup, options.iterations, options.device,
-                          slice_ops)
+                          slice_ops, options.network)
             rows.append(row)
             print(f"{size}² {'channels-last' if channels_last else 'NCHW':13s} graphs={str(graphs):5s} "
                   f"{precision:8s} {'slice ops' if slice_ops else 'torch ops'} "

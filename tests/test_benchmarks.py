@@ -653,3 +653,5 @@ def test_step_profile_lists_the_operations_of_a_step(tmp_path):
     times = [row["self_ms_per_step"] for row in result["operations"]]
     assert times == sorted(times, reverse=True) and times[0] > 0
     assert result["ms_per_step_unprofiled"] > 0 and result["size"] == 64
+    # The fast network's first convolution alone: 64² outputs, 48 channels, 32 inputs, 3x3, stride 2 (32²).
+    assert result["convolution_gflop_forward"] > 2 * 32 * 32 * 48 * 32 * 9 / 1e9

@@ -61,7 +61,7 @@ class SkipNetConfig:
     conv_bias: bool = True
     #: Reflection padding and bilinear upsampling made of slices and sums
     #: (:mod:`napari_dip.engine.slice_ops`): the same function to float rounding, with
-    #: backward passes free of CUDA atomics. Off: unmeasured on a GPU, slower on a CPU.
+    #: backward passes free of CUDA atomics. Off: unmeasured on a GPU, no faster on a CPU.
     slice_ops: bool = False
 
     def __post_init__(self):

@@ -6,9 +6,11 @@ passes are slices and sums. PyTorch's own backward kernels for these two operati
 into the input's gradient with atomics on CUDA, and the paper network runs them on
 128-channel maps at full resolution. Whether that is what keeps its 512² step at 14 ms on
 an H200 is unmeasured (``benchmarks/step_profile.py`` and ``step_variants.py --slice-ops``
-are queued for a GPU lease). On the 2-core CPU they are no faster: a step of the
-recorruption network at 128² took 35 ms with them against 28 ms, the paper network's the
-same 270-300 ms either way (2026-11-27, two rounds). Under bf16 autocast their weighted
+are queued for a GPU lease). On the 2-core CPU they are no faster: a float32 step of the
+recorruption network at 128² took 35.9 and 29.4 ms with them against 30.3 and 34.2 ms
+without, within the machine's spread (2026-11-27, ``python benchmarks/step_variants.py
+--device cpu --sizes 128 --slice-ops --network recorruption --warmup 5 --iterations 50``,
+``benchmarks/results/step-variants-slices-cpu.json``). Under bf16 autocast their weighted
 sums round in bf16, where PyTorch's upsampling kernel accumulates in float32.
 ``SkipNetConfig.slice_ops`` switches the skip network to them; it is off.
 """
