@@ -20,7 +20,10 @@ channels in 5 scales, fitted on the whole image):
   ``kN`` steps a forward pass over the whole image enters the running average (at the
   weight of N steps);
 * ``bN`` without a crop: N recorruptions of the whole image as a batch, each step (the
-  running average takes their mean output).
+  running average takes their mean output);
+* ``rN``: the network's output is its input plus a correction (no sigmoid), so a fit
+  starts from the noisy image instead of grey; ``r1`` starts the correction at zero (the
+  last convolution's weights zeroed), ``r2`` from the random initialisation.
 """
 
 from __future__ import annotations
@@ -36,7 +39,20 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from recorruption_trace import crop_arguments, noisy_crop, write_traces  # noqa: E402
 
-DEFAULTS = {"crop": None, "k": 1, "b": 1, "lr": 0.01, "w": 32, "d": 5, "s": 4, "p": 1}
+DEFAULTS = {"crop": None, "k": 1, "b": 1, "lr": 0.01, "w": 32, "d": 5, "s": 4, "p": 1, "r": 0}
+
+
+class _Residual:
+    """``x -> x + network(x)``, the correction network's parameters as its own."""
+
+    def __init__(self, network):
+        self.network = network
+
+    def __call__(self, x):
+        return x + self.network(x)
+
+    def parameters(self):
+        return self.network.parameters()
 
 
 def parse_variant(text: str) -> dict:
@@ -52,6 +68,26 @@ def parse_variant(text: str) -> dict:
     return values
 
 
+def build_network(cfg: dict, channels: int):
+    """The variant's network for images of ``channels`` channels (torch's seed as it stands)."""
+    import torch
+
+    from napari_dip.engine.networks import FAST_DENOISE, SkipNet
+
+    depth, fold = cfg["d"], cfg["p"]
+    network = SkipNet(replace(FAST_DENOISE.with_width(cfg["w"]), input_channels=channels * fold**2,
+                              channels_down=(cfg["w"],) * depth, channels_up=(cfg["w"],) * depth,
+                              channels_skip=(cfg["s"],) * depth, output_sigmoid=not cfg["r"]),
+                      channels * fold**2)
+    if cfg["r"] == 1:
+        with torch.no_grad():
+            network.head.weight.zero_()
+            network.head.bias.zero_()
+    if fold > 1:
+        network = torch.nn.Sequential(torch.nn.PixelUnshuffle(fold), network, torch.nn.PixelShuffle(fold))
+    return _Residual(network) if cfg["r"] else network
+
+
 def main(argv=None) -> int:
     parser = crop_arguments(__doc__.splitlines()[0], "full,w16d3")
     parser.add_argument("--alpha", type=float, default=1.5, help="recorruption's split of the fresh noise")
@@ -59,8 +95,6 @@ def main(argv=None) -> int:
     variants = {text: parse_variant(text) for text in options.variants.split(",")}  # fail before any fit
     quality, name, clean, y = noisy_crop(options)
     import torch
-
-    from napari_dip.engine.networks import FAST_DENOISE, SkipNet
 
     sigma = options.sigma / 255
     channels, height, width = y.shape[1:]
@@ -72,13 +106,7 @@ def main(argv=None) -> int:
     for text, cfg in variants.items():
         torch.manual_seed(0)
         generator = torch.Generator().manual_seed(1)
-        depth = cfg["d"]
-        fold = cfg["p"]
-        network = SkipNet(replace(FAST_DENOISE.with_width(cfg["w"]), input_channels=channels * fold**2,
-                                  channels_down=(cfg["w"],) * depth, channels_up=(cfg["w"],) * depth,
-                                  channels_skip=(cfg["s"],) * depth), channels * fold**2)
-        if fold > 1:
-            network = torch.nn.Sequential(torch.nn.PixelUnshuffle(fold), network, torch.nn.PixelShuffle(fold))
+        network = build_network(cfg, channels)
         optimizer = torch.optim.Adam(network.parameters(), lr=cfg["lr"])
         every = cfg["k"]
         decay = 0.99 ** every

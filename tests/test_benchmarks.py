@@ -655,3 +655,21 @@ def test_step_profile_lists_the_operations_of_a_step(tmp_path):
     assert result["ms_per_step_unprofiled"] > 0 and result["size"] == 64
     # The fast network's first convolution alone: 64² outputs, 48 channels, 32 inputs, 3x3, stride 2 (32²).
     assert result["convolution_gflop_forward"] > 2 * 32 * 32 * 48 * 32 * 9 / 1e9
+
+
+def test_recorruption_network_trace_variants_and_the_residual_start():
+    """``r1`` starts the fit at its input (the correction is zero), ``r2`` does not."""
+    import torch
+
+    module = _load_script("recorruption_network_trace")
+    variant = module.parse_variant("w16d3r1lr0.003")
+    assert (variant["w"], variant["d"], variant["r"], variant["lr"]) == (16, 3, 1, 0.003)
+    with pytest.raises(SystemExit, match="bad variant"):
+        module.parse_variant("w16q3")
+    torch.manual_seed(0)
+    image = torch.rand(1, 1, 32, 32)
+    assert torch.equal(module.build_network(variant, 1)(image), image)
+    moved = module.build_network(module.parse_variant("w16d3r2"), 1)(image)
+    assert moved.shape == image.shape and not torch.allclose(moved, image)
+    plain = module.build_network(module.parse_variant("w16d3"), 1)(image)
+    assert plain.min() > 0 and plain.max() < 1  # the sigmoid's range: not a correction of the input
