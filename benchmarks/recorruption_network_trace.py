@@ -21,6 +21,8 @@ channels in 5 scales, fitted on the whole image):
   weight of N steps);
 * ``bN`` without a crop: N recorruptions of the whole image as a batch, each step (the
   running average takes their mean output);
+* ``mX``, ``vX``: Adam's beta1 and beta2 (0.9 and 0.999), ``aX``: the running average's
+  weight (0.99);
 * ``rN``: the network's output is its input plus a correction (no sigmoid), so a fit
   starts from the noisy image instead of grey; ``r1`` starts the correction at zero (the
   last convolution's weights zeroed), ``r2`` from the random initialisation.
@@ -39,7 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from recorruption_trace import crop_arguments, noisy_crop, write_traces  # noqa: E402
 
-DEFAULTS = {"crop": None, "k": 1, "b": 1, "lr": 0.01, "w": 32, "d": 5, "s": 4, "p": 1, "r": 0}
+DEFAULTS = {"crop": None, "k": 1, "b": 1, "lr": 0.01, "w": 32, "d": 5, "s": 4, "p": 1, "r": 0, "m": 0.9, "v": 0.999, "a": 0.99}
 
 
 class _Residual:
@@ -55,6 +57,9 @@ class _Residual:
         return self.network.parameters()
 
 
+FLOATS = ("lr", "m", "v", "a")
+
+
 def parse_variant(text: str) -> dict:
     """``"w16d3"`` -> the defaults with ``w=16, d=3``."""
     values = dict(DEFAULTS)
@@ -64,7 +69,7 @@ def parse_variant(text: str) -> dict:
     if not pairs or "".join(k + v for k, v in pairs) != text or any(k not in DEFAULTS for k, _ in pairs):
         raise SystemExit(f"bad variant {text!r}: full, or pairs of {sorted(DEFAULTS)} and numbers, e.g. w16d3")
     for key, value in pairs:
-        values[key] = float(value) if key == "lr" else int(value)
+        values[key] = float(value) if key in FLOATS else int(value)
     return values
 
 
@@ -107,9 +112,10 @@ def main(argv=None) -> int:
         torch.manual_seed(0)
         generator = torch.Generator().manual_seed(1)
         network = build_network(cfg, channels)
-        optimizer = torch.optim.Adam(network.parameters(), lr=cfg["lr"])
+        optimizer = torch.optim.Adam(network.parameters(), lr=cfg["lr"], betas=(cfg["m"], cfg["v"]))
         every = cfg["k"]
-        decay = 0.99 ** every
+        weight = cfg["a"]
+        decay = weight ** every
         average, trace, start, scoring = None, [], time.perf_counter(), 0.0
         for iteration in range(1, options.iterations + 1):
             if cfg["crop"]:
@@ -133,7 +139,7 @@ def main(argv=None) -> int:
             with torch.no_grad():
                 if not cfg["crop"]:
                     mean = output.detach().mean(0, keepdim=True)
-                    average = mean if average is None else average.mul_(0.99).add_(mean, alpha=0.01)
+                    average = mean if average is None else average.mul_(weight).add_(mean, alpha=1 - weight)
                 elif iteration % every == 0:
                     whole = network(y + alpha * sigma * torch.randn(y.shape, generator=generator))
                     average = whole.clone() if average is None else average.mul_(decay).add_(whole, alpha=1 - decay)

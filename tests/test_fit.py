@@ -94,7 +94,8 @@ def test_cpu_fits_take_fused_adam_steps_equal_to_per_tensor_adam(monkeypatch):
     fused_snaps = list(fused.run(snapshot_every=10))
 
     per_tensor_adam = torch.optim.Adam
-    monkeypatch.setattr(torch.optim, "Adam", lambda params, lr, capturable, fused: per_tensor_adam(params, lr=lr))
+    monkeypatch.setattr(torch.optim, "Adam",
+                        lambda params, lr, betas, capturable, fused: per_tensor_adam(params, lr=lr, betas=betas))
     plain = Fitter(observation(), Identity(), TINY_NET, replace(CPU, iterations=30, seed=3))
     assert not plain.optimizer.defaults["fused"]
     plain_snaps = list(plain.run(snapshot_every=10))
