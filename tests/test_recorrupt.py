@@ -233,6 +233,18 @@ def test_fast_recorrupted_fits_take_adam_with_a_shorter_memory_of_squared_gradie
                                   ("denoise", "fast", {"reg_noise_std": 0.05}), ("inpaint", "fast", {})]:
         assert settings_for(task, preset, noise_sigma=0.1, **options)[1].adam_beta2 == 0.999
     assert settings_for("denoise", "fast", noise_sigma=0.1, adam_beta2=0.9)[1].adam_beta2 == 0.9
+    # Photon-limited noise through the Anscombe transform lost with 0.95 (6 FMD crops).
+    photon = settings_for("denoise", "fast", noise_sigma=0.1, photon_limited=True)[1]
+    assert photon.recorrupt_sigma == 0.1 and photon.adam_beta2 == 0.999
+    # Through the API: the noise model decides.
+    rng = np.random.default_rng(0)
+    counts = np.tile(np.linspace(5, 50, 32), (32, 1))
+    photons = (rng.poisson(counts) * 4).astype(np.uint16)
+    grey = np.clip(counts / 60 + rng.normal(0, 0.1, counts.shape), 0, 1).astype(np.float32)
+    for image, noise, beta2 in [(photons, "poisson-gaussian", 0.999), (grey, "gaussian", 0.95)]:
+        final = list(iter_restore("denoise", image, noise=noise, iterations=2, device="cpu", network=TINY_NET))[-1]
+        assert final.settings["fit"]["recorrupt_sigma"] > 0
+        assert final.settings["fit"]["adam_beta2"] == beta2
     fitter = Fitter(observation(), Identity(), TINY_NET, replace(CPU, adam_beta2=0.95))
     assert fitter.optimizer.param_groups[0]["betas"] == (0.9, 0.95)
     for bad in (0.0, 1.0, 1.5):

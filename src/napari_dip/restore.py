@@ -459,6 +459,7 @@ class _Job:
             patience=patience,
             noise_sigma=noise_sigma,
             recorrupt=recorrupt,
+            photon_limited=self.noise.poisson,
             device=device,
             **fit_overrides,
         )

@@ -72,7 +72,11 @@ RECORRUPT_BY_DEFAULT = {"paper": False, "fast": True}
 #: Per preset, Adam's ``beta2`` when the fit recorrupts (:attr:`FitConfig.adam_beta2`); a
 #: preset not named keeps 0.999. On 6 crops of Set12 and CSet9 (128², sigma 25 and 50) the
 #: ``fast`` recorruption network's fits with 0.95 peaked -0.03 to +0.31 dB from those with
-#: 0.999, and reached the latter's peak 1.1-1.7x sooner (BENCHMARKS.md, "Tenth session").
+#: 0.999 and came within 0.05 dB of the latter's peak 1.1-1.7x sooner; automatically
+#: stopped, 5 fits were 1.18x sooner in all, -0.08 to +0.37 dB (BENCHMARKS.md, "Tenth
+#: session"). Photon-limited images recorrupted through the Anscombe transform keep 0.999:
+#: on 6 FMD crops 0.95 returned -0.26 dB on the mean (-0.63 to +0.20). Unmeasured, hence
+#: not changed: the paper preset's recorrupted fits.
 RECORRUPTION_ADAM_BETA2 = {"fast": 0.95}
 #: ``auto`` picks one of the network presets for the device (:func:`resolve_preset`).
 PRESETS = ("auto", *NETWORK_PRESETS)
@@ -221,6 +225,7 @@ def settings_for(
     patience: int | None = None,
     noise_sigma: float | None = None,
     recorrupt: bool | None = None,
+    photon_limited: bool = False,
     **fit_overrides,
 ) -> tuple[SkipNetConfig, FitConfig]:
     """Network and fit configuration for a task and preset, with the caller's overrides.
@@ -233,7 +238,9 @@ def settings_for(
     image's noise level if known, sets the denoising jitter (:func:`denoising_jitter`)
     unless ``reg_noise_std`` is given; ``recorrupt`` (``None``: the preset's choice,
     :data:`RECORRUPT_BY_DEFAULT`) denoises by recorruption with noise of ``noise_sigma``,
-    which it then needs; ``fit_overrides`` are :class:`FitConfig` fields (``None`` values
+    which it then needs; ``photon_limited``: the fit is of photon-limited noise made
+    Gaussian by the Anscombe transform (recorrupted with Adam's usual ``beta2``,
+    :data:`RECORRUPTION_ADAM_BETA2`); ``fit_overrides`` are :class:`FitConfig` fields (``None`` values
     are ignored).
 
     >>> net, fit = settings_for("super-resolve", "fast", factor=8, iterations=10)
@@ -273,7 +280,7 @@ def settings_for(
     if recorrupt:
         # The recorruption replaces the input jitter: recorded as none, since none is used.
         values.update(recorrupt_sigma=sigma, recorrupt_alpha=recorruption_alpha(sigma), reg_noise_std=0.0)
-        if preset in RECORRUPTION_ADAM_BETA2:
+        if preset in RECORRUPTION_ADAM_BETA2 and not photon_limited:
             values["adam_beta2"] = RECORRUPTION_ADAM_BETA2[preset]
     values.update({k: v for k, v in fit_overrides.items() if v is not None})
     values["stopping"] = stopping_for(task, stopping, patience, recorrupt=bool(recorrupt))
