@@ -63,8 +63,8 @@ class _CpuAdam(torch.optim.Adam):
     """Adam without ``capturable`` (which PyTorch allows on accelerators only), and
     per-tensor in the eager fits too, so eager and graphed fits take the same steps."""
 
-    def __init__(self, params, lr, capturable=False, fused=None):
-        super().__init__(params, lr=lr)
+    def __init__(self, params, lr, betas=(0.9, 0.999), capturable=False, fused=None):
+        super().__init__(params, lr=lr, betas=betas)
         self.asked_capturable = capturable
 
 

@@ -50,7 +50,7 @@ class FitConfig:
     #: Adam's decay of its squared-gradient average (PyTorch's and the paper's 0.999).
     #: Recorrupted fits see a new target at every step; with 0.95 the step size follows
     #: the gradients' current scale instead of that of the last thousand steps, and they
-    #: peaked sooner and no lower (:data:`~.presets.RECORRUPTION_ADAM_BETA2`).
+    #: peaked sooner and as high (:data:`~.presets.RECORRUPTION_ADAM_BETA2`).
     adam_beta2: float = 0.999
     #: Standard deviation of the Gaussian jitter added to the input noise at every step.
     reg_noise_std: float = 1.0 / 30.0
