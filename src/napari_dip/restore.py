@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from statistics import NormalDist
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -737,7 +738,7 @@ def forward_model_for(
 
 #: The median absolute value of standard normal noise (its 75th percentile): the divisor
 #: that turns the wavelet details' median magnitude into a standard deviation.
-_NORMAL_MEDIAN_ABSOLUTE = 0.6744897501960817
+_NORMAL_MEDIAN_ABSOLUTE = NormalDist().inv_cdf(0.75)
 
 
 def estimate_noise(chw: np.ndarray) -> float:
