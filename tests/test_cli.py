@@ -69,12 +69,13 @@ def test_denoising_stops_with_the_default_trend_test_and_records_it(grey_png, tm
     assert main(["denoise", str(grey_png), "-o", str(out), "--iterations", "2", "--device", "cpu", "-q"]) == 0
     fit = read_provenance(out)["fit"]
     stopping = fit["stopping"]
-    assert fit["recorrupt_sigma"] > 0
+    assert fit["recorrupt_sigma"] > 0 and fit["adam_beta2"] == 0.95
     assert stopping["rule"] == "validation" and stopping["rise"] == 0.002 and stopping["patience"] == 100
     assert stopping["smoothing"] == 0.99
     out = tmp_path / "paper-way.png"
     assert main(["denoise", str(grey_png), "-o", str(out), "--iterations", "2", "--no-recorrupt",
                  "--device", "cpu", "-q"]) == 0
+    assert read_provenance(out)["fit"]["adam_beta2"] == 0.999
     stopping = read_provenance(out)["fit"]["stopping"]
     assert stopping["rule"] == "validation" and stopping["rise"] == 0.005 and stopping["smoothing"] == 0.9
 

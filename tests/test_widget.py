@@ -190,6 +190,7 @@ def test_denoise_streams_into_one_layer_and_records_the_run(make_napari_viewer, 
     assert meta["engine_settings"]["fit"]["iterations"] == 6
     # ... which, for this fit by recorruption, is the trend test at a 0.2 % rise
     assert meta["engine_settings"]["fit"]["recorrupt_sigma"] > 0
+    assert meta["engine_settings"]["fit"]["adam_beta2"] == 0.95  # Adam's shorter memory for recorrupted fits
     stopping = meta["engine_settings"]["fit"]["stopping"]
     assert stopping["rule"] == "validation" and stopping["rise"] == 0.002
     assert meta["napari_dip"]  # the version
