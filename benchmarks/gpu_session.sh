@@ -86,39 +86,44 @@ torch.cuda.get_device_name(0), 'numpy', numpy.__version__, 'skimage', skimage.__
 } >"$W/machine.txt" 2>&1
 cat "$W/machine.txt"
 
-# Next lease, most wanted first (the third lease's results, BENCHMARKS.md "Time to result on
-# a GPU since recorruption", left these open; the ninth session, without a GPU, added
-# profile512, slices, first_picture and quality).
-# 1. Where the first fit's seconds go: cuDNN's kernel search (which the engine turns on for
+# Next lease, most wanted first (the fourth lease, 2026-11-27, runs these in this order).
+# 1. Where the paper network's 14 ms step at 512² goes (no GPU profile had been taken): the
+#    operations by their own device time, eager float32.
+part profile512 60 $PY benchmarks/step_profile.py --device $DEV --size "${TTR_LARGE}" "${PROFILE[@]}" \
+    --out "$W/step-profile-512.json"
+# 2. The same step with reflection padding and bilinear upsampling made of slices, whose
+#    backward passes use no atomics (SkipNetConfig.slice_ops, off by default): NCHW, eager
+#    and graphed, float32 and bf16, each with and without.
+part slices 90 $PY benchmarks/step_variants.py --device $DEV --sizes "${TTR_LARGE}" "${STEPS[@]}" --slice-ops \
+    --out "$W/step-variants-slices.json"
+# 3. Recorruption on the paper network against the paper's way (what `auto` does on CUDA),
+#    at σ 50 and on grey images (the third lease had one σ50 case, and it lost 0.32 dB),
+#    and with Adam's beta2 0.95 (the `fast` preset's for recorrupted fits since the tenth
+#    session; the paper preset keeps 0.999, unmeasured on its network).
+part recorrupt_rgb50 170 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes "${TTR_LARGE}" \
+    --sigmas 50 --colours RGB --configs default,preset:paper+recorrupt,preset:paper+recorrupt+b20.95 \
+    --out "$W/ttr-gpu-512-rgb50.json"
+part recorrupt_grey 150 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes "${TTR_LARGE}" \
+    --sigmas 50 --colours grey --configs default,preset:paper+recorrupt,preset:paper+recorrupt+b20.95 \
+    --out "$W/ttr-gpu-512-grey.json"
+# 4. Beta2 0.95 on the third lease's two RGB σ25 images, against beta2 0.999 in the same run.
+part beta2_rgb25 200 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes "${TTR_LARGE}" \
+    --sigmas 25 --colours RGB --images 2 --configs preset:paper+recorrupt,preset:paper+recorrupt+b20.95 \
+    --out "$W/ttr-gpu-512-rgb25-beta2.json"
+# 5. Where the first fit's seconds go: cuDNN's kernel search (which the engine turns on for
 #    every CUDA fit) against CUDA's own start-up and lazy kernel loading. One process: the
 #    first fit takes CUDA's start-up, then the paper network without the search (twice),
 #    then with it (twice).
 part breakdown 170 $PY benchmarks/fit_breakdown.py --data "$DATA" --device $DEV "${FIT[@]}" --size "${TTR_LARGE}" \
     --runs fast,paper+recorrupt+noautotune,paper+recorrupt+noautotune,paper+recorrupt,paper+recorrupt \
     --out "$W/fit-breakdown-autotune.json"
-# 1b. Where the paper network's 14 ms step at 512² goes (no GPU profile had been taken): the
-#    operations by their own device time, eager float32.
-part profile512 60 $PY benchmarks/step_profile.py --device $DEV --size "${TTR_LARGE}" "${PROFILE[@]}" \
-    --out "$W/step-profile-512.json"
-# 1c. The same step with reflection padding and bilinear upsampling made of slices, whose
-#    backward passes use no atomics (SkipNetConfig.slice_ops, off by default): NCHW, eager
-#    and graphed, float32 and bf16, each with and without.
-part slices 90 $PY benchmarks/step_variants.py --device $DEV --sizes "${TTR_LARGE}" "${STEPS[@]}" --slice-ops \
-    --out "$W/step-variants-slices.json"
-# 2. The first picture on a GPU (first_picture.py; napari is not there, so the API and the
+# 6. The first picture on a GPU (first_picture.py; napari is not there, so the API and the
 #    command only): a fresh process's first fit pays CUDA's start-up before its first step,
 #    which may put the first picture well past the 2 s it takes on the CPU.
 part first_picture 90 $PY benchmarks/first_picture.py --sizes "${TTR_LARGE}" --colours RGB --modes api,cli \
     --out "$W/first-picture-gpu.json"
-# 3. Recorruption on the paper network against the paper's way (what `auto` does on CUDA),
-#    at σ 50 and on grey images: the third lease had one σ50 case, and it lost 0.32 dB.
-part recorrupt_more 200 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes "${TTR_LARGE}" \
-    --sigmas 50 --colours RGB --images 2 --configs preset:paper+recorrupt,default --out "$W/ttr-gpu-512-rgb50.json"
-# 4. The same on grey images.
-part recorrupt_grey 150 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes "${TTR_LARGE}" \
-    --sigmas 25,50 --colours grey --configs preset:paper+recorrupt,default --out "$W/ttr-gpu-512-grey.json"
 
-# 5. The full quality protocol of BENCHMARKS.md (paper preset, whole images, every set; about
+# 7. The full quality protocol of BENCHMARKS.md (paper preset, whole images, every set; about
 #    an hour of fits), gathered over leases: quality.py writes its JSON after every image and
 #    --resume fits only the images missing from it. Commit $OUT/work/quality-full-gpu.json as
 #    benchmarks/results/quality-full-gpu.json after each lease; the next lease starts from it.

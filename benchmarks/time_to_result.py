@@ -76,7 +76,13 @@ if spec["task"] == "super-resolve":
     kwargs["factor"] = spec["factor"]
 if spec["task"] == "inpaint":
     kwargs["mask"] = inputs["mask"]
-kwargs.update(spec.get("extra") or {})
+extra = dict(spec.get("extra") or {})
+beta2 = extra.pop("recorruption_adam_beta2", None)
+if beta2 is not None:
+    # +b2X: Adam's beta2 for every preset's recorrupted fits (the API has no setting for it).
+    import napari_dip.engine.presets as presets
+    presets.RECORRUPTION_ADAM_BETA2 = {"paper": beta2, "fast": beta2}
+kwargs.update(extra)
 startup = time.perf_counter() - t0
 start = time.perf_counter()
 final = None
@@ -92,6 +98,7 @@ print(json.dumps({"seconds": seconds, "startup": startup, "iteration": final.ite
                   "cuda_graphs": settings.get("cuda_graphs"),
                   "recorrupt_sigma": (settings.get("fit") or {}).get("recorrupt_sigma"),
                   "learning_rate": (settings.get("fit") or {}).get("learning_rate"),
+                  "adam_beta2": (settings.get("fit") or {}).get("adam_beta2"),
                   "parameters": settings.get("network_parameters")}))
 """
 
@@ -109,27 +116,39 @@ MODIFIERS = {
 }
 
 
-def _learning_rate(mod: str) -> float | None:
-    """``lr0.005`` -> 0.005; anything else -> ``None``."""
-    if not mod.startswith("lr"):
+def _number(mod: str, prefix: str) -> float | None:
+    """``lr0.005`` with prefix ``lr`` -> 0.005; anything else -> ``None``."""
+    if not mod.startswith(prefix):
         return None
     try:
-        value = float(mod[2:])
+        value = float(mod[len(prefix):])
     except ValueError:
         return None
     return value if value > 0 else None
 
 
+def _modifier(mod: str) -> dict | None:
+    """The settings one ``+MODIFIER`` adds, or ``None`` for an unknown one."""
+    if mod in MODIFIERS:
+        return MODIFIERS[mod]
+    if (rate := _number(mod, "lr")) is not None:
+        return {"learning_rate": rate}
+    if (beta2 := _number(mod, "b2")) is not None and beta2 < 1:
+        return {"recorruption_adam_beta2": beta2}
+    return None
+
+
 def parse_config(config: str) -> tuple[str | None, dict]:
     """``preset:NAME`` or ``default``, with ``+MODIFIER``s: the preset (``None``: the
-    default) and the extra settings; ``+lrX`` sets the learning rate to X."""
+    default) and the extra settings; ``+lrX`` sets the learning rate to X, ``+b2X`` Adam's
+    beta2 in recorrupted fits to X (every preset's; the worker sets it in the engine's presets)."""
     base, *mods = config.split("+")
-    unknown = [m for m in mods if m not in MODIFIERS and _learning_rate(m) is None]
+    unknown = [m for m in mods if _modifier(m) is None]
     if unknown or not (base == "default" or base.startswith("preset:")):
         raise SystemExit(f"unknown config {config!r} (preset:NAME or default, +{'/+'.join(MODIFIERS)})")
     extra = {}
     for mod in mods:
-        extra.update(MODIFIERS[mod] if mod in MODIFIERS else {"learning_rate": _learning_rate(mod)})
+        extra.update(_modifier(mod))
     return (base.split(":", 1)[1] if base.startswith("preset:") else None), extra
 
 
@@ -250,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--configs", default="preset:fast,default",
                         help="comma-separated: preset:NAME (both engines) or default (no preset given), each with "
                              "optional +bf16, +fp16, +compile, +graphs / +nographs (CUDA graphs), "
-                             "+recorrupt / +norecorrupt (denoising by recorruption or the paper's way), +lrX (learning rate X)")
+                             "+recorrupt / +norecorrupt (denoising by recorruption or the paper's way), +lrX (learning rate X), "
+                             "+b2X (Adam's beta2 X in recorrupted fits)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in every fit (0: the engine's choice)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--images", type=int, default=1,

@@ -237,7 +237,8 @@ def test_time_to_result_configs_take_modifiers_and_refuse_typos(tiny_data, tmp_p
     assert module.parse_config("preset:paper+bf16+graphs") == ("paper", {"precision": "bfloat16", "cuda_graphs": True})
     assert module.parse_config("preset:paper+recorrupt") == ("paper", {"recorrupt": True})
     assert module.parse_config("default+lr0.005") == (None, {"learning_rate": 0.005})
-    for bad in ("default+lr", "default+lr-1", "default+lrx"):
+    assert module.parse_config("preset:paper+b20.95") == ("paper", {"recorruption_adam_beta2": 0.95})
+    for bad in ("default+lr", "default+lr-1", "default+lrx", "default+b21", "default+b2x"):
         with pytest.raises(SystemExit):
             module.parse_config(bad)
     for bad in ("default+bf61", "fast", "preset:fast+"):
@@ -245,7 +246,7 @@ def test_time_to_result_configs_take_modifiers_and_refuse_typos(tiny_data, tmp_p
             module.parse_config(bad)
     out = tmp_path / "ttr.json"
     assert module.main(["--data", str(tiny_data), "--sizes", "32", "--tasks", "denoise", "--colours", "grey",
-                        "--configs", "preset:fast,preset:fast+bf16,preset:fast+norecorrupt", "--iterations", "2",
+                        "--configs", "preset:fast,preset:fast+bf16,preset:fast+norecorrupt,preset:fast+b20.9", "--iterations", "2",
                         "--threads", "1", "--out", str(out)]) == 0
     fits = json.loads(out.read_text())["rows"][0]["fits"]
     assert fits["current preset:fast"]["precision"] == "float32"
@@ -253,6 +254,9 @@ def test_time_to_result_configs_take_modifiers_and_refuse_typos(tiny_data, tmp_p
     # fast recorrupts by default; +norecorrupt fits the paper's way.
     assert fits["current preset:fast"]["recorrupt_sigma"] > 0
     assert fits["current preset:fast+norecorrupt"]["recorrupt_sigma"] is None
+    # +b2X reaches the engine's recorrupted fit; without it the preset's own beta2.
+    assert fits["current preset:fast+b20.9"]["adam_beta2"] == 0.9
+    assert fits["current preset:fast"]["adam_beta2"] == 0.95
 
 
 def test_time_to_result_picks_an_image_as_large_as_the_size_asked(tiny_data):
