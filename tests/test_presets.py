@@ -49,3 +49,25 @@ def test_unknown_preset_and_device_are_explained():
         resolve_preset("huge")
     with pytest.raises(InputError, match="cuda"):
         resolve_preset("auto", "cuda:7")
+
+
+def test_auto_recorrupts_the_paper_network_on_cuda_and_paper_named_keeps_the_papers_way(monkeypatch):
+    from napari_dip.engine.networks import PAPER
+
+    pretend_device(monkeypatch, "cuda:0")
+    net, auto = settings_for("denoise", "auto", noise_sigma=0.1)
+    assert net == PAPER and auto.recorrupt_sigma == 0.1 and auto.reg_noise_std == 0.0
+    assert auto.adam_beta2 == 0.95
+    net, paper = settings_for("denoise", "paper", noise_sigma=0.1)
+    assert net == PAPER and paper.recorrupt_sigma is None and paper.reg_noise_std > 0
+    assert paper.adam_beta2 == 0.999
+    # Photon-limited noise through the transform keeps Adam's usual beta2 on any network.
+    _, photon = settings_for("denoise", "auto", noise_sigma=0.1, photon_limited=True)
+    assert photon.recorrupt_sigma == 0.1 and photon.adam_beta2 == 0.999
+    # Refused, or an input jitter asked for: the paper's way on the same network.
+    for options in ({"recorrupt": False}, {"reg_noise_std": 0.05}):
+        _, plain = settings_for("denoise", "auto", noise_sigma=0.1, **options)
+        assert plain.recorrupt_sigma is None and plain.adam_beta2 == 0.999
+    assert not presets.recorrupts_by_default("super-resolve", "auto", False)
+    with pytest.raises(InputError, match="unknown preset"):
+        presets.recorrupts_by_default("denoise", "huge", False)

@@ -71,9 +71,10 @@ def _add_fit_options(parser: argparse.ArgumentParser, single_file: bool = True) 
     parser.add_argument("--recorrupt", action=argparse.BooleanOptionalAction, default=None,
                         help="denoising: the noisy image as the network's input, with fresh noise of the estimated "
                              "level split between input and target at every step, instead of the paper's fixed "
-                             "noise input (default: on with the fast preset for noise that is not correlated between "
-                             "neighbours, photon-limited noise through the Anscombe transform; off with paper or "
-                             "--reg-noise-std; with --noise-fit weighted off, and refused if asked for)")
+                             "noise input (default: on with the auto and fast presets for noise that is not correlated "
+                             "between neighbours, photon-limited noise through the Anscombe transform; off with "
+                             "--preset paper or --reg-noise-std; with --noise-fit weighted off, and refused if asked "
+                             "for)")
     parser.add_argument("--threads", type=_threads,
                         help="CPU threads, or 'auto': as many as there are idle cores when the fit starts, which "
                              "spares a busy machine but makes the result depend on the load (default: PyTorch's)")

@@ -217,12 +217,11 @@ def iter_restore(
         Denoising only: fit by recorruption, the noisy image as the network's input and
         fresh noise of the estimated level split between input and target at every step
         (``FitConfig.recorrupt_sigma``), instead of the paper's fixed noise input. ``None``
-        (default): as the preset does it, recorruption for ``fast`` (also where ``auto``
-        picks it) and the paper's way for ``paper``, for Gaussian noise that is not
+        (default): as the preset does it, recorruption for ``auto`` (whichever network it
+        picks) and ``fast``, the paper's way for ``paper`` named, for noise that is not
         correlated between neighbours (else ``settings["recorruption_note"]`` says why
-        not); a Poisson-Gaussian
-        model fits the paper's way unless ``recorrupt=True`` (through the Anscombe
-        transform; never with ``noise_fit="weighted"``, whose noise has no single level).
+        not); photon-limited noise is recorrupted through the Anscombe transform, never
+        with ``noise_fit="weighted"``, whose noise has no single level.
 
     Yields
     ------
@@ -434,7 +433,7 @@ class _Job:
         self.resolved_preset = resolve_preset(preset, device)
         # Whether the preset would recorrupt this fit if nothing below says otherwise.
         would_recorrupt = recorrupt is None and recorrupts_by_default(
-            task, self.resolved_preset, fit_overrides.get("reg_noise_std") is not None)
+            task, preset, fit_overrides.get("reg_noise_std") is not None)
         recorrupt_note = None
         # Photon-limited images are recorrupted too, through the transform at its noise
         # level: on 128² crops of nine FMD images +0.39 dB on the mean (-0.42 to +1.14)
@@ -452,7 +451,7 @@ class _Job:
             recorrupt_note = "off: no noise was found in the image to recorrupt with"
         self.net, fit_config = settings_for(
             task,
-            self.resolved_preset,
+            preset,  # as asked for: auto recorrupts whichever network it resolves to
             factor=factor,
             channels=channels,
             network=network,

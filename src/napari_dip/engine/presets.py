@@ -66,18 +66,23 @@ CHOSEN_RULE_STOPPING = {
     "validation": StoppingConfig(rule="validation", patience=300),
     "none": StoppingConfig(rule="none"),
 }
-#: Whether a preset denoises by recorruption when the noise level is known
-#: (``settings_for(recorrupt=None)``); ``paper`` keeps the paper's fixed noise input.
-RECORRUPT_BY_DEFAULT = {"paper": False, "fast": True}
+#: Whether a preset, as the caller named it, denoises by recorruption when the noise level
+#: is known (``settings_for(recorrupt=None)``). ``paper`` asked for by name keeps the paper's
+#: fixed noise input; ``auto`` recorrupts whichever network it picks. On CUDA that is the
+#: paper network: at 512² on an H100 it was 1.6-1.9x sooner than the paper's way and
+#: +0.19 to +1.48 dB on four images at sigma 25 and 50, with Adam's beta2 at 0.95
+#: (BENCHMARKS.md, "Time to result on a GPU: NVIDIA H100, fourth lease").
+RECORRUPT_BY_DEFAULT = {"auto": True, "paper": False, "fast": True}
 #: Per preset, Adam's ``beta2`` when the fit recorrupts (:attr:`FitConfig.adam_beta2`); a
 #: preset not named keeps 0.999. On 6 crops of Set12 and CSet9 (128², sigma 25 and 50) the
 #: ``fast`` recorruption network's fits with 0.95 peaked -0.03 to +0.31 dB from those with
 #: 0.999 and came within 0.05 dB of the latter's peak 1.1-1.7x sooner; automatically
 #: stopped, 5 fits were 1.18x sooner in all, -0.08 to +0.37 dB (BENCHMARKS.md, "Tenth
 #: session"). Photon-limited images recorrupted through the Anscombe transform keep 0.999:
-#: on 6 FMD crops 0.95 returned -0.26 dB on the mean (-0.63 to +0.20). Unmeasured, hence
-#: not changed: the paper preset's recorrupted fits.
-RECORRUPTION_ADAM_BETA2 = {"fast": 0.95}
+#: on 6 FMD crops 0.95 returned -0.26 dB on the mean (-0.63 to +0.20). The paper network's
+#: recorrupted fits at 512² on an H100: +0.06 to +0.85 dB and 1.05-1.5x sooner on four
+#: images (BENCHMARKS.md, "Time to result on a GPU: NVIDIA H100, fourth lease").
+RECORRUPTION_ADAM_BETA2 = {"fast": 0.95, "paper": 0.95}
 #: ``auto`` picks one of the network presets for the device (:func:`resolve_preset`).
 PRESETS = ("auto", *NETWORK_PRESETS)
 DEFAULT_PRESET = "auto"
@@ -137,9 +142,16 @@ RECORRUPTION_ALPHA_RANGE = (1.5, 2.0)
 
 
 def recorrupts_by_default(task: str, preset: str, jitter_given: bool) -> bool:
-    """Whether ``preset`` (resolved, not ``auto``) denoises by recorruption when the caller
-    neither asks for it nor refuses it: :data:`RECORRUPT_BY_DEFAULT`, for denoising, unless
-    an input jitter is given (that is the paper's way of fitting)."""
+    """Whether ``preset`` as the caller named it (``auto`` included) denoises by
+    recorruption when the caller neither asks for it nor refuses it:
+    :data:`RECORRUPT_BY_DEFAULT`, for denoising, unless an input jitter is given (that is
+    the paper's way of fitting).
+
+    >>> recorrupts_by_default("denoise", "auto", False), recorrupts_by_default("denoise", "paper", False)
+    (True, False)
+    """
+    if preset not in RECORRUPT_BY_DEFAULT:
+        raise InputError(f"unknown preset {preset!r}; choose one of {PRESETS}")
     return task == "denoise" and RECORRUPT_BY_DEFAULT[preset] and not jitter_given
 
 
@@ -247,6 +259,7 @@ def settings_for(
     >>> fit.iterations, fit.reg_noise_std, net.channels_down[0]
     (10, 0.05, 48)
     """
+    requested = preset
     preset = resolve_preset(preset, fit_overrides.get("device") or "auto")
     if channels is not None and channels < 1:
         raise InputError(f"channels must be positive, got {channels}")
@@ -274,7 +287,7 @@ def settings_for(
     if recorrupt is None:
         # An input jitter asked for is the paper's way of fitting: kept. So is an image in
         # which no noise was found (a stack whose sampled planes are constant: level 0).
-        recorrupt = recorrupts_by_default(task, preset, jitter_given) and sigma is not None and sigma > 0
+        recorrupt = recorrupts_by_default(task, requested, jitter_given) and sigma is not None and sigma > 0
     if task == "denoise" and noise_sigma is not None:
         values["reg_noise_std"] = denoising_jitter(noise_sigma)
     if recorrupt:

@@ -80,8 +80,8 @@ class TaskForm:
                 label="Network input", choices=INPUT_CHOICES, value="auto",
                 tooltip="What the network is given. Noisy image, recorrupted: fresh noise of the estimated level "
                 "split between input and target at every step. Noise: the paper's fixed random input. auto: "
-                "recorrupted with the fast preset for white noise (Gaussian, or photon-limited through the "
-                "Anscombe transform), the paper's way otherwise (the output's metadata says which, and why)")
+                "recorrupted with the auto and fast presets for white noise (Gaussian, or photon-limited through "
+                "the Anscombe transform), the paper's way otherwise (the output's metadata says which, and why)")
             task_widgets.append(self.network_input)
         if self.task == "inpaint":
             self.mask_known = CheckBox(text="mask marks known pixels", value=False,
