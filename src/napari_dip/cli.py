@@ -42,7 +42,8 @@ def _add_fit_options(parser: argparse.ArgumentParser, single_file: bool = True) 
         parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     parser.add_argument("--preset", choices=("auto", "paper", "fast"), default="auto",
                         help="paper: the published network and schedule; fast: 48-channel network (32 for denoising), practical on a CPU; "
-                             "auto: paper on a CUDA GPU, fast otherwise (default: auto)")
+                             "auto: paper's network on a CUDA GPU, fast otherwise, denoising by recorruption with "
+                             "either (default: auto)")
     parser.add_argument("--iterations", type=int, help="number of iterations (default: the preset's)")
     parser.add_argument("--learning-rate", type=float, help="Adam learning rate (default: the preset's)")
     parser.add_argument("--reg-noise-std", type=float, help="jitter of the input noise (default: the preset's; for denoising, a third of the estimated noise level, within 1/30 to 1/15)")

@@ -97,8 +97,9 @@ class TaskForm:
         preset = prefs.recall(self.settings, "preset", "auto")
         self.preset = ComboBox(label="Preset", choices=PRESET_CHOICES,
                                value=preset if preset in PRESET_CHOICES else "auto",
-                               tooltip="auto: paper on a CUDA GPU, fast elsewhere. fast: a narrower network, "
-                               "practical on a CPU. paper: the published settings")
+                               tooltip="auto: paper's network on a CUDA GPU, fast elsewhere, denoising by "
+                               "recorruption with either. fast: a narrower network, practical on a CPU. paper: the "
+                               "published settings")
         devices = available_devices()
         device, self.device_note = prefs.device_choice(prefs.recall(self.settings, "device", "auto"), devices)
         self.device = ComboBox(label="Device", choices=devices, value=device,
