@@ -4,7 +4,7 @@
 #   python3 -m pip install -q --no-index --no-deps .whl/*.whl     # bm3d, bm4d, PyWavelets (see below)
 #   DATA=.gpu-data BUDGET=540 bash benchmarks/gpu_session.sh     # on the GPU machine, from the repo root
 #
-# .gpu-data needs ../shared/data/denoise (sr/ and inpaint/ for the quality part, microscopy/ for PARTS=fmd); .whl the wheels of
+# .gpu-data needs ../shared/data/denoise (sr/ and inpaint/ for the quality part, microscopy/ for the fmd parts); .whl the wheels of
 # bm3d 4.0.3, bm4d 4.2.5 and PyWavelets 1.9.0 for Python 3.12 (pip download, README of the
 # device tool); both git-ignored through .git/info/exclude.
 #
@@ -17,6 +17,10 @@
 # The third (2026-11-27, benchmarks/results/gpu-h200-2026-11-27): carry .whl to every new
 # machine (a second machine of the same session starts bare again); a part's cap cuts the
 # case in progress, so size the images and configs to the cap.
+# The fourth (H100, 2026-11-27, benchmarks/results/gpu-h100-2026-11-27): five parts and a
+# second call fit in one lease when the second call follows within the machine's 30 s of
+# idle time; the machine's .git is the session's starting one, so the JSON headers name
+# that commit, not the one run.
 #
 # A lent GPU comes with minutes, not hours, so the parts run in order of how much their
 # figures are wanted, each under its own cap and all under BUDGET seconds: a part that
@@ -86,44 +90,31 @@ torch.cuda.get_device_name(0), 'numpy', numpy.__version__, 'skimage', skimage.__
 } >"$W/machine.txt" 2>&1
 cat "$W/machine.txt"
 
-# Next lease, most wanted first (the fourth lease, 2026-11-27, runs these in this order).
-# 1. Where the paper network's 14 ms step at 512² goes (no GPU profile had been taken): the
-#    operations by their own device time, eager float32.
-part profile512 60 $PY benchmarks/step_profile.py --device $DEV --size "${TTR_LARGE}" "${PROFILE[@]}" \
-    --out "$W/step-profile-512.json"
-# 2. The same step with reflection padding and bilinear upsampling made of slices, whose
-#    backward passes use no atomics (SkipNetConfig.slice_ops, off by default): NCHW, eager
-#    and graphed, float32 and bf16, each with and without.
-part slices 90 $PY benchmarks/step_variants.py --device $DEV --sizes "${TTR_LARGE}" "${STEPS[@]}" --slice-ops \
-    --out "$W/step-variants-slices.json"
-# 3. Recorruption on the paper network against the paper's way (what `auto` does on CUDA),
-#    at σ 50 and on grey images (the third lease had one σ50 case, and it lost 0.32 dB),
-#    and with Adam's beta2 0.95 (the `fast` preset's for recorrupted fits since the tenth
-#    session; the paper preset keeps 0.999, unmeasured on its network).
-part recorrupt_rgb50 170 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes "${TTR_LARGE}" \
-    --sigmas 50 --colours RGB --configs default,preset:paper+recorrupt,preset:paper+recorrupt+b20.95 \
-    --out "$W/ttr-gpu-512-rgb50.json"
-part recorrupt_grey 150 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes "${TTR_LARGE}" \
-    --sigmas 50 --colours grey --configs default,preset:paper+recorrupt,preset:paper+recorrupt+b20.95 \
-    --out "$W/ttr-gpu-512-grey.json"
-# 4. Beta2 0.95 on the third lease's two RGB σ25 images, against beta2 0.999 in the same run.
-part beta2_rgb25 200 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes "${TTR_LARGE}" \
-    --sigmas 25 --colours RGB --images 2 --configs preset:paper+recorrupt,preset:paper+recorrupt+b20.95 \
-    --out "$W/ttr-gpu-512-rgb25-beta2.json"
-# 5. Where the first fit's seconds go: cuDNN's kernel search (which the engine turns on for
+# Next lease, most wanted first (the fourth lease's parts are below, with the third's).
+# 1. The GPU default since the fourth lease (`auto`: the paper network by recorruption,
+#    Adam's beta2 0.95) against the paper's way (`preset:paper`) at 256², where the third
+#    lease's one σ50 case of recorruption (beta2 0.999 then) lost 0.32 dB.
+part auto256 200 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes "${TTR_SMALL}" \
+    --sigmas 25,50 --colours grey,RGB --configs default,preset:paper --out "$W/ttr-gpu-256-auto.json"
+# 2. Photon-limited whole FMD images on the paper network: recorrupted through the Anscombe
+#    transform (what `auto` does on CUDA since the fourth lease; beta2 0.999) against the
+#    paper's way. Measured so far on CPU crops only.
+part fmd_recorrupt 250 $PY benchmarks/fmd.py --data "$DATA" "${FMD[@]}" "${FIT[@]}" --images 0,1,2,5 --preset paper \
+    --device $DEV --no-bm3d --variants dip_pg_gat_recorrupt dip_pg_gat_paper --out "$W/fmd-gpu-whole-recorrupt.json"
+# 3. Where the first fit's seconds go: cuDNN's kernel search (which the engine turns on for
 #    every CUDA fit) against CUDA's own start-up and lazy kernel loading. One process: the
 #    first fit takes CUDA's start-up, then the paper network without the search (twice),
 #    then with it (twice).
 part breakdown 170 $PY benchmarks/fit_breakdown.py --data "$DATA" --device $DEV "${FIT[@]}" --size "${TTR_LARGE}" \
     --runs fast,paper+recorrupt+noautotune,paper+recorrupt+noautotune,paper+recorrupt,paper+recorrupt \
     --out "$W/fit-breakdown-autotune.json"
-# 6. The first picture on a GPU (first_picture.py; napari is not there, so the API and the
+# 4. The first picture on a GPU (first_picture.py; napari is not there, so the API and the
 #    command only): a fresh process's first fit pays CUDA's start-up before its first step,
 #    which may put the first picture well past the 2 s it takes on the CPU.
 part first_picture 90 $PY benchmarks/first_picture.py --sizes "${TTR_LARGE}" --colours RGB --modes api,cli \
     --out "$W/first-picture-gpu.json"
 
-# 7. The full quality protocol of BENCHMARKS.md (paper preset, whole images, every set; about
+# 5. The full quality protocol of BENCHMARKS.md (paper preset, whole images, every set; about
 #    an hour of fits), gathered over leases: quality.py writes its JSON after every image and
 #    --resume fits only the images missing from it. Commit $OUT/work/quality-full-gpu.json as
 #    benchmarks/results/quality-full-gpu.json after each lease; the next lease starts from it.
@@ -134,14 +125,41 @@ fi
 part quality "$BUDGET" $PY benchmarks/quality.py --data "$DATA" --device $DEV "${FIT[@]}" "${QUALITY[@]}" --resume \
     --out "$W/quality-full-gpu.json"
 
+# Measured in the fourth lease (H100, 2026-11-27; benchmarks/results/gpu-h100-2026-11-27): only
+# when PARTS names them. `preset:paper` is the paper's way, `+b20.999` Adam's usual beta2.
+if [ -n "${PARTS:-}" ]; then
+# Where the paper network's 14 ms step at 512² goes: the
+# operations by their own device time, eager float32.
+part profile512 60 $PY benchmarks/step_profile.py --device $DEV --size "${TTR_LARGE}" "${PROFILE[@]}" \
+    --out "$W/step-profile-512.json"
+# The same step with reflection padding and bilinear upsampling made of slices, whose
+# backward passes use no atomics (SkipNetConfig.slice_ops, off by default): NCHW, eager
+# and graphed, float32 and bf16, each with and without.
+part slices 90 $PY benchmarks/step_variants.py --device $DEV --sizes "${TTR_LARGE}" "${STEPS[@]}" --slice-ops \
+    --out "$W/step-variants-slices.json"
+# Recorruption on the paper network against the paper's way, at σ 50 and on grey images,
+# with Adam's beta2 0.999 and 0.95.
+part recorrupt_rgb50 170 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes "${TTR_LARGE}" \
+    --sigmas 50 --colours RGB --configs preset:paper,preset:paper+recorrupt+b20.999,preset:paper+recorrupt \
+    --out "$W/ttr-gpu-512-rgb50.json"
+part recorrupt_grey 150 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes "${TTR_LARGE}" \
+    --sigmas 50 --colours grey --configs preset:paper,preset:paper+recorrupt+b20.999,preset:paper+recorrupt \
+    --out "$W/ttr-gpu-512-grey.json"
+# Beta2 0.95 on the third lease's two RGB σ25 images, against beta2 0.999 in the same run.
+part beta2_rgb25 200 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes "${TTR_LARGE}" \
+    --sigmas 25 --colours RGB --images 2 --configs preset:paper+recorrupt+b20.999,preset:paper+recorrupt \
+    --out "$W/ttr-gpu-512-rgb25-beta2.json"
+fi
+
 # Measured in the third lease (2026-11-27): only when PARTS names them.
 if [ -n "${PARTS:-}" ]; then
-# Each 512² case fits the paper network by recorruption, the paper's way (what `auto` does
-# on CUDA) and the fast preset's recorruption network, with CBM3D on the machine's CPU.
+# Each 512² case fits the paper network by recorruption (beta2 0.999 then), the paper's way
+# (what `auto` did on CUDA then) and the fast preset's recorruption network, with CBM3D on
+# the machine's CPU.
 part ttr512 320 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes "${TTR_LARGE}" --sigmas 25 \
-    --colours RGB --images 3 --configs preset:paper+recorrupt,default,preset:fast --out "$W/ttr-gpu-512-recorrupt.json"
+    --colours RGB --images 3 --configs preset:paper+recorrupt+b20.999,preset:paper,preset:fast --out "$W/ttr-gpu-512-recorrupt.json"
 part ttr256 130 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes "${TTR_SMALL}" --sigmas 25,50 \
-    --colours grey,RGB --configs preset:paper+recorrupt,default --out "$W/ttr-gpu-256-recorrupt.json"
+    --colours grey,RGB --configs preset:paper+recorrupt+b20.999,preset:paper --out "$W/ttr-gpu-256-recorrupt.json"
 # The CUDA graph tests that the CPU cannot run (15 passed on the H200).
 part graph_tests 60 $PY -m pytest -q -p no:cacheprovider tests/test_graphs.py
 fi
