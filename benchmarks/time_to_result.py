@@ -81,6 +81,8 @@ beta2 = extra.pop("recorruption_adam_beta2", None)
 if beta2 is not None:
     # +b2X: Adam's beta2 for every preset's recorrupted fits (the API has no setting for it).
     import napari_dip.engine.presets as presets
+    if not hasattr(presets, "RECORRUPTION_ADAM_BETA2"):
+        sys.exit("+b2X: this engine has no RECORRUPTION_ADAM_BETA2 (older than 7f48a4d)")
     presets.RECORRUPTION_ADAM_BETA2 = {"paper": beta2, "fast": beta2}
 kwargs.update(extra)
 startup = time.perf_counter() - t0
@@ -91,6 +93,9 @@ for final in iter_restore(spec["task"], inputs["observed"], **kwargs):
 seconds = time.perf_counter() - start
 np.save(spec["result"], final.average)
 settings = final.settings or {}
+if beta2 is not None and (settings.get("fit") or {}).get("adam_beta2") != beta2:
+    sys.exit(f"+b2X: the fit ran with beta2 {(settings.get('fit') or {}).get('adam_beta2')}, not {beta2} "
+             "(it did not recorrupt, or its noise is photon-limited)")
 print(json.dumps({"seconds": seconds, "startup": startup, "iteration": final.iteration,
                   "best_iteration": final.best_iteration, "stop_reason": final.stop_reason,
                   "preset": settings.get("preset"), "threads": torch.get_num_threads(), "device": settings.get("device"),
@@ -145,7 +150,8 @@ def parse_config(config: str) -> tuple[str | None, dict]:
     base, *mods = config.split("+")
     unknown = [m for m in mods if _modifier(m) is None]
     if unknown or not (base == "default" or base.startswith("preset:")):
-        raise SystemExit(f"unknown config {config!r} (preset:NAME or default, +{'/+'.join(MODIFIERS)})")
+        raise SystemExit(f"unknown config {config!r} (preset:NAME or default, "
+                         f"+{'/+'.join(MODIFIERS)}/+lrX/+b2X)")
     extra = {}
     for mod in mods:
         extra.update(_modifier(mod))
@@ -269,8 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--configs", default="preset:fast,default",
                         help="comma-separated: preset:NAME (both engines) or default (no preset given), each with "
                              "optional +bf16, +fp16, +compile, +graphs / +nographs (CUDA graphs), "
-                             "+recorrupt / +norecorrupt (denoising by recorruption or the paper's way), +lrX (learning rate X), "
-                             "+b2X (Adam's beta2 X in recorrupted fits)")
+                             "+recorrupt / +norecorrupt (denoising by recorruption or the paper's way), "
+                             "+lrX (learning rate X), +b2X (Adam's beta2 X in recorrupted fits)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in every fit (0: the engine's choice)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--images", type=int, default=1,

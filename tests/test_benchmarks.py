@@ -246,8 +246,8 @@ def test_time_to_result_configs_take_modifiers_and_refuse_typos(tiny_data, tmp_p
             module.parse_config(bad)
     out = tmp_path / "ttr.json"
     assert module.main(["--data", str(tiny_data), "--sizes", "32", "--tasks", "denoise", "--colours", "grey",
-                        "--configs", "preset:fast,preset:fast+bf16,preset:fast+norecorrupt,preset:fast+b20.9", "--iterations", "2",
-                        "--threads", "1", "--out", str(out)]) == 0
+                        "--configs", "preset:fast,preset:fast+bf16,preset:fast+norecorrupt,preset:fast+b20.9",
+                        "--iterations", "2", "--threads", "1", "--out", str(out)]) == 0
     fits = json.loads(out.read_text())["rows"][0]["fits"]
     assert fits["current preset:fast"]["precision"] == "float32"
     assert fits["current preset:fast+bf16"]["precision"] == "bfloat16"
@@ -257,6 +257,14 @@ def test_time_to_result_configs_take_modifiers_and_refuse_typos(tiny_data, tmp_p
     # +b2X reaches the engine's recorrupted fit; without it the preset's own beta2.
     assert fits["current preset:fast+b20.9"]["adam_beta2"] == 0.9
     assert fits["current preset:fast"]["adam_beta2"] == 0.95
+    # A fit that does not recorrupt cannot take the beta2 asked for: a failed fit in the
+    # table (the script goes on with the next), not a silent 0.999.
+    refused = tmp_path / "refused.json"
+    module.main(["--data", str(tiny_data), "--sizes", "32", "--tasks", "denoise", "--colours", "grey",
+                 "--configs", "preset:fast+norecorrupt+b20.9", "--iterations", "2", "--threads", "1",
+                 "--out", str(refused)])
+    fit = json.loads(refused.read_text())["rows"][0]["fits"]["current preset:fast+norecorrupt+b20.9"]
+    assert "did not recorrupt" in fit["error"]
 
 
 def test_time_to_result_picks_an_image_as_large_as_the_size_asked(tiny_data):

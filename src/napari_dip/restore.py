@@ -138,8 +138,9 @@ def iter_restore(
     preset : {"auto", "paper", "fast"}
         ``paper`` is the published network and schedule; ``fast`` a network with 48
         (denoising: 32) instead of 128 channels per scale, practical on a CPU; ``auto`` (default) is
-        ``paper`` on a CUDA GPU and ``fast`` otherwise. The settings record both
-        (``preset``, ``preset_requested``).
+        the ``paper`` network on a CUDA GPU and ``fast`` otherwise, denoising by recorruption
+        with either (``recorrupt`` below). The settings record both (``preset``,
+        ``preset_requested``) and whether the fit recorrupted (``fit.recorrupt_sigma``).
     snapshot_every : int or None
         Yield a snapshot every this many iterations; ``None`` yields only the final one.
         Snapshots copy from the device, so fewer is faster.

@@ -17,10 +17,12 @@ overridden by the caller.
 One departure: when the noise level of the image is known (estimated by
 :func:`napari_dip.restore.estimate_noise`), denoising scales its input jitter with it
 (:func:`denoising_jitter`); the paper's 1/30 is what that gives at sigma = 25/255.
-``fast`` departs further there: it denoises by recorruption (the noisy image as the
-network's input, fresh noise split between input and target at every step;
-``FitConfig.recorrupt_sigma``), which reached the paper way's quality in fewer steps, and
-with a smaller network (16 channels in 3 scales, :data:`~.networks.RECORRUPTION_NETWORKS`).
+``fast`` and ``auto`` depart further there: they denoise by recorruption (the noisy image
+as the network's input, fresh noise split between input and target at every step;
+``FitConfig.recorrupt_sigma``, Adam's ``beta2`` 0.95), which reached the paper way's quality
+in fewer steps; ``fast`` with a smaller network (16 channels in 3 scales,
+:data:`~.networks.RECORRUPTION_NETWORKS`), ``auto`` on CUDA with the paper's network.
+``paper`` asked for by name fits the paper's way.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ CHOSEN_RULE_STOPPING = {
 #: is known (``settings_for(recorrupt=None)``). ``paper`` asked for by name keeps the paper's
 #: fixed noise input; ``auto`` recorrupts whichever network it picks. On CUDA that is the
 #: paper network: at 512² on an H100 it was 1.6-1.9x sooner than the paper's way and
-#: +0.19 to +1.48 dB on four images at sigma 25 and 50, with Adam's beta2 at 0.95
+#: +0.19 to +1.48 dB in four comparisons on three images at sigma 25 and 50, with Adam's
+#: beta2 at 0.95
 #: (BENCHMARKS.md, "Time to result on a GPU: NVIDIA H100, fourth lease").
 RECORRUPT_BY_DEFAULT = {"auto": True, "paper": False, "fast": True}
 #: Per preset, Adam's ``beta2`` when the fit recorrupts (:attr:`FitConfig.adam_beta2`); a
@@ -80,8 +83,8 @@ RECORRUPT_BY_DEFAULT = {"auto": True, "paper": False, "fast": True}
 #: stopped, 5 fits were 1.18x sooner in all, -0.08 to +0.37 dB (BENCHMARKS.md, "Tenth
 #: session"). Photon-limited images recorrupted through the Anscombe transform keep 0.999:
 #: on 6 FMD crops 0.95 returned -0.26 dB on the mean (-0.63 to +0.20). The paper network's
-#: recorrupted fits at 512² on an H100: +0.06 to +0.85 dB and 1.05-1.5x sooner on four
-#: images (BENCHMARKS.md, "Time to result on a GPU: NVIDIA H100, fourth lease").
+#: recorrupted fits at 512² on an H100: +0.06 to +0.85 dB and 1.05-1.5x sooner in four
+#: comparisons on three images (BENCHMARKS.md, "Time to result on a GPU: NVIDIA H100, fourth lease").
 RECORRUPTION_ADAM_BETA2 = {"fast": 0.95, "paper": 0.95}
 #: ``auto`` picks one of the network presets for the device (:func:`resolve_preset`).
 PRESETS = ("auto", *NETWORK_PRESETS)

@@ -135,7 +135,7 @@ class TaskForm:
         self.learning_rate.native.setDecimals(5)
         self.input_noise = FloatSpinBox(label="Input noise", min=-AUTO_STEP, max=1.0, step=0.005,
                                         tooltip="Jitter added to the network input each step; auto: the engine "
-                                        "chooses (for denoising with the fast preset and white Gaussian noise: "
+                                        "chooses (for denoising with the auto and fast presets and white noise: "
                                         "none, the noisy image is recorrupted instead; a value here fits the "
                                         "paper's way)")
         self.input_noise.native.setDecimals(4)
