@@ -20,6 +20,15 @@ def test_output_names_say_input_task_and_settings():
     )
 
 
+def test_output_names_tell_the_paper_network_by_recorruption_from_the_papers_way():
+    recorrupted = {"preset": "paper", "fit": {"recorrupt_sigma": 0.1}}
+    assert _layers.preset_label(recorrupted) == "paper recorrupted"
+    assert _layers.preset_label({"preset": "paper", "fit": {"recorrupt_sigma": None}}) == "paper"
+    # fast recorrupts by default: its name stays as it was.
+    assert _layers.preset_label({"preset": "fast", "fit": {"recorrupt_sigma": 0.1}}) == "fast"
+    assert _layers.preset_label({}) is None
+
+
 def test_rate_is_per_second_or_per_iteration():
     assert timing.format_rate(25.0) == "25.0 it/s"
     assert timing.format_rate(0.05) == "20.0 s/it"  # not "0.1 it/s"

@@ -574,6 +574,8 @@ def test_the_network_input_is_chosen_in_the_form_and_recorded(make_napari_viewer
     assert record["parameters"]["recorrupt"] is True
     fit = record["engine_settings"]["fit"]
     assert fit["recorrupt_sigma"] == pytest.approx(record["engine_settings"]["noise_sigma_estimate"])
+    # The paper network by recorruption (what auto does on CUDA) is not named as paper's way.
+    assert "[DIP denoise paper recorrupted seed" in _output(viewer).name
 
 
 def test_layer_updates_happen_on_the_main_thread(make_napari_viewer_proxy, qtbot):

@@ -25,6 +25,23 @@ import numpy as np
 TASK_LABELS = {"denoise": "denoise", "super-resolve": "super-resolve", "inpaint": "inpaint"}
 
 
+def preset_label(settings: dict) -> str | None:
+    """What an output's name calls the settings a fit ran with (its ``settings`` record):
+    the preset, and ``recorrupted`` for the paper network fitted by recorruption, which
+    ``paper`` asked for by name does not do (``auto`` on CUDA does), so that the two runs'
+    layers are told apart.
+
+    >>> preset_label({"preset": "paper", "fit": {"recorrupt_sigma": 0.1}})
+    'paper recorrupted'
+    >>> preset_label({"preset": "paper", "fit": {"recorrupt_sigma": None}}), preset_label({"preset": "fast"})
+    ('paper', 'fast')
+    """
+    preset = settings.get("preset")
+    if preset == "paper" and (settings.get("fit") or {}).get("recorrupt_sigma") is not None:
+        return f"{preset} recorrupted"
+    return preset
+
+
 def output_name(
     input_name: str,
     task: str,

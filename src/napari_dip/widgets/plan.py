@@ -39,6 +39,9 @@ class Choices:
     reference: object = None
     preset: str = "auto"
     preset_resolved: str = "fast"
+    #: What the output's name calls the settings, from the fit's record (:func:`~.layers.preset_label`);
+    #: ``None`` until the first snapshot says: ``preset_resolved`` names it meanwhile.
+    preset_label: str | None = None
     device: str = "auto"
     planes: str = PLANES_IN_VIEW
     warm_start: bool = True

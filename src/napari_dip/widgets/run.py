@@ -132,7 +132,8 @@ class Run:
             self.warm_from = snapshot.settings.get("warm_start")
             resolved = snapshot.settings.get("preset")
             if resolved and self.output.layer is None:
-                self.plan.choices.preset_resolved = resolved  # names the output
+                self.plan.choices.preset_resolved = resolved
+                self.plan.choices.preset_label = geo.preset_label(snapshot.settings)  # names the output
         self.best_iteration = snapshot.best_iteration
         self.backtracks = int(snapshot.backtracks)
         if snapshot.done:
