@@ -10,7 +10,8 @@ runs the plain loop of a fit (the network, the squared error, backward, Adam) ea
 operations by their own time on the device (on the CPU, by their own CPU time): kernels
 of the forward and the backward passes, the optimiser's, copies (on CUDA the kernels, with
 cuDNN's kernel search on as the engine has it). ``--out`` keeps every operation's calls and
-milliseconds per step as JSON.
+milliseconds per step as JSON; ``--summarise JSON`` adds up such a file's operations by kind
+(convolutions, batch normalisation, padding, ...).
 """
 
 from __future__ import annotations
@@ -84,6 +85,31 @@ def profile_step(device: str, size: int, preset: str, channels: int, warmup: int
             "profiled_total_ms_per_step": sum(r["self_ms_per_step"] for r in rows), "operations": rows}
 
 
+#: Kinds of operation, by what their kernel names contain, in the order tried (the first
+#: match wins): ``--summarise`` adds up each kind's milliseconds.
+KINDS = (
+    ("convolution", ("xmma", "cutlass", "gemm", "conv", "winograd", "wgrad", "dgrad", "splitKreduce",
+                     "scalePackedTensor")),
+    ("batch normalisation", ("bn_", "batch_norm")),
+    ("layout conversion (NCHW <-> NHWC)", ("nchwToNhwc", "nhwcToNchw")),
+    ("reflection padding", ("reflection_pad",)),
+    ("upsampling", ("upsample",)),
+    ("activation", ("leaky", "sigmoid")),
+    ("Adam's annotated range", ("Optimizer.",)),
+    ("Adam's kernels", ("multi_tensor_apply", "_fused_adam")),
+    ("additions, reductions, fills", ("add", "reduce", "Fill", "sum")),
+)
+
+
+def summarise(operations: list[dict]) -> dict[str, float]:
+    """Milliseconds per step of each kind of operation (:data:`KINDS`; the rest: ``other``)."""
+    totals = {kind: 0.0 for kind, _ in KINDS} | {"other": 0.0}
+    for row in operations:
+        kind = next((kind for kind, marks in KINDS if any(mark in row["name"] for mark in marks)), "other")
+        totals[kind] += row["self_ms_per_step"]
+    return totals
+
+
 def convolution_gflop(network, x) -> float:
     """The multiply-adds of the network's convolutions in one forward pass on ``x``, as
     GFLOP (two per multiply-add; the backward pass does about twice as many)."""
@@ -116,7 +142,16 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--top", type=int, default=25, help="operations to print")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--summarise", type=Path, metavar="JSON",
+                        help="only add up the operations of an earlier --out file by kind (no device needed)")
     args = parser.parse_args(argv)
+    if args.summarise:
+        earlier = json.loads(args.summarise.read_text())
+        print(f"{earlier['device_name']}, {earlier['size']}², {earlier['ms_per_step_unprofiled']:.2f} ms a step "
+              f"unprofiled; own time per step by kind:")
+        for kind, ms in summarise(earlier["operations"]).items():
+            print(f"  {ms:8.3f} ms  {kind}")
+        return 0
     sys.path.insert(0, str(ROOT / "src"))
     result = profile_step(args.device, args.size, args.preset, args.channels, args.warmup, args.steps)
     unit = "device" if args.device.startswith("cuda") else "CPU"

@@ -667,6 +667,19 @@ def test_step_profile_lists_the_operations_of_a_step(tmp_path):
     assert result["ms_per_step_unprofiled"] > 0 and result["size"] == 64
     # The fast network's first convolution alone: 64² outputs, 48 channels, 32 inputs, 3x3, stride 2 (32²).
     assert result["convolution_gflop_forward"] > 2 * 32 * 32 * 48 * 32 * 9 / 1e9
+    # --summarise adds up a profile's operations by kind, every millisecond counted once.
+    totals = module.summarise(result["operations"])
+    assert totals["convolution"] > 0 and totals["batch normalisation"] > 0
+    assert sum(totals.values()) == pytest.approx(result["profiled_total_ms_per_step"])
+    kernels = [{"name": "void cudnn::bn_bw_1C11_kernel_new<float>", "self_ms_per_step": 2.0},
+               {"name": "sm90_xmma_wgrad_implicit_gemm", "self_ms_per_step": 1.0},
+               {"name": "reduce_wgrad_nchw_helper", "self_ms_per_step": 0.5},
+               {"name": "reflection_pad2d_backward_out_kernel", "self_ms_per_step": 0.25},
+               {"name": "Memset (Device)", "self_ms_per_step": 0.125}]
+    totals = module.summarise(kernels)
+    assert (totals["batch normalisation"], totals["convolution"], totals["reflection padding"], totals["other"]) == (
+        2.0, 1.5, 0.25, 0.125)
+    assert module.main(["--summarise", str(out)]) == 0
 
 
 def test_recorruption_network_trace_variants_and_the_residual_start():
