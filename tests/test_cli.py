@@ -61,6 +61,27 @@ def test_without_channels_the_preset_width_is_used_and_recorded(grey_png, tmp_pa
     assert read_provenance(out)["network"]["channels_down"] == [48] * 5
 
 
+def test_auto_on_a_cuda_machine_recorrupts_the_paper_network_and_paper_named_does_not(grey_png, tmp_path,
+                                                                                      monkeypatch):
+    # auto resolved as on a CUDA machine; the fits themselves run on the CPU.
+    import torch
+
+    from napari_dip.engine import presets
+
+    monkeypatch.setattr(presets, "resolve_device", lambda name="auto": torch.device("cuda:0"))
+    out = tmp_path / "auto.png"
+    assert main(["denoise", str(grey_png), "-o", str(out), "--iterations", "2", "--device", "cpu", "-q"]) == 0
+    record = read_provenance(out)
+    assert record["preset"] == "paper" and record["preset_requested"] == "auto"
+    assert record["network"]["channels_down"] == [128] * 5
+    assert record["fit"]["recorrupt_sigma"] > 0 and record["fit"]["adam_beta2"] == 0.95
+    out = tmp_path / "paper.png"
+    assert main(["denoise", str(grey_png), "-o", str(out), "--preset", "paper", "--iterations", "2",
+                 "--device", "cpu", "-q"]) == 0
+    record = read_provenance(out)
+    assert record["fit"]["recorrupt_sigma"] is None and record["fit"]["adam_beta2"] == 0.999
+
+
 def test_denoising_stops_with_the_default_trend_test_and_records_it(grey_png, tmp_path):
     # The trend test reaches the command line's fit and its provenance: for a fit by
     # recorruption (the CPU default) on a smoother score at a 0.2 % rise, for the paper's

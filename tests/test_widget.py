@@ -578,6 +578,26 @@ def test_the_network_input_is_chosen_in_the_form_and_recorded(make_napari_viewer
     assert "[DIP denoise paper recorrupted seed" in _output(viewer).name
 
 
+def test_auto_on_a_cuda_machine_recorrupts_the_paper_network_from_the_widget(make_napari_viewer, qtbot,
+                                                                             monkeypatch):
+    import torch
+
+    from napari_dip.engine import presets
+
+    # auto resolved as on a CUDA machine; the fit itself runs on the CPU (device cpu).
+    monkeypatch.setattr(presets, "resolve_device", lambda name="auto": torch.device("cuda:0"))
+    viewer = make_napari_viewer()
+    viewer.add_image(_image((32, 32)), name="cells")
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=2, every=2, preset="auto")
+    _run_to_end(qtbot, widget)
+    output = _output(viewer)
+    record = output.metadata["napari_dip"]
+    fit = record["engine_settings"]["fit"]
+    assert record["engine_settings"]["preset"] == "paper" and fit["recorrupt_sigma"] > 0
+    assert fit["adam_beta2"] == 0.95
+    assert output.name == "cells [DIP denoise paper recorrupted seed 0]"
+
+
 def test_layer_updates_happen_on_the_main_thread(make_napari_viewer_proxy, qtbot):
     """Through napari's proxy (as plugins get the viewer), touching the viewer from the
     worker thread raises; also record the thread of every layer-data event."""
