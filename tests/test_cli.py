@@ -62,7 +62,7 @@ def test_without_channels_the_preset_width_is_used_and_recorded(grey_png, tmp_pa
 
 
 def test_auto_on_a_cuda_machine_recorrupts_the_paper_network_and_paper_named_does_not(grey_png, tmp_path,
-                                                                                      monkeypatch):
+                                                                                      monkeypatch, capsys):
     # auto resolved as on a CUDA machine; the fits themselves run on the CPU.
     import torch
 
@@ -71,6 +71,8 @@ def test_auto_on_a_cuda_machine_recorrupts_the_paper_network_and_paper_named_doe
     monkeypatch.setattr(presets, "resolve_device", lambda name="auto": torch.device("cuda:0"))
     out = tmp_path / "auto.png"
     assert main(["denoise", str(grey_png), "-o", str(out), "--iterations", "2", "--device", "cpu", "-q"]) == 0
+    plan = capsys.readouterr().out.splitlines()[0]  # "auto on cpu": only the presets module pretends
+    assert ", preset paper (auto on " in plan and "), by recorruption, stopping " in plan
     record = read_provenance(out)
     assert record["preset"] == "paper" and record["preset_requested"] == "auto"
     assert record["network"]["channels_down"] == [128] * 5
@@ -78,6 +80,7 @@ def test_auto_on_a_cuda_machine_recorrupts_the_paper_network_and_paper_named_doe
     out = tmp_path / "paper.png"
     assert main(["denoise", str(grey_png), "-o", str(out), "--preset", "paper", "--iterations", "2",
                  "--device", "cpu", "-q"]) == 0
+    assert ", preset paper, stopping " in capsys.readouterr().out.splitlines()[0]
     record = read_provenance(out)
     assert record["fit"]["recorrupt_sigma"] is None and record["fit"]["adam_beta2"] == 0.999
 
@@ -273,7 +276,8 @@ def test_one_line_before_the_fit_says_what_runs(grey_png, stack_tif, tmp_path, c
     assert main(["denoise", str(grey_png), "-o", str(tmp_path / "o.png"), *args]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith(
-        "denoise grey.png: YX 32x32 uint8 (PNG), preset fast (auto on cpu), stopping validation, device cpu, needs about "
+        "denoise grey.png: YX 32x32 uint8 (PNG), preset fast (auto on cpu), by recorruption, stopping validation, "
+        "device cpu, needs about "
     )
     assert read_provenance(tmp_path / "o.png")["preset"] == "fast"
     assert read_provenance(tmp_path / "o.png")["preset_requested"] == "auto"
@@ -282,6 +286,23 @@ def test_one_line_before_the_fit_says_what_runs(grey_png, stack_tif, tmp_path, c
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("super-resolve cells.tif: CYX 2x32x32 uint16 (TIFF, 2000.0 um/px), preset paper, "
                             "no automatic stopping, device cpu, needs about ")
+
+
+def test_the_last_line_says_when_the_image_turned_recorruption_off(tmp_path, capsys):
+    # Noise correlated between neighbours is fitted the paper's way although the plan line
+    # said recorruption (it is decided on the image): the line after the fit says so.
+    rng = np.random.default_rng(3)
+    white = rng.normal(0, 0.2, (33, 33))
+    correlated = (white[:-1, :-1] + white[1:, :-1] + white[:-1, 1:] + white[1:, 1:]) / 4
+    ramp = np.linspace(0.2, 0.8, 32)[None, :] * np.ones((32, 1))
+    path = tmp_path / "blotchy.tif"
+    tifffile.imwrite(path, (np.clip(ramp + correlated, 0, 1) * 255).astype(np.uint8))
+    out = tmp_path / "out.tif"
+    assert main(["denoise", str(path), "-o", str(out), "--iterations", "2", "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert ", by recorruption, " in lines[0]
+    assert "; recorruption off: the noise is correlated between neighbours (" in lines[-1]
+    assert read_provenance(out)["fit"]["recorrupt_sigma"] is None
 
 
 def test_the_cli_asks_for_a_snapshot_every_two_seconds(grey_png, tmp_path, monkeypatch):
@@ -374,7 +395,8 @@ def test_an_imagej_z_stack_comes_back_as_one_with_its_calibration(imagej_zyx, tm
     assert main(["denoise", str(imagej_zyx), "-o", str(out), *TINY]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == ("denoise stack.tif: ZYX 3x32x32 uint16 (ImageJ, 0.2 um/px, z 1.0 um, t 2.5 s), "
-                        "3 planes warm-started, preset fast, stopping validation, device cpu, needs about 0.1 GiB")
+                        "3 planes warm-started, preset fast, by recorruption, stopping validation, device cpu, "
+                        "needs about 0.1 GiB")
     assert lines[-1].startswith(f"wrote {out} (3 planes, ")
     with tifffile.TiffFile(out) as tif:
         assert tif.is_imagej and tif.series[0].axes == "ZYX" and tif.series[0].dtype == np.uint16

@@ -300,11 +300,18 @@ def _plan_line(args, source, layout) -> str:
     """One line saying what is about to run: the image's layout, file and calibration, the
     planes, preset (and why), stopping, device."""
     from .engine.devices import resolve_device
-    from .engine.presets import resolve_preset, stopping_for
+    from .engine.presets import recorrupts_by_default, resolve_preset, stopping_for
 
     device = resolve_device(args.device)
     preset = resolve_preset(args.preset, args.device)
     why = f" (auto on {device.type})" if args.preset == "auto" else ""
+    recorrupt = getattr(args, "recorrupt", None)
+    if recorrupt is None:
+        recorrupt = recorrupts_by_default(args.command, args.preset, getattr(args, "reg_noise_std", None) is not None)
+    if args.command == "denoise" and recorrupt:
+        # The same network fitted two ways: say which, as the widget names its output. The
+        # image may still turn it off (correlated or no noise); the last line then says so.
+        why += ", by recorruption"
     rule = stopping_for(args.command, args.stop, args.patience).rule
     stopping = "no automatic stopping" if rule == "none" else f"stopping {rule}"
     image = f"{layout.axes} {_sizes(layout.shape)} {source.data.dtype.name} ({source.describe()})"
@@ -562,6 +569,8 @@ def restore_file(args, extras: dict | None = None) -> tuple:
             chosen += f", in {final.settings['tiling']['count']} tiles"
         summary = (f"{final.iteration} iterations in {final.elapsed:.1f} s, "
                    f"{format_rate(final.iterations_per_second)}, stopped by {final.stop_reason}{chosen}")
+    if provenance.get("recorruption_note"):
+        summary += f"; recorruption {provenance['recorruption_note']}"
     provenance["source"] = str(args.input)
     provenance["axes"] = layout.axes
     return result.zoomed(data, None), provenance, summary
