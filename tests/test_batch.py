@@ -112,6 +112,35 @@ def test_record_contents_and_a_rerun_that_changes_nothing(tmp_path):
     assert [r["status"] for r in rows] == ["done", "skipped", "skipped"]
 
 
+def test_results_made_with_other_defaults_are_redone(tmp_path, monkeypatch):
+    # The same options make another result when a release changes a default (as when auto
+    # on a GPU began to recorrupt): a resumed batch redoes what the old defaults made.
+    from napari_dip.engine import presets
+
+    data = _folder(tmp_path, 2)
+    out = tmp_path / "out"
+    options = {**FIT, "preset": "auto"}
+    assert [r["status"] for r in restore_files(data, task="denoise", out=out, workers=0, progress=False,
+                                               **options)] == ["done"] * 2
+    assert [r["status"] for r in restore_files(data, task="denoise", out=out, workers=0, progress=False,
+                                               **options)] == ["skipped"] * 2
+    monkeypatch.setitem(presets.RECORRUPT_BY_DEFAULT, "auto", False)
+    rows = restore_files(data, task="denoise", out=out, workers=0, progress=False, **options)
+    assert [r["status"] for r in rows] == ["done"] * 2
+    assert read_provenance(out / "img0.png")["fit"]["recorrupt_sigma"] is None  # made the new way
+    # A default of another preset is not this batch's: nothing redone.
+    fast = {**options, "preset": "fast"}
+    rows = restore_files(data, task="denoise", out=out, workers=0, progress=False, **fast)
+    assert [r["status"] for r in rows] == ["done"] * 2
+    monkeypatch.setitem(presets.RECORRUPTION_ADAM_BETA2, "paper", 0.9)
+    rows = restore_files(data, task="denoise", out=out, workers=0, progress=False, **fast)
+    assert [r["status"] for r in rows] == ["skipped"] * 2
+    monkeypatch.setitem(presets.RECORRUPTION_ADAM_BETA2, "fast", 0.9)
+    rows = restore_files(data, task="denoise", out=out, workers=0, progress=False, **fast)
+    assert [r["status"] for r in rows] == ["done"] * 2
+    assert read_provenance(out / "img0.png")["fit"]["adam_beta2"] == 0.9
+
+
 def test_bad_files_are_reported_and_the_others_done(tmp_path, capsys):
     data = _folder(tmp_path, 2)
     (data / "broken.png").write_bytes(b"not a png at all")

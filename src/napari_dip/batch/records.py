@@ -1,7 +1,9 @@
 """The record written next to each result (``cells.tif.json``), and the atomic writes.
 
 A result counts as done when its record exists, names the same input content (SHA-256)
-and the same settings, and the result file it names is there with the content it names.
+and the same settings (the options asked for, and the defaults of the release that made
+it: a result made with other defaults is redone), and the result file it names is there
+with the content it names.
 The record is written after the result, so an interrupted batch leaves either nothing,
 or a result without a record (redone next time), never a record of a missing result.
 Both are written under a temporary name in the output folder and renamed into place
@@ -43,13 +45,20 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def settings_of(task: str, options: dict) -> dict:
-    """The options that decide a result, as JSON values (compared on resume).
+    """The options that decide a result, as JSON values (compared on resume), and under
+    ``defaults`` a fingerprint of the defaults the preset fits with
+    (:func:`~napari_dip.engine.presets.defaults_fingerprint`): the same options make
+    another result when a release changes a default.
 
-    >>> settings_of("denoise", {"iterations": 100, "out": "x", "seed": 0, "quiet": True})
-    {'iterations': 100, 'seed': 0, 'task': 'denoise'}
+    >>> settings = settings_of("denoise", {"iterations": 100, "out": "x", "seed": 0, "quiet": True})
+    >>> sorted(settings), settings["iterations"], len(settings["defaults"])
+    (['defaults', 'iterations', 'seed', 'task'], 100, 12)
     """
+    from ..engine.presets import DEFAULT_PRESET, defaults_fingerprint
+
     chosen = {key: value for key, value in sorted(options.items()) if key not in NOT_SETTINGS}
     chosen["task"] = task
+    chosen["defaults"] = defaults_fingerprint(task, options.get("preset") or DEFAULT_PRESET, options.get("factor"))
     return json.loads(json.dumps(chosen, default=str))
 
 

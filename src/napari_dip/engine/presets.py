@@ -262,8 +262,18 @@ def settings_for(
     >>> fit.iterations, fit.reg_noise_std, net.channels_down[0]
     (10, 0.05, 48)
     """
-    requested = preset
-    preset = resolve_preset(preset, fit_overrides.get("device") or "auto")
+    resolved = resolve_preset(preset, fit_overrides.get("device") or "auto")
+    return _settings(task, preset, resolved, factor, channels, network, stopping, patience, noise_sigma, recorrupt,
+                     photon_limited, **fit_overrides)
+
+
+def _settings(
+    task: str, requested: str, preset: str, factor: int | None, channels: int | None, network: SkipNetConfig | None,
+    stopping: str | StoppingConfig | None, patience: int | None, noise_sigma: float | None, recorrupt: bool | None,
+    photon_limited: bool, **fit_overrides,
+) -> tuple[SkipNetConfig, FitConfig]:
+    """:func:`settings_for` with the preset as asked for (``requested``, which decides
+    whether to recorrupt) and the network preset it resolved to (``preset``) apart."""
     if channels is not None and channels < 1:
         raise InputError(f"channels must be positive, got {channels}")
     unknown = set(fit_overrides) - set(FitConfig.__dataclass_fields__)
@@ -304,6 +314,42 @@ def settings_for(
     if channels is not None:
         net = net.with_width(channels)
     return net, replace(FitConfig(), **values)
+
+
+#: FitConfig fields that set how fast a fit runs, not what it returns.
+_SPEED_FIELDS = frozenset({"device", "threads", "compile", "cuda_graphs", "channels_last"})
+
+
+def defaults_fingerprint(task: str, preset: str = DEFAULT_PRESET, factor: int | None = None) -> str:
+    """A short hash of the defaults ``preset`` (as the caller names it) fits ``task`` with,
+    on every device it may resolve to: networks, schedule, stopping, recorruption and warm
+    start, for Gaussian and photon-limited noise. It changes when a release changes how a
+    result is made without any option changing (as when ``auto`` on a GPU began to denoise by
+    recorruption), so that a batch resumed after an upgrade redoes results made the old way
+    (:mod:`napari_dip.batch.records`).
+
+    >>> len(defaults_fingerprint("denoise")), defaults_fingerprint("denoise") == defaults_fingerprint("inpaint")
+    (12, False)
+    """
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r}; choose one of {PRESETS}")
+    if task == "super-resolve" and factor is None:
+        factor = 4
+    described = []
+    for resolved in (NETWORK_PRESETS if preset == "auto" else (preset,)):
+        # A noise level in the range of every rule that depends on it; the formulas are code.
+        for photon_limited in ((False, True) if task == "denoise" else (False,)):
+            net, fit = _settings(task, preset, resolved, factor, None, None, None, None, 25.0 / 255.0, None,
+                                 photon_limited)
+            fits = [fit, warm_start_config(fit)]
+            described.append([asdict(net), *({k: v for k, v in asdict(f).items() if k not in _SPEED_FIELDS}
+                                             for f in fits)])
+    text = json.dumps(described, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 #: Warm start across the planes of a stack (DECO-DIP does this for video): later planes
