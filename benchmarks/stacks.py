@@ -90,12 +90,15 @@ def restore(stack: np.ndarray, warm: bool, options) -> list[dict]:
     rows, start = [], time.perf_counter()
     planes = iter_restore_planes("denoise", stack, axes="TYX", warm_start=warm, preset=options.preset,
                                  snapshot_every=None, seed=options.seed, device=options.device,
-                                 iterations=options.iterations, channels=options.channels)
+                                 iterations=options.iterations, channels=options.channels,
+                                 recorrupt=options.recorrupt)
     for index, snapshot in planes:
         if snapshot.done:
             now = time.perf_counter()
+            fit = snapshot.settings.get("fit") or {}
             rows.append({"frame": int(index[0]), "seconds": now - start, "iterations": snapshot.iteration,
                          "best_iteration": snapshot.best_iteration, "stop_reason": snapshot.stop_reason,
+                         "recorrupted": bool(fit.get("recorrupt_sigma")), "adam_beta2": fit.get("adam_beta2"),
                          "result": snapshot.average})
             start = now
     return rows
@@ -125,6 +128,9 @@ def main(argv=None) -> int:
                         help="iterations between stop checks of a warm-started plane (default: presets')")
     parser.add_argument("--warm-min-wait", type=int,
                         help="trend test's wait after the best on a warm-started plane (default: presets')")
+    parser.add_argument("--recorrupt", action=argparse.BooleanOptionalAction, default=None,
+                        help="fit by recorruption, or not (default: as the preset does; --preset paper "
+                             "--recorrupt is what auto fits with on a CUDA GPU)")
     parser.add_argument("--fits", default="independent,warm", help="which to run: independent, warm or both")
     parser.add_argument("--out", type=Path)
     options = parser.parse_args(argv)
@@ -159,7 +165,8 @@ def main(argv=None) -> int:
             results[name][label] = rows
             print(f"{name:40s} {label:12s} " + " ".join(f"{r['psnr']:.2f}/{r['seconds']:.0f}s" for r in rows), flush=True)
 
-    print(f"\nwarm start over a drifting stack, {options.frames} frames of {options.crop}², preset {options.preset}; "
+    how = {None: "", True: ", by recorruption", False: ", the paper's way"}[options.recorrupt]
+    print(f"\nwarm start over a drifting stack, {options.frames} frames of {options.crop}², preset {options.preset}{how}; "
           f"{date.today()}, {platform.machine()}, {os.cpu_count()} cores")
     print("| stack | fits | frame 1 s | later frames s (mean) | later / first | mean PSNR (dB) | noisy PSNR |")
     print("|---|---|---:|---:|---:|---:|---:|")
