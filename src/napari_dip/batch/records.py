@@ -46,7 +46,7 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def settings_of(task: str, options: dict) -> dict:
     """The options that decide a result, as JSON values (compared on resume), and under
-    ``defaults`` a fingerprint of the defaults the preset fits with
+    ``defaults`` a fingerprint of the defaults the preset fits with on the device asked for
     (:func:`~napari_dip.engine.presets.defaults_fingerprint`): the same options make
     another result when a release changes a default.
 
@@ -58,7 +58,8 @@ def settings_of(task: str, options: dict) -> dict:
 
     chosen = {key: value for key, value in sorted(options.items()) if key not in NOT_SETTINGS}
     chosen["task"] = task
-    chosen["defaults"] = defaults_fingerprint(task, options.get("preset") or DEFAULT_PRESET, options.get("factor"))
+    chosen["defaults"] = defaults_fingerprint(task, options.get("preset") or DEFAULT_PRESET, options.get("factor"),
+                                              options.get("device") or "auto")
     return json.loads(json.dumps(chosen, default=str))
 
 

@@ -320,16 +320,20 @@ def _settings(
 _SPEED_FIELDS = frozenset({"device", "threads", "compile", "cuda_graphs", "channels_last"})
 
 
-def defaults_fingerprint(task: str, preset: str = DEFAULT_PRESET, factor: int | None = None) -> str:
-    """A short hash of the defaults ``preset`` (as the caller names it) fits ``task`` with,
-    on every device it may resolve to: networks, schedule, stopping, recorruption and warm
-    start, for Gaussian and photon-limited noise. It changes when a release changes how a
-    result is made without any option changing (as when ``auto`` on a GPU began to denoise by
-    recorruption), so that a batch resumed after an upgrade redoes results made the old way
-    (:mod:`napari_dip.batch.records`).
+def defaults_fingerprint(task: str, preset: str = DEFAULT_PRESET, factor: int | None = None,
+                         device: str = "auto") -> str:
+    """A short hash of the defaults ``preset`` (as the caller names it) fits ``task`` with on
+    ``device``: network, schedule, stopping, recorruption and warm start, for Gaussian and
+    photon-limited noise. It changes when a release changes how a result is made without
+    any option changing (as when ``auto`` on a GPU began to denoise by recorruption), so
+    that a batch resumed after an upgrade redoes results made the old way
+    (:mod:`napari_dip.batch.records`). A device that is named but absent here (a cluster's
+    GPU workers, seen from a client without one) is taken at its word.
 
-    >>> len(defaults_fingerprint("denoise")), defaults_fingerprint("denoise") == defaults_fingerprint("inpaint")
-    (12, False)
+    >>> defaults_fingerprint("denoise", "auto", device="cpu") == defaults_fingerprint("denoise", "fast")
+    True
+    >>> defaults_fingerprint("denoise", "auto", device="cuda") == defaults_fingerprint("denoise", "paper")
+    False
     """
     import hashlib
     import json
@@ -337,17 +341,18 @@ def defaults_fingerprint(task: str, preset: str = DEFAULT_PRESET, factor: int | 
 
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}; choose one of {PRESETS}")
+    name = (device or "auto").strip().lower()
+    kind = resolve_device("auto").type if name == "auto" else name.split(":")[0]
+    resolved = preset if preset != "auto" else ("paper" if kind == "cuda" else "fast")
     if task == "super-resolve" and factor is None:
         factor = 4
     described = []
-    for resolved in (NETWORK_PRESETS if preset == "auto" else (preset,)):
-        # A noise level in the range of every rule that depends on it; the formulas are code.
-        for photon_limited in ((False, True) if task == "denoise" else (False,)):
-            net, fit = _settings(task, preset, resolved, factor, None, None, None, None, 25.0 / 255.0, None,
-                                 photon_limited)
-            fits = [fit, warm_start_config(fit)]
-            described.append([asdict(net), *({k: v for k, v in asdict(f).items() if k not in _SPEED_FIELDS}
-                                             for f in fits)])
+    # A noise level in the range of every rule that depends on it; the formulas are code.
+    for photon_limited in ((False, True) if task == "denoise" else (False,)):
+        net, fit = _settings(task, preset, resolved, factor, None, None, None, None, 25.0 / 255.0, None,
+                             photon_limited)
+        described.append([asdict(net), *({k: v for k, v in asdict(f).items() if k not in _SPEED_FIELDS}
+                                         for f in (fit, warm_start_config(fit)))])
     text = json.dumps(described, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
