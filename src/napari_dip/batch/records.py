@@ -1,9 +1,9 @@
 """The record written next to each result (``cells.tif.json``), and the atomic writes.
 
 A result counts as done when its record exists, names the same input content (SHA-256)
-and the same settings (the options asked for, and the defaults of the release that made
-it: a result made with other defaults is redone), and the result file it names is there
-with the content it names.
+and the same settings (the options asked for, and the defaults those options meant on the
+device asked for in the release that made it: a result made with other defaults is redone),
+and the result file it names is there with the content it names.
 The record is written after the result, so an interrupted batch leaves either nothing,
 or a result without a record (redone next time), never a record of a missing result.
 Both are written under a temporary name in the output folder and renamed into place
