@@ -58,9 +58,12 @@ TTR_LARGE=512
 TTR_SMALL=256
 QUALITY=()  # the full protocol: whole images, every set
 PROFILE=()
+STACK_FRAMES=8
+STACK_CROP=128
 if [ "${SMOKE:-0}" = 1 ]; then
     DEV=cpu FIT=(--iterations 10) FMD=(--crop 64) FMD_IMAGES=0 STEP_SIZES=32 STEPS=(--warmup 2 --iterations 2)
     TTR_LARGE=64 TTR_SMALL=32 QUALITY=(--images 1 --crop 32 --preset fast) PROFILE=(--warmup 1 --steps 1)
+    STACK_FRAMES=2 STACK_CROP=32
 fi
 
 part() {
@@ -103,6 +106,15 @@ part auto256 200 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "
 #    Whole images take 16-61 s a fit, so two images, four fits.
 part fmd_recorrupt 300 $PY benchmarks/fmd.py --data "$DATA" "${FMD[@]}" "${FIT[@]}" --images 1,2 --preset paper \
     --device $DEV --no-bm3d --variants dip_pg_gat_recorrupt dip_pg_gat_paper --out "$W/fmd-gpu-whole-recorrupt.json"
+# 2b. Warm-started stacks with the paper network by recorruption (what `auto` fits on CUDA)
+#    at the issue-10 protocol's frame size, 8 frames of 128² (BENCHMARKS.md, "The paper
+#    network by recorruption, warm-started": 3 frames of 96² on the CPU only). Then the
+#    paper's way, warm fits only, for its quality and time beside them. stacks.py writes its
+#    JSON after each stack's fits.
+part stacks_paper 150 $PY benchmarks/stacks.py --data "$DATA" --device $DEV "${FIT[@]}" --frames "${STACK_FRAMES}" \
+    --crop "${STACK_CROP}" --preset paper --recorrupt --out "$W/stacks-gpu-paper-recorrupt.json"
+part stacks_paper_way 90 $PY benchmarks/stacks.py --data "$DATA" --device $DEV "${FIT[@]}" --frames "${STACK_FRAMES}" \
+    --crop "${STACK_CROP}" --preset paper --no-recorrupt --fits warm --out "$W/stacks-gpu-paper-way.json"
 # 3. Where the first fit's seconds go: cuDNN's kernel search (which the engine turns on for
 #    every CUDA fit) against CUDA's own start-up and lazy kernel loading. One process: the
 #    first fit takes CUDA's start-up, then the paper network without the search (twice),

@@ -164,6 +164,7 @@ def main(argv=None) -> int:
                 row["noisy_psnr"] = psnr(clean[row["frame"]], noisy[row["frame"]])
             results[name][label] = rows
             print(f"{name:40s} {label:12s} " + " ".join(f"{r['psnr']:.2f}/{r['seconds']:.0f}s" for r in rows), flush=True)
+            write(options, results)  # after every stack's fits: a run cut short keeps what it measured
 
     how = {None: "", True: ", by recorruption", False: ", the paper's way"}[options.recorrupt]
     print(f"\nwarm start over a drifting stack, {options.frames} frames of {options.crop}², preset {options.preset}{how}; "
@@ -175,11 +176,14 @@ def main(argv=None) -> int:
             first, later = rows[0]["seconds"], np.mean([r["seconds"] for r in rows[1:]]) if len(rows) > 1 else float("nan")
             print(f"| {name} | {label} | {first:.1f} | {later:.1f} | {later / first:.0%} | "
                   f"{np.mean([r['psnr'] for r in rows]):.2f} | {np.mean([r['noisy_psnr'] for r in rows]):.2f} |")
+    return 0
+
+
+def write(options, results: dict) -> None:
     if options.out:
         options.out.write_text(json.dumps({"date": str(date.today()), "command": " ".join(sys.argv),
                                            "options": {k: str(v) for k, v in vars(options).items()},
                                            "results": results}, indent=1))
-    return 0
 
 
 if __name__ == "__main__":
