@@ -102,9 +102,11 @@ part auto256 200 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "
     --sigmas 50 --colours grey,RGB --configs default,preset:paper --out "$W/ttr-gpu-256-auto.json"
 # 2. Photon-limited whole FMD images on the paper network: recorrupted through the Anscombe
 #    transform (what `auto` does on CUDA since the fourth lease; beta2 0.999) against the
-#    paper's way. Measured so far on CPU crops only; Confocal_BPAE_G_1 (index 1) lost there.
-#    Whole images take 16-61 s a fit, so two images, four fits.
-part fmd_recorrupt 300 $PY benchmarks/fmd.py --data "$DATA" "${FMD[@]}" "${FIT[@]}" --images 1,2 --preset paper \
+#    paper's way. Measured so far on six CPU crops only: a wash (+0.18 dB on the mean, 3 of 6
+#    better); Confocal_FISH_1 (index 3) lost most (-0.36 dB), Confocal_BPAE_G_1 (1) lost
+#    too, Confocal_BPAE_R_1 (2) won most (+1.15 dB). Whole images take 16-61 s a fit, so
+#    these three, six fits; fmd.py writes its JSON after every image.
+part fmd_recorrupt 330 $PY benchmarks/fmd.py --data "$DATA" "${FMD[@]}" "${FIT[@]}" --images 3,1,2 --preset paper \
     --device $DEV --no-bm3d --variants dip_pg_gat_recorrupt dip_pg_gat_paper --out "$W/fmd-gpu-whole-recorrupt.json"
 # 2b. Warm-started stacks with the paper network by recorruption (what `auto` fits on CUDA)
 #    at the issue-10 protocol's frame size, 8 frames of 128² (BENCHMARKS.md, "The paper
