@@ -288,9 +288,9 @@ def test_one_line_before_the_fit_says_what_runs(grey_png, stack_tif, tmp_path, c
                             "no automatic stopping, device cpu, needs about ")
 
 
-def test_the_last_line_says_when_the_image_turned_recorruption_off(tmp_path, capsys):
-    # Noise correlated between neighbours is fitted the paper's way although the plan line
-    # said recorruption (it is decided on the image): the line after the fit says so.
+def test_the_line_before_the_fit_says_when_recorruption_is_off_and_why(tmp_path, capsys):
+    # Noise correlated between neighbours is fitted the paper's way: the restoration has
+    # settled that before the fit, and the line says so (the preset alone would recorrupt).
     rng = np.random.default_rng(3)
     white = rng.normal(0, 0.2, (33, 33))
     correlated = (white[:-1, :-1] + white[1:, :-1] + white[:-1, 1:] + white[1:, 1:]) / 4
@@ -298,10 +298,20 @@ def test_the_last_line_says_when_the_image_turned_recorruption_off(tmp_path, cap
     path = tmp_path / "blotchy.tif"
     tifffile.imwrite(path, (np.clip(ramp + correlated, 0, 1) * 255).astype(np.uint8))
     out = tmp_path / "out.tif"
-    assert main(["denoise", str(path), "-o", str(out), "--iterations", "2", "--device", "cpu"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert ", by recorruption, " in lines[0]
-    assert "; recorruption off: the noise is correlated between neighbours (" in lines[-1]
+    assert main(["denoise", str(path), "-o", str(out), "--iterations", "2", "--device", "cpu", "-q"]) == 0
+    plan = capsys.readouterr().out.splitlines()[0]
+    assert ", preset fast (auto on cpu), recorruption off: the noise is correlated between neighbours (" in plan
+    assert "by recorruption" not in plan
+    assert read_provenance(out)["fit"]["recorrupt_sigma"] is None
+    # A weighted photon-limited fit has a noise level per pixel: never recorrupted.
+    counts = (rng.poisson(np.full((32, 32), 40.0) * (1 + ramp)) * 10 + 100).astype(np.uint16)
+    path = tmp_path / "counts.tif"
+    tifffile.imwrite(path, counts)
+    out = tmp_path / "weighted.tif"
+    assert main(["denoise", str(path), "-o", str(out), "--iterations", "2", "--device", "cpu", "-q",
+                 "--noise", "poisson-gaussian", "--noise-fit", "weighted"]) == 0
+    plan = capsys.readouterr().out.splitlines()[0]
+    assert ", recorruption off: noise_fit='weighted' has a noise level per pixel, stopping " in plan
     assert read_provenance(out)["fit"]["recorrupt_sigma"] is None
 
 

@@ -298,9 +298,15 @@ def test_the_numpy_api_recorrupts_with_the_estimated_noise_level():
 def test_a_weighted_poisson_fit_is_not_recorrupted():
     rng = np.random.default_rng(0)
     counts = rng.poisson(smooth_image(32) * 40).astype(np.uint16) * 10 + 100
-    snap = list(iter_restore("denoise", counts, preset="fast", iterations=3, snapshot_every=None, noise="poisson-gaussian",
-                             noise_fit="weighted", **TINY))[-1]
-    assert snap.settings["fit"]["recorrupt_sigma"] is None
+    stream = iter_restore("denoise", counts, preset="fast", iterations=3, snapshot_every=None,
+                          noise="poisson-gaussian", noise_fit="weighted", **TINY)
+    # Settled before the first step, and said: the preset would have recorrupted.
+    assert stream.recorrupts is False and "weighted" in stream.settings["recorruption_note"]
+    snap = list(stream)[-1]
+    assert snap.settings["fit"]["recorrupt_sigma"] is None and "weighted" in snap.settings["recorruption_note"]
+    asked = list(iter_restore("denoise", counts, preset="fast", iterations=3, snapshot_every=None,
+                              noise="poisson-gaussian", noise_fit="weighted", recorrupt=False, **TINY))[-1]
+    assert asked.settings["recorruption_note"] is None  # the caller's choice needs no note
     with pytest.raises(InputError, match="noise_fit='gat'"):
         list(iter_restore("denoise", counts, preset="fast", iterations=3, noise="poisson-gaussian",
                           noise_fit="weighted", recorrupt=True, **TINY))
@@ -325,7 +331,9 @@ def test_noise_correlated_between_neighbours_is_fitted_the_papers_way():
     # Each pixel's noise shared with its neighbours (a 2 x 2 box): lag-1 correlation 0.5.
     correlated = (white[:-1, :-1] + white[1:, :-1] + white[:-1, 1:] + white[1:, 1:]) / 4
     image = np.clip(smooth_image(64) + correlated, 0, 1).astype(np.float32)
-    snap = list(iter_restore("denoise", image, preset="fast", iterations=2, snapshot_every=None, **TINY))[-1]
+    stream = iter_restore("denoise", image, preset="fast", iterations=2, snapshot_every=None, **TINY)
+    assert stream.recorrupts is False and "correlated" in stream.settings["recorruption_note"]
+    snap = list(stream)[-1]
     assert snap.settings["fit"]["recorrupt_sigma"] is None
     assert "correlated" in snap.settings["recorruption_note"]
     # Asked for, it is done all the same; white noise is recorrupted by default.
@@ -337,7 +345,9 @@ def test_noise_correlated_between_neighbours_is_fitted_the_papers_way():
         other = list(iter_restore("denoise", image, iterations=2, snapshot_every=None, **settings, **TINY))[-1]
         assert other.settings["recorruption_note"] is None
     white_image = np.clip(smooth_image(64) + white[:64, :64] / 2, 0, 1).astype(np.float32)
-    plain = list(iter_restore("denoise", white_image, preset="fast", iterations=2, snapshot_every=None, **TINY))[-1]
+    stream = iter_restore("denoise", white_image, preset="fast", iterations=2, snapshot_every=None, **TINY)
+    assert stream.recorrupts is True
+    plain = list(stream)[-1]
     assert plain.settings["fit"]["recorrupt_sigma"] and plain.settings["recorruption_note"] is None
 
 
@@ -346,8 +356,10 @@ def test_a_stack_whose_sampled_planes_are_constant_is_fitted_the_papers_way():
     # so no level is found; the stack is restored the paper's way instead of refused.
     stack = np.zeros((65, 16, 16), np.uint8)
     stack[1] = noisy_grey(0, size=16)
-    finals = [snap for _, snap in iter_restore_planes("denoise", stack, axes="ZYX", preset="fast", iterations=2,
-                                                      snapshot_every=None, **TINY) if snap.done]
+    stream = iter_restore_planes("denoise", stack, axes="ZYX", preset="fast", iterations=2, snapshot_every=None,
+                                 **TINY)
+    assert stream.recorrupts is False and "no noise" in stream.settings["recorruption_note"]
+    finals = [snap for _, snap in stream if snap.done]
     fitted = [s for s in finals if s.iteration > 0]
     assert len(fitted) == 1 and fitted[0].settings["fit"]["recorrupt_sigma"] is None
     assert "no noise" in fitted[0].settings["recorruption_note"]
@@ -355,8 +367,10 @@ def test_a_stack_whose_sampled_planes_are_constant_is_fitted_the_papers_way():
 
 def test_stacks_are_recorrupted_plane_by_plane_with_a_warm_start():
     stack = np.stack([noisy_grey(0), noisy_grey(1)])
-    finals = [snap for _, snap in iter_restore_planes("denoise", stack, axes="ZYX", preset="fast", iterations=4,
-                                                      snapshot_every=None, **TINY) if snap.done]
+    stream = iter_restore_planes("denoise", stack, axes="ZYX", preset="fast", iterations=4, snapshot_every=None,
+                                 **TINY)
+    assert stream.recorrupts is True and stream.settings["preset"] == "fast"
+    finals = [snap for _, snap in stream if snap.done]
     assert len(finals) == 2 and all(s.settings["fit"]["recorrupt_sigma"] for s in finals)
     assert finals[1].settings["warm_start"] is not None
 

@@ -127,10 +127,14 @@ def test_volumetric_denoise_returns_the_stack_and_records_how():
     result = denoise(stack, axes="ZYX", volumetric=True, spacing=(3.0, 1.0, 1.0), iterations=4, **TINY)
     assert result.shape == stack.shape and result.dtype == stack.dtype
     assert not np.array_equal(result, stack)
-    snaps = list(iter_restore_volumes("denoise", stack, axes="ZYX", spacing=(3.0, 1.0, 1.0), iterations=4,
-                                      snapshot_every=None, **TINY))
+    stream = iter_restore_volumes("denoise", stack, axes="ZYX", spacing=(3.0, 1.0, 1.0), iterations=4,
+                                  snapshot_every=None, **TINY)
+    # How the fit runs is settled before it starts, as for planes.
+    assert stream.settings["preset"] == "fast"
+    snaps = list(stream)
     assert len(snaps) == 1
     index, final = snaps[0]
+    assert stream.recorrupts is bool(final.settings["fit"]["recorrupt_sigma"])
     assert index == () and final.done and final.average.shape == stack.shape
     settings = final.settings
     assert settings["volumetric"]["spacing"] == [3.0, 1.0, 1.0]

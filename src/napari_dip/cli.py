@@ -296,22 +296,22 @@ def _sizes(shape) -> str:
     return "x".join(str(n) for n in shape)
 
 
-def _plan_line(args, source, layout) -> str:
+def _plan_line(args, source, layout, stream=None) -> str:
     """One line saying what is about to run: the image's layout, file and calibration, the
-    planes, preset (and why), stopping, device."""
+    planes, preset (and why), how a denoising fit runs (from ``stream``, the
+    :class:`~napari_dip.restore.Restoration`, which has settled it), stopping, device."""
     from .engine.devices import resolve_device
-    from .engine.presets import recorrupts_by_default, resolve_preset, stopping_for
+    from .engine.presets import resolve_preset, stopping_for
 
     device = resolve_device(args.device)
     preset = resolve_preset(args.preset, args.device)
     why = f" (auto on {device.type})" if args.preset == "auto" else ""
-    recorrupt = getattr(args, "recorrupt", None)
-    if recorrupt is None:
-        recorrupt = recorrupts_by_default(args.command, args.preset, getattr(args, "reg_noise_std", None) is not None)
-    if args.command == "denoise" and recorrupt:
-        # The same network fitted two ways: say which, as the widget names its output. The
-        # image may still turn it off (correlated or no noise); the last line then says so.
+    # The same network is fitted two ways: say which, as the widget names its output, and
+    # why not when the preset would have recorrupted (correlated noise, none found, ...).
+    if getattr(stream, "recorrupts", False):
         why += ", by recorruption"
+    elif (getattr(stream, "settings", None) or {}).get("recorruption_note"):
+        why += f", recorruption {stream.settings['recorruption_note']}"
     rule = stopping_for(args.command, args.stop, args.patience).rule
     stopping = "no automatic stopping" if rule == "none" else f"stopping {rule}"
     image = f"{layout.axes} {_sizes(layout.shape)} {source.data.dtype.name} ({source.describe()})"
@@ -541,6 +541,7 @@ def restore_file(args, extras: dict | None = None) -> tuple:
         else:
             stream = iter_restore(args.command, source.data, **settings)
     _report_warnings(caught)
+    plan = _plan_line(args, source, layout, stream)
     # napari-dip batch watches the fit (progress to its client, cancel requests to the fit).
     watch = getattr(args, "watch_snapshots", None)
     if watch is not None:
@@ -550,7 +551,7 @@ def restore_file(args, extras: dict | None = None) -> tuple:
     conversion = imagej_conversion(result, output)
     if conversion:
         print(f"napari-dip: warning: {conversion}", file=sys.stderr)
-    print(_plan_line(args, source, layout), flush=True)
+    print(plan, flush=True)
     budget = args.iterations or settings_for(args.command, "fast", factor=factor)[1].iterations  # same for every preset
     total = _start_total(budget, stopping_for(args.command, args.stop, args.patience))
     if volumetric:
@@ -569,8 +570,6 @@ def restore_file(args, extras: dict | None = None) -> tuple:
             chosen += f", in {final.settings['tiling']['count']} tiles"
         summary = (f"{final.iteration} iterations in {final.elapsed:.1f} s, "
                    f"{format_rate(final.iterations_per_second)}, stopped by {final.stop_reason}{chosen}")
-    if provenance.get("recorruption_note"):
-        summary += f"; recorruption {provenance['recorruption_note']}"
     provenance["source"] = str(args.input)
     provenance["axes"] = layout.axes
     return result.zoomed(data, None), provenance, summary

@@ -110,7 +110,7 @@ def iter_restore(
     tile_size: int | None = None,
     tile_overlap: int | None = None,
     recorrupt: bool | None = None,
-) -> Iterator[Snapshot]:
+) -> Restoration:
     """Restore ``image`` step by step, yielding snapshots as the fit proceeds.
 
     Parameters
@@ -231,7 +231,8 @@ def iter_restore(
         automatic stopping its arrays come from ``best_iteration``. With ``runs`` >= 2,
         ``uncertainty`` is the per-pixel standard deviation of the runs' results (float32,
         the image's units and layout): large where the runs disagree, i.e. where the result
-        is not determined by the data.
+        is not determined by the data. The stream returned is a :class:`Restoration`: what
+        was settled before the first step (``settings``, ``recorrupts``) can be read first.
 
     Examples
     --------
@@ -253,20 +254,20 @@ def iter_restore(
         tile_size=tile_size, tile_overlap=tile_overlap, recorrupt=recorrupt, single=True,
     )
     if not job.layout.is_stack:
-        return job.single()
+        return Restoration.of(job, job.single())
     # A stack of one plane: the snapshots get the stack's shape (size-1 axes put back).
-    return (
+    return Restoration.of(job, (
         replace(
             snap, output=job.layout.expand(snap.output), average=job.layout.expand(snap.average),
             uncertainty=None if snap.uncertainty is None else job.layout.expand(snap.uncertainty),
         )
         for _, snap in job.planes(warm_start=False)
-    )
+    ))
 
 
 def iter_restore_planes(
     task: str, image, *, axes: str | None = None, warm_start: bool = True, **settings
-) -> Iterator[tuple[tuple[int, ...], Snapshot]]:
+) -> Restoration:
     """Restore a stack plane by plane, yielding ``(index, snapshot)`` as each fit proceeds.
 
     ``index`` is the plane's position along the iterated axes (``T`` and ``Z`` in the order
@@ -317,7 +318,40 @@ def iter_restore_planes(
     (1,) (32, 32) {'from': [0], 'from_plane': 0}
     """
     job = _Job(task, image, axes=axes, **settings)
-    return job.planes(warm_start=warm_start)
+    return Restoration.of(job, job.planes(warm_start=warm_start))
+
+
+class Restoration(Iterator):
+    """The snapshots of a restoration, as :func:`iter_restore`, :func:`iter_restore_planes`
+    and :func:`~napari_dip.volumes.iter_restore_volumes` return them: iterate it (``close()``
+    cancels the fit). What was settled before the first step can be read before iterating:
+    ``settings``, what every snapshot's ``settings`` starts with (the preset it resolved to,
+    the noise model, ``recorruption_note``, ...), and ``recorrupts``, whether the fits
+    denoise by recorruption.
+
+    >>> from skimage import data
+    >>> stream = iter_restore("denoise", data.camera()[:32, :32], preset="fast", iterations=2)
+    >>> stream.recorrupts, stream.settings["preset"]
+    (True, 'fast')
+    >>> stream.close()
+    """
+
+    def __init__(self, snapshots: Iterator, settings: dict, recorrupts: bool):
+        self._snapshots = snapshots
+        self.settings = settings
+        self.recorrupts = recorrupts
+
+    def __next__(self):
+        return next(self._snapshots)
+
+    def close(self) -> None:
+        close = getattr(self._snapshots, "close", None)
+        if close is not None:
+            close()
+
+    @classmethod
+    def of(cls, job: "_Job", snapshots: Iterator) -> "Restoration":
+        return cls(snapshots, job.description, job.fit_config.recorrupt_sigma is not None)
 
 
 @dataclass
@@ -424,18 +458,20 @@ class _Job:
             # The input jitter follows the noise of what is fitted (for the transform: its
             # stabilised level), not the Gaussian estimate of the raw values.
             noise_sigma = self.noise.jitter_sigma(first.observed if samples is None else samples)
+        self.resolved_preset = resolve_preset(preset, device)
+        # Whether the preset would recorrupt this fit if nothing below says otherwise.
+        would_recorrupt = recorrupt is None and recorrupts_by_default(
+            task, preset, fit_overrides.get("reg_noise_std") is not None)
+        recorrupt_note = None
         if self.noise.fit == "weighted":
             if recorrupt:
                 raise InputError(
                     "recorruption needs noise of one level; noise_fit='weighted' has a level per pixel: "
                     "use noise_fit='gat' (the transform makes the level one)"
                 )
-            recorrupt = False
-        self.resolved_preset = resolve_preset(preset, device)
-        # Whether the preset would recorrupt this fit if nothing below says otherwise.
-        would_recorrupt = recorrupt is None and recorrupts_by_default(
-            task, preset, fit_overrides.get("reg_noise_std") is not None)
-        recorrupt_note = None
+            if would_recorrupt:
+                recorrupt_note = "off: noise_fit='weighted' has a noise level per pixel"
+            recorrupt, would_recorrupt = False, False
         # Photon-limited images are recorrupted too, through the transform at its noise
         # level: on 128² crops of nine FMD images +0.39 dB on the mean (-0.42 to +1.14)
         # and 2.7x sooner than the paper's way (BENCHMARKS.md, "Seventh session").

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from .engine.forward import Identity, KnownPixels
 from .engine.networks import SkipNetConfig
 from .engine.networks3d import VolumeNetConfig
 from .errors import InputError
+
+if TYPE_CHECKING:  # restore imports this module inside its functions: imported where it is used, as _Job is
+    from .restore import Restoration
 
 VOLUMETRIC_TASKS = ("denoise", "inpaint")
 
@@ -78,7 +82,7 @@ def iter_restore_volumes(
     spacing: tuple[float, float, float] | None = None,
     network: SkipNetConfig | VolumeNetConfig | None = None,
     **settings,
-) -> Iterator[tuple[tuple[int, ...], Snapshot]]:
+) -> Restoration:
     """Restore a Z-stack in 3D, yielding ``(index, snapshot)`` as each volume's fit proceeds.
 
     ``index`` is the volume's position along the other iterated axis (``(t,)`` for
@@ -91,7 +95,7 @@ def iter_restore_volumes(
     :class:`~napari_dip.engine.networks3d.VolumeNetConfig` used as it is); by default the
     preset's. The other settings are those of :func:`napari_dip.restore.iter_restore`.
     """
-    from .restore import _Job  # the checks and settings every restoration shares
+    from .restore import Restoration, _Job  # the checks and settings every restoration shares
 
     layout = check_volumetric(task, axes, np.shape(image), settings.get("channel_axis"))
     if spacing is not None:
@@ -105,7 +109,7 @@ def iter_restore_volumes(
     # Checked now, before anything runs (as the plane-by-plane stream does).
     job = _Job(task, image, axes=layout.axes, network=plane_net, **settings)
     job._first = None  # the volume is prepared below, plane by plane
-    return _fit_volumes(job, layout, spacing, given_volume_net)
+    return Restoration.of(job, _fit_volumes(job, layout, spacing, given_volume_net))
 
 
 def _fit_volumes(job, layout: AxesLayout, spacing, given_volume_net) -> Iterator[tuple[tuple[int, ...], Snapshot]]:
