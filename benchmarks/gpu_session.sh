@@ -4,7 +4,7 @@
 #   python3 -m pip install -q --no-index --no-deps .whl/*.whl     # bm3d, bm4d, PyWavelets (see below)
 #   DATA=.gpu-data BUDGET=540 bash benchmarks/gpu_session.sh     # on the GPU machine, from the repo root
 #
-# .gpu-data needs ../shared/data/denoise (sr/ and inpaint/ for the quality part, microscopy/ for the fmd parts); .whl the wheels of
+# .gpu-data needs ../shared/data/denoise (sr/ and inpaint/ for the quality part, microscopy/ for the fmd and stacks parts); .whl the wheels of
 # bm3d 4.0.3, bm4d 4.2.5 and PyWavelets 1.9.0 for Python 3.12 (pip download, README of the
 # device tool); both git-ignored through .git/info/exclude.
 #
@@ -93,7 +93,10 @@ torch.cuda.get_device_name(0), 'numpy', numpy.__version__, 'skimage', skimage.__
 } >"$W/machine.txt" 2>&1
 cat "$W/machine.txt"
 
-# Next lease, most wanted first (the fourth lease's parts are below, with the third's).
+# Next lease, most wanted first (the fourth lease's parts are below, with the third's). The
+# caps of auto256 and fmd_recorrupt take 530 s: with BUDGET=540 the parts after them run
+# only on what those two leave, so a lease with time for more names them (PARTS=...) in a
+# second call.
 # 1. The GPU default since the fourth lease (`auto`: the paper network by recorruption,
 #    Adam's beta2 0.95) against the paper's way (`preset:paper`) at 256², where the third
 #    lease's one σ50 case of recorruption (beta2 0.999 then) lost 0.32 dB. Four fits of

@@ -77,6 +77,20 @@ def test_batches_that_cannot_work_are_refused_before_anything_runs(tmp_path, mak
         plan_items([data], tmp_path / "out", "inpaint")
 
 
+@pytest.mark.parametrize("task,bad,message", [
+    ("denoise", {"preset": "bogus"}, "unknown preset"),
+    ("super-resolve", {"factor": 5}, "factor must be one of"),
+])
+def test_a_bad_preset_or_factor_is_refused_before_anything_runs(tmp_path, task, bad, message):
+    # Refused when the batch starts, not file by file after fits (the record's settings
+    # need them), and nothing is written.
+    data = _folder(tmp_path, 1)
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=message):
+        restore_files(data, task=task, out=out, workers=0, progress=False, **{**FIT, **bad})
+    assert not out.exists()
+
+
 def test_record_contents_and_a_rerun_that_changes_nothing(tmp_path):
     data = _folder(tmp_path, 3)
     out = tmp_path / "out"

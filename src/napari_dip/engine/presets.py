@@ -341,8 +341,15 @@ def defaults_fingerprint(task: str, preset: str = DEFAULT_PRESET, factor: int | 
 
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}; choose one of {PRESETS}")
-    name = (device or "auto").strip().lower()
-    kind = resolve_device("auto").type if name == "auto" else name.split(":")[0]
+    name = str(device or "auto").strip().lower()
+    if name == "auto":
+        import torch
+
+        # Asked without starting CUDA (resolve_device would pick a device): a batch's client
+        # computes this beside its GPU workers.
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        kind = name.split(":")[0]
     resolved = preset if preset != "auto" else ("paper" if kind == "cuda" else "fast")
     if task == "super-resolve" and factor is None:
         factor = 4
