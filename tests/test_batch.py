@@ -81,14 +81,20 @@ def test_batches_that_cannot_work_are_refused_before_anything_runs(tmp_path, mak
     ("denoise", {"preset": "bogus"}, "unknown preset"),
     ("super-resolve", {"factor": 5}, "factor must be one of"),
 ])
-def test_a_bad_preset_or_factor_is_refused_before_anything_runs(tmp_path, task, bad, message):
-    # Refused when the batch starts, not file by file after fits (the record's settings
-    # need them), and nothing is written.
-    data = _folder(tmp_path, 1)
+def test_a_bad_preset_or_factor_fails_each_file_before_its_fit(tmp_path, task, bad, message):
+    # The record's settings need them: checked before each fit, so a bad one is a failed
+    # row that says why, not an error after the fit that loses its result.
+    data = _folder(tmp_path, 2)
     out = tmp_path / "out"
-    with pytest.raises(InputError, match=message):
-        restore_files(data, task=task, out=out, workers=0, progress=False, **{**FIT, **bad})
-    assert not out.exists()
+    rows = restore_files(data, task=task, out=out, workers=0, progress=False, **{**FIT, **bad})
+    assert [r["status"] for r in rows] == ["failed"] * 2
+    assert all(message in r["error"] for r in rows)
+    assert sorted(p.name for p in out.iterdir()) == ["report.csv", "report.html"]
+    # Also where a record of an earlier, good run is there.
+    assert [r["status"] for r in restore_files(data, task=task, out=out, workers=0, progress=False,
+                                               **FIT)] == ["done"] * 2
+    rows = restore_files(data, task=task, out=out, workers=0, progress=False, **{**FIT, **bad})
+    assert [r["status"] for r in rows] == ["failed"] * 2 and all(message in r["error"] for r in rows)
 
 
 def test_record_contents_and_a_rerun_that_changes_nothing(tmp_path):

@@ -71,6 +71,29 @@ def test_streaming_gives_user_layout_and_settings_at_the_end():
     assert settings["input"]["dtype"] == "uint8" and "napari_dip" in settings
 
 
+def test_the_stream_says_how_it_will_run_and_acts_as_the_generator_it_wraps():
+    _, noisy = noisy_uint8(32)
+    stream = iter_restore("denoise", noisy, iterations=40, snapshot_every=5, **TINY)
+    assert stream.settings["task"] == "denoise" and stream.recorrupts is True
+    stream.settings["task"] = "changed by the caller"  # a copy: the records keep theirs
+    assert next(stream).settings["task"] == "denoise"
+
+    def relay():  # a consumer that delegates (a napari worker does)
+        yield from stream
+
+    consumer = relay()
+    next(consumer)
+    with pytest.raises(KeyboardInterrupt):  # reaches the fit, which ends
+        consumer.throw(KeyboardInterrupt)
+    with pytest.raises(StopIteration):
+        next(stream)
+    closed = iter_restore("denoise", noisy, iterations=40, snapshot_every=5, **TINY)
+    next(closed)
+    closed.close()  # cancels the fit, as closing the generator did
+    with pytest.raises(StopIteration):
+        next(closed)
+
+
 def test_seed_none_is_recorded():
     _, noisy = noisy_uint8(32)
     final = list(iter_restore("denoise", noisy, iterations=2, seed=None, snapshot_every=None, **TINY))[-1]

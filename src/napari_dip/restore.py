@@ -18,10 +18,11 @@ exactly, and a user who filled holes expects the rest of the image untouched.
 
 from __future__ import annotations
 
+import copy
 import secrets
 import time
 from statistics import NormalDist
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -321,13 +322,14 @@ def iter_restore_planes(
     return Restoration.of(job, job.planes(warm_start=warm_start))
 
 
-class Restoration(Iterator):
+class Restoration(Generator):
     """The snapshots of a restoration, as :func:`iter_restore`, :func:`iter_restore_planes`
-    and :func:`~napari_dip.volumes.iter_restore_volumes` return them: iterate it (``close()``
-    cancels the fit). What was settled before the first step can be read before iterating:
-    ``settings``, what every snapshot's ``settings`` starts with (the preset it resolved to,
-    the noise model, ``recorruption_note``, ...), and ``recorrupts``, whether the fits
-    denoise by recorruption.
+    and :func:`~napari_dip.volumes.iter_restore_volumes` return them: iterate it, as the
+    generator it wraps (``close()`` cancels the fit). What was settled before the first
+    step can be read before iterating: ``settings``, a copy of what every snapshot's
+    ``settings`` starts with (the preset it resolved to, the noise model,
+    ``recorruption_note``, ...), and ``recorrupts``, whether the fits denoise by
+    recorruption.
 
     >>> from skimage import data
     >>> stream = iter_restore("denoise", data.camera()[:32, :32], preset="fast", iterations=2)
@@ -341,8 +343,17 @@ class Restoration(Iterator):
         self.settings = settings
         self.recorrupts = recorrupts
 
-    def __next__(self):
-        return next(self._snapshots)
+    def send(self, value):
+        if value is None or not hasattr(self._snapshots, "send"):
+            return next(self._snapshots)
+        return self._snapshots.send(value)
+
+    def throw(self, typ, value=None, traceback=None):
+        if not hasattr(self._snapshots, "throw"):
+            raise typ if value is None else value
+        if value is None and traceback is None:
+            return self._snapshots.throw(typ)
+        return self._snapshots.throw(typ, value, traceback)
 
     def close(self) -> None:
         close = getattr(self._snapshots, "close", None)
@@ -351,7 +362,8 @@ class Restoration(Iterator):
 
     @classmethod
     def of(cls, job: "_Job", snapshots: Iterator) -> "Restoration":
-        return cls(snapshots, job.description, job.fit_config.recorrupt_sigma is not None)
+        # A copy: what the caller does to it must not reach the snapshots' records.
+        return cls(snapshots, copy.deepcopy(job.description), job.fit_config.recorrupt_sigma is not None)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .inputs import Item
 from .progress import FitCancelled, FitWatch
+from ..errors import InputError
 from .records import file_sha256, is_done, partial_path, read_record, settings_of, write_json_atomic
 
 #: The columns of report.csv, in order.
@@ -62,9 +63,12 @@ def _done_check(item: Item, task: str, options: dict, batch: str | None) -> tupl
         return None, None  # nothing finished for it: no need to read the whole input
     try:
         hashed = hashes(item)
+        settings = settings_of(task, options)
     except OSError:
         return None, None
-    if is_done(record, *hashed, settings_of(task, options), item.output):
+    except InputError:  # a bad preset or factor: restore_one reports it on the item's row
+        return None, hashed
+    if is_done(record, *hashed, settings, item.output):
         this_batch = batch is not None and record.get("batch") == batch
         return row_from_record(item, record, "done" if this_batch else "skipped"), hashed
     return None, hashed
@@ -90,6 +94,8 @@ def restore_one(item: Item, task: str, options: dict, force: bool = False, batch
     try:
         if watch is not None:
             watch.check_cancel(force=True)  # a task that starts after the cancel does nothing
+        # Before the fit: the record needs them, and a bad preset or factor fails here.
+        settings = settings_of(task, options)
         input_hash, mask_hash = hashed or hashes(item)
         args = Namespace(**{**options, "command": task, "input": item.input, "output": item.output,
                             "mask": item.mask, "overwrite": True, "quiet": True, "watch_snapshots": watch})
@@ -99,7 +105,7 @@ def restore_one(item: Item, task: str, options: dict, force: bool = False, batch
         return empty_row(item, "cancelled", f"cancelled {said}; nothing written")
     except Exception as error:  # noqa: BLE001 - a bad file must not end the batch; the row says why
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        from ..errors import DeviceMemoryError, InputError
+        from ..errors import DeviceMemoryError
 
         if not isinstance(error, (InputError, DeviceMemoryError, FloatingPointError, OSError)):
             message = f"{type(error).__name__}: {message}"
@@ -116,7 +122,7 @@ def restore_one(item: Item, task: str, options: dict, force: bool = False, batch
         "input": {"path": str(item.input.resolve()), "sha256": input_hash},
         "mask": {"path": str(item.mask.resolve()), "sha256": mask_hash} if item.mask else None,
         "output": {"path": str(item.output.resolve())},
-        "settings": settings_of(task, options),
+        "settings": settings,
         "seed": (provenance.get("fit") or {}).get("seed", options.get("seed")),
         "stop_reason": provenance.get("stop_reason") or _stop_reasons(provenance),
         "iterations": provenance.get("iterations_run"),

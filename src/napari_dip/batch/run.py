@@ -27,7 +27,7 @@ from ..errors import InputError
 from .inputs import Item, plan_items
 from .job import done_row, empty_row, restore_one
 from .progress import TOPIC, BatchProgress, DaskChannel, LocalChannel, cancel_event_name
-from .records import remove_partials, settings_of
+from .records import remove_partials
 from .report import write_reports
 
 TASKS = ("denoise", "super-resolve", "inpaint")
@@ -114,7 +114,6 @@ def restore_files(
     if unknown:
         raise TypeError(f"unknown fit option(s) {', '.join(unknown)}; known: {', '.join(sorted(options))}")
     options.update(fit_options)
-    settings_of(task, options)  # a bad preset or factor is refused before anything runs
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     out = Path(out)
