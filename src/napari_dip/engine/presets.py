@@ -345,8 +345,8 @@ def defaults_fingerprint(task: str, preset: str = DEFAULT_PRESET, factor: int | 
     if name == "auto":
         import torch
 
-        # Asked without starting CUDA (resolve_device would pick a device): a batch's client
-        # computes this beside its GPU workers.
+        # Asked without picking a device (resolve_device would, creating a CUDA context): a
+        # batch's client computes this beside its GPU workers.
         kind = "cuda" if torch.cuda.is_available() else "cpu"
     else:
         kind = name.split(":")[0]
