@@ -19,6 +19,9 @@ from napari_dip.errors import InputError
 from napari_dip.restore import estimate_noise
 from tiny import TINY, smooth_image
 
+WEIGHTED = {"noise": "poisson-gaussian", "noise_fit": "weighted", "tile_size": 32, "tile_overlap": 8,
+            "iterations": 2, **TINY}
+
 # (height, width, tile, overlap): odd sizes, sizes not divisible by the tile, a tile larger
 # than one side, overlap 0 and overlap half the tile.
 GRIDS = [(37, 53, 16, 5), (100, 64, 32, 16), (70, 20, 32, 8), (64, 96, 32, 0), (81, 81, 40, 20)]
@@ -306,3 +309,17 @@ def test_the_widget_counts_a_tiled_fit_once_over_all_tiles():
         run.count_progress(snapshot)
         seen.append((run.progress_count, run.done_iterations))
     assert seen == [(2, 5), (5, 10), (7, 15), (10, 20)]
+
+
+def test_a_weighted_noise_fit_in_tiles_is_refused_before_anything_runs():
+    # Tiles are fitted with the squared error: a stack is refused when its stream is made,
+    # as a single image is, not when its first plane starts (after the plan was printed).
+    from napari_dip.restore import iter_restore_planes
+
+    rng = np.random.default_rng(0)
+    stack = (rng.poisson(np.full((2, 64, 64), 40.0)) * 10 + 100).astype(np.uint16)
+    for start in (lambda: iter_restore("denoise", stack[0], **WEIGHTED),
+                  lambda: iter_restore_planes("denoise", stack, axes="ZYX", **WEIGHTED)):
+        with pytest.raises(InputError, match="noise_fit='gat' for a tiled fit"):
+            start()
+

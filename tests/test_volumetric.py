@@ -255,3 +255,12 @@ def test_the_denoise_widget_restores_a_z_stack_in_3d_with_the_layer_scale(make_n
     assert meta["parameters"]["volumetric"] is True and meta["parameters"]["spacing"] == [3.0, 1.0, 1.0]
     assert meta["engine_settings"]["volumetric"]["strides"][0] == [1, 2, 2]
     assert meta["iterations_run"] == 4 and meta["stop_reason"] == "budget"
+
+
+def test_a_weighted_noise_fit_in_3d_is_refused_before_anything_runs():
+    rng = np.random.default_rng(0)
+    stack = (rng.poisson(np.full((4, 16, 16), 40.0)) * 10 + 100).astype(np.uint16)
+    with pytest.raises(InputError, match="3D restoration fits the squared error"):
+        iter_restore_volumes("denoise", stack, axes="ZYX", noise="poisson-gaussian", noise_fit="weighted",
+                             iterations=2, **TINY)
+

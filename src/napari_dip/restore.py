@@ -547,6 +547,9 @@ class _Job:
         sized = first or self._prepare(next(i for i in layout.indices() if i not in self.no_holes))
         self.tiles = self._plan_tiles(sized, tile_size, tile_overlap)
         if self.tiles is not None:
+            # Refused now, before anything runs, for a stack as for a single image.
+            if self.noise.fit == "weighted":
+                raise InputError("tiles are fitted with the squared error: use noise_fit='gat' for a tiled fit")
             self.description["tiling"] = self.tiles.to_dict()
 
     def _plan_noise(self, plane: _Plane | None, noise, noise_fit, gain, offset, samples=None) -> NoisePlan:
@@ -583,8 +586,6 @@ class _Job:
         """The fit of one plane: a :class:`Fitter`, or a :class:`TiledFit` over :attr:`tiles`."""
         observed = self.noise.fit_input(plane.observed)
         if self.tiles is not None:
-            if self.noise.fit == "weighted":
-                raise InputError("tiles are fitted with the squared error: use noise_fit='gat' for a tiled fit")
             every_tile = self.snapshot_every is not None or self.snapshot_seconds is not None
             return TiledFit(observed, plane.forward_model, self.net, config, self.tiles, every_tile)
         return Fitter(observed, plane.forward_model, self.net, config, initial_state=state,

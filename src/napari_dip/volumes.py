@@ -109,6 +109,8 @@ def iter_restore_volumes(
     # Checked now, before anything runs (as the plane-by-plane stream does).
     job = _Job(task, image, axes=layout.axes, network=plane_net, **settings)
     job._first = None  # the volume is prepared below, plane by plane
+    if getattr(job, "noise", None) is not None and job.noise.fit == "weighted":
+        raise InputError("3D restoration fits the squared error: use noise_fit='gat' (the default) with it")
     return Restoration.of(job, _fit_volumes(job, layout, spacing, given_volume_net))
 
 
@@ -154,9 +156,7 @@ def _fit_volumes(job, layout: AxesLayout, spacing, given_volume_net) -> Iterator
             forward_model = Identity()
         # The noise model the stack's planes would be fitted with (a variance-stabilising
         # transform acts per value, so it carries over to a volume as it is).
-        noise = getattr(job, "noise", None)
-        if noise is not None and noise.fit == "weighted":
-            raise InputError("3D restoration fits the squared error: use noise_fit='gat' (the default) with it")
+        noise = getattr(job, "noise", None)  # weighted fits were refused when the stream was made
         observed = volume.observed if noise is None else noise.fit_input(volume.observed)
         fitter = Fitter(observed, forward_model, net, job.fit_config)
         keep_known = job.keep_known and task == "inpaint"
