@@ -296,21 +296,21 @@ def _sizes(shape) -> str:
     return "x".join(str(n) for n in shape)
 
 
-def _plan_line(args, source, layout, stream=None) -> str:
+def _plan_line(args, source, layout, stream) -> str:
     """One line saying what is about to run: the image's layout, file and calibration, the
-    planes, preset (and why), how a denoising fit runs (from ``stream``, the
-    :class:`~napari_dip.restore.Restoration`, which has settled it), stopping, device."""
+    planes, preset (and why), how a denoising fit runs, stopping, device; the preset and the
+    way of fitting as ``stream`` (the :class:`~napari_dip.restore.Restoration`) settled them."""
     from .engine.devices import resolve_device
-    from .engine.presets import resolve_preset, stopping_for
+    from .engine.presets import stopping_for
 
     device = resolve_device(args.device)
-    preset = resolve_preset(args.preset, args.device)
+    preset = stream.settings["preset"]
     why = f" (auto on {device.type})" if args.preset == "auto" else ""
     # The same network is fitted two ways: say which, as the widget names its output, and
     # why not when the preset would have recorrupted (correlated noise, none found, ...).
-    if getattr(stream, "recorrupts", False):
+    if stream.recorrupts:
         why += ", by recorruption"
-    elif (getattr(stream, "settings", None) or {}).get("recorruption_note"):
+    elif stream.settings.get("recorruption_note"):
         why += f", recorruption {stream.settings['recorruption_note']}"
     rule = stopping_for(args.command, args.stop, args.patience).rule
     stopping = "no automatic stopping" if rule == "none" else f"stopping {rule}"

@@ -21,9 +21,9 @@ from __future__ import annotations
 import copy
 import secrets
 import time
-from statistics import NormalDist
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, replace
+from statistics import NormalDist
 
 import numpy as np
 

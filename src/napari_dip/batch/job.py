@@ -16,9 +16,9 @@ from argparse import Namespace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..errors import InputError
 from .inputs import Item
 from .progress import FitCancelled, FitWatch
-from ..errors import InputError
 from .records import file_sha256, is_done, partial_path, read_record, settings_of, write_json_atomic
 
 #: The columns of report.csv, in order.

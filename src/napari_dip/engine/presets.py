@@ -98,11 +98,21 @@ def resolve_preset(preset: str = DEFAULT_PRESET, device: str = "auto") -> str:
     >>> resolve_preset("paper", "cpu"), resolve_preset("auto", "cpu")
     ('paper', 'fast')
     """
+    return preset_on(preset, resolve_device(device).type if preset == "auto" else None)
+
+
+def preset_on(preset: str, device_type: str | None) -> str:
+    """:func:`resolve_preset` for a device known by its type (``"cuda"``, ``"cpu"``, ...),
+    without looking at the machine: ``auto`` is ``paper`` on ``"cuda"``, else ``fast``.
+
+    >>> preset_on("auto", "cuda"), preset_on("auto", "mps"), preset_on("fast", "cuda")
+    ('paper', 'fast', 'fast')
+    """
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}; choose one of {PRESETS}")
     if preset != "auto":
         return preset
-    return "paper" if resolve_device(device).type == "cuda" else "fast"
+    return "paper" if device_type == "cuda" else "fast"
 
 
 def schedule(task: str, factor: int | None = None) -> dict:
@@ -339,8 +349,6 @@ def defaults_fingerprint(task: str, preset: str = DEFAULT_PRESET, factor: int | 
     import json
     from dataclasses import asdict
 
-    if preset not in PRESETS:
-        raise InputError(f"unknown preset {preset!r}; choose one of {PRESETS}")
     name = str(device or "auto").strip().lower()
     if name == "auto":
         import torch
@@ -350,7 +358,7 @@ def defaults_fingerprint(task: str, preset: str = DEFAULT_PRESET, factor: int | 
         kind = "cuda" if torch.cuda.is_available() else "cpu"
     else:
         kind = name.split(":")[0]
-    resolved = preset if preset != "auto" else ("paper" if kind == "cuda" else "fast")
+    resolved = preset_on(preset, kind)
     if task == "super-resolve" and factor is None:
         factor = 4
     described = []

@@ -81,7 +81,7 @@ class OutputLayer:
             self.source.name,
             self.plan.task,
             choices.factor,
-            preset=choices.preset_label or choices.preset_resolved,
+            preset=choices.output_preset,
             seed=choices.seed,
             taken=taken,
         )

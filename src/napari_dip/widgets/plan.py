@@ -67,6 +67,12 @@ class Choices:
     uncertainty_layer: bool = False
     residual_layer: bool = False
 
+    @property
+    def output_preset(self) -> str:
+        """What the output layers' names call the settings: :attr:`preset_label` once the
+        fit's record gave it, :attr:`preset_resolved` until then."""
+        return self.preset_label or self.preset_resolved
+
 
 @dataclass
 class Plan:

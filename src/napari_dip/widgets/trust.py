@@ -93,8 +93,8 @@ class TrustMaps:
                                        plane_offset=plan.plane_offset, order=plan.order)
         label = plan.task + (f" x{plan.choices.factor}" if plan.choices.factor else "") + f" {kind}"
         taken = {layer.name for layer in viewer.layers if exclude is None or layer.unique_id != exclude.unique_id}
-        name = geo.output_name(source.name, label, preset=plan.choices.preset_label or plan.choices.preset_resolved,
-                               seed=plan.choices.seed, taken=taken)
+        name = geo.output_name(source.name, label, preset=plan.choices.output_preset, seed=plan.choices.seed,
+                               taken=taken)
         base = {k: v for k, v in dict(source.metadata).items() if k != "napari_dip"}
         made = {**record["napari_dip"], "input_layer": source.name, "content": kind, "content_is": CONTENT[kind],
                 "result_layer": part.layer.name, "planes_done": self.planes_done}
