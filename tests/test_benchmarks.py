@@ -698,3 +698,21 @@ def test_recorruption_network_trace_variants_and_the_residual_start():
     assert moved.shape == image.shape and not torch.allclose(moved, image)
     plain = module.build_network(module.parse_variant("w16d3"), 1)(image)
     assert plain.min() > 0 and plain.max() < 1  # the sigmoid's range: not a correction of the input
+
+
+def test_two_cores_cuts_the_image_into_overlapping_halves_and_times_each_way(tmp_path):
+    import torch
+
+    module = _load_script("two_cores")
+    image = torch.arange(40.0).reshape(1, 1, 1, 40)
+    left, right = module._halves(image, 4)
+    # Each half reaches 4 columns past the middle, so together they cover every column.
+    assert left[..., :20].equal(image[..., :20]) and right[..., 4:].equal(image[..., 20:])
+    assert left.shape[-1] == right.shape[-1] == 24
+    out = tmp_path / "two-cores.json"
+    assert module.main(["--sizes", "32", "--ways", "eager1,threads", "--halo", "4", "--steps", "2",
+                        "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["way"] for row in rows] == ["eager1", "threads"] and all(row["ms_per_step"] > 0 for row in rows)
+    with pytest.raises(SystemExit):
+        module.main(["--ways", "eager1,eager3"])
