@@ -716,3 +716,19 @@ def test_two_cores_cuts_the_image_into_overlapping_halves_and_times_each_way(tmp
     assert [row["way"] for row in rows] == ["eager1", "threads"] and all(row["ms_per_step"] > 0 for row in rows)
     with pytest.raises(SystemExit):
         module.main(["--ways", "eager1,eager3"])
+
+
+def test_step_variants_times_the_compiled_network_beside_the_eager_one(tmp_path, monkeypatch):
+    from napari_dip.engine import fit
+
+    # The compile itself is too slow for a test: an identity "compile" that still marks the
+    # network as compiled, so the rows must come from the engine's own setting.
+    monkeypatch.setattr(fit, "compile_network", lambda network, mode: network)
+    module = _load_script("step_variants")
+    out = tmp_path / "variants.json"
+    assert module.main(["--device", "cpu", "--sizes", "32", "--warmup", "1", "--iterations", "1", "--compile",
+                        "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 8 and not any(row["channels_last"] for row in rows)
+    assert sorted(str(row["compiled"]) for row in rows) == ["None"] * 4 + ["default"] * 4
+    assert all(row["first_seconds"] > 0 for row in rows)
