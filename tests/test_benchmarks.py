@@ -321,14 +321,23 @@ def test_step_variants_measures_a_step_and_says_whether_it_was_graphed():
     assert row["cuda_graphs_setting"] is False and row["captures"] is None
 
 
-def test_step_variants_compares_the_slice_ops_on_request(tmp_path):
+@pytest.mark.parametrize("flag, key, without, with_", [("--slice-ops", "slice_ops", False, True),
+                                                       ("--compile", "compiled", None, "default")])
+def test_step_variants_compares_a_switch_on_request(flag, key, without, with_, tmp_path, monkeypatch):
+    from napari_dip.engine import fit
+
+    # A real compile is too slow for a test: an identity "compile" that still marks the
+    # network as compiled, so the rows must come from the engine's own setting.
+    monkeypatch.setattr(fit, "compile_network", lambda network, mode: network)
     module = _load_script("step_variants")
     out = tmp_path / "variants.json"
-    assert module.main(["--device", "cpu", "--sizes", "32", "--warmup", "1", "--iterations", "1", "--slice-ops",
+    assert module.main(["--device", "cpu", "--sizes", "32", "--warmup", "1", "--iterations", "1", flag,
                         "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
+    # Each variant with and without the switch, in the plain layout only.
     assert len(rows) == 8 and not any(row["channels_last"] for row in rows)
-    assert sorted(row["slice_ops"] for row in rows) == [False] * 4 + [True] * 4
+    assert [row[key] for row in rows].count(without) == 4 and [row[key] for row in rows].count(with_) == 4
+    assert all(row["first_seconds"] > 0 for row in rows)
 
 
 def test_stopping_traces_run_the_whole_budget():
@@ -717,18 +726,3 @@ def test_two_cores_cuts_the_image_into_overlapping_halves_and_times_each_way(tmp
     with pytest.raises(SystemExit):
         module.main(["--ways", "eager1,eager3"])
 
-
-def test_step_variants_times_the_compiled_network_beside_the_eager_one(tmp_path, monkeypatch):
-    from napari_dip.engine import fit
-
-    # The compile itself is too slow for a test: an identity "compile" that still marks the
-    # network as compiled, so the rows must come from the engine's own setting.
-    monkeypatch.setattr(fit, "compile_network", lambda network, mode: network)
-    module = _load_script("step_variants")
-    out = tmp_path / "variants.json"
-    assert module.main(["--device", "cpu", "--sizes", "32", "--warmup", "1", "--iterations", "1", "--compile",
-                        "--out", str(out)]) == 0
-    rows = json.loads(out.read_text())["rows"]
-    assert len(rows) == 8 and not any(row["channels_last"] for row in rows)
-    assert sorted(str(row["compiled"]) for row in rows) == ["None"] * 4 + ["default"] * 4
-    assert all(row["first_seconds"] > 0 for row in rows)
