@@ -38,7 +38,8 @@ def test_batch_widget_module_does_not_import_torch():
 
 def test_selected_layers_become_output_layers(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
-    first = viewer.add_image(_noisy(0), name="first")
+    first = viewer.add_image(_noisy(0), name="first", scale=(0.3, 0.3), translate=(5, 7), units="um",
+                             colormap="magma", metadata={"sample": "A1"})
     viewer.add_image(_noisy(1), name="unselected")
     third = viewer.add_image(_noisy(2), name="third")
     viewer.layers.selection = {first, third}
@@ -48,12 +49,35 @@ def test_selected_layers_become_output_layers(make_napari_viewer, qtbot):
     assert not widget.run_button.enabled and widget.cancel_button.enabled
     qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
     names = [layer.name for layer in viewer.layers]
-    assert names == ["first", "unselected", "third", "first (denoise)", "third (denoise)"]
-    record = viewer.layers["first (denoise)"].metadata["napari_dip"]
-    assert record["iterations_run"] == 4 and record["source_layer"] == "first" and record["task"] == "denoise"
-    assert viewer.layers["third (denoise)"].data.shape == (32, 32)
+    assert names == ["first", "unselected", "third", "first [DIP denoise fast seed 0]", "third [DIP denoise fast seed 0]"]
+    output = viewer.layers["first [DIP denoise fast seed 0]"]
+    # Over its input, as a task widget's output: same place, units and look; the input's
+    # metadata kept beside the run's record.
+    assert tuple(output.scale) == (0.3, 0.3) and tuple(output.translate) == (5, 7)
+    assert tuple(str(u) for u in output.units) == tuple(str(u) for u in first.units)
+    assert output.colormap.name == "magma" and output.metadata["sample"] == "A1"
+    record = output.metadata["napari_dip"]
+    assert record["iterations_run"] == 4 and record["input_layer"] == "first" and record["task"] == "denoise"
+    assert record["preset"] == "fast" and record["batch"] and record["engine_settings"]["fit"]["seed"] == 0
+    assert viewer.layers["third [DIP denoise fast seed 0]"].data.shape == (32, 32)
     assert widget.progress.value == widget.progress.max == 2
     assert widget.status.value == "finished: 2 done" and widget.run_button.enabled
+    assert first.metadata == {"sample": "A1"} and tuple(first.scale) == (0.3, 0.3)
+
+
+def test_a_super_resolved_layer_lies_over_its_input(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    source = viewer.add_image(_noisy(3, size=16), name="small", scale=(2.0, 2.0), translate=(1, 1))
+    viewer.layers.selection = {source}
+    widget = BatchWidget(viewer)
+    widget.task.value = "super-resolve"
+    _tiny(widget).form.factor.value = 2
+    widget.start()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
+    output = viewer.layers[-1]
+    assert output.data.shape == (32, 32) and output.name.startswith("small [DIP super-resolve x2 fast")
+    # Half the pixel size; the first output pixel's centre a quarter of an input pixel in.
+    assert tuple(output.scale) == (1.0, 1.0) and tuple(output.translate) == (0.5, 0.5)
 
 
 def test_a_folder_gives_files_a_report_and_cancel_stops(make_napari_viewer, qtbot, tmp_path):

@@ -22,6 +22,7 @@ import napari
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton, SpinBox
 from napari.qt.threading import create_worker
 
+from . import layers as geo
 from . import prefs
 from .form import TaskForm
 
@@ -64,6 +65,8 @@ class BatchWidget(Container):
         self.cancel_event = threading.Event()
         self.rows: list[dict] = []
         self.in_work: dict[str, dict] = {}  # input -> its fit's latest progress message
+        self.run_options: dict = {}  # the settings of the run under way
+        self.sources: dict[str, dict] = {}  # input layer name -> what its output takes from it
         self.task.changed.connect(self._show_options)
         self.source.changed.connect(self._show_options)
         self.run_button.changed.connect(self.start)
@@ -149,7 +152,10 @@ class BatchWidget(Container):
                 self.status.value = "inpainting needs a Labels layer of the holes"
                 return
             jobs = [(layer.name, layer.data, None if mask is None else mask.data) for layer in images]
-            self.worker = create_worker(_restore_layers, jobs, self.task.value, self.settings(), self.cancel_event,
+            self.run_options = self.settings()
+            # Read in this (the GUI) thread, when Run is pressed: where each output goes.
+            self.sources = {layer.name: _look_of(layer) for layer in images}
+            self.worker = create_worker(_restore_layers, jobs, self.task.value, self.run_options, self.cancel_event,
                                         _start_thread=False)
             self.progress.max = len(jobs)
         else:
@@ -190,8 +196,8 @@ class BatchWidget(Container):
         if kind == "total":
             self.progress.max = max(1, message[1])
         elif kind == "layer":
-            _, name, data, metadata = message
-            self.viewer.add_image(data, name=f"{name} ({self.task.value})", metadata={"napari_dip": metadata})
+            _, name, data, settings, finished = message
+            self.viewer.add_layer(self._output_layer(name, data, settings, finished))
             self.rows.append({"input": name, "status": "done"})
             self.progress.value = min(self.progress.max, self.progress.value + 1)
             self.status.value = f"{name}: done"
@@ -206,6 +212,31 @@ class BatchWidget(Container):
             self.status.value = f"{message[1]}: {message[2]}"
         elif kind == "cancelled":
             self.rows.append({"input": message[1], "status": "cancelled", "error": message[2]})
+
+    def _output_layer(self, name: str, data, settings: dict, finished: dict):
+        """The restored image as a layer over its input (as a task widget's output: the
+        input's transform, units and look, named and recorded the same way)."""
+        from napari.layers import Image
+
+        from .. import __version__
+
+        look = self.sources[name]
+        options = self.run_options
+        task, fit = self.task.value, settings.get("fit") or {}
+        factor = options.get("factor") if task == "super-resolve" else None
+        record = geo.run_metadata(
+            task=task, preset=settings.get("preset", options["preset"]), preset_requested=options["preset"],
+            factor=factor, parameters=options, seed=fit.get("seed", options.get("seed")),
+            device=settings.get("device", options.get("device")), iterations_run=finished["iterations_run"],
+            iterations_planned=finished["iterations_planned"], stop_reason=finished["stop_reason"],
+            input_name=name, planes=[], version=__version__, engine_settings=settings)
+        record["batch"] = True
+        geometry = geo.output_geometry(look["geometry"], factor=factor)
+        taken = {layer.name for layer in self.viewer.layers}
+        out_name = geo.output_name(name, task, factor, preset=geo.preset_label(settings), seed=record["seed"],
+                                   taken=taken)
+        return Image(data, name=out_name, rgb=look["rgb"], metadata={**look["metadata"], "napari_dip": record},
+                     **geometry.as_layer_kwargs(), **look["display"])
 
     def _working(self) -> str:
         """``2/5 images; a.tif 120/~480`` (``~``: automatic stopping's estimate)."""
@@ -258,9 +289,19 @@ def _restore_layers(jobs, task, options, cancel):
         if final is None:
             yield ("cancelled", name, f"cancelled at iteration {snap.iteration}; nothing kept")
             return
-        metadata = {**final.settings, "iterations_run": final.iteration, "stop_reason": final.stop_reason,
-                    "source_layer": name}
-        yield ("layer", name, final.average, metadata)
+        finished = {"iterations_run": final.iteration, "iterations_planned": final.iterations,
+                    "stop_reason": final.stop_reason}
+        yield ("layer", name, final.average, final.settings, finished)
+
+
+def _look_of(layer) -> dict:
+    """What an output takes from its input layer: transform and axis annotations, display,
+    and metadata (less the record of an earlier run, if the input is an output itself)."""
+    display = {"blending": layer.blending, "opacity": layer.opacity}
+    if not layer.rgb:
+        display.update(colormap=layer.colormap, contrast_limits=tuple(layer.contrast_limits), gamma=layer.gamma)
+    metadata = {key: value for key, value in dict(layer.metadata).items() if key != "napari_dip"}
+    return {"geometry": geo.layer_geometry(layer), "rgb": bool(layer.rgb), "display": display, "metadata": metadata}
 
 
 def numpy_options(options: dict) -> dict:
