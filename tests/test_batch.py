@@ -132,6 +132,30 @@ def test_record_contents_and_a_rerun_that_changes_nothing(tmp_path):
     assert [r["status"] for r in rows] == ["done", "skipped", "skipped"]
 
 
+def test_an_option_the_task_does_not_use_redoes_nothing(tmp_path):
+    # The batch command takes --factor and the mask options whatever the task.
+    data = _folder(tmp_path, 2)
+    out = tmp_path / "out"
+    args = ["batch", str(data), "--task", "denoise", "--out", str(out), "--workers", "0", *FIT_ARGS]
+    assert main([*args, "--factor", "2"]) == 0
+    before = _state(out)
+    assert main([*args, "--factor", "3", "--mask-known", "--raw-output"]) == 0
+    assert _state(out) == before
+    assert "factor" not in json.loads((out / "img0.png.json").read_text())["settings"]
+    # A record written before such options were left out (it has the default factor) still counts.
+    sidecar = out / "img0.png.json"
+    record = json.loads(sidecar.read_text())
+    record["settings"] = {**record["settings"], "factor": 4, "mask_known": False, "raw_output": False}
+    sidecar.write_text(json.dumps(record))
+    rows = restore_files(data, task="denoise", out=out, workers=0, progress=False, **FIT)
+    assert [r["status"] for r in rows] == ["skipped"] * 2
+    # For super-resolution the factor decides the result.
+    sr = ["batch", str(data), "--task", "super-resolve", "--out", str(tmp_path / "sr"), "--workers", "0", *FIT_ARGS]
+    assert main([*sr, "--factor", "2"]) == 0
+    rows = restore_files(data, task="super-resolve", out=tmp_path / "sr", workers=0, progress=False, factor=3, **FIT)
+    assert [r["status"] for r in rows] == ["done"] * 2
+
+
 def test_results_made_with_other_defaults_are_redone(tmp_path, monkeypatch):
     # The same options make another result when a release changes a default (as when auto
     # on a GPU began to recorrupt): a resumed batch redoes what the old defaults made.

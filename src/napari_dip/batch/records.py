@@ -27,6 +27,14 @@ NOT_SETTINGS = frozenset({
     "scheduler", "workers", "mask_pattern", "mask",
 })
 
+#: Options that only one task uses: the batch command takes them whatever the task (with
+#: their defaults), and a change of one must not redo the other tasks' results.
+TASK_ONLY = {"factor": "super-resolve", "mask_known": "inpaint", "raw_output": "inpaint"}
+
+
+def _used_by(task: str, settings: dict) -> dict:
+    return {key: value for key, value in settings.items() if TASK_ONLY.get(key, task) == task}
+
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """SHA-256 of a file; of a folder (an OME-Zarr image), over its files' relative paths
@@ -45,18 +53,19 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def settings_of(task: str, options: dict) -> dict:
-    """The options that decide a result, as JSON values (compared on resume), and under
+    """The options that decide a result of ``task``, as JSON values (compared on resume;
+    another task's options, such as super-resolution's factor, are left out), and under
     ``defaults`` a fingerprint of the defaults the preset fits with on the device asked for
     (:func:`~napari_dip.engine.presets.defaults_fingerprint`): the same options make
     another result when a release changes a default.
 
-    >>> settings = settings_of("denoise", {"iterations": 100, "out": "x", "seed": 0, "quiet": True})
+    >>> settings = settings_of("denoise", {"iterations": 100, "out": "x", "seed": 0, "quiet": True, "factor": 2})
     >>> sorted(settings), settings["iterations"], len(settings["defaults"])
     (['defaults', 'iterations', 'seed', 'task'], 100, 12)
     """
     from ..engine.presets import DEFAULT_PRESET, defaults_fingerprint
 
-    chosen = {key: value for key, value in sorted(options.items()) if key not in NOT_SETTINGS}
+    chosen = _used_by(task, {key: value for key, value in sorted(options.items()) if key not in NOT_SETTINGS})
     chosen["task"] = task
     chosen["defaults"] = defaults_fingerprint(task, options.get("preset") or DEFAULT_PRESET, options.get("factor"),
                                               options.get("device") or "auto")
@@ -97,7 +106,10 @@ def is_done(record: dict | None, input_sha256: str, mask_sha256: str | None, set
         return False
     if ((record.get("mask") or {}).get("sha256")) != mask_sha256:
         return False
-    if record.get("settings") != settings:
+    # Records written before TASK_ONLY kept every option; what the task does not use is
+    # left out of both sides, so they still count.
+    recorded = record.get("settings")
+    if not isinstance(recorded, dict) or _used_by(settings.get("task", ""), recorded) != settings:
         return False
     expected = (record.get("output") or {}).get("sha256")
     return output.is_file() and expected is not None and file_sha256(output) == expected
