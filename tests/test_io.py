@@ -144,3 +144,11 @@ def test_calibration_words():
     assert Calibration(x=0.2, y=0.2, unit="\\u00B5m", z=1.0).describe() == "0.2 um/px, z 1.0 um"
     assert Calibration(x=0.1, y=0.2, unit="nm").zoomed(2).describe() == "0.1x0.05 nm/px"
     assert Calibration(t=30.0, t_unit="s").describe() == "t 30.0 s"
+
+
+def test_a_tiff_with_no_image_in_it_says_so_and_nothing_else(tmp_path, capsys):
+    path = tmp_path / "broken.tif"
+    path.write_bytes(b"II*\0" + bytes(50))  # a TIFF header, then nothing
+    with pytest.raises(InputError, match="a TIFF file with no image in it"):
+        read_image(path)
+    assert capsys.readouterr().err == ""  # tifffile's own warning is not printed beside it

@@ -240,9 +240,25 @@ def read_image(path: str | os.PathLike) -> ImageFile:
 
 
 def _read_tiff(path: Path) -> ImageFile:
+    import logging
+
     import tifffile
 
+    # tifffile logs what it finds odd as warnings, which Python prints bare to stderr; what
+    # stops the read is said in the error instead.
+    log = logging.getLogger("tifffile")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        return _read_tiff_file(path, tifffile)
+    finally:
+        log.setLevel(level)
+
+
+def _read_tiff_file(path: Path, tifffile) -> ImageFile:
     with tifffile.TiffFile(path) as tif:
+        if not tif.series:
+            raise InputError(f"{path}: a TIFF file with no image in it (damaged or cut short?)")
         series = tif.series[0]
         data = np.asarray(series.asarray())
         file_axes = series.axes
