@@ -203,6 +203,9 @@ def test_bad_files_are_reported_and_the_others_done(tmp_path, capsys):
     assert "cannot be read" in rows["broken.png"]["error"]
     assert "at least 16 pixels" in rows["tiny.png"]["error"]
     assert not (out / "broken.png").exists() and not (out / "tiny.png.json").exists()
+    # The report names an output only where there is one.
+    assert rows["broken.png"]["output"] == rows["tiny.png"]["output"] == ""
+    assert rows["img0.png"]["output"] == str(out / "img0.png")
     err = capsys.readouterr().err
     assert "failed: " in err and "broken.png" in err
     page = (out / "report.html").read_text()

@@ -353,7 +353,7 @@ def test_widget_inpaints_layers_with_the_forms_mask_box(make_napari_viewer, qtbo
     widget.start()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
     assert widget.status.value == "finished: 1 done", widget.status.value
-    result = viewer.layers["cells (inpaint)"]
+    result = viewer.layers["cells [DIP inpaint fast seed 0]"]
     known = holes == 0
     # The known pixels are kept as they are (raw output off), the holes filled by the network.
     np.testing.assert_array_equal(result.data[known], image.data[known])

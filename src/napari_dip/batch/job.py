@@ -27,7 +27,10 @@ COLUMNS = ("input", "output", "mask", "status", "error", "stop_reason", "iterati
 
 
 def empty_row(item: Item, status: str, error: str = "") -> dict:
-    return {"input": str(item.input), "output": str(item.output), "mask": str(item.mask) if item.mask else "",
+    """A report row without a result's figures; ``output`` names a file only where there is
+    a result (``done``, ``skipped``), not where one would have gone."""
+    output = str(item.output) if status in ("done", "skipped") else ""
+    return {"input": str(item.input), "output": output, "mask": str(item.mask) if item.mask else "",
             "status": status, "error": error, "stop_reason": "", "iterations": "", "seconds": "",
             "noise_estimate": "", "warnings": ""}
 
