@@ -1,0 +1,47 @@
+"""Runs the first Python example of README.md (its *Python* section) as it stands, one
+statement at a time, and prints the seconds of each statement that takes longer than a
+second: what a new user waits for each line. The README quotes the figures::
+
+    python benchmarks/readme_example.py
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def first_python_block(text: str, section: str = "## Python") -> str:
+    """The first ```python block after the heading ``section``."""
+    after = text[text.index(f"\n{section}\n"):]
+    match = re.search(r"```python\n(.*?)```", after, flags=re.S)
+    if match is None:
+        raise SystemExit(f"no python block under {section!r} in {README}")
+    return match.group(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    source = first_python_block(README.read_text())
+    namespace: dict = {"__name__": "readme_example"}
+    timings = []
+    for statement in ast.parse(source).body:
+        code = ast.get_source_segment(source, statement)
+        start = time.perf_counter()
+        exec(compile(ast.Module([statement], []), "README.md", "exec"), namespace)
+        seconds = time.perf_counter() - start
+        if seconds > 1:
+            first_line = code.splitlines()[0]
+            timings.append({"statement": first_line, "seconds": round(seconds, 1)})
+            print(f"{seconds:7.1f} s  {first_line}", file=sys.stderr, flush=True)
+    print(json.dumps(timings, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
