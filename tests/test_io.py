@@ -152,3 +152,23 @@ def test_a_tiff_with_no_image_in_it_says_so_and_nothing_else(tmp_path, capsys):
     with pytest.raises(InputError, match="a TIFF file with no image in it"):
         read_image(path)
     assert capsys.readouterr().err == ""  # tifffile's own warning is not printed beside it
+
+
+def test_an_ome_tif_name_asks_for_an_ome_tiff_whatever_the_input(tmp_path):
+    source = tmp_path / "in.tif"
+    data = _ramp((3, 32, 32))
+    tifffile.imwrite(source, data, imagej=True, resolution=(5.0, 4.0),
+                     metadata={"axes": "ZYX", "unit": "micron", "spacing": 0.75})
+    image = read_image(source)
+    out = write_image(tmp_path / "out.ome.tif", image, PROVENANCE)
+    with tifffile.TiffFile(out) as tif:
+        assert tif.is_ome and not tif.is_imagej and tif.series[0].axes == "ZYX"
+        assert 'PhysicalSizeXUnit="µm"' in tif.ome_metadata  # OME's spelling of ImageJ's micron
+        np.testing.assert_array_equal(tif.asarray(), data)
+    again = read_image(out)
+    assert again.kind == "ome" and read_provenance(out) == PROVENANCE
+    c = again.calibration
+    assert (c.x, c.y, c.z) == pytest.approx((0.2, 0.25, 0.75))
+    # Without .ome in the name the input's kind is kept.
+    with tifffile.TiffFile(write_image(tmp_path / "out.tif", image)) as tif:
+        assert tif.is_imagej and not tif.is_ome

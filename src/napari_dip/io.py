@@ -105,6 +105,11 @@ def _short_unit(unit: str | None) -> str:
     return "um" if unit.strip() in _MICRONS else unit.strip()
 
 
+def _ome_unit(unit: str) -> str:
+    """OME's spelling of a length unit (ImageJ writes ``micron``, OME allows only ``µm``)."""
+    return "µm" if unit.strip() in _MICRONS else unit.strip()
+
+
 def _number_text(value: float) -> str:
     """
     >>> _number_text(1.0), _number_text(0.2), _number_text(0.1 + 0.2), _number_text(1234567.0)
@@ -208,6 +213,8 @@ def project_axes(file_axes: str) -> str | None:
 
 def _suffix(path: Path) -> str:
     suffix = path.suffix.lower()
+    if suffix not in SUFFIXES and path.is_dir():
+        raise InputError(f"{path}: is a folder; name an image file ({', '.join(SUFFIXES)})")
     if suffix not in SUFFIXES:
         raise InputError(f"{path}: unsupported file type {suffix or '(none)'}; use one of {', '.join(SUFFIXES)}")
     return suffix
@@ -444,7 +451,8 @@ def write_image(
     """Write ``image`` to ``path`` (TIFF or PNG by suffix), never half-written.
 
     A TIFF is written as the kind of file ``image`` was read from (``image.kind``): ImageJ
-    hyperstack, OME-TIFF or plain TIFF, with its axes and calibration. The file is written
+    hyperstack, OME-TIFF or plain TIFF, with its axes and calibration; a name ending in
+    ``.ome.tif`` or ``.ome.tiff`` asks for an OME-TIFF whatever the input. The file is written
     next to its destination and renamed into place, so an interrupted run leaves no
     truncated output behind.
     """
@@ -456,7 +464,7 @@ def write_image(
     partial = path.with_name(f".{path.stem}.partial{suffix}")
     try:
         if suffix in TIFF_SUFFIXES:
-            _write_tiff(partial, image, provenance)
+            _write_tiff(partial, image, provenance, "ome" if _names_ome(path) else image.kind)
         else:
             _write_png(partial, data, provenance)
         os.replace(partial, path)
@@ -480,7 +488,7 @@ def check_png(path: Path, data: np.ndarray) -> None:
 def imagej_conversion(image: ImageFile, path: str | os.PathLike) -> str | None:
     """What writing ``image`` to ``path`` changes because ImageJ holds only uint8, uint16
     and float32, in words, or ``None`` when nothing changes."""
-    if _suffix(Path(path)) not in TIFF_SUFFIXES or image.kind != "imagej":
+    if _suffix(Path(path)) not in TIFF_SUFFIXES or image.kind != "imagej" or _names_ome(Path(path)):
         return None
     dtype = np.asarray(image.data).dtype
     if dtype in IMAGEJ_DTYPES:
@@ -529,7 +537,11 @@ def _imagej_layout(data: np.ndarray, letters: str, rgb: bool) -> tuple[np.ndarra
     return np.transpose(data, permutation), "".join(letters[i] for i in permutation), rgb
 
 
-def _write_tiff(path: Path, image: ImageFile, provenance: dict | None) -> None:
+def _names_ome(path: Path) -> bool:
+    return path.name.lower().endswith((".ome.tif", ".ome.tiff"))
+
+
+def _write_tiff(path: Path, image: ImageFile, provenance: dict | None, kind: str) -> None:
     import tifffile
 
     data, letters, rgb = _tiff_axes(image)
@@ -541,7 +553,7 @@ def _write_tiff(path: Path, image: ImageFile, provenance: dict | None) -> None:
             kwargs["resolutionunit"] = image.resolution_unit
     extrasamples = ("unassalpha",) if rgb and data.shape[-1] == 4 else None
     photometric = "rgb" if rgb else "minisblack"
-    if image.kind == "imagej" and letters is not None:
+    if kind == "imagej" and letters is not None:
         data, letters, rgb = _imagej_layout(data, letters, rgb)
         if data.dtype not in IMAGEJ_DTYPES:
             data = data.astype(np.float32)  # imagej_conversion says so before the fit
@@ -552,7 +564,7 @@ def _write_tiff(path: Path, image: ImageFile, provenance: dict | None) -> None:
         kwargs.pop("resolutionunit", None)  # ImageJ's unit is in the description
         tifffile.imwrite(path, data, imagej=True, photometric="rgb" if rgb else "minisblack",
                          metadata=metadata, **kwargs)
-    elif image.kind in ("ome", "ome-zarr") and letters is not None:  # an OME-Zarr's result: OME-TIFF
+    elif kind in ("ome", "ome-zarr") and letters is not None:  # an OME-Zarr's result: OME-TIFF
         metadata = _ome_metadata(image, letters, record)
         tifffile.imwrite(path, data, ome=True, photometric=photometric, extrasamples=extrasamples,
                          metadata=metadata, **kwargs)
@@ -594,11 +606,12 @@ def _ome_metadata(image: ImageFile, letters: str, record: str | None) -> dict:
     if calibration.x is not None and calibration.y is not None:
         metadata.update(PhysicalSizeX=calibration.x, PhysicalSizeY=calibration.y)
         if calibration.unit:
-            metadata.update(PhysicalSizeXUnit=calibration.unit, PhysicalSizeYUnit=calibration.unit)
+            unit = _ome_unit(calibration.unit)
+            metadata.update(PhysicalSizeXUnit=unit, PhysicalSizeYUnit=unit)
     if calibration.z is not None:
         metadata["PhysicalSizeZ"] = calibration.z
         if calibration.z_unit:
-            metadata["PhysicalSizeZUnit"] = calibration.z_unit
+            metadata["PhysicalSizeZUnit"] = _ome_unit(calibration.z_unit)
     if calibration.t is not None:
         metadata["TimeIncrement"] = calibration.t
         if calibration.t_unit:
