@@ -148,6 +148,7 @@ def test_existing_output_is_not_overwritten_unless_asked(grey_png, tmp_path, cap
         (lambda d, g: ["denoise", str(g), "-o", "/proc/napari-dip-test.tif"], "cannot write to /proc"),
         (lambda d, g: ["denoise", str(g), "-o", str(g.with_suffix("")) + "/o.tif"], "is not a folder"),
         (lambda d, g: ["denoise", str(d / "flat.png"), "-o", str(d / "o.png")], "the image is constant"),
+        (lambda d, g: ["denoise", str(g), "-o", str(d)], "is a folder; name an image file"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(make_args, message, grey_png, tmp_path, capsys):
@@ -164,6 +165,21 @@ def test_bad_input_exits_2_with_one_line(make_args, message, grey_png, tmp_path,
     assert message in err
     assert err.count("\n") == 1 and err.startswith("napari-dip: error:")
     assert not (tmp_path / "o.png").exists() and not (tmp_path / "o.tif").exists()
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--learning-rate", "-1", "argument --learning-rate: must be above 0, got -1"),
+    ("--learning-rate", "fast", "argument --learning-rate: expected a number, got 'fast'"),
+    ("--reg-noise-std", "-0.1", "argument --reg-noise-std: must be at least 0, got -0.1"),
+    ("--patience", "-3", "argument --patience: must be at least 1, got -3"),
+    ("--iterations", "0", "argument --iterations: must be at least 1, got 0"),
+    ("--channels", "2.5", "argument --channels: expected a whole number, got '2.5'"),
+])
+def test_a_bad_option_value_is_refused_by_the_options_name(option, value, message, grey_png, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["denoise", str(grey_png), "-o", str(tmp_path / "o.png"), option, value])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
 
 
 def test_float_input_to_png_output_is_refused_before_the_fit(tmp_path, capsys):
@@ -220,10 +236,10 @@ def test_a_late_write_failure_keeps_the_result_in_a_rescue_file(grey_png, tmp_pa
     out_dir.mkdir()
     real_write = io._write_tiff
 
-    def refuse_the_destination(path, image, provenance):  # e.g. the disk filled up during the fit
+    def refuse_the_destination(path, image, provenance, kind):  # e.g. the disk filled up during the fit
         if path.parent == out_dir:
             raise PermissionError(13, "Permission denied", str(path))
-        real_write(path, image, provenance)
+        real_write(path, image, provenance, kind)
 
     monkeypatch.setattr(io, "_write_tiff", refuse_the_destination)
     out = out_dir / "out.tif"
@@ -527,3 +543,24 @@ def test_the_result_never_replaces_its_input_or_mask(grey_png, tmp_path, capsys)
     assert main(["inpaint", str(grey_png), "--mask", str(mask), "-o", str(mask), "--overwrite", *FAST]) == 2
     assert "is the mask" in capsys.readouterr().err
     assert grey_png.read_bytes() == before and np.array_equal(iio.imread(mask), holes)
+
+
+def test_the_plane_bar_names_the_next_plane_from_its_first_drawing(capsys):
+    from types import SimpleNamespace
+
+    from napari_dip.cli import _plane_progress
+
+    def snap(iteration, done=False):
+        return SimpleNamespace(iteration=iteration, expected_stop=40, iterations=100, done=done,
+                               iterations_per_second=10.0, loss=0.1)
+
+    pairs = [((0,), snap(10)), ((0,), snap(40, done=True)), ((1,), snap(10)), ((1,), snap(40, done=True))]
+    assert [index for index, _ in _plane_progress(iter(pairs), 2, 40, quiet=False)] == [(0,), (0,), (1,), (1,)]
+    drawn = [part.strip() for part in capsys.readouterr().err.replace("\n", "\r").split("\r") if part.strip()]
+    assert any(part.startswith("plane 2/2:") for part in drawn)
+    # Between plane 1's drawings and plane 2's there is no "plane 1/2" at 0 % other than the
+    # bar's first drawing (the reset for plane 2 used to draw one under the old name).
+    first_of_two = next(i for i, part in enumerate(drawn) if part.startswith("plane 2/2"))
+    last_of_one = max(i for i, part in enumerate(drawn) if part.startswith("plane 1/2"))
+    assert last_of_one < first_of_two
+    assert last_of_one == 0 or "  0%" not in drawn[last_of_one], drawn

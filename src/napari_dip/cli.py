@@ -44,19 +44,19 @@ def _add_fit_options(parser: argparse.ArgumentParser, single_file: bool = True) 
                         help="paper: the published network and schedule; fast: 48-channel network (32 for denoising), practical on a CPU; "
                              "auto: paper's network on a CUDA GPU, fast otherwise, denoising by recorruption with "
                              "either (default: auto)")
-    parser.add_argument("--iterations", type=int, help="number of iterations (default: the preset's)")
-    parser.add_argument("--learning-rate", type=float, help="Adam learning rate (default: the preset's)")
-    parser.add_argument("--reg-noise-std", type=float, help="jitter of the input noise (default: the preset's; for denoising, a third of the estimated noise level, within 1/30 to 1/15)")
-    parser.add_argument("--channels", type=int, help="channels per scale of the network (default: the preset's)")
+    parser.add_argument("--iterations", type=_COUNT, help="number of iterations (default: the preset's)")
+    parser.add_argument("--learning-rate", type=_POSITIVE, help="Adam learning rate (default: the preset's)")
+    parser.add_argument("--reg-noise-std", type=_number(float, 0), help="jitter of the input noise (default: the preset's; for denoising, a third of the estimated noise level, within 1/30 to 1/15)")
+    parser.add_argument("--channels", type=_COUNT, help="channels per scale of the network (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--precision", choices=("float32", "bfloat16", "float16"),
                         help="mixed precision for the network (default: float32)")
     parser.add_argument("--stop", choices=("wmv", "validation", "none"),
                         help="automatic stopping rule; none runs the whole budget (default: the task's rule)")
-    parser.add_argument("--patience", type=int,
+    parser.add_argument("--patience", type=_COUNT,
                         help="iterations without improvement before stopping (default: the rule's)")
-    parser.add_argument("--runs", type=int, help="average this many independent fits, run side by side (default: 1)")
+    parser.add_argument("--runs", type=_COUNT, help="average this many independent fits, run side by side (default: 1)")
     parser.add_argument("--noise", choices=("auto", "gaussian", "poisson-gaussian"), default="auto",
                         help="denoising: the noise model; poisson-gaussian is photon-limited noise (fluorescence), "
                              "variance a*signal + b; auto estimates a and b from the image and picks it when the "
@@ -101,9 +101,9 @@ def _add_fit_options(parser: argparse.ArgumentParser, single_file: bool = True) 
     parser.add_argument("--tile-size", type=int, metavar="PX",
                         help="restore in overlapping tiles of at most PX pixels a side, blended without seams "
                              "(default: tiles only when the image does not fit the device's free memory)")
-    parser.add_argument("--tile-overlap", type=int, metavar="PX",
+    parser.add_argument("--tile-overlap", type=_number(int, 0), metavar="PX",
                         help="least overlap of neighbouring tiles in pixels (default: an eighth of the tile)")
-    parser.add_argument("--progress-every", type=int, default=10, metavar="N",
+    parser.add_argument("--progress-every", type=_COUNT, default=10, metavar="N",
                         help="update the progress bar every N iterations (default: 10)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -117,6 +117,27 @@ def _add_trust_options(parser: argparse.ArgumentParser, residual: bool = False) 
                             help="also write INPUT minus the result, float32, divided by the noise model's "
                                  "standard deviation for poisson-gaussian noise: structure-free noise if the "
                                  "restoration is good")
+
+
+def _number(kind, low, strict: bool = False):
+    """An argparse type: a ``kind`` (int or float) of at least ``low`` (above it if
+    ``strict``), so that a bad value is refused by the option's own name before anything is read."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got {text!r}") \
+                from None
+        if value < low or (strict and value == low):
+            bound = f"above {low}" if strict else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    return parse
+
+
+_COUNT = _number(int, 1)
+_POSITIVE = _number(float, 0, strict=True)
 
 
 def _threads(text: str):
@@ -388,13 +409,16 @@ def _plane_progress(pairs, count: int, total: int, quiet: bool, unit: str = "pla
                 yield index, snap
                 continue
             if index != current or here != tile:
-                if number > 0:
-                    bar.reset(total=bar_total(0, snap.expected_stop, snap.iterations))
+                started = number > 0
                 if index != current:
                     current, number = index, number + 1
                 tile = here
                 where = f", tile {here[0]}/{here[1]}" if here is not None else ""
+                # Named before the reset, which redraws the bar: else the finished plane's
+                # name is drawn once more at 0 %.
                 bar.set_description_str(f"{unit} {number}/{count}{where}", refresh=False)
+                if started:
+                    bar.reset(total=bar_total(0, snap.expected_stop, snap.iterations))
             bar.total = bar_total(snap.iteration, snap.expected_stop, snap.iterations)
             bar.set_postfix_str(
                 progress_postfix(snap.iteration, bar.total, snap.iterations_per_second, snap.loss), refresh=False
