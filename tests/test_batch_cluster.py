@@ -157,3 +157,16 @@ def test_restore_files_hands_the_fit_device_to_the_choice(monkeypatch, tmp_path)
             restore_files(data, task="denoise", out=tmp_path / device, device=device, progress=False)
     assert [(p.kind, p.workers) for p in plans] == [("cuda", 2), ("cpu", plans[1].workers)]
     assert plans[1].reason == "fits on the CPU"
+
+
+def test_local_workers_leave_ctrl_c_to_the_client():
+    # A terminal's Ctrl-C reaches every process of the group; the client stops the fits.
+    import signal
+
+    from distributed import Client
+
+    before = signal.getsignal(signal.SIGINT)
+    with cluster.start_local_cluster(cluster.LocalClusterPlan("cpu", 1, "test")) as local, Client(local) as client:
+        handlers = client.run(lambda: str(signal.getsignal(signal.SIGINT)))
+    assert list(handlers.values()) == [str(signal.SIG_IGN)]
+    assert signal.getsignal(signal.SIGINT) is before  # the client's own handler is back

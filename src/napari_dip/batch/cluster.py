@@ -103,7 +103,27 @@ def start_local_cluster(plan: LocalClusterPlan):
     10 ms for the dashboard, which this cluster does not serve, and on a CPU whose every core
     runs a fit it took time from them: 100-iteration 128² fits after each worker's first
     took 11.7-12.5 s with it and 10.7-11.5 s without (two workers, 2-core CPU, 2026-11-26).
+
+    The worker processes ignore Ctrl-C (SIGINT, which a terminal sends to the whole process
+    group): the batch's client catches it and stops their fits itself, through the fits'
+    cancel channel, and closes the cluster; handled in each worker too, it printed a
+    KeyboardInterrupt traceback per worker process before the client's one-line summary.
     """
+    import signal
+    import threading
+
+    # A child inherits an ignored signal, and Python then leaves it ignored. Only the main
+    # thread may set handlers: a cluster started from napari's worker thread keeps them.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
+    try:
+        return _start(plan)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _start(plan: LocalClusterPlan):
     import dask
 
     options = dict(n_workers=plan.workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
