@@ -117,3 +117,11 @@ def test_a_folder_gives_files_a_report_and_cancel_stops(make_napari_viewer, qtbo
     assert widget.status.value.startswith("cancelled: ")
     assert len(list((tmp_path / "out2").glob("m*.png"))) < 4
     assert "cancelled" in (tmp_path / "out2" / "report.csv").read_text()
+    # The summary counts what the report says, files never started included.
+    import csv
+
+    with open(tmp_path / "out2" / "report.csv", newline="") as report:
+        statuses = [row["status"] for row in csv.DictReader(report)]
+    assert len(statuses) == 4
+    for status in set(statuses):
+        assert f"{statuses.count(status)} {status}" in widget.status.value

@@ -212,6 +212,8 @@ class BatchWidget(Container):
             self.status.value = f"{message[1]}: {message[2]}"
         elif kind == "cancelled":
             self.rows.append({"input": message[1], "status": "cancelled", "error": message[2]})
+        elif kind == "report":
+            self.rows = list(message[1])  # the summary then counts what report.csv says
 
     def _output_layer(self, name: str, data, settings: dict, finished: dict):
         """The restored image as a layer over its input (as a task widget's output: the
@@ -341,8 +343,11 @@ def _restore_folder(folder, out, task, mask_pattern, workers, options, cancel):
 
     def run():
         try:
-            restore_files([folder], task=task, out=out, mask_pattern=mask_pattern, workers=workers,
-                          progress=progress, cancel=cancel, on_row=lambda row: rows.put(("row", row)), **options)
+            report = restore_files([folder], task=task, out=out, mask_pattern=mask_pattern, workers=workers,
+                                   progress=progress, cancel=cancel, on_row=lambda row: rows.put(("row", row)),
+                                   **options)
+            # Every input's row, as the report has them (those never started are only here).
+            rows.put(("report", report))
         except Exception as error:  # noqa: BLE001 - shown in the status line
             failure.append(error)
         finally:
