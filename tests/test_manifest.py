@@ -203,3 +203,9 @@ def test_open_with_sample_is_ready_to_run(make_napari_viewer, task):
     if task == "inpaint":
         assert widget.form.image.value.name == "camera (holes)"
         assert widget.form.mask.value.name == "holes"
+
+
+def test_the_api_is_listed_before_its_first_use_without_importing_torch():
+    code = "import sys, napari_dip; print(set(napari_dip.__all__) <= set(dir(napari_dip)), 'torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["True", "False"]

@@ -41,3 +41,8 @@ def __getattr__(name):
     if name in _LAZY:
         return getattr(import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    # The lazy names too, so that dir() and tab completion list the API before first use.
+    return sorted({*globals(), *_LAZY})
