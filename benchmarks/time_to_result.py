@@ -350,6 +350,7 @@ def main(argv=None) -> int:
         for name in ("baseline", "current"):
             if (work / name).exists():
                 remove_worktree(work / name)
+        shutil.rmtree(work, ignore_errors=True)  # the inputs and results of the fits
 
     machine = machine_name(options)
     print(f"\ntime to result, {date.today()}, {machine}; current = {head}{' + uncommitted src' if dirty else ''}"

@@ -11,3 +11,10 @@ import tempfile
 _SANDBOX = tempfile.mkdtemp(prefix="napari-dip-tests-")
 os.environ.setdefault("XDG_CONFIG_HOME", os.path.join(_SANDBOX, "config"))
 os.environ.setdefault("XDG_CACHE_HOME", os.path.join(_SANDBOX, "cache"))
+
+
+def pytest_unconfigure(config):
+    # The sandbox holds napari's and npe2's settings of this run only.
+    import shutil
+
+    shutil.rmtree(_SANDBOX, ignore_errors=True)

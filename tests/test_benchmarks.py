@@ -726,3 +726,14 @@ def test_two_cores_cuts_the_image_into_overlapping_halves_and_times_each_way(tmp
     with pytest.raises(SystemExit):
         module.main(["--ways", "eager1,eager3"])
 
+
+
+def test_readme_example_times_the_readmes_own_python_block():
+    import ast
+
+    module = _load_script("readme_example")
+    block = module.first_python_block(module.README.read_text())
+    assert block.startswith("import numpy as np") and "clean = denoise(noisy)" in block
+    ast.parse(block)  # the block the README shows is valid Python
+    with pytest.raises(SystemExit, match="no python block"):
+        module.first_python_block("text\n## Python\nno code here\n")
