@@ -172,3 +172,10 @@ def test_an_ome_tif_name_asks_for_an_ome_tiff_whatever_the_input(tmp_path):
     # Without .ome in the name the input's kind is kept.
     with tifffile.TiffFile(write_image(tmp_path / "out.tif", image)) as tif:
         assert tif.is_imagej and not tif.is_ome
+
+
+@pytest.mark.parametrize("name", ["empty.png", "empty.tif"])
+def test_an_empty_file_is_called_empty(name, tmp_path):
+    (tmp_path / name).write_bytes(b"")
+    with pytest.raises(InputError, match=f"{name}: the file is empty"):
+        read_image(tmp_path / name)

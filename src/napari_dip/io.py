@@ -231,6 +231,8 @@ def read_image(path: str | os.PathLike) -> ImageFile:
     suffix = _suffix(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
+    if path.stat().st_size == 0:  # else each reader says it its own way (imageio: "no backend")
+        raise InputError(f"{path}: the file is empty")
     try:
         if suffix in TIFF_SUFFIXES:
             return _read_tiff(path)
