@@ -159,14 +159,18 @@ def test_restore_files_hands_the_fit_device_to_the_choice(monkeypatch, tmp_path)
     assert plans[1].reason == "fits on the CPU"
 
 
-def test_local_workers_leave_ctrl_c_to_the_client():
+def test_local_workers_leave_ctrl_c_to_the_client_even_when_started_again():
     # A terminal's Ctrl-C reaches every process of the group; the client stops the fits.
     import signal
 
     from distributed import Client
 
+    from napari_dip.batch.run import _client
+
     before = signal.getsignal(signal.SIGINT)
-    with cluster.start_local_cluster(cluster.LocalClusterPlan("cpu", 1, "test")) as local, Client(local) as client:
-        handlers = client.run(lambda: str(signal.getsignal(signal.SIGINT)))
-    assert list(handlers.values()) == [str(signal.SIG_IGN)]
-    assert signal.getsignal(signal.SIGINT) is before  # the client's own handler is back
+    with _client(None, 1, "cpu") as client:
+        assert isinstance(client, Client)
+        assert list(client.run(lambda: str(signal.getsignal(signal.SIGINT))).values()) == [str(signal.SIG_IGN)]
+        client.restart()  # the nanny starts a new worker process: the plugin sets it up too
+        assert list(client.run(lambda: str(signal.getsignal(signal.SIGINT))).values()) == [str(signal.SIG_IGN)]
+    assert signal.getsignal(signal.SIGINT) is before  # the client's own handler is untouched

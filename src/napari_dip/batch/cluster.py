@@ -103,27 +103,7 @@ def start_local_cluster(plan: LocalClusterPlan):
     10 ms for the dashboard, which this cluster does not serve, and on a CPU whose every core
     runs a fit it took time from them: 100-iteration 128² fits after each worker's first
     took 11.7-12.5 s with it and 10.7-11.5 s without (two workers, 2-core CPU, 2026-11-26).
-
-    The worker processes ignore Ctrl-C (SIGINT, which a terminal sends to the whole process
-    group): the batch's client catches it and stops their fits itself, through the fits'
-    cancel channel, and closes the cluster; handled in each worker too, it printed a
-    KeyboardInterrupt traceback per worker process before the client's one-line summary.
     """
-    import signal
-    import threading
-
-    # A child inherits an ignored signal, and Python then leaves it ignored. Only the main
-    # thread may set handlers: a cluster started from napari's worker thread keeps them.
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
-    try:
-        return _start(plan)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-
-
-def _start(plan: LocalClusterPlan):
     import dask
 
     options = dict(n_workers=plan.workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
@@ -136,3 +116,33 @@ def _start(plan: LocalClusterPlan):
         from distributed import LocalCluster
 
         return LocalCluster(processes=True, **options)
+
+
+def ignore_ctrl_c_in_workers(client) -> None:
+    """Make the local cluster's workers, and any the nanny starts again later, ignore Ctrl-C.
+
+    A terminal sends Ctrl-C (SIGINT) to the whole process group, the worker processes
+    included: each printed its own KeyboardInterrupt traceback before the client's one-line
+    summary. The client alone handles it, stopping the fits through their cancel channel.
+    """
+    client.register_plugin(_ignore_ctrl_c_plugin_class()())
+
+
+def _ignore_ctrl_c_plugin_class():
+    # Made here, not at import: distributed is imported only when a batch runs. Dask sends
+    # the plugin to the workers with cloudpickle, which takes a class made in a function.
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class IgnoreCtrlC(WorkerPlugin):
+        name = "napari-dip-ignore-ctrl-c"
+
+        def setup(self, worker):
+            import signal
+            import threading
+
+            # A worker's event loop, where plugins are set up, runs in its main thread.
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    return IgnoreCtrlC
+

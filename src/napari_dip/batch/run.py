@@ -251,7 +251,8 @@ def _client(scheduler: str | None, workers: int | None, device: str | None = "au
         with Client(address) as client:
             yield client
         return
-    from .cluster import plan_local_cluster, start_local_cluster
+    from .cluster import ignore_ctrl_c_in_workers, plan_local_cluster, start_local_cluster
 
     with start_local_cluster(plan_local_cluster(device, workers)) as cluster, Client(cluster) as client:
+        ignore_ctrl_c_in_workers(client)
         yield client
