@@ -24,6 +24,10 @@ def _noisy(seed, size=32):
     return (np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 
+def output_task(layer):
+    return layer.metadata["napari_dip"]["task"]
+
+
 def _tiny(widget):
     widget.preset.value = "fast"
     widget.iterations.value = 4
@@ -73,7 +77,9 @@ def test_a_super_resolved_layer_lies_over_its_input(make_napari_viewer, qtbot):
     widget.task.value = "super-resolve"
     _tiny(widget).form.factor.value = 2
     widget.start()
+    widget.task.value = "denoise"  # the run keeps the task it was started with
     qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
+    assert output_task(viewer.layers[-1]) == "super-resolve"
     output = viewer.layers[-1]
     assert output.data.shape == (32, 32) and output.name.startswith("small [DIP super-resolve x2 fast")
     # Half the pixel size; the first output pixel's centre a quarter of an input pixel in.
@@ -125,3 +131,28 @@ def test_a_folder_gives_files_a_report_and_cancel_stops(make_napari_viewer, qtbo
     assert len(statuses) == 4
     for status in set(statuses):
         assert f"{statuses.count(status)} {status}" in widget.status.value
+
+
+def test_stack_layers_are_restored_plane_by_plane_and_others_fail_alone(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    stack = np.stack([_noisy(4), _noisy(5)])
+    zstack = viewer.add_image(stack, name="zstack", scale=(3.0, 0.5, 0.5), axis_labels=("z", "y", "x"))
+    four_d = viewer.add_image(np.stack([stack] * 2), name="tzc")  # two leading axes: T and Z by position
+    five_d = viewer.add_image(np.stack([np.stack([stack] * 2)] * 2), name="five")  # three: not told apart
+    flat = viewer.add_image(_noisy(6), name="flat")
+    viewer.layers.selection = {zstack, four_d, five_d, flat}
+    widget = _tiny(BatchWidget(viewer))
+    widget.start()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
+    assert widget.status.value == "finished: 3 done, 1 failed", widget.status.value
+    output = viewer.layers["zstack [DIP denoise fast seed 0]"]
+    assert output.data.shape == stack.shape and output.data.dtype == stack.dtype
+    assert tuple(output.scale) == (3.0, 0.5, 0.5) and tuple(output.axis_labels) == ("z", "y", "x")
+    record = output.metadata["napari_dip"]
+    assert record["planes"] == [[0], [1]] and record["iterations_run"] == 8
+    # Each plane restored on its own: the second is not a copy of the first.
+    assert not np.array_equal(output.data[0], output.data[1])
+    assert viewer.layers["tzc [DIP denoise fast seed 0]"].metadata["napari_dip"]["planes"] == [
+        [0, 0], [0, 1], [1, 0], [1, 1]]
+    assert "five [DIP" not in " ".join(layer.name for layer in viewer.layers)
+    assert "flat [DIP denoise fast seed 0]" in [layer.name for layer in viewer.layers]

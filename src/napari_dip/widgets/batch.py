@@ -66,6 +66,7 @@ class BatchWidget(Container):
         self.rows: list[dict] = []
         self.in_work: dict[str, dict] = {}  # input -> its fit's latest progress message
         self.run_options: dict = {}  # the settings of the run under way
+        self.run_task, self.run_source, self.run_out = self.task.value, self.source.value, None
         self.sources: dict[str, dict] = {}  # input layer name -> what its output takes from it
         self.task.changed.connect(self._show_options)
         self.source.changed.connect(self._show_options)
@@ -141,7 +142,9 @@ class BatchWidget(Container):
         self.cancel_event.clear()
         self.rows = []
         self.in_work = {}
-        if self.source.value == LAYERS:
+        # What this run does, as chosen when Run was pressed (the boxes may change meanwhile).
+        self.run_task, self.run_source, self.run_out = self.task.value, self.source.value, self.out.value
+        if self.run_source == LAYERS:
             selected = self.viewer.layers.selection  # a set: keep the layer list's order
             images = [layer for layer in self.viewer.layers if layer in selected and isinstance(layer, napari.layers.Image)]
             if not images:
@@ -151,11 +154,12 @@ class BatchWidget(Container):
             if self.task.value == "inpaint" and mask is None:
                 self.status.value = "inpainting needs a Labels layer of the holes"
                 return
-            jobs = [(layer.name, layer.data, None if mask is None else mask.data) for layer in images]
+            jobs = [(layer.name, layer.data, None if mask is None else mask.data, *_axes_of(layer))
+                    for layer in images]
             self.run_options = self.settings()
             # Read in this (the GUI) thread, when Run is pressed: where each output goes.
             self.sources = {layer.name: _look_of(layer) for layer in images}
-            self.worker = create_worker(_restore_layers, jobs, self.task.value, self.run_options, self.cancel_event,
+            self.worker = create_worker(_restore_layers, jobs, self.run_task, self.run_options, self.cancel_event,
                                         _start_thread=False)
             self.progress.max = len(jobs)
         else:
@@ -163,8 +167,8 @@ class BatchWidget(Container):
             if str(self.folder.value) in ("", ".") or str(self.out.value) in ("", "."):
                 self.status.value = "choose an input folder and an output folder"
                 return
-            pattern = self.mask_pattern.value if self.task.value == "inpaint" else None
-            self.worker = create_worker(_restore_folder, folder, out, self.task.value, pattern, self.workers.value,
+            pattern = self.mask_pattern.value if self.run_task == "inpaint" else None
+            self.worker = create_worker(_restore_folder, folder, out, self.run_task, pattern, self.workers.value,
                                         self.settings(), self.cancel_event, _start_thread=False)
             self.progress.max = 1
         self.progress.value = 0
@@ -182,6 +186,10 @@ class BatchWidget(Container):
 
     def _on_yielded(self, message) -> None:
         kind = message[0]
+        if kind == "report":
+            self.rows = list(message[1])  # the summary then counts what report.csv says
+            self.in_work.clear()
+            return
         if kind == "fit":
             fit = message[1]
             if fit.get("done"):
@@ -212,8 +220,6 @@ class BatchWidget(Container):
             self.status.value = f"{message[1]}: {message[2]}"
         elif kind == "cancelled":
             self.rows.append({"input": message[1], "status": "cancelled", "error": message[2]})
-        elif kind == "report":
-            self.rows = list(message[1])  # the summary then counts what report.csv says
 
     def _output_layer(self, name: str, data, settings: dict, finished: dict):
         """The restored image as a layer over its input (as a task widget's output: the
@@ -224,14 +230,14 @@ class BatchWidget(Container):
 
         look = self.sources[name]
         options = self.run_options
-        task, fit = self.task.value, settings.get("fit") or {}
+        task, fit = self.run_task, settings.get("fit") or {}
         factor = options.get("factor") if task == "super-resolve" else None
         record = geo.run_metadata(
             task=task, preset=settings.get("preset", options["preset"]), preset_requested=options["preset"],
             factor=factor, parameters=options, seed=fit.get("seed", options.get("seed")),
             device=settings.get("device", options.get("device")), iterations_run=finished["iterations_run"],
             iterations_planned=finished["iterations_planned"], stop_reason=finished["stop_reason"],
-            input_name=name, planes=[], version=__version__, engine_settings=settings)
+            input_name=name, planes=finished["planes"], version=__version__, engine_settings=settings)
         record["batch"] = True
         geometry = geo.output_geometry(look["geometry"], factor=factor)
         taken = {layer.name for layer in self.viewer.layers}
@@ -255,45 +261,73 @@ class BatchWidget(Container):
         for row in self.rows:
             counts[row["status"]] = counts.get(row["status"], 0) + 1
         done = ", ".join(f"{n} {status}" for status, n in counts.items()) or "nothing done"
-        where = f"; report in {self.out.value}" if self.source.value == FOLDER else ""
+        where = f"; report in {self.run_out}" if self.run_source == FOLDER else ""
         self.status.value = ("cancelled: " if self.cancel_event.is_set() else "finished: ") + done + where
 
 
 def _restore_layers(jobs, task, options, cancel):
-    """Worker thread: each layer's array through the numpy API; yields messages."""
+    """Worker thread: each layer's array through the numpy API, a stack plane by plane
+    (warm-started, as the command line does); yields messages."""
+    from ..axes import layout_for
     from ..errors import DeviceMemoryError, InputError
-    from ..restore import iter_restore
+    from ..restore import iter_restore_planes
 
     options = numpy_options(options)
     every = options.pop("snapshot_every", SNAPSHOT_EVERY)
+    factor = options.get("factor") if task == "super-resolve" else None
 
     yield ("total", len(jobs))
-    for name, data, mask in jobs:
+    for name, data, mask, axes, problem in jobs:
         if cancel.is_set():
             return
+        if problem:
+            yield ("error", name, problem)
+            continue
         extra = {"mask": mask} if task == "inpaint" else {}
-        final, sent = None, -float("inf")
-        stream = iter_restore(task, data, snapshot_every=every, **options, **extra)
+        sent, snap, cancelled = -float("inf"), None, False
+        done = []  # each plane's final snapshot
         try:
-            for snap in stream:
+            layout = layout_for(tuple(data.shape), axes)
+            result = layout.new_output(data.dtype, factor)
+            stream = iter_restore_planes(task, data, axes=axes, snapshot_every=every, **options, **extra)
+            for index, snap in stream:
                 if cancel.is_set():
-                    stream.close()  # the engine stops here; its result is not kept
+                    stream.close()  # the engine stops here; nothing of this layer is kept
+                    cancelled = True
                     break
                 if snap.done:
-                    final = snap
+                    layout.put(result, index, snap.average)
+                    done.append((index, snap))
                 elif time.perf_counter() - sent >= MESSAGE_SECONDS:
                     sent = time.perf_counter()
-                    yield ("fit", {"input": name, "part": 1, "iteration": snap.iteration, "budget": snap.iterations,
-                                   "expected_stop": snap.expected_stop})
+                    yield ("fit", {"input": name, "part": len(done) + 1, "iteration": snap.iteration,
+                                   "budget": snap.iterations, "expected_stop": snap.expected_stop})
         except (InputError, DeviceMemoryError, FloatingPointError) as error:
             yield ("error", name, str(error))
             continue
-        if final is None:
-            yield ("cancelled", name, f"cancelled at iteration {snap.iteration}; nothing kept")
+        if cancelled or not done:
+            at = f" at iteration {snap.iteration}" if snap is not None else ""
+            yield ("cancelled", name, f"cancelled{at}; nothing kept")
             return
-        finished = {"iterations_run": final.iteration, "iterations_planned": final.iterations,
-                    "stop_reason": final.stop_reason}
-        yield ("layer", name, final.average, final.settings, finished)
+        reasons = sorted({final.stop_reason for _, final in done})
+        finished = {"iterations_run": sum(final.iteration for _, final in done),
+                    "iterations_planned": sum(final.iterations for _, final in done),
+                    "stop_reason": reasons[0] if len(reasons) == 1 else "per plane: " + ", ".join(reasons),
+                    "planes": [tuple(index) for index, _ in done]}
+        yield ("layer", name, result, done[-1][1].settings, finished)
+
+
+def _axes_of(layer) -> tuple[str | None, str | None]:
+    """The API's ``axes`` for a layer (``None`` for a single image) and, where its planes
+    cannot be told apart, why it is not restored here."""
+    leading = layer.ndim - 2  # napari leaves an RGB layer's colour axis out of ndim
+    if leading <= 0:
+        return None, None
+    letters = geo.stack_letters(geo.layer_geometry(layer).axis_labels[:leading])
+    if letters is None:
+        return None, (f"{leading} stack axes (at most one time and one depth axis here); "
+                      "restore it with the task's own widget")
+    return letters + "YX" + ("C" if layer.rgb else ""), None
 
 
 def _look_of(layer) -> dict:
