@@ -154,6 +154,10 @@ def test_an_option_the_task_does_not_use_redoes_nothing(tmp_path):
     assert main([*sr, "--factor", "2"]) == 0
     rows = restore_files(data, task="super-resolve", out=tmp_path / "sr", workers=0, progress=False, factor=3, **FIT)
     assert [r["status"] for r in rows] == ["done"] * 2
+    # The noise model is denoising's: naming Gaussian noise changes no super-resolution.
+    rows = restore_files(data, task="super-resolve", out=tmp_path / "sr", workers=0, progress=False, factor=3,
+                         noise="gaussian", **FIT)
+    assert [r["status"] for r in rows] == ["skipped"] * 2
 
 
 def test_results_made_with_other_defaults_are_redone(tmp_path, monkeypatch):

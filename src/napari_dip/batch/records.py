@@ -29,7 +29,10 @@ NOT_SETTINGS = frozenset({
 
 #: Options that only one task uses: the batch command takes them whatever the task (with
 #: their defaults), and a change of one must not redo the other tasks' results.
-TASK_ONLY = {"factor": "super-resolve", "mask_known": "inpaint", "raw_output": "inpaint"}
+TASK_ONLY = {"factor": "super-resolve", "mask_known": "inpaint", "raw_output": "inpaint",
+             # The noise model and recorruption: other tasks fit Gaussian noise the paper's way.
+             "noise": "denoise", "noise_fit": "denoise", "gain": "denoise", "offset": "denoise",
+             "recorrupt": "denoise"}
 
 
 def _used_by(task: str, settings: dict) -> dict:
