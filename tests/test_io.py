@@ -156,19 +156,20 @@ def test_a_tiff_with_no_image_in_it_says_so_and_nothing_else(tmp_path, capsys):
 
 def test_an_ome_tif_name_asks_for_an_ome_tiff_whatever_the_input(tmp_path):
     source = tmp_path / "in.tif"
-    data = _ramp((3, 32, 32))
+    data = _ramp((2, 3, 32, 32))
     tifffile.imwrite(source, data, imagej=True, resolution=(5.0, 4.0),
-                     metadata={"axes": "ZYX", "unit": "micron", "spacing": 0.75})
+                     metadata={"axes": "TZYX", "unit": "micron", "spacing": 0.75, "finterval": 2.0, "tunit": "sec"})
     image = read_image(source)
     out = write_image(tmp_path / "out.ome.tif", image, PROVENANCE)
     with tifffile.TiffFile(out) as tif:
-        assert tif.is_ome and not tif.is_imagej and tif.series[0].axes == "ZYX"
-        assert 'PhysicalSizeXUnit="µm"' in tif.ome_metadata  # OME's spelling of ImageJ's micron
+        assert tif.is_ome and not tif.is_imagej and tif.series[0].axes == "TZYX"
+        # OME's spellings of ImageJ's micron and sec
+        assert 'PhysicalSizeXUnit="µm"' in tif.ome_metadata and 'TimeIncrementUnit="s"' in tif.ome_metadata
         np.testing.assert_array_equal(tif.asarray(), data)
     again = read_image(out)
     assert again.kind == "ome" and read_provenance(out) == PROVENANCE
     c = again.calibration
-    assert (c.x, c.y, c.z) == pytest.approx((0.2, 0.25, 0.75))
+    assert (c.x, c.y, c.z, c.t) == pytest.approx((0.2, 0.25, 0.75, 2.0))
     # Without .ome in the name the input's kind is kept.
     with tifffile.TiffFile(write_image(tmp_path / "out.tif", image)) as tif:
         assert tif.is_imagej and not tif.is_ome

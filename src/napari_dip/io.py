@@ -105,9 +105,22 @@ def _short_unit(unit: str | None) -> str:
     return "um" if unit.strip() in _MICRONS else unit.strip()
 
 
+#: ImageJ's spellings of units that OME spells otherwise (OME's lists of length and time units).
+_OME_UNITS = {"nanometer": "nm", "nanometre": "nm", "millimeter": "mm", "millimetre": "mm",
+              "meter": "m", "metre": "m", "inch": "in", "inches": "in", "angstrom": "Å",
+              "sec": "s", "second": "s", "seconds": "s", "msec": "ms", "millisecond": "ms", "milliseconds": "ms",
+              "minute": "min", "minutes": "min", "hour": "h", "hours": "h", "hr": "h"}
+
+
 def _ome_unit(unit: str) -> str:
-    """OME's spelling of a length unit (ImageJ writes ``micron``, OME allows only ``µm``)."""
-    return "µm" if unit.strip() in _MICRONS else unit.strip()
+    """OME's spelling of a unit: ImageJ writes ``micron``, ``sec`` or ``inch``, which OME
+    readers do not know (they take ``µm``, ``s`` and ``in``).
+
+    >>> _ome_unit("micron"), _ome_unit("sec"), _ome_unit("inch"), _ome_unit("nm")
+    ('µm', 's', 'in', 'nm')
+    """
+    unit = unit.strip()
+    return "µm" if unit in _MICRONS else _OME_UNITS.get(unit, unit)
 
 
 def _number_text(value: float) -> str:
@@ -617,7 +630,7 @@ def _ome_metadata(image: ImageFile, letters: str, record: str | None) -> dict:
     if calibration.t is not None:
         metadata["TimeIncrement"] = calibration.t
         if calibration.t_unit:
-            metadata["TimeIncrementUnit"] = calibration.t_unit
+            metadata["TimeIncrementUnit"] = _ome_unit(calibration.t_unit)
     names = image.extra.get("ChannelNames")
     channels = image.data.shape[letters.index("C")] if "C" in letters else 1
     if names and len(names) == channels:
