@@ -174,6 +174,8 @@ def test_bad_input_exits_2_with_one_line(make_args, message, grey_png, tmp_path,
     ("--patience", "-3", "argument --patience: must be at least 1, got -3"),
     ("--iterations", "0", "argument --iterations: must be at least 1, got 0"),
     ("--channels", "2.5", "argument --channels: expected a whole number, got '2.5'"),
+    ("--learning-rate", "nan", "argument --learning-rate: expected a finite number, got 'nan'"),
+    ("--reg-noise-std", "inf", "argument --reg-noise-std: expected a finite number, got 'inf'"),
 ])
 def test_a_bad_option_value_is_refused_by_the_options_name(option, value, message, grey_png, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:

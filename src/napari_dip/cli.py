@@ -128,6 +128,8 @@ def _number(kind, low, strict: bool = False):
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got {text!r}") \
                 from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
         if value < low or (strict and value == low):
             bound = f"above {low}" if strict else f"at least {low}"
             raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
