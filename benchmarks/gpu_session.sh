@@ -94,30 +94,32 @@ torch.cuda.get_device_name(0), 'numpy', numpy.__version__, 'skimage', skimage.__
 cat "$W/machine.txt"
 
 # Next lease, most wanted first (the fourth lease's parts are below, with the third's). The
-# caps of compiled_steps, auto256 and compiled_ttr take 500 s: with BUDGET=540 the parts
-# after them run only on what those leave, so a lease with time for more names them
-# (PARTS=...) in a second call.
+# caps of the three compile parts take 440 s: with BUDGET=540 auto256 and the parts after
+# it run only on what those leave, so a lease with time for more names them (PARTS=...) in
+# a second call.
 # 0. The lever left for the 10 s target (the paper network at 512², 1000-1350 steps of about
 #    15 ms on an H100): torch.compile, which fuses the batch norms and activations that take
 #    most of the step, with and without the engine's CUDA graphs, float32 and bf16, beside
-#    the eager step in one process. Its warm-up seconds hold the compile (a fresh cache).
+#    the eager step in one process (a fresh cache: the first compiled row of each precision
+#    holds its compile).
 part compiled_steps 150 env TORCHINDUCTOR_CACHE_DIR="$W/inductor-steps" $PY benchmarks/step_variants.py --device $DEV \
     --sizes "${TTR_LARGE}" "${STEPS[@]}" --compile --out "$W/step-variants-compiled.json"
+# 0b. The default with +compile to the stopped result on one 512² RGB image, against the
+#    default in the same run (about 30 s, then the compiled fit with its compile), then the
+#    compiled fit again from the cache the first filled (what a user's second image of that
+#    size costs).
+part compiled_ttr 200 env TORCHINDUCTOR_CACHE_DIR="$W/inductor-ttr" $PY benchmarks/time_to_result.py --data "$DATA" \
+    --device $DEV "${FIT[@]}" --sizes "${TTR_LARGE}" --sigmas 25 --colours RGB --images 1 --configs default,default+compile \
+    --out "$W/ttr-gpu-512-compiled.json"
+part compiled_ttr_cached 90 env TORCHINDUCTOR_CACHE_DIR="$W/inductor-ttr" $PY benchmarks/time_to_result.py --data "$DATA" \
+    --device $DEV "${FIT[@]}" --sizes "${TTR_LARGE}" --sigmas 25 --colours RGB --images 1 --configs default+compile \
+    --out "$W/ttr-gpu-512-compiled-cached.json"
 # 1. The GPU default since the fourth lease (`auto`: the paper network by recorruption,
 #    Adam's beta2 0.95) against the paper's way (`preset:paper`) at 256², where the third
 #    lease's one σ50 case of recorruption (beta2 0.999 then) lost 0.32 dB. Four fits of
 #    15-25 s each in a fresh process (the third lease's ttr256 did two cases in 130 s).
 part auto256 200 $PY benchmarks/time_to_result.py --data "$DATA" --device $DEV "${FIT[@]}" --sizes "${TTR_SMALL}" \
     --sigmas 50 --colours grey,RGB --configs default,preset:paper --out "$W/ttr-gpu-256-auto.json"
-# 1b. The default with +compile to the stopped result on one 512² RGB image, against the
-#    default in the same run, then the compiled fit again from the cache the first filled
-#    (what a user's second image of that size costs).
-part compiled_ttr 150 env TORCHINDUCTOR_CACHE_DIR="$W/inductor-ttr" $PY benchmarks/time_to_result.py --data "$DATA" \
-    --device $DEV "${FIT[@]}" --sizes "${TTR_LARGE}" --sigmas 25 --colours RGB --images 1 --configs default,default+compile \
-    --out "$W/ttr-gpu-512-compiled.json"
-part compiled_ttr_cached 60 env TORCHINDUCTOR_CACHE_DIR="$W/inductor-ttr" $PY benchmarks/time_to_result.py --data "$DATA" \
-    --device $DEV "${FIT[@]}" --sizes "${TTR_LARGE}" --sigmas 25 --colours RGB --images 1 --configs default+compile \
-    --out "$W/ttr-gpu-512-compiled-cached.json"
 # 2. Photon-limited whole FMD images on the paper network: recorrupted through the Anscombe
 #    transform (what `auto` does on CUDA since the fourth lease; beta2 0.999) against the
 #    paper's way. Measured so far on six CPU crops only: a wash (+0.18 dB on the mean, 3 of 6

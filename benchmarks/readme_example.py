@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import json
+import os
 import re
 import sys
 import time
@@ -20,8 +21,8 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def first_python_block(text: str, section: str = "## Python") -> str:
     """The first ```python block after the heading ``section``."""
-    after = text[text.index(f"\n{section}\n"):]
-    match = re.search(r"```python\n(.*?)```", after, flags=re.S)
+    start = text.find(f"\n{section}\n")
+    match = re.search(r"```python\n(.*?)```", text[start:], flags=re.S) if start >= 0 else None
     if match is None:
         raise SystemExit(f"no python block under {section!r} in {README}")
     return match.group(1)
@@ -41,8 +42,13 @@ def main(argv: list[str] | None = None) -> int:
             first_line = code.splitlines()[0]
             timings.append({"statement": first_line, "seconds": round(seconds, 1)})
             print(f"{seconds:7.1f} s  {first_line}", file=sys.stderr, flush=True)
-    print(json.dumps({"date": time.strftime("%Y-%m-%d"), "command": "python benchmarks/readme_example.py",
-                      "statements": timings}, indent=1))
+    import platform
+
+    import torch
+
+    machine = f"{os.cpu_count()}-core {platform.machine()} CPU, torch {torch.__version__}"
+    print(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": machine,
+                      "command": "python benchmarks/readme_example.py", "statements": timings}, indent=1))
     return 0
 
 

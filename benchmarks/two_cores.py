@@ -133,8 +133,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default=None, help="inductor cache folder (default: a new temporary one)")
     parser.add_argument("--out", default=None, help="JSON file for the rows")
     args = parser.parse_args(argv)
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = args.cache or tempfile.mkdtemp(prefix="inductor-")
+    before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="inductor-") as fresh:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = args.cache or fresh  # a fresh one: the compile is timed
+        try:
+            return _run(parser, args)
+        finally:
+            if before is None:
+                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+            else:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
 
+
+def _run(parser, args) -> int:
     ways = args.ways.split(",")
     unknown = [way for way in ways if way not in WAYS]
     if unknown:

@@ -263,18 +263,24 @@ def read_image(path: str | os.PathLike) -> ImageFile:
 
 def _read_tiff(path: Path) -> ImageFile:
     import logging
+    import threading
 
     import tifffile
 
-    # tifffile logs what it finds odd as warnings, which Python prints bare to stderr; what
-    # stops the read is said in the error instead.
+    # tifffile logs what it finds odd about this file as warnings, which Python prints bare
+    # to stderr; what stops the read is said in the error instead. A filter on this
+    # thread's records only: a read in another thread keeps its warnings.
     log = logging.getLogger("tifffile")
-    level = log.level
-    log.setLevel(logging.ERROR)
+    reader = threading.get_ident()
+
+    def quiet(record: logging.LogRecord) -> bool:
+        return record.thread != reader or record.levelno >= logging.ERROR
+
+    log.addFilter(quiet)
     try:
         return _read_tiff_file(path, tifffile)
     finally:
-        log.setLevel(level)
+        log.removeFilter(quiet)
 
 
 def _read_tiff_file(path: Path, tifffile) -> ImageFile:
