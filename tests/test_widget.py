@@ -337,6 +337,25 @@ def test_all_planes_of_a_stack_go_into_one_nd_layer(make_napari_viewer, qtbot):
     np.testing.assert_allclose(output.scale, (4.0, 1.0, 1.0))
     meta = output.metadata["napari_dip"]
     assert meta["iterations_run"] == 6 and meta["planes"] == [[0], [1], [2]]
+    assert meta["planes_not_restored"] == [] and "not reached" not in widget.status
+
+
+def test_stopping_during_a_stack_says_which_planes_were_never_reached(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    stack = np.stack([_image((32, 32), seed=i) for i in range(4)])
+    viewer.add_image(stack, name="zstack")
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=5000, every=1)
+    widget.form.planes.value = PLANES_ALL
+    widget.start()
+    run = widget.run_state
+    qtbot.waitUntil(lambda: run.snapshots_received >= 2, timeout=WAIT_MS)
+    widget.stop()  # during the first plane's 5000 iterations
+    qtbot.waitUntil(lambda: widget.run_state is None, timeout=WAIT_MS)
+    output = _output(viewer)
+    meta = output.metadata["napari_dip"]
+    assert meta["planes_not_restored"] == [[1], [2], [3]]
+    assert not output.data[1:].any()  # what the record and the status call "left at zero"
+    assert widget.status.startswith("Stopped") and "3 of 4 planes not reached: left at zero" in widget.status
 
 
 def test_all_planes_are_warm_started_plane_to_plane_unless_unticked(make_napari_viewer, qtbot, monkeypatch):

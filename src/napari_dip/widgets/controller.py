@@ -347,5 +347,8 @@ class RunController:
             "user": "Stopped; the output keeps the latest result",
         }.get(reason, f"Finished ({reason})")
         psnr_text = f" · PSNR {run.last_psnr:.2f} dB" if run.last_psnr is not None else ""
+        missing = run.planes_not_reached()
+        if missing:
+            remarks += f" · {len(missing)} of {len(run.plan.planes)} planes not reached: left at zero"
         self.set_status(f"{text} · {run.done_iterations} iterations{psnr_text} · {run.output.names()}{trust_names}"
                         f"{remarks}")

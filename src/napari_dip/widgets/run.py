@@ -289,7 +289,14 @@ class Run:
             record["psnr_vs_reference"] = self.last_psnr
         if self.error:
             record["error"] = self.error
+        # A run stopped (or failed) part way through a stack: the planes it never reached
+        # hold zeros in the output, and the record says which.
+        record["planes_not_restored"] = [list(plane) for plane in self.planes_not_reached()]
         return {"napari_dip": record}
+
+    def planes_not_reached(self) -> list[tuple[int, ...]]:
+        """The planes no snapshot has come for yet (all after the one under way)."""
+        return list(self.plan.planes[self.last_plane + 1:]) if self.last_plane >= 0 else list(self.plan.planes)
 
 
 def status_line(run: Run, snapshot, k: int, rate: float | None) -> str:
