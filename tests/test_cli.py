@@ -72,7 +72,7 @@ def test_auto_on_a_cuda_machine_recorrupts_the_paper_network_and_paper_named_doe
     out = tmp_path / "auto.png"
     assert main(["denoise", str(grey_png), "-o", str(out), "--iterations", "2", "--device", "cpu", "-q"]) == 0
     plan = capsys.readouterr().out.splitlines()[0]  # "auto on cpu": only the presets module pretends
-    assert ", preset paper (auto on " in plan and "), by recorruption, stopping " in plan
+    assert ", preset paper (auto on " in plan and "), by recorruption, noise gaussian (auto), stopping " in plan
     record = read_provenance(out)
     assert record["preset"] == "paper" and record["preset_requested"] == "auto"
     assert record["network"]["channels_down"] == [128] * 5
@@ -80,7 +80,7 @@ def test_auto_on_a_cuda_machine_recorrupts_the_paper_network_and_paper_named_doe
     out = tmp_path / "paper.png"
     assert main(["denoise", str(grey_png), "-o", str(out), "--preset", "paper", "--iterations", "2",
                  "--device", "cpu", "-q"]) == 0
-    assert ", preset paper, stopping " in capsys.readouterr().out.splitlines()[0]
+    assert ", preset paper, noise gaussian (auto), stopping " in capsys.readouterr().out.splitlines()[0]
     record = read_provenance(out)
     assert record["fit"]["recorrupt_sigma"] is None and record["fit"]["adam_beta2"] == 0.999
 
@@ -295,8 +295,8 @@ def test_one_line_before_the_fit_says_what_runs(grey_png, stack_tif, tmp_path, c
     assert main(["denoise", str(grey_png), "-o", str(tmp_path / "o.png"), *args]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith(
-        "denoise grey.png: YX 32x32 uint8 (PNG), preset fast (auto on cpu), by recorruption, stopping validation, "
-        "device cpu, needs about "
+        "denoise grey.png: YX 32x32 uint8 (PNG), preset fast (auto on cpu), by recorruption, noise gaussian (auto), "
+        "stopping validation, device cpu, needs about "
     )
     assert read_provenance(tmp_path / "o.png")["preset"] == "fast"
     assert read_provenance(tmp_path / "o.png")["preset_requested"] == "auto"
@@ -330,7 +330,8 @@ def test_the_line_before_the_fit_says_when_recorruption_is_off_and_why(tmp_path,
     assert main(["denoise", str(path), "-o", str(out), "--iterations", "2", "--device", "cpu", "-q",
                  "--noise", "poisson-gaussian", "--noise-fit", "weighted"]) == 0
     plan = capsys.readouterr().out.splitlines()[0]
-    assert ", recorruption off: noise_fit='weighted' has a noise level per pixel, stopping " in plan
+    assert (", recorruption off: noise_fit='weighted' has a noise level per pixel, noise poisson-gaussian (as asked), "
+            "stopping ") in plan
     assert read_provenance(out)["fit"]["recorrupt_sigma"] is None
 
 
@@ -424,8 +425,8 @@ def test_an_imagej_z_stack_comes_back_as_one_with_its_calibration(imagej_zyx, tm
     assert main(["denoise", str(imagej_zyx), "-o", str(out), *TINY]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == ("denoise stack.tif: ZYX 3x32x32 uint16 (ImageJ, 0.2 um/px, z 1.0 um, t 2.5 s), "
-                        "3 planes warm-started, preset fast, by recorruption, stopping validation, device cpu, "
-                        "needs about 0.1 GiB")
+                        "3 planes warm-started, preset fast, by recorruption, noise gaussian (auto), "
+                        "stopping validation, device cpu, needs about 0.1 GiB")
     assert lines[-1].startswith(f"wrote {out} (3 planes, ")
     with tifffile.TiffFile(out) as tif:
         assert tif.is_imagej and tif.series[0].axes == "ZYX" and tif.series[0].dtype == np.uint16

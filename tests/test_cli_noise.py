@@ -90,3 +90,25 @@ def test_photon_limited_images_are_recorrupted_by_default_and_no_recorrupt_keeps
     assert recorrupted["network"]["input_channels"] == 1  # the image itself is the input
     assert papers["fit"]["recorrupt_sigma"] is None and papers["fit"]["reg_noise_std"] > 0
     assert cells_tif.read_bytes() == before
+
+
+def test_the_line_before_the_fit_names_the_noise_model_and_camera_values_it_uses(cells_tif, tmp_path, capsys):
+    out = tmp_path / "out.tif"
+    assert main(["denoise", str(cells_tif), "-o", str(out), *FAST]) == 0
+    assert ", noise poisson-gaussian (auto), " in capsys.readouterr().out.splitlines()[0]
+    assert main(["denoise", str(cells_tif), "-o", str(out), "--overwrite", "--noise", "poisson-gaussian",
+                 "--gain", "2", "--offset", "100", *FAST]) == 0
+    captured = capsys.readouterr()
+    assert ", noise poisson-gaussian (as asked, gain 2, offset 100), " in captured.out.splitlines()[0]
+    assert "warning" not in captured.err
+
+
+@pytest.mark.parametrize("options,warning", [
+    (["--noise", "gaussian", "--gain", "2", "--offset", "100"],
+     "the gain and offset describe Poisson-Gaussian noise; the noise is taken as Gaussian (requested), "
+     "which does not use them"),
+    (["--noise", "poisson-gaussian", "--offset", "5000"], "the offset 5000 is at or above the image's values"),
+])
+def test_camera_values_that_cannot_do_what_was_meant_are_warned_about(options, warning, cells_tif, tmp_path, capsys):
+    assert main(["denoise", str(cells_tif), "-o", str(tmp_path / "out.tif"), *options, *FAST]) == 0
+    assert f"napari-dip: warning: {warning}" in capsys.readouterr().err

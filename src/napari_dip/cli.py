@@ -335,6 +335,13 @@ def _plan_line(args, source, layout, stream) -> str:
         why += ", by recorruption"
     elif stream.settings.get("recorruption_note"):
         why += f", recorruption {stream.settings['recorruption_note']}"
+    noise = stream.settings.get("noise") if args.command == "denoise" else None
+    if noise:
+        # What auto picked, and the camera values given: they are used only by this model.
+        how = "auto" if noise.get("requested") == "auto" else "as asked"
+        camera = [f"{name} {noise[key]:g}" for name, key in (("gain", "gain_given"), ("offset", "offset"))
+                  if noise.get("model") == "poisson-gaussian" and noise.get(key)]
+        why += f", noise {noise.get('model')} ({', '.join([how, *camera])})"
     rule = stopping_for(args.command, args.stop, args.patience).rule
     stopping = "no automatic stopping" if rule == "none" else f"stopping {rule}"
     image = f"{layout.axes} {_sizes(layout.shape)} {source.data.dtype.name} ({source.describe()})"

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, InputWarning
 from .noise import NOISE_FITS, NOISE_MODELS, NoiseLevels, choose_noise_model, estimate_noise_levels, gat, gat_inverse
 
 #: The way a Poisson-Gaussian model is fitted unless ``noise_fit`` says otherwise
@@ -179,9 +179,26 @@ def plan_noise(
                 "use noise='gaussian', or give the gain"
             )
         kind, reason = "gaussian", "estimated gain 0 in a channel"
+    _warn_about_camera_values(kind, reason, gain, offset, high)
     return NoisePlan(
         kind, fit if kind == "poisson-gaussian" else None, noise, a, b, span, low, levels, gain, offset, reason
     )
+
+
+def _warn_about_camera_values(kind: str, reason: str, gain, offset, high) -> None:
+    """Say when the gain or offset given cannot be doing what the user meant."""
+    import warnings
+
+    if kind == "gaussian" and (gain is not None or offset is not None):
+        given = " and ".join(name for name, value in (("gain", gain), ("offset", offset)) if value is not None)
+        warnings.warn(InputWarning(
+            f"the {given} describe{'s' if ' and ' not in given else ''} Poisson-Gaussian noise; the noise is "
+            f"taken as Gaussian ({reason}), which does not use {'it' if ' and ' not in given else 'them'}"),
+            stacklevel=3)
+    elif offset is not None and offset >= float(np.max(high)):
+        warnings.warn(InputWarning(
+            f"the offset {offset:g} is at or above the image's values (up to {float(np.max(high)):.4g}): "
+            "is it in the image's own units?"), stacklevel=3)
 
 
 def spread_in_user_units(run_images: np.ndarray, layout) -> np.ndarray:
