@@ -180,3 +180,10 @@ def test_an_empty_file_is_called_empty(name, tmp_path):
     (tmp_path / name).write_bytes(b"")
     with pytest.raises(InputError, match=f"{name}: the file is empty"):
         read_image(tmp_path / name)
+
+
+def test_a_folder_inside_an_ome_zarr_points_at_the_image(tmp_path):
+    level = tmp_path / "cells.ome.zarr" / "0"
+    level.mkdir(parents=True)
+    with pytest.raises(InputError, match=r"is a folder; .*for the OME-Zarr image, name .*cells\.ome\.zarr$"):
+        read_image(level)

@@ -36,7 +36,7 @@ PROGRESS_SECONDS = 2.0
 
 def _add_fit_options(parser: argparse.ArgumentParser, single_file: bool = True) -> None:
     if single_file:  # ``batch`` names its inputs and output folder its own way
-        parser.add_argument("input", type=Path, help="image to restore (.tif, .tiff or .png)")
+        parser.add_argument("input", type=Path, help="image to restore (.tif, .tiff or .png, or an .ome.zarr folder)")
         parser.add_argument("-o", "--output", type=Path, required=True,
                             help="where to write the result (.tif or .png)")
         parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")

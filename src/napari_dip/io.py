@@ -227,7 +227,9 @@ def project_axes(file_axes: str) -> str | None:
 def _suffix(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES and path.is_dir():
-        raise InputError(f"{path}: is a folder; name an image file ({', '.join(SUFFIXES)})")
+        inside = next((parent for parent in path.parents if parent.suffix.lower() == ".zarr"), None)
+        hint = f"; for the OME-Zarr image, name {inside}" if inside is not None else ""
+        raise InputError(f"{path}: is a folder; name an image file ({', '.join(SUFFIXES)}){hint}")
     if suffix not in SUFFIXES:
         raise InputError(f"{path}: unsupported file type {suffix or '(none)'}; use one of {', '.join(SUFFIXES)}")
     return suffix

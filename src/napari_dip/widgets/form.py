@@ -131,7 +131,8 @@ class TaskForm:
         self.stopping = ComboBox(label="Stopping", choices=STOPPING_CHOICES, value="auto",
                                  tooltip="auto: the task's default rule. ES-WMV: when the output's variance is "
                                  "lowest. held-out: when held-out pixels stop improving. off: run the budget")
-        self.learning_rate = FloatSpinBox(label="Learn rate", min=1e-5, max=1.0, step=0.001)
+        self.learning_rate = FloatSpinBox(label="Learn rate", min=1e-5, max=1.0, step=0.001,
+                                          tooltip="Adam's learning rate; the preset's by default")
         self.learning_rate.native.setDecimals(5)
         self.input_noise = FloatSpinBox(label="Input noise", min=-AUTO_STEP, max=1.0, step=0.005,
                                         tooltip="Jitter added to the network input each step; auto: the engine "
