@@ -283,11 +283,13 @@ def test_the_command_line_says_it_tiles_and_records_the_tiles(tmp_path, capsys):
     assert code == 0
     captured = capsys.readouterr()
     plan, wrote = captured.out.strip().splitlines()
-    assert "in 9 tiles of 32x32 px (3x3, overlap at least 8 px)" in plan
+    # At least the 8 asked for; the three tiles of a 64-pixel side start at 0, 16 and 32.
+    assert "in 9 tiles of 32x32 px (3x3, overlap 16 px)" in plan
     assert "in 9 tiles" in wrote
     assert "tile 9/9" in captured.err  # the bar names the tile (its last state, drawn when it closes)
     tiling = read_provenance(out)["tiling"]
     assert tiling["count"] == 9 and tiling["tile_size"] == 32 and tiling["overlap"] == 8
+    assert tiling["overlaps_used"] == [16, 16] and tiling["rows"] == tiling["columns"] == [0, 16, 32]
     assert [tile["iterations_run"] for tile in tiling["tiles"]] == [2] * 9
 
 

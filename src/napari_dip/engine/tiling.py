@@ -144,15 +144,28 @@ class TileGrid:
                 tiles.append(Tile(len(tiles), top, left, tile_h, tile_w, overlaps))
         return tiles
 
+    def overlaps_used(self) -> tuple[int, int] | None:
+        """The smallest and largest overlap of neighbouring tiles, in pixels (``None`` for
+        one tile). At least :attr:`overlap`, more where the tiles are spread to cover the
+        image evenly (a 256-pixel side in 128-pixel tiles overlaps by 64)."""
+        shared = [width for tile in self.tiles for width in tile.overlaps if width > 0]
+        return (min(shared), max(shared)) if shared else None
+
     def describe(self) -> str:
-        """``"9 tiles of 256x256 px (3x3, overlap at least 32 px)"``."""
+        """``"9 tiles of 256x256 px (3x3, overlap 64 px)"``: the overlaps the tiles have."""
         tile_h, tile_w = min(self.tile_size, self.height), min(self.tile_size, self.width)
-        return (f"{self.count} tiles of {tile_h}x{tile_w} px ({len(self.rows)}x{len(self.columns)}, "
-                f"overlap at least {self.overlap} px)")
+        used = self.overlaps_used()
+        overlap = "" if used is None else (f", overlap {used[0]} px" if used[0] == used[1]
+                                           else f", overlap {used[0]}-{used[1]} px")
+        tiles = "1 tile" if self.count == 1 else f"{self.count} tiles"
+        return f"{tiles} of {tile_h}x{tile_w} px ({len(self.rows)}x{len(self.columns)}{overlap})"
 
     def to_dict(self) -> dict:
+        """``overlap`` is the least overlap asked for, ``overlaps_used`` the smallest and
+        largest the tiles have."""
+        used = self.overlaps_used()
         return {"tile_size": self.tile_size, "overlap": self.overlap, "count": self.count,
-                "rows": self.rows, "columns": self.columns}
+                "rows": self.rows, "columns": self.columns, "overlaps_used": None if used is None else list(used)}
 
 
 def ramp(length: int, kind: str = "cosine") -> np.ndarray:
@@ -290,7 +303,7 @@ class TilePlan:
     kind: str = "cosine"
 
     def describe(self) -> str:
-        """For a plan line: ``"in 9 tiles of 256x256 px (3x3, overlap at least 32 px), about 0.3 GiB each"``."""
+        """For a plan line: ``"in 9 tiles of 256x256 px (3x3, overlap 64 px), about 0.3 GiB each"``."""
         why = ""
         if self.reason == "memory" and self.free_bytes:
             why = f"; the whole image needs about {_gib(self.whole_bytes)} GiB, {_gib(self.free_bytes)} GiB free"
