@@ -568,3 +568,10 @@ def test_the_plane_bar_names_the_next_plane_from_its_first_drawing(capsys):
     last_of_one = max(i for i, part in enumerate(drawn) if part.startswith("plane 1/2"))
     assert last_of_one < first_of_two
     assert last_of_one == 0 or "  0%" not in drawn[last_of_one], drawn
+
+
+def test_axes_that_contradict_the_files_own_are_warned_about(imagej_zyx, tmp_path, capsys):
+    assert main(["denoise", str(imagej_zyx), "-o", str(tmp_path / "t.tif"), "--axes", "TYX", *TINY]) == 0
+    assert "napari-dip: warning: --axes TYX overrides the file's own axes ZYX" in capsys.readouterr().err
+    assert main(["denoise", str(imagej_zyx), "-o", str(tmp_path / "z.tif"), "--axes", "zyx", *TINY]) == 0
+    assert "warning" not in capsys.readouterr().err  # the same axes, said again

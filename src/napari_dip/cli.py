@@ -522,6 +522,11 @@ def restore_file(args, extras: dict | None = None) -> tuple:
     if extras is not None:
         extras["input"] = source.data  # the residual needs it: the file is not read twice
     layout = layout_for(source.data.shape, _axes_for(args, source))
+    if args.axes and source.axes and layout.axes != source.axes:
+        # Allowed (a file can be wrong), but its calibration is then read by other letters:
+        # a Z step kept on what is now a time axis, say.
+        print(f"napari-dip: warning: --axes {layout.axes} overrides the file's own axes {source.axes}",
+              file=sys.stderr)
     if output.suffix.lower() == ".png":
         check_png(output, source.data)  # the result has the input's dtype: say so before the fit
     options = {}
