@@ -331,13 +331,11 @@ def _axes_of(layer) -> tuple[str | None, str | None]:
 
 
 def _look_of(layer) -> dict:
-    """What an output takes from its input layer: transform and axis annotations, display,
-    and metadata (less the record of an earlier run, if the input is an output itself)."""
-    display = {"blending": layer.blending, "opacity": layer.opacity}
-    if not layer.rgb:
-        display.update(colormap=layer.colormap, contrast_limits=tuple(layer.contrast_limits), gamma=layer.gamma)
-    metadata = {key: value for key, value in dict(layer.metadata).items() if key != "napari_dip"}
-    return {"geometry": geo.layer_geometry(layer), "rgb": bool(layer.rgb), "display": display, "metadata": metadata}
+    """What an output takes from its input layer (read when Run is pressed): transform and
+    axis annotations, display and metadata, as a task widget's output does."""
+    rgb = bool(layer.rgb)
+    return {"geometry": geo.layer_geometry(layer), "rgb": rgb, "display": geo.input_look(layer, rgb),
+            "metadata": geo.input_metadata(layer)}
 
 
 def numpy_options(options: dict) -> dict:

@@ -160,6 +160,21 @@ def layer_geometry(layer) -> Geometry:
     )
 
 
+def input_look(layer, rgb: bool) -> dict:
+    """Layer keywords that give an output its input's look: blending and opacity (with a
+    channel group, the additive blending), and unless RGB its colour map, contrast and gamma."""
+    look = {"blending": layer.blending, "opacity": layer.opacity}
+    if not rgb:
+        look.update(colormap=layer.colormap, contrast_limits=tuple(layer.contrast_limits), gamma=layer.gamma)
+    return look
+
+
+def input_metadata(layer) -> dict:
+    """A copy of the input's metadata for its output, less the record of an earlier run
+    (when the input is itself an output), which the output's own record replaces."""
+    return {key: value for key, value in dict(layer.metadata).items() if key != "napari_dip"}
+
+
 def output_geometry(
     geometry: Geometry,
     *,

@@ -88,7 +88,7 @@ class OutputLayer:
 
     def _metadata(self, record: dict) -> dict:
         """The input's metadata, and under ``napari_dip`` the run's record for this layer."""
-        base = {k: v for k, v in dict(self.source.metadata).items() if k != "napari_dip"}
+        base = geo.input_metadata(self.source)
         record = dict(record["napari_dip"])
         record["input_layer"] = self.source.name
         if self.channel is not None:
@@ -115,15 +115,7 @@ class OutputLayer:
         if previous is not None:  # a different shape of output: a new layer in its place
             index = list(self.viewer.layers).index(previous)
             self.viewer.layers.remove(previous)
-        kwargs = geometry.as_layer_kwargs()
-        source = self.source
-        # The input's look: with a channel group, each colour and the additive blending.
-        kwargs["blending"] = source.blending
-        kwargs["opacity"] = source.opacity
-        if not self.plan.rgb:
-            kwargs["colormap"] = source.colormap
-            kwargs["contrast_limits"] = tuple(source.contrast_limits)
-            kwargs["gamma"] = source.gamma
+        kwargs = {**geometry.as_layer_kwargs(), **geo.input_look(self.source, self.plan.rgb)}
         layer = Image(self._in_layer_order(self.data), name=self._name(), rgb=self.plan.rgb, metadata=metadata,
                       **kwargs)
         # Known as an output before the layer list announces it, so no layer box offers it.

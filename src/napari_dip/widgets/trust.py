@@ -95,7 +95,7 @@ class TrustMaps:
         taken = {layer.name for layer in viewer.layers if exclude is None or layer.unique_id != exclude.unique_id}
         name = geo.output_name(source.name, label, preset=plan.choices.output_preset, seed=plan.choices.seed,
                                taken=taken)
-        base = {k: v for k, v in dict(source.metadata).items() if k != "napari_dip"}
+        base = geo.input_metadata(source)
         made = {**record["napari_dip"], "input_layer": source.name, "content": kind, "content_is": CONTENT[kind],
                 "result_layer": part.layer.name, "planes_done": self.planes_done}
         if part.channel is not None:
