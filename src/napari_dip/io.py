@@ -21,8 +21,11 @@ temporary folder instead of being lost (:func:`write_image_or_rescue`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -263,15 +266,11 @@ def read_image(path: str | os.PathLike) -> ImageFile:
         raise InputError(f"{path}: cannot be read as an image ({reason})") from error
 
 
-def _read_tiff(path: Path) -> ImageFile:
-    import logging
-    import threading
-
-    import tifffile
-
-    # tifffile logs what it finds odd about this file as warnings, which Python prints bare
-    # to stderr; what stops the read is said in the error instead. A filter on this
-    # thread's records only: a read in another thread keeps its warnings.
+@contextmanager
+def _tifffile_warnings_muted():
+    """tifffile logs what it finds odd about a file as warnings, which Python prints bare
+    to stderr; what stops a read is said in the error instead. Only this thread's records
+    are muted: a read in another thread keeps its warnings."""
     log = logging.getLogger("tifffile")
     reader = threading.get_ident()
 
@@ -280,13 +279,15 @@ def _read_tiff(path: Path) -> ImageFile:
 
     log.addFilter(quiet)
     try:
-        return _read_tiff_file(path, tifffile)
+        yield
     finally:
         log.removeFilter(quiet)
 
 
-def _read_tiff_file(path: Path, tifffile) -> ImageFile:
-    with tifffile.TiffFile(path) as tif:
+def _read_tiff(path: Path) -> ImageFile:
+    import tifffile
+
+    with _tifffile_warnings_muted(), tifffile.TiffFile(path) as tif:
         if not tif.series:
             raise InputError(f"{path}: a TIFF file with no image in it (damaged or cut short?)")
         series = tif.series[0]
