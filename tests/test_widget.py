@@ -1071,6 +1071,18 @@ def test_device_choices_are_the_devices_that_exist(make_napari_viewer):
     assert list(widget.form.device.choices) == available_devices()
 
 
+def test_the_chosen_device_is_warmed_up_while_the_user_chooses(make_napari_viewer, monkeypatch):
+    from napari_dip.engine import warm
+
+    started = []
+    monkeypatch.setattr(warm, "start_warm_up", started.append)
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, DenoiseWidget)
+    assert [d.type for d in started] == ["cpu"]  # auto or cpu (remembered), the CPU on this machine
+    widget.form.device.value = "cpu" if widget.form.device.value == "auto" else "auto"
+    assert [d.type for d in started] == ["cpu", "cpu"]  # warm.start_warm_up starts a device once
+
+
 @pytest.mark.parametrize("widget_class", [DenoiseWidget, SuperResolveWidget, InpaintWidget])
 def test_docks_are_narrow(make_napari_viewer, qtbot, widget_class):
     viewer = make_napari_viewer()

@@ -50,6 +50,7 @@ class TaskForm:
         self.load_preset_defaults()
         self.update_group()
         self.update_device_info()
+        self.warm_up_device()
         self.image.changed.connect(self.update_planes)
         self.planes.changed.connect(self.update_planes)
         self.volumetric.changed.connect(self.update_planes)
@@ -260,6 +261,7 @@ class TaskForm:
     def _on_device(self, value) -> None:
         self.device_note = ""
         self.update_device_info()
+        self.warm_up_device()
         prefs.remember(self.settings, "device", value)
         if self.preset.value == "auto":
             self.load_preset_defaults()
@@ -275,6 +277,17 @@ class TaskForm:
             text = f"{self.device_note[0].upper()}{self.device_note[1:]}. {text}"
         self.device_info.value = text
         self.device_info.tooltip = text
+
+    def warm_up_device(self) -> None:
+        """Start the chosen device in the background while the user is still choosing
+        (:mod:`napari_dip.engine.warm`), so that the session's first Run waits less."""
+        from ..engine.devices import resolve_device
+        from ..engine.warm import start_warm_up
+
+        try:
+            start_warm_up(resolve_device(self.device.value))
+        except ValueError:
+            pass  # the device line under the box already says what is wrong with the choice
 
     # -- reading
 
