@@ -13,9 +13,13 @@ first ``torch.optim`` optimiser imports), the noise estimate and the network's s
   ``--interval``),
   and from the call to it; then the same call again in the same process (a napari
   session's second Run).
+* ``api-warm``: the same, after starting the device in the background
+  (``napari_dip.engine.warm``, as a dock does when it opens) and ``--think`` seconds.
+  Engines before the warm-up existed fail this mode.
 * ``widget`` (needs napari, and a display or ``xvfb-run``): napari's Denoise dock at its
   defaults on the image, from Run to the first snapshot received, then Run again in the
-  same session.
+  same session. ``--think`` seconds pass before each Run (a user choosing: since the
+  dock starts its device in the background when it opens, this matters).
 * ``cli``: ``napari-dip denoise IMAGE -o OUT`` from the process's start to its first
   progress line with at least one iteration done; the process is then stopped.
 
@@ -52,6 +56,11 @@ import json, sys
 import imageio.v3 as iio
 image, interval = iio.imread(sys.argv[1]), float(sys.argv[2])
 from napari_dip import iter_restore
+if len(sys.argv) > 3:  # api-warm: the device started in the background, as a dock does when it opens
+    from napari_dip.engine.devices import resolve_device
+    from napari_dip.engine.warm import start_warm_up
+    start_warm_up(resolve_device("auto"))
+    time.sleep(float(sys.argv[3]))
 rows = []
 for run in (1, 2):
     called = time.perf_counter()
@@ -82,9 +91,12 @@ viewer.add_image(iio.imread(sys.argv[1]), name="noisy", rgb=iio.imread(sys.argv[
 widget = DenoiseWidget(viewer)
 viewer.window.add_dock_widget(widget)
 app = QApplication.instance()
+think = float(sys.argv[2])
 rows = []
 for run in (1, 2):
-    for _ in range(20):
+    # The user choosing layers and settings before Run: napari goes on handling events.
+    chosen = time.perf_counter() + think
+    while time.perf_counter() < chosen:
         app.processEvents()
         time.sleep(0.01)
     pressed = time.perf_counter()
@@ -124,18 +136,19 @@ def child_env(src: Path) -> dict:
     return {**os.environ, "PYTHONPATH": str(src)}
 
 
-def api_first_picture(image: Path, src: Path, interval: float) -> list[dict]:
-    done = subprocess.run([sys.executable, "-c", API_CHILD, str(image), str(interval)], capture_output=True, text=True,
-                          env=child_env(src), stdin=subprocess.DEVNULL, timeout=900)
+def api_first_picture(image: Path, src: Path, interval: float, think: float | None = None) -> list[dict]:
+    warm = [] if think is None else [str(think)]
+    done = subprocess.run([sys.executable, "-c", API_CHILD, str(image), str(interval), *warm], capture_output=True,
+                          text=True, env=child_env(src), stdin=subprocess.DEVNULL, timeout=900)
     if done.returncode:
         raise RuntimeError(done.stderr[-2000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def widget_first_picture(image: Path, src: Path) -> list[dict]:
+def widget_first_picture(image: Path, src: Path, think: float) -> list[dict]:
     import shutil
 
-    command = [sys.executable, "-c", WIDGET_CHILD, str(image)]
+    command = [sys.executable, "-c", WIDGET_CHILD, str(image), str(think)]
     if not os.environ.get("DISPLAY"):
         if shutil.which("xvfb-run") is None:
             raise SystemExit("the widget mode needs a display or xvfb-run")
@@ -202,9 +215,12 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="128,512", help="comma-separated square sizes")
     parser.add_argument("--colours", default="grey,RGB")
     parser.add_argument("--sigma", type=float, default=25)
-    parser.add_argument("--modes", default="api,cli", help="api, widget and/or cli")
+    parser.add_argument("--modes", default="api,cli", help="api, api-warm, widget and/or cli")
     parser.add_argument("--interval", type=float, default=2.0,
                         help="the API's snapshot_seconds (default: 2, as the widget and the command use)")
+    parser.add_argument("--think", type=float, default=0.2,
+                        help="widget and api-warm modes: seconds between the dock's creation (or the warm-up's "
+                        "start, or the last picture) and Run, napari handling events meanwhile (default: 0.2)")
     parser.add_argument("--src", help="the engine's src folder (default: this checkout's)")
     parser.add_argument("--baseline", help="also time this commit's engine, from a git worktree")
     parser.add_argument("--out", help="write the rows as JSON here")
@@ -223,7 +239,8 @@ def main(argv=None) -> int:
             Path(args.out).write_text(json.dumps(result, indent=1))
 
     measures = {"api": lambda image, src: api_first_picture(image, src, args.interval),
-                "widget": widget_first_picture,
+                "api-warm": lambda image, src: api_first_picture(image, src, args.interval, args.think),
+                "widget": lambda image, src: widget_first_picture(image, src, args.think),
                 "cli": lambda image, src: [cli_first_count(image, src, image.with_suffix(".out.png"))]}
     failed = 0
     with contextlib.ExitStack() as stack:

@@ -652,6 +652,18 @@ def test_first_picture_records_a_failing_mode_and_goes_on(tmp_path, monkeypatch)
     assert [(row["mode"], "error" in row) for row in rows] == [("api", False), ("api", False), ("cli", True)]
 
 
+def test_first_picture_api_warm_starts_the_device_and_waits_before_the_call(tmp_path):
+    module = _load_script("first_picture")
+    out = tmp_path / "first.json"
+    assert module.main(["--sizes", "32", "--colours", "grey", "--modes", "api-warm", "--interval", "0.3",
+                        "--think", "1.5", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["mode"], row["run"]) for row in rows] == [("api-warm", 1), ("api-warm", 2)]
+    # The think time lies between the process's start and the call, not in the call.
+    first = rows[0]
+    assert first["process_to_picture"] - first["call_to_picture"] >= 1.5 and first["call_to_picture"] < 60
+
+
 @pytest.mark.gui
 def test_first_picture_times_the_widget_from_run(tmp_path):
     pytest.importorskip("napari")
