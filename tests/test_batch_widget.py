@@ -156,3 +156,14 @@ def test_stack_layers_are_restored_plane_by_plane_and_others_fail_alone(make_nap
         [0, 0], [0, 1], [1, 0], [1, 1]]
     assert "five [DIP" not in " ".join(layer.name for layer in viewer.layers)
     assert "flat [DIP denoise fast seed 0]" in [layer.name for layer in viewer.layers]
+
+
+def test_the_batch_dock_starts_no_device_in_napari(make_napari_viewer, monkeypatch):
+    # A folder's fits run in Dask's worker processes: a CUDA context here would only hold memory.
+    from napari_dip.engine import warm
+
+    started = []
+    monkeypatch.setattr(warm, "start_warm_up", started.append)
+    widget = BatchWidget(make_napari_viewer())
+    widget.form  # the chosen task's form, built on first use
+    assert started == []

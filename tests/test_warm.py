@@ -63,3 +63,22 @@ def test_a_warm_up_between_a_fits_seed_and_its_network_changes_nothing(fresh_war
 
     monkeypatch.setattr(torch, "manual_seed", seed_then_warm_up)
     np.testing.assert_array_equal(denoise(image, **options), alone)
+
+
+def test_a_fit_waits_for_its_devices_warm_up(fresh_warm_up, monkeypatch):
+    import time
+
+    from napari_dip.engine.fit import FitConfig, Fitter
+    from napari_dip.engine.forward import Identity
+    from tiny import TINY_NET
+
+    finished = []
+
+    def slow_warm_up(device):
+        time.sleep(0.5)
+        finished.append(str(device))
+
+    monkeypatch.setattr(warm, "warm_up", slow_warm_up)
+    warm.start_warm_up(torch.device("cpu"))
+    Fitter(smooth_image(16)[None].astype(np.float32), Identity(), TINY_NET, FitConfig(iterations=2, device="cpu"))
+    assert finished == ["cpu"]

@@ -1073,14 +1073,15 @@ def test_device_choices_are_the_devices_that_exist(make_napari_viewer):
 
 def test_the_chosen_device_is_warmed_up_while_the_user_chooses(make_napari_viewer, monkeypatch):
     from napari_dip.engine import warm
+    from napari_dip.engine.devices import resolve_device
 
     started = []
     monkeypatch.setattr(warm, "start_warm_up", started.append)
     viewer = make_napari_viewer()
     widget = _dock(viewer, DenoiseWidget)
-    assert [d.type for d in started] == ["cpu"]  # auto or cpu (remembered), the CPU on this machine
+    assert started == [resolve_device(widget.form.device.value)]
     widget.form.device.value = "cpu" if widget.form.device.value == "auto" else "auto"
-    assert [d.type for d in started] == ["cpu", "cpu"]  # warm.start_warm_up starts a device once
+    assert started[1:] == [resolve_device(widget.form.device.value)]  # the device chosen now
 
 
 @pytest.mark.parametrize("widget_class", [DenoiseWidget, SuperResolveWidget, InpaintWidget])

@@ -34,6 +34,7 @@ from .losses import describe as describe_loss
 from .networks import SkipNet, SkipNetConfig, count_parameters
 from .networks3d import VolumeNetConfig, VolumeSkipNet
 from .stopping import HeldOutPixels, StoppingConfig, WindowedVariance
+from .warm import wait_for as wait_for_warm_up
 
 PRECISIONS = ("float32", "bfloat16", "float16")
 
@@ -266,6 +267,7 @@ class Fitter:
         if volumetric and self.config.runs > 1:
             raise InputError("several runs side by side are not available for 3D networks; use runs=1")
         self.device = resolve_device(self.config.device)
+        wait_for_warm_up(self.device)  # a dock may have started the device in the background
         self.seed = self.config.seed if self.config.seed is not None else secrets.randbelow(2**31)
         channels = observation.shape[0]
         self.image_size = forward_model.image_size(tuple(observation.shape[1:]))

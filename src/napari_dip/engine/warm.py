@@ -42,15 +42,16 @@ def warm_up(device: torch.device) -> None:
     output = F.interpolate(features, scale_factor=2, mode="bilinear", align_corners=False)
     F.mse_loss(output, torch.zeros_like(output)).backward()
     optimizer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    # No device-wide synchronisation here: from another thread it could spoil the capture
+    # of a fit's CUDA graph. Launching the kernels is what loads them.
 
 
 def start_warm_up(device: torch.device) -> threading.Thread:
     """Run :func:`warm_up` for ``device`` in a background thread, unless this
     process already started one for it; returns that thread. A warm-up that fails says so
     in :data:`failures` only: the fit that follows meets the same problem and reports it.
-    A fit started before the warm-up ends just shares its start-up work.
+    A fit on ``device`` waits for the warm-up to end (:func:`wait_for`), which costs it
+    nothing, since it would pay the same start-up itself.
 
     >>> start_warm_up(torch.device("cpu")).join()
     """
@@ -60,12 +61,24 @@ def start_warm_up(device: torch.device) -> threading.Thread:
         if thread is None:
             # Not a daemon: a process that ends while the warm-up is inside PyTorch aborts
             # (a command refusing a bad file at once exited with 134 instead of 2), so the
-            # interpreter waits for it, a few seconds at most.
+            # interpreter waits for it at exit: about a second on a CPU, on a GPU as long as
+            # CUDA's start-up.
             thread = threading.Thread(target=_warm_up_quietly, args=(device, key), daemon=False,
                                       name=f"napari-dip warm-up ({key})")
             _threads[key] = thread
             thread.start()
     return thread
+
+
+def wait_for(device: torch.device, timeout: float = 120.0) -> None:
+    """Wait for the warm-up of ``device`` started in this process, if any, to end (at most
+    ``timeout`` seconds). A fit calls this before it touches its device: running beside the
+    warm-up would time cuDNN's kernels against it, and a capture of the fit's CUDA graph
+    must not meet the warm-up's kernels."""
+    with _lock:
+        thread = _threads.get(str(device))
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(timeout)
 
 
 def _warm_up_quietly(device: torch.device, key: str) -> None:

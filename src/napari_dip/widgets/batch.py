@@ -79,7 +79,9 @@ class BatchWidget(Container):
         """The chosen task's form (the settings of that task's widget)."""
         task = self.task.value
         if task not in self.forms:
-            form = TaskForm(self.viewer, task, prefs.plugin_settings())
+            # No warm-up: a folder's fits run in Dask's worker processes, where a context in
+            # napari's would only hold memory; a batch of layers pays the start-up once.
+            form = TaskForm(self.viewer, task, prefs.plugin_settings(), warm_up=False)
             for name in ONE_LAYER_ONLY:
                 if getattr(form, name, None) is not None:
                     getattr(form, name).visible = False

@@ -37,10 +37,13 @@ def _narrow(box) -> None:
 class TaskForm:
     """The widgets of one task's form and the plain values they hold (:meth:`choices`)."""
 
-    def __init__(self, viewer, task: str, settings=None):
+    def __init__(self, viewer, task: str, settings=None, warm_up: bool = True):
         self.viewer = viewer
         self.task = task
         self.settings = settings
+        #: Whether the chosen device is started in the background (not for the Batch dock,
+        #: whose fits run in other processes).
+        self.warm_up = warm_up
         self.device_note = ""
         #: The last channel group selected: kept when the selection moves on (a new output
         #: layer is selected when it is added), as long as its layers exist.
@@ -284,6 +287,8 @@ class TaskForm:
         from ..engine.devices import resolve_device
         from ..engine.warm import start_warm_up
 
+        if not self.warm_up:
+            return
         try:
             start_warm_up(resolve_device(self.device.value))
         except ValueError:
