@@ -199,26 +199,37 @@ def test_graphs_are_used_on_cuda_only_and_not_in_float16(graphs, device, precisi
 def _poisoned_fits(device: str) -> dict:
     """An eager and a graphed fit, each with a weight poisoned in place after iteration 20:
     the replayed graph reads it, the loss turns NaN, the fit backtracks and must capture
-    again to go on. ``{graphs: (fitter, snapshots)}``."""
+    again to go on. ``{graphs: (fitter, snapshots, checks)}``, ``checks`` the divergence
+    check's ``(lowest loss, the block's losses, jumped)`` at every check."""
     config = FitConfig(iterations=60, device=device, check_every=10, stopping=StoppingConfig(rule="none"))
     results = {}
     for graphs in (False, True):
         fitter = Fitter(_observation(), Identity(), TINY_NET, replace(config, cuda_graphs=graphs))
+        checks = []
+        jumped = fitter._jumped
+
+        def recording(recent, lowest, jumped=jumped, checks=checks):
+            verdict = jumped(recent, lowest)
+            checks.append((float(lowest), [float(x) for x in recent], verdict))
+            return verdict
+
+        fitter._jumped = recording
         snaps = []
         for snap in fitter.run(snapshot_every=10):
             snaps.append(snap)
             if snap.iteration == 20:
                 with torch.no_grad():
                     next(fitter.network.parameters()).fill_(float("nan"))
-        results[graphs] = (fitter, snaps)
+        results[graphs] = (fitter, snaps, checks)
     return results
 
 
 def _check_poisoned_fits(results: dict, atol: float) -> None:
-    (eager, eager_snaps), (graphed, graphed_snaps) = results[False], results[True]
+    (eager, eager_snaps, _), (graphed, graphed_snaps, _) = results[False], results[True]
     # What each fit went through, for the failure message: a lease is too short to rerun
     # a failed GPU test by hand.
-    trace = {f"graphs={g}": [(s.iteration, s.loss, s.backtracks) for s in snaps] for g, (_, snaps) in results.items()}
+    trace = {f"graphs={g}": {"snapshots": [(s.iteration, s.loss, s.backtracks) for s in snaps], "checks": checks}
+             for g, (_, snaps, checks) in results.items()}
     trace["captures"] = graphed.graph_captures
     assert eager_snaps[-1].backtracks == graphed_snaps[-1].backtracks == 1, trace
     # Captured after the warm-up, and once more after the one backtrack.
