@@ -56,11 +56,16 @@ import json, sys
 import imageio.v3 as iio
 image, interval = iio.imread(sys.argv[1]), float(sys.argv[2])
 from napari_dip import iter_restore
+warm_up, warm_thread = {}, None
 if len(sys.argv) > 3:  # api-warm: the device started in the background, as a dock does when it opens
+    from napari_dip.engine import warm
     from napari_dip.engine.devices import resolve_device
-    from napari_dip.engine.warm import start_warm_up
-    start_warm_up(resolve_device("auto"))
+    resolving = time.perf_counter()
+    device = resolve_device("auto")  # on the caller's thread, as the dock's device line does
+    warm_up["resolve_seconds"] = time.perf_counter() - resolving
+    warm_thread = warm.start_warm_up(device)
     time.sleep(float(sys.argv[3]))
+    warm_up["finished_before_call"] = not warm_thread.is_alive()
 rows = []
 for run in (1, 2):
     called = time.perf_counter()
@@ -70,8 +75,10 @@ for run in (1, 2):
     snap = next(iter(snapshots))
     shown = time.perf_counter()
     snapshots.close()
+    if warm_thread is not None:
+        warm_up["failure"] = warm.failures.get(str(device))
     rows.append({"run": run, "call_to_picture": shown - called, "process_to_picture": shown - process_start,
-                 "iteration": snap.iteration, "fit_seconds": snap.elapsed})
+                 "iteration": snap.iteration, "fit_seconds": snap.elapsed, **({"warm_up": warm_up} if warm_up else {})})
 print(json.dumps(rows))
 """
 
@@ -273,8 +280,11 @@ def describe(mode: str, row: dict) -> str:
                 f"{row['process_to_first_count']:.2f} s after the process started")
     if mode == "widget":
         return f"run {row['run']}: first picture {row['run_to_picture']:.2f} s after Run"
+    warm = row.get("warm_up")
+    warmed = "" if warm is None else (f"; warm-up finished before the call: {warm['finished_before_call']}, "
+                                      f"failure: {warm['failure']}, device resolved in {warm['resolve_seconds']:.2f} s")
     return (f"run {row['run']}: first picture {row['call_to_picture']:.2f} s after the call "
-            f"({row['process_to_picture']:.2f} s after the process started), iteration {row['iteration']}")
+            f"({row['process_to_picture']:.2f} s after the process started), iteration {row['iteration']}{warmed}")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -70,10 +70,14 @@ if [ "${SMOKE:-0}" = 1 ]; then
     STACK_FRAMES=2 STACK_CROP=32
 fi
 
+wanted() {  # whether part $1 runs in this call
+    [ -z "${PARTS:-}" ] || [[ " $PARTS " == *" $1 "* ]]
+}
+
 part() {
     local name=$1 cap=$2
     shift 2
-    if [ -n "${PARTS:-}" ] && [[ " $PARTS " != *" $name "* ]]; then
+    if ! wanted "$name"; then
         return
     fi
     local left=$((BUDGET - ($(date +%s) - start)))
@@ -145,12 +149,15 @@ if [ -n "${PARTS:-}" ]; then
 #    most of the step, with and without the engine's CUDA graphs, float32 and bf16, beside
 #    the eager step in one process (a fresh cache: the first compiled row of each precision
 #    holds its compile).
+# /tmp outlives a call on a warm machine: the compile parts start from an empty cache.
+wanted compiled_steps && rm -rf /tmp/napari-dip-inductor-steps
 part compiled_steps 150 env TORCHINDUCTOR_CACHE_DIR=/tmp/napari-dip-inductor-steps $PY benchmarks/step_variants.py --device $DEV \
     --sizes "${TTR_LARGE}" "${STEPS[@]}" --compile --out "$W/step-variants-compiled.json"
 # The default with +compile to the stopped result on one 512² RGB image, against the
 #    default in the same run (about 30 s, then the compiled fit with its compile), then the
 #    compiled fit again from the cache the first filled (what a user's second image of that
 #    size costs).
+wanted compiled_ttr && rm -rf /tmp/napari-dip-inductor-ttr
 part compiled_ttr 200 env TORCHINDUCTOR_CACHE_DIR=/tmp/napari-dip-inductor-ttr $PY benchmarks/time_to_result.py --data "$DATA" \
     --device $DEV "${FIT[@]}" --sizes "${TTR_LARGE}" --sigmas 25 --colours RGB --images 1 --configs default,default+compile \
     --out "$W/ttr-gpu-512-compiled.json"
