@@ -270,6 +270,26 @@ def test_expected_stop_is_best_plus_patience_within_the_budget():
     assert [s.expected_stop for s in plain] == [4, 4]
 
 
+def test_expected_stop_projects_the_held_out_score_the_rule_kept_at_its_checks():
+    from napari_dip.engine.stopping import expected_stop
+
+    noisy = (observation() + np.random.default_rng(0).normal(0, 0.1, (1, 32, 32))).astype(np.float32)
+    stopping = StoppingConfig(rule="validation", patience=40, warmup=10, rise=0.002, smoothing=0.9)
+    config = replace(CPU, iterations=80, check_every=5, stopping=stopping)
+    fitter = Fitter(noisy, Identity(), TINY_NET, config)
+    seen = []
+    for snap in fitter.run(snapshot_every=5):
+        if not snap.done:
+            expected = expected_stop(stopping, snap.iteration, snap.best_iteration, 80, 5,
+                                     list(fitter.stopper.history), fitter.stopper.score_noise())
+            seen.append((snap.iteration, snap.expected_stop, expected))
+    # The rule scores from the first check on, warm-up included...
+    assert [i for i, _ in fitter.stopper.history][:3] == [5, 10, 15]
+    # ...and every snapshot counts to what its history projects.
+    assert seen and all(shown == expected for _, shown, expected in seen)
+    assert all(iteration <= shown <= 80 for iteration, shown, _ in seen)
+
+
 def test_a_blow_up_before_the_first_check_is_never_shown():
     # NaN at step 3. The snapshot of step 5 comes between checks: it shows the checkpoint
     # taken after step 1 (the initial state had no output), and the check of step 10

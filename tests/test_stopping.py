@@ -278,3 +278,65 @@ def test_block_held_out_validation_turns_up_when_the_fit_follows_correlated_nois
 
     assert best(1) > 60
     assert best(5) in range(38, 46)
+
+
+# -- the expected stop that progress bars and ETAs count to ----------------------------------
+
+RECORRUPTED_RULE = StoppingConfig(rule="validation", patience=100, rise=0.002, warmup=200, smoothing=0.99)
+
+
+def _levelling(rate, until=400, floor=1.0, height=0.5):
+    """A held-out error falling ever more slowly towards ``floor``: ``(iteration, score)`` at every check."""
+    return [(i, floor + height * rate**i) for i in range(25, until + 1, 25)]
+
+
+def test_a_slowly_levelling_score_is_expected_to_stop_later_than_the_earliest_stop():
+    from napari_dip.engine.stopping import earliest_stop, expected_stop
+
+    earliest = earliest_stop(RECORRUPTED_RULE, 400, 400, 3000, 25)
+    slow = expected_stop(RECORRUPTED_RULE, 400, 400, 3000, 25, _levelling(0.997), noise=0.003)
+    fast = expected_stop(RECORRUPTED_RULE, 400, 400, 3000, 25, _levelling(0.98), noise=0.003)
+    assert earliest == 500
+    # Still falling steeply: the stop lies well beyond best + patience, on the check grid.
+    assert slow > 700 and slow % 25 == 0
+    # Levelled off long ago: nothing to project, the earliest stop stands.
+    assert fast == earliest
+    # A noisier score stops sooner: it hides a small fall sooner.
+    assert expected_stop(RECORRUPTED_RULE, 400, 400, 3000, 25, _levelling(0.997), noise=0.01) < slow
+    # Never beyond the budget.
+    assert expected_stop(RECORRUPTED_RULE, 400, 400, 600, 25, _levelling(0.997), noise=0.003) == 600
+
+
+@pytest.mark.parametrize(
+    "history, noise",
+    [
+        ([(i, 2.0 - 0.001 * i) for i in range(25, 401, 25)], 0.003),  # a straight fall: no level in sight
+        ([(i, 1.0 + 0.001 * i) for i in range(25, 401, 25)], 0.003),  # rising
+        (_levelling(0.997)[:3], 0.003),  # too few checks
+        (_levelling(0.997), None),  # the rule's noise is not known (ES-WMV)
+        ([(i, float("nan")) for i in range(25, 401, 25)], 0.003),
+    ],
+)
+def test_without_a_projection_that_holds_the_earliest_stop_is_expected(history, noise):
+    from napari_dip.engine.stopping import earliest_stop, expected_stop
+
+    assert expected_stop(RECORRUPTED_RULE, 400, 400, 3000, 25, history, noise) == earliest_stop(
+        RECORRUPTED_RULE, 400, 400, 3000, 25
+    )
+
+
+def test_held_out_rule_keeps_its_score_at_every_check_from_the_first_and_knows_its_noise():
+    observation = torch.as_tensor(smooth_image(32))[None, None]
+    config = StoppingConfig(rule="validation", patience=50, warmup=20, smoothing=0.9, holdout_fraction=0.1)
+    rule = HeldOutPixels(config, observation, None, seed=0)
+    for iteration in range(1, 31):
+        estimate = observation * iteration / 30
+        rule.update(iteration, estimate, estimate, estimate)
+        if iteration % 10 == 0:
+            rule.should_stop(iteration)
+    # Warm-up included: the projection can start before any best is recorded.
+    assert [i for i, _ in rule.history] == [10, 20, 30]
+    scores = [s for _, s in rule.history]
+    assert scores[0] > scores[1] > scores[2]
+    count = float(rule.held_count)
+    assert rule.score_noise() == pytest.approx((2 / count) ** 0.5 * (0.1 / 1.9) ** 0.5)

@@ -33,7 +33,7 @@ from .losses import SquaredError
 from .losses import describe as describe_loss
 from .networks import SkipNet, SkipNetConfig, count_parameters
 from .networks3d import VolumeNetConfig, VolumeSkipNet
-from .stopping import HeldOutPixels, StoppingConfig, WindowedVariance
+from .stopping import HeldOutPixels, StoppingConfig, WindowedVariance, expected_stop
 from .warm import wait_for as wait_for_warm_up
 
 PRECISIONS = ("float32", "bfloat16", "float16")
@@ -329,6 +329,8 @@ class Fitter:
         self.compiled = compile_mode(self.config, self.device)
         self._forward = self.network if self.compiled is None else compile_network(self.network, self.compiled)
         self.stopper = self._make_stopper(channels, self.image_size)
+        # Once, here: it reads the held-out count from the device.
+        self._score_noise = self.stopper.score_noise() if isinstance(self.stopper, HeldOutPixels) else None
         weight = self.stopper.train_weight if isinstance(self.stopper, HeldOutPixels) else None
         #: Multiplies the squared error: held-out pixels are left out of the loss.
         self.loss_weight = weight
@@ -646,21 +648,14 @@ class Fitter:
             )
 
     def _expected_stop(self, iteration: int, best: int | None) -> int:
-        """Where the fit ends if no new best comes: the first check at or after
-        ``best + patience``, within the budget.
-
-        Before the rule has a best (warm-up), the earliest it could stop is
-        ``warmup + patience``.
-        """
+        """Where the fit is expected to end (:func:`~napari_dip.engine.stopping.expected_stop`):
+        never before the first check at or after ``best + patience``, later where the
+        rule's score is still falling; the budget without a rule."""
         budget = self.config.iterations
         if self.stopper is None:
             return budget
-        stopping = self.config.stopping
-        anchor = best if best is not None else max(iteration, stopping.warmup)
-        # The rule is asked at the checks only: the first check at or after the patience.
-        check = self.config.check_every
-        at_check = -(-(anchor + stopping.patience) // check) * check
-        return int(min(budget, max(iteration, at_check)))
+        return expected_stop(self.config.stopping, iteration, best, budget, self.config.check_every,
+                             self.stopper.history, self._score_noise)
 
     def _make_stopper(self, channels: int, size: tuple[int, ...]):
         stopping = self.config.stopping
