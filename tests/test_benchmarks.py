@@ -752,3 +752,28 @@ def test_readme_example_times_the_readmes_own_python_block():
     ast.parse(block)  # the block the README shows is valid Python
     with pytest.raises(SystemExit, match="no python block"):
         module.first_python_block("text\n## Python\nno code here\n")
+
+
+def test_stop_estimate_records_the_rule_at_every_check_and_replays_the_estimates():
+    estimate = _load_script("stop_estimate")
+    rng = np.random.default_rng(0)
+    clean = np.clip(0.5 + 0.3 * np.sin(np.linspace(0, 6, 32))[:, None] * np.cos(np.linspace(0, 4, 32))[None], 0, 1)
+    noisy8 = np.round(np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1) * 255).astype(np.uint8)
+    trace = estimate.record_fit(noisy8, iterations=300, channels=4)
+    trace["case"] = "tiny"
+    checks = trace["checks"]
+    every = trace["check_every"]
+    # A rule is asked at every check but the one where the budget ran out.
+    last = trace["stopped_at"] - (every if trace["stop_reason"] == "budget" else 0)
+    assert [c["iteration"] for c in checks] == list(range(every, last + 1, every))
+    # The held-out error from the first check (warm-up included); the best only after the warm-up.
+    assert all(c["current"] is not None for c in checks)
+    assert all(c["score"] is None for c in checks if c["iteration"] < trace["stopping"]["warmup"])
+    assert trace["score_noise"] > 0 and trace["shape"] == [32, 32]
+    for name in ("earliest", "engine"):
+        result = estimate.replay(trace, estimate.ESTIMATORS[name])
+        assert result["checks"] == len(checks) and set(result["errors"]) == {0.25, 0.5, 0.75}
+    # The engine's estimate is never before the earliest possible stop.
+    for index in range(len(checks)):
+        so_far = checks[: index + 1]
+        assert estimate._engine_estimate(so_far, trace) >= estimate._earliest(so_far, trace) >= so_far[-1]["iteration"]
