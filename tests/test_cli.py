@@ -85,6 +85,47 @@ def test_auto_on_a_cuda_machine_recorrupts_the_paper_network_and_paper_named_doe
     assert record["fit"]["recorrupt_sigma"] is None and record["fit"]["adam_beta2"] == 0.999
 
 
+@pytest.mark.parametrize("device, available, started, expected", [
+    ("auto", True, False, True),
+    ("cuda:1", True, False, True),
+    ("auto", True, True, False),  # CUDA already running in this process
+    ("cpu", True, False, False),
+    ("auto", False, False, False),  # no GPU
+])
+def test_cuda_start_is_pending_only_for_a_cuda_device_not_started_yet(device, available, started, expected,
+                                                                       monkeypatch):
+    import torch
+
+    from napari_dip.engine.devices import cuda_start_pending
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: started)
+    assert cuda_start_pending(device) is expected
+
+
+def test_the_cli_says_cuda_is_starting_before_the_seconds_it_takes(grey_png, tmp_path, monkeypatch, capsys):
+    # As on a GPU machine whose CUDA has not started; the fit itself runs on the CPU.
+    from napari_dip.engine import devices
+    from napari_dip import restore
+
+    said = []
+    real_iter_restore = restore.iter_restore
+
+    def iter_restore(*args, **kwargs):
+        said.append("starting CUDA" in capsys.readouterr().err)  # before anything that could start it
+        return real_iter_restore(*args, **kwargs)
+
+    monkeypatch.setattr(devices, "cuda_start_pending", lambda name="auto": True)
+    monkeypatch.setattr(restore, "iter_restore", iter_restore)
+    out = tmp_path / "out.png"
+    quiet_less = [a for a in FAST if a != "-q"]
+    assert main(["denoise", str(grey_png), "-o", str(out), *quiet_less]) == 0
+    assert said == [True]
+    # Not with -q.
+    assert main(["denoise", str(grey_png), "-o", str(out), "--overwrite", *FAST]) == 0
+    assert "starting CUDA" not in capsys.readouterr().err and said == [True, False]
+
+
 def test_denoising_stops_with_the_default_trend_test_and_records_it(grey_png, tmp_path):
     # The trend test reaches the command line's fit and its provenance: for a fit by
     # recorruption (the CPU default) on a smoother score at a 0.2 % rise, for the paper's

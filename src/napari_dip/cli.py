@@ -519,6 +519,7 @@ def restore_file(args, extras: dict | None = None) -> tuple:
 
     output = Path(args.output)
     source = read_image(args.input)
+    _say_cuda_is_starting(args)
     if extras is not None:
         extras["input"] = source.data  # the residual needs it: the file is not read twice
     layout = layout_for(source.data.shape, _axes_for(args, source))
@@ -611,6 +612,19 @@ def restore_file(args, extras: dict | None = None) -> tuple:
     provenance["source"] = str(args.input)
     provenance["axes"] = layout.axes
     return result.zoomed(data, None), provenance, summary
+
+
+def _say_cuda_is_starting(args) -> None:
+    """A line on stderr before CUDA starts (seconds in which nothing else can be said), when
+    the fit is about to start it and a person watches: not with ``-q``, nor in a batch,
+    whose workers report through their client."""
+    from .engine.devices import cuda_start_pending
+
+    if args.quiet or getattr(args, "watch_snapshots", None) is not None:
+        return
+    if cuda_start_pending(args.device):
+        print("napari-dip: starting CUDA (a process's first use of the GPU takes several seconds)...",
+              file=sys.stderr, flush=True)
 
 
 def _fit_planes(pairs, layout, dtype, factor, total, args, extras: dict | None = None) -> tuple:

@@ -26,6 +26,24 @@ def available_devices() -> list[str]:
     return names
 
 
+def cuda_start_pending(name: str | torch.device = "auto") -> bool:
+    """Whether resolving ``name`` will start CUDA in this process: it names a CUDA device
+    (``auto`` where one is present) and CUDA has not started yet. A process's first CUDA
+    call starts the driver and a context, several seconds before anything else can be
+    said (10 s to a first picture on an H200, BENCHMARKS.md "Time to result on a GPU:
+    NVIDIA H200, fifth lease"): a caller can say so first. Creates no CUDA context itself.
+
+    >>> cuda_start_pending("cpu")
+    False
+    """
+    text = str(name or "auto").strip().lower()
+    if not (text == "auto" or text.startswith("cuda")):
+        return False
+    # is_available counts the devices (the driver may start) but creates no context and
+    # leaves torch's lazy CUDA start undone, which is the part that takes seconds.
+    return bool(torch.cuda.is_available() and not torch.cuda.is_initialized())
+
+
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """Turn ``auto`` (CUDA, then Apple MPS, then CPU) or an explicit name into a device.
 
