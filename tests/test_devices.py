@@ -123,3 +123,23 @@ def test_a_fit_puts_the_cudnn_setting_back_when_it_ends(monkeypatch):
         assert torch.backends.cudnn.benchmark is False
     finally:
         torch.backends.cudnn.benchmark = before
+
+
+def test_resolving_a_cuda_device_does_not_start_cuda(monkeypatch):
+    # The napari docks resolve their device on the UI thread: asking for the current
+    # device would start CUDA there, seconds of a frozen window on a GPU machine.
+    started = {"yes": False}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: started["yes"])
+
+    def current_device():
+        assert started["yes"], "asked for the current device before CUDA had started"
+        return 1
+
+    monkeypatch.setattr(torch.cuda, "current_device", current_device)
+    assert resolve_device("auto") == torch.device("cuda", 0)
+    assert resolve_device("cuda") == torch.device("cuda", 0)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    started["yes"] = True  # once started, another device may have been made current
+    assert resolve_device("auto") == torch.device("cuda", 1)

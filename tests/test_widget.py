@@ -1084,6 +1084,36 @@ def test_the_chosen_device_is_warmed_up_while_the_user_chooses(make_napari_viewe
     assert started[1:] == [resolve_device(widget.form.device.value)]  # the device chosen now
 
 
+def test_a_gpu_starting_in_the_background_is_named_once_it_has_started(make_napari_viewer, qtbot, monkeypatch):
+    # As on a GPU machine: CUDA not started, the warm-up starting it. Naming the card would
+    # start CUDA on the UI thread, so the line waits for the warm-up.
+    import torch
+
+    from napari_dip.engine import devices, warm
+
+    gpu = torch.device("cuda", 0)
+    stage = {"now": "running"}
+    described = []
+    monkeypatch.setattr(devices, "cuda_start_pending", lambda name="auto": stage["now"] != "done")
+    monkeypatch.setattr(devices, "resolve_device", lambda name="auto": gpu)
+    monkeypatch.setattr(devices, "describe_device", lambda name="auto": described.append(name) or "cuda:0: Card, 80.0 GiB")
+    monkeypatch.setattr(warm, "start_warm_up", lambda device: None)
+    monkeypatch.setattr(warm, "state", lambda device: stage["now"])
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, DenoiseWidget)
+    line = widget.form.device_info
+    assert line.value == "Runs on cuda:0: a CUDA GPU, starting in the background" and described == []
+    qtbot.wait(600)  # looked again, still starting
+    assert "starting in the background" in line.value and described == []
+    stage["now"] = "done"
+    qtbot.waitUntil(lambda: line.value == "Runs on cuda:0: Card, 80.0 GiB", timeout=2000)
+    # A warm-up that failed says why instead.
+    stage["now"] = "failed"
+    monkeypatch.setitem(warm.failures, "cuda:0", "RuntimeError: no kernel image")
+    widget.form.update_device_info()
+    assert line.value == "cuda:0 did not start: RuntimeError: no kernel image"
+
+
 @pytest.mark.parametrize("widget_class", [DenoiseWidget, SuperResolveWidget, InpaintWidget])
 def test_docks_are_narrow(make_napari_viewer, qtbot, widget_class):
     viewer = make_napari_viewer()

@@ -44,6 +44,14 @@ def cuda_start_pending(name: str | torch.device = "auto") -> bool:
     return bool(torch.cuda.is_available() and not torch.cuda.is_initialized())
 
 
+def _current_cuda_index() -> int:
+    """The current CUDA device, without starting CUDA to ask: until CUDA has started in
+    this process nothing can have made another device current, so it is 0. (Asking
+    ``torch.cuda.current_device()`` first starts CUDA, seconds on the caller's thread: the
+    napari docks resolve their device on the UI thread.)"""
+    return torch.cuda.current_device() if torch.cuda.is_initialized() else 0
+
+
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """Turn ``auto`` (CUDA, then Apple MPS, then CPU) or an explicit name into a device.
 
@@ -55,7 +63,7 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     name = (name or "auto").strip().lower()
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
+            return torch.device("cuda", _current_cuda_index())
         if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -66,7 +74,7 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise InputError(f"device {name!r} was asked for but no CUDA GPU is available; use 'cpu' or 'auto'")
-        index = device.index if device.index is not None else torch.cuda.current_device()
+        index = device.index if device.index is not None else _current_cuda_index()
         if index >= torch.cuda.device_count():
             raise InputError(f"there is no CUDA device {index}; choose one of {available_devices()}")
         return torch.device("cuda", index)

@@ -70,6 +70,23 @@ def start_warm_up(device: torch.device) -> threading.Thread:
     return thread
 
 
+def state(device: torch.device) -> str | None:
+    """Where the warm-up of ``device`` in this process stands: ``"running"``, ``"failed"``
+    (:data:`failures` says why), ``"done"``, or ``None`` if none was started.
+
+    >>> state(torch.device("meta")) is None
+    True
+    """
+    key = str(device)
+    with _lock:
+        thread = _threads.get(key)
+    if thread is None:
+        return None
+    if thread.is_alive():
+        return "running"
+    return "failed" if key in failures else "done"
+
+
 def wait_for(device: torch.device, timeout: float = 120.0) -> None:
     """Wait for the warm-up of ``device`` started in this process, if any, to end (at most
     ``timeout`` seconds). A fit calls this before it touches its device: running beside the

@@ -7,6 +7,7 @@ plain values for :func:`.plan.make_plan`.
 from __future__ import annotations
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, SpinBox
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QSizePolicy
 
 from . import prefs
@@ -45,6 +46,7 @@ class TaskForm:
         #: whose fits run in other processes).
         self.warm_up = warm_up
         self.device_note = ""
+        self._device_timer = None  # looks again at a device that is starting
         #: The last channel group selected: kept when the selection moves on (a new output
         #: layer is selected when it is added), as long as its layers exist.
         self._group: list = []
@@ -52,8 +54,10 @@ class TaskForm:
         self.reset_choices()
         self.load_preset_defaults()
         self.update_group()
-        self.update_device_info()
+        # The warm-up first: on a GPU it starts CUDA in the background, and the device line
+        # waits for it instead of starting CUDA here, on napari's UI thread.
         self.warm_up_device()
+        self.update_device_info()
         self.image.changed.connect(self.update_planes)
         self.planes.changed.connect(self.update_planes)
         self.volumetric.changed.connect(self.update_planes)
@@ -263,23 +267,45 @@ class TaskForm:
 
     def _on_device(self, value) -> None:
         self.device_note = ""
-        self.update_device_info()
         self.warm_up_device()
+        self.update_device_info()
         prefs.remember(self.settings, "device", value)
         if self.preset.value == "auto":
             self.load_preset_defaults()
 
     def update_device_info(self) -> None:
-        from ..engine.devices import describe_device
+        from ..engine import warm
+        from ..engine.devices import cuda_start_pending, describe_device, resolve_device
 
         try:
-            text = f"Runs on {describe_device(self.device.value)}"
+            chosen = self.device.value
+            # Naming a CUDA device's model and memory starts CUDA: seconds on the UI thread.
+            # While the warm-up starts it in the background, the line says so and is
+            # filled in when it is done.
+            state = warm.state(resolve_device(chosen)) if self.warm_up and cuda_start_pending(chosen) else None
+            if state == "running":
+                text = f"Runs on {resolve_device(chosen)}: a CUDA GPU, starting in the background"
+                self._describe_device_when_started()
+            elif state == "failed":
+                text = f"{resolve_device(chosen)} did not start: {warm.failures.get(str(resolve_device(chosen)))}"
+            else:
+                text = f"Runs on {describe_device(chosen)}"
         except ValueError as error:
             text = str(error)
         if self.device_note:
             text = f"{self.device_note[0].upper()}{self.device_note[1:]}. {text}"
         self.device_info.value = text
         self.device_info.tooltip = text
+
+    def _describe_device_when_started(self) -> None:
+        """Look again in a quarter of a second, on the UI thread. The timer belongs to the
+        device line, so closing the dock ends it."""
+        if self._device_timer is None:
+            self._device_timer = QTimer(self.device_info.native)
+            self._device_timer.setSingleShot(True)
+            self._device_timer.setInterval(250)
+            self._device_timer.timeout.connect(self.update_device_info)
+        self._device_timer.start()
 
     def warm_up_device(self) -> None:
         """Start the chosen device in the background while the user is still choosing
