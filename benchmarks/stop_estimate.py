@@ -45,8 +45,8 @@ def _load_quality():
 # -- recording ------------------------------------------------------------------------------
 
 
-def record_fit(observed8: np.ndarray, seed: int = 0, **settings) -> dict:
-    """One default denoising fit; the rule's state at every check, as the fit loop saw it."""
+def record_fit(observed8: np.ndarray, seed: int = 0, task: str = "denoise", **settings) -> dict:
+    """One fit of ``task`` at its defaults; the rule's state at every check, as the fit loop saw it."""
     from napari_dip.engine import stopping
     from napari_dip.restore import iter_restore
 
@@ -70,7 +70,7 @@ def record_fit(observed8: np.ndarray, seed: int = 0, **settings) -> dict:
     stopping._BestTracker.should_stop = watched
     try:
         final = None
-        for final in iter_restore("denoise", observed8, seed=seed, snapshot_every=None, **settings):
+        for final in iter_restore(task, observed8, seed=seed, snapshot_every=None, **settings):
             pass
     finally:
         stopping._BestTracker.should_stop = original
@@ -95,6 +95,16 @@ def record(options) -> None:
             for name, path in picked:
                 clean8 = quality.centre_crop(quality.load_uint8(path), size)
                 clean = quality.to_unit(clean8)
+                if options.task == "inpaint":
+                    # Half the pixels missing at random, as time_to_result.py's inpainting case.
+                    holes = quality.random_mask(clean8.shape[:2], 0.5, quality.image_seed(0, set_name, name))
+                    damaged = np.where(holes if clean8.ndim == 2 else holes[..., None], 0, clean8).astype(np.uint8)
+                    trace = record_fit(damaged, task="inpaint", mask=holes)
+                    trace["case"] = f"inpaint {set_name}/{name} {size}² 50 %"
+                    traces.append(trace)
+                    print(f"{trace['case']}: stopped at {trace['stopped_at']} ({trace['stop_reason']}), "
+                          f"result from {trace['best_iteration']}, {trace['seconds']:.1f} s", flush=True)
+                    continue
                 for sigma in options.sigmas:
                     noisy = quality.add_gaussian_noise(clean, sigma / 255, quality.image_seed(0, set_name, name, sigma))
                     noisy8 = np.round(noisy * 255).astype(np.uint8)
@@ -203,6 +213,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sets", type=lambda s: s.split(","), default=["Set12"])
     parser.add_argument("--images", type=int, default=6, help="per set and size")
     parser.add_argument("--no-recorrupt", action="store_true", help="fit the paper's way (fixed noise input)")
+    parser.add_argument("--task", choices=("denoise", "inpaint"), default="denoise",
+                        help="inpaint: half the pixels of each crop missing at random (--sigmas unused)")
     parser.add_argument("--out", default="benchmarks/results/stop-estimate/traces.json")
     options = parser.parse_args(argv)
     if options.record:
