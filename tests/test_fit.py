@@ -270,24 +270,29 @@ def test_expected_stop_is_best_plus_patience_within_the_budget():
     assert [s.expected_stop for s in plain] == [4, 4]
 
 
-def test_expected_stop_projects_the_held_out_score_the_rule_kept_at_its_checks():
+def test_expected_stop_projects_the_held_out_score_the_rule_kept_at_its_checks(monkeypatch):
+    from napari_dip.engine import fit as fit_module
     from napari_dip.engine.stopping import expected_stop
 
+    asked = []
+
+    def spy(config, iteration, best, budget, check_every, history=None, noise=None):
+        asked.append((iteration, list(history or []), noise))
+        return expected_stop(config, iteration, best, budget, check_every, history, noise)
+
+    monkeypatch.setattr(fit_module, "expected_stop", spy)
     noisy = (observation() + np.random.default_rng(0).normal(0, 0.1, (1, 32, 32))).astype(np.float32)
     stopping = StoppingConfig(rule="validation", patience=40, warmup=10, rise=0.002, smoothing=0.9)
     config = replace(CPU, iterations=80, check_every=5, stopping=stopping)
     fitter = Fitter(noisy, Identity(), TINY_NET, config)
-    seen = []
-    for snap in fitter.run(snapshot_every=5):
-        if not snap.done:
-            expected = expected_stop(stopping, snap.iteration, snap.best_iteration, 80, 5,
-                                     list(fitter.stopper.history), fitter.stopper.score_noise())
-            seen.append((snap.iteration, snap.expected_stop, expected))
+    snaps = list(fitter.run(snapshot_every=5))
     # The rule scores from the first check on, warm-up included...
     assert [i for i, _ in fitter.stopper.history][:3] == [5, 10, 15]
-    # ...and every snapshot counts to what its history projects.
-    assert seen and all(shown == expected for _, shown, expected in seen)
-    assert all(iteration <= shown <= 80 for iteration, shown, _ in seen)
+    # ...and each snapshot's estimate is asked with the history up to it and the rule's noise.
+    assert asked and all(noise == fitter.stopper.score_noise() > 0 for _, _, noise in asked)
+    for iteration, history, _ in asked:
+        assert history == [h for h in fitter.stopper.history if h[0] <= iteration]
+    assert all(s.iteration <= s.expected_stop <= 80 for s in snaps)
 
 
 def test_a_blow_up_before_the_first_check_is_never_shown():

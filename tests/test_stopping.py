@@ -290,17 +290,17 @@ def _levelling(rate, until=400, floor=1.0, height=0.5):
     return [(i, floor + height * rate**i) for i in range(25, until + 1, 25)]
 
 
-def test_a_slowly_levelling_score_is_expected_to_stop_later_than_the_earliest_stop():
-    from napari_dip.engine.stopping import earliest_stop, expected_stop
+def test_a_slowly_levelling_score_is_expected_to_stop_later_than_the_patience_stop():
+    from napari_dip.engine.stopping import patience_stop, expected_stop
 
-    earliest = earliest_stop(RECORRUPTED_RULE, 400, 400, 3000, 25)
+    at_patience = patience_stop(RECORRUPTED_RULE, 400, 400, 3000, 25)
     slow = expected_stop(RECORRUPTED_RULE, 400, 400, 3000, 25, _levelling(0.997), noise=0.003)
     fast = expected_stop(RECORRUPTED_RULE, 400, 400, 3000, 25, _levelling(0.98), noise=0.003)
-    assert earliest == 500
+    assert at_patience == 500
     # Still falling steeply: the stop lies well beyond best + patience, on the check grid.
     assert slow > 700 and slow % 25 == 0
-    # Levelled off long ago: nothing to project, the earliest stop stands.
-    assert fast == earliest
+    # Levelled off long ago: nothing to project, best + patience stands.
+    assert fast == at_patience
     # A noisier score stops sooner: it hides a small fall sooner.
     assert expected_stop(RECORRUPTED_RULE, 400, 400, 3000, 25, _levelling(0.997), noise=0.01) < slow
     # Never beyond the budget.
@@ -317,10 +317,10 @@ def test_a_slowly_levelling_score_is_expected_to_stop_later_than_the_earliest_st
         ([(i, float("nan")) for i in range(25, 401, 25)], 0.003),
     ],
 )
-def test_without_a_projection_that_holds_the_earliest_stop_is_expected(history, noise):
-    from napari_dip.engine.stopping import earliest_stop, expected_stop
+def test_without_a_projection_that_holds_the_patience_stop_is_expected(history, noise):
+    from napari_dip.engine.stopping import patience_stop, expected_stop
 
-    assert expected_stop(RECORRUPTED_RULE, 400, 400, 3000, 25, history, noise) == earliest_stop(
+    assert expected_stop(RECORRUPTED_RULE, 400, 400, 3000, 25, history, noise) == patience_stop(
         RECORRUPTED_RULE, 400, 400, 3000, 25
     )
 
@@ -340,3 +340,34 @@ def test_held_out_rule_keeps_its_score_at_every_check_from_the_first_and_knows_i
     assert scores[0] > scores[1] > scores[2]
     count = float(rule.held_count)
     assert rule.score_noise() == pytest.approx((2 / count) ** 0.5 * (0.1 / 1.9) ** 0.5)
+
+
+def test_after_a_backtrack_the_held_out_rule_scores_afresh_and_the_estimate_holds():
+    from tiny import CountingModel
+
+    rng = np.random.default_rng(0)
+    clean = smooth_image(32)[None]
+    noisy = (clean + rng.normal(0, 0.1, clean.shape)).astype(np.float32)
+    stopping = StoppingConfig(rule="validation", patience=400, warmup=10, rise=0.002, smoothing=0.9)
+    config = FitConfig(iterations=300, device="cpu", check_every=5, stopping=stopping)
+    # Two forward calls an iteration (the loss's, then the rule's): call 161 is the loss's
+    # at iteration 81, whose NaN the fit backtracks from; the rule saw it too.
+    fitter = Fitter(noisy, CountingModel(poison_at=161), TINY_NET, config)
+    snaps = list(fitter.run(snapshot_every=5))
+    assert snaps[-1].backtracks == 1
+    after = [score for iteration, score in fitter.stopper.history if iteration > 85]
+    assert after and np.isfinite(after).all()  # not NaN for good
+    # The rule works again: it found bests after the blow-up (a NaN score never beats one).
+    assert snaps[-1].best_iteration > 85
+    assert all(s.iteration <= s.expected_stop <= 300 for s in snaps)
+
+
+def test_a_lost_score_leaves_the_patience_stop():
+    from napari_dip.engine.stopping import patience_stop, expected_stop
+
+    falling = _levelling(0.997)
+    for last in (float("nan"), float("inf"), 0.0):
+        history = falling + [(425, last)]
+        assert expected_stop(RECORRUPTED_RULE, 425, 400, 3000, 25, history, 0.003) == patience_stop(
+            RECORRUPTED_RULE, 425, 400, 3000, 25
+        )

@@ -193,9 +193,10 @@ class Snapshot:
     #: the stopping rule that fired (``"wmv"``, ``"validation"``).
     stop_reason: str | None = None
     best_iteration: int | None = None
-    #: The iteration the fit ends at if the stopping rule sees no new best from now on
-    #: (``best_iteration + patience``, at most the budget; the budget without a rule).
-    #: What an ETA should count down to: the budget alone overstates most runs.
+    #: The iteration the fit is expected to end at (:func:`~napari_dip.engine.stopping.expected_stop`:
+    #: at least the first check after ``best_iteration + patience``, later where the held-out
+    #: score is still falling; at most the budget; the budget without a rule). What an
+    #: ETA should count down to: the budget alone overstates most runs.
     expected_stop: int | None = None
     settings: dict = field(default_factory=dict)
     #: With ``runs`` > 1: each run's ``average`` (``(runs, C, H, W)`` from the engine), from
@@ -538,6 +539,8 @@ class Fitter:
                     pending = 0
                     if cfg.backtrack and self._jumped(recent, lowest_loss):
                         run_averages, output, last_loss = self._restore(checkpoint)
+                        if self.stopper is not None:
+                            self.stopper.forget_score()
                         if graphed is not None:
                             # New optimiser state tensors and a new learning rate: capture again.
                             graphed.reset()

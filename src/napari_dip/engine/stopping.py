@@ -25,6 +25,7 @@ to stop only at the fit loop's periodic checks, where the loop synchronises anyw
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -120,8 +121,15 @@ class _BestTracker:
         return int(self.best_step)
 
     def _current_score(self) -> torch.Tensor | None:
-        """The score as it stands, warm-up included (``None`` where the rule has none yet)."""
+        """The score as it stands (``None`` where the rule has none yet): here the last one
+        recorded, after the warm-up; :class:`HeldOutPixels` has one from the first iteration."""
         return self.last_score
+
+    def forget_score(self) -> None:
+        """After a backtrack: the running score may hold the blow-up's NaN (or its huge
+        errors), which would never be beaten again; score afresh from the next update. The
+        best so far and its average stay."""
+        self.last_score = None
 
     def should_stop(self, iteration: int) -> bool:
         current = self._current_score()
@@ -295,36 +303,49 @@ class HeldOutPixels(_BestTracker):
         self.step.add_(1)
         observed = self.observation if target is None else target
         error = (self.pixel_error(predicted, observed) * self.held).sum() / self.held_count
-        weight = self.config.smoothing if iteration > 1 else 0.0
-        self.smoothed.mul_(weight).add_(error, alpha=1.0 - weight)
-        self._scored = True
+        if self._scored:
+            weight = self.config.smoothing
+            self.smoothed.mul_(weight).add_(error, alpha=1.0 - weight)
+        else:
+            # Afresh at the first update, and after a backtrack (forget_score): a copy,
+            # since a NaN left by a blow-up times zero is still NaN.
+            self.smoothed.copy_(error)
+            self._scored = True
         self._record(self.smoothed, iteration, output, average)
 
     def _current_score(self) -> torch.Tensor | None:
         # Smoothed from the first iteration on, so the projection can start before the warm-up ends.
         return self.smoothed if self._scored else None
 
+    def forget_score(self) -> None:
+        super().forget_score()
+        self._scored = False
+
     def score_noise(self) -> float:
-        """The score's relative standard deviation from one step to the next, were the
-        output fixed: a mean of squared Gaussian errors over the held-out values varies by
-        sqrt(2 / count) of itself, and the exponential smoothing takes that down by
-        sqrt((1 - w) / (1 + w))."""
+        """How much the score varies from one step to the next, relative to itself, for
+        :func:`expected_stop`. For a fit by recorruption, whose target has fresh noise at
+        every step, it is the spread of a mean of squared Gaussian errors over the held-out
+        values, sqrt(2 / count), taken down by the exponential smoothing's
+        sqrt((1 - w) / (1 + w)). Fitted the paper's way the target is fixed and the score
+        varies less; there the same value is only a scale, which put the estimate within
+        a median 8-21 % of three recorded stops (BENCHMARKS.md "Estimating the automatic stop")."""
         smoothing = self.config.smoothing
         return float((2.0 / max(float(self.held_count), 1.0)) ** 0.5 * ((1 - smoothing) / (1 + smoothing)) ** 0.5)
 
 
-#: How many recent checks :func:`expected_stop` projects from: enough to average the score's
-#: noise, few enough to follow its bend.
+#: How many of the score's recent falls (from one check to the next, so one more check)
+#: :func:`expected_stop` fits: enough to average the score's noise, few enough to follow its bend.
 PROJECTION_CHECKS = 8
 
 
-def earliest_stop(config: StoppingConfig, iteration: int, best: int | None, budget: int, check_every: int) -> int:
-    """Where the fit ends if no new best comes: the first check at or after
-    ``best + patience`` (before any best, ``warmup + patience``), within the budget.
+def patience_stop(config: StoppingConfig, iteration: int, best: int | None, budget: int, check_every: int) -> int:
+    """Where the patience runs out if no new best comes: the first check at or after
+    ``best + patience`` (before any best, ``warmup + patience``), within the budget. A
+    trend test (``rise``) can end a fit sooner, once its score has turned up.
 
-    >>> earliest_stop(StoppingConfig(rule="validation", patience=100), 430, 400, 3000, 25)
+    >>> patience_stop(StoppingConfig(rule="validation", patience=100), 430, 400, 3000, 25)
     500
-    >>> earliest_stop(StoppingConfig(rule="validation", patience=100), 50, None, 3000, 25)
+    >>> patience_stop(StoppingConfig(rule="validation", patience=100), 50, None, 3000, 25)
     300
     """
     anchor = best if best is not None else max(iteration, config.warmup)
@@ -336,7 +357,8 @@ def expected_stop(config: StoppingConfig, iteration: int, best: int | None, budg
                   history: list[tuple[int, float]] | None = None, noise: float | None = None) -> int:
     """The iteration a fit is expected to stop at, for progress bars and ETAs.
 
-    At least :func:`earliest_stop`. Where the rule's recent scores (``history``,
+    At least :func:`patience_stop`, which is all a fit can say while its score keeps
+    falling (each check a new best). Where the rule's recent scores (``history``,
     ``(iteration, score)`` pairs at the checks) and the score's relative noise (``noise``,
     :meth:`HeldOutPixels.score_noise`) are known, the score's fall is also projected
     forward: its fall per iteration over the last :data:`PROJECTION_CHECKS` checks is taken
@@ -344,42 +366,44 @@ def expected_stop(config: StoppingConfig, iteration: int, best: int | None, budg
     the score's own noise over a patience. A score falling less than that no longer makes
     new bests for sure, and the rule stops about two ``min_wait`` later (the trend test's
     wait; a patience later without one). A projection that does not hold (a score not
-    falling, or not falling ever more slowly) leaves the earliest stop. On 27 recorded
+    falling, or not falling ever more slowly) leaves the patience stop. On 27 recorded
     default fits at 128² and 256² this put the estimate within a median 8-14 % of the
-    actual stop from a quarter of the way on, where the earliest stop was 12-65 % short
+    actual stop from a quarter of the way on, where the patience stop was 12-65 % short
     (``benchmarks/stop_estimate.py``, BENCHMARKS.md "Estimating the automatic stop").
 
     >>> rule = StoppingConfig(rule="validation", patience=100, rise=0.002, warmup=200)
     >>> falling = [(i, 1.0 + 0.5 * 0.995 ** i) for i in range(200, 425, 25)]
-    >>> earliest_stop(rule, 400, 400, 3000, 25), expected_stop(rule, 400, 400, 3000, 25, falling, noise=0.003)
+    >>> patience_stop(rule, 400, 400, 3000, 25), expected_stop(rule, 400, 400, 3000, 25, falling, noise=0.003)
     (500, 925)
     """
-    import math
-
-    earliest = earliest_stop(config, iteration, best, budget, check_every)
+    at_patience = patience_stop(config, iteration, best, budget, check_every)
     if not history or not noise or noise <= 0:
-        return earliest
+        return at_patience
     recent = history[-(PROJECTION_CHECKS + 1):]
     if len(recent) < 4:
-        return earliest
+        return at_patience
     slopes = []
     for (t0, s0), (t1, s1) in zip(recent, recent[1:]):
         fall = (s0 - s1) / (t1 - t0)
         if fall > 0 and math.isfinite(fall):
             slopes.append(((t0 + t1) / 2, math.log(fall)))
     if len(slopes) < 3:
-        return earliest  # the score has levelled off (or is noise): the stop is near
+        return at_patience  # the score has levelled off (or is noise): the stop is near
     # Least squares of log(fall) against the iteration: fall = exp(a + k * t).
     mean_t = sum(t for t, _ in slopes) / len(slopes)
     mean_y = sum(y for _, y in slopes) / len(slopes)
     spread = sum((t - mean_t) ** 2 for t, _ in slopes)
     k = sum((t - mean_t) * (y - mean_y) for t, y in slopes) / spread if spread > 0 else 0.0
     if not k * (slopes[-1][0] - slopes[0][0]) < -0.05:
-        return earliest  # not slowing down (by 5 % over the span fitted): no level to project to
+        return at_patience  # not slowing down (by 5 % over the span fitted): no level to project to
     now, score = recent[-1]
+    if not (math.isfinite(score) and score > 0):
+        return at_patience  # a score lost to a blow-up (the rule starts again after a backtrack)
     fall_now = math.exp(mean_y + k * (now - mean_t))
-    level = noise * abs(score) / config.patience
+    level = noise * score / config.patience
     ahead = 0.0 if fall_now <= level else math.log(level / fall_now) / k
+    if not math.isfinite(ahead):
+        return at_patience
     lag = min(config.patience, 2 * config.min_wait) if config.rise is not None else config.patience
     projected = -(-int(math.ceil(now + ahead + lag)) // check_every) * check_every
-    return int(min(budget, max(earliest, projected)))
+    return int(min(budget, max(at_patience, projected)))
