@@ -1084,24 +1084,32 @@ def test_the_chosen_device_is_warmed_up_while_the_user_chooses(make_napari_viewe
     assert started[1:] == [resolve_device(widget.form.device.value)]  # the device chosen now
 
 
-def test_a_gpu_starting_in_the_background_is_named_once_it_has_started(make_napari_viewer, qtbot, monkeypatch):
-    # As on a GPU machine: CUDA not started, the warm-up starting it. Naming the card would
-    # start CUDA on the UI thread, so the line waits for the warm-up.
+def _pretend_cuda_starts(monkeypatch, stage):
+    """As on a GPU machine whose CUDA has not started: a warm-up, once asked for, is in
+    ``stage["now"]``; naming the card is recorded (it would start CUDA on the UI thread)."""
     import torch
 
     from napari_dip.engine import devices, warm
 
     gpu = torch.device("cuda", 0)
-    stage = {"now": "running"}
-    described = []
+    started, described = [], []
     monkeypatch.setattr(devices, "cuda_start_pending", lambda name="auto": stage["now"] != "done")
     monkeypatch.setattr(devices, "resolve_device", lambda name="auto": gpu)
     monkeypatch.setattr(devices, "describe_device", lambda name="auto": described.append(name) or "cuda:0: Card, 80.0 GiB")
-    monkeypatch.setattr(warm, "start_warm_up", lambda device: None)
-    monkeypatch.setattr(warm, "state", lambda device: stage["now"])
+    monkeypatch.setattr(warm, "start_warm_up", started.append)
+    monkeypatch.setattr(warm, "state", lambda device: stage["now"] if device in started else None)
+    return described
+
+
+def test_a_gpu_starting_in_the_background_is_named_once_it_has_started(make_napari_viewer, qtbot, monkeypatch):
+    from napari_dip.engine import warm
+
+    stage = {"now": "running"}
+    described = _pretend_cuda_starts(monkeypatch, stage)
     viewer = make_napari_viewer()
     widget = _dock(viewer, DenoiseWidget)
     line = widget.form.device_info
+    # The warm-up was started before the line looked: it waits instead of naming the card.
     assert line.value == "Runs on cuda:0: a CUDA GPU, starting in the background" and described == []
     qtbot.wait(600)  # looked again, still starting
     assert "starting in the background" in line.value and described == []
@@ -1112,6 +1120,27 @@ def test_a_gpu_starting_in_the_background_is_named_once_it_has_started(make_napa
     monkeypatch.setitem(warm.failures, "cuda:0", "RuntimeError: no kernel image")
     widget.form.update_device_info()
     assert line.value == "cuda:0 did not start: RuntimeError: no kernel image"
+
+
+def test_a_gpu_that_never_finishes_starting_is_not_watched_for_ever(make_napari_viewer, qtbot, monkeypatch):
+    from napari_dip.widgets import form
+
+    monkeypatch.setattr(form, "DEVICE_START_WAIT", 0.4)
+    _pretend_cuda_starts(monkeypatch, {"now": "running"})
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, DenoiseWidget)
+    line = widget.form.device_info
+    qtbot.waitUntil(lambda: line.value == "Runs on cuda:0: a CUDA GPU, still starting after 0 s", timeout=2000)
+    assert not widget.form._device_timer.isActive()
+
+
+def test_the_batch_dock_leaves_a_gpu_unnamed_rather_than_start_it(make_napari_viewer, monkeypatch):
+    from napari_dip.widgets.batch import BatchWidget
+
+    described = _pretend_cuda_starts(monkeypatch, {"now": "running"})
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, BatchWidget)
+    assert widget.form.device_info.value == "Runs on cuda:0: a CUDA GPU" and described == []
 
 
 @pytest.mark.parametrize("widget_class", [DenoiseWidget, SuperResolveWidget, InpaintWidget])

@@ -6,6 +6,8 @@ plain values for :func:`.plan.make_plan`.
 
 from __future__ import annotations
 
+import time
+
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, SpinBox
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QSizePolicy
@@ -35,6 +37,11 @@ def _narrow(box) -> None:
         native.setMinimumContentsLength(8)
 
 
+#: How long the device line waits for a GPU starting in the background before it stops
+#: looking (:func:`napari_dip.engine.warm.wait_for` waits as long).
+DEVICE_START_WAIT = 120.0
+
+
 class TaskForm:
     """The widgets of one task's form and the plain values they hold (:meth:`choices`)."""
 
@@ -47,6 +54,7 @@ class TaskForm:
         self.warm_up = warm_up
         self.device_note = ""
         self._device_timer = None  # looks again at a device that is starting
+        self._device_wait_since: float | None = None  # since when (time.monotonic())
         #: The last channel group selected: kept when the selection moves on (a new output
         #: layer is selected when it is added), as long as its layers exist.
         self._group: list = []
@@ -267,6 +275,7 @@ class TaskForm:
 
     def _on_device(self, value) -> None:
         self.device_note = ""
+        self._device_wait_since = None
         self.warm_up_device()
         self.update_device_info()
         prefs.remember(self.settings, "device", value)
@@ -281,15 +290,25 @@ class TaskForm:
             chosen = self.device.value
             # Naming a CUDA device's model and memory starts CUDA: seconds on the UI thread.
             # While the warm-up starts it in the background, the line says so and is
-            # filled in when it is done.
-            state = warm.state(resolve_device(chosen)) if self.warm_up and cuda_start_pending(chosen) else None
-            if state == "running":
-                text = f"Runs on {resolve_device(chosen)}: a CUDA GPU, starting in the background"
+            # filled in when it is done; a dock without a warm-up (Batch: its fits run in
+            # other processes) leaves the card unnamed rather than start CUDA itself.
+            pending = cuda_start_pending(chosen)
+            device = resolve_device(chosen) if pending else None
+            state = warm.state(device) if pending and self.warm_up else None
+            waited = time.monotonic() - self._device_wait_since if self._device_wait_since is not None else 0.0
+            if state == "running" and waited < DEVICE_START_WAIT:
+                text = f"Runs on {device}: a CUDA GPU, starting in the background"
                 self._describe_device_when_started()
+            elif state == "running":
+                text = f"Runs on {device}: a CUDA GPU, still starting after {DEVICE_START_WAIT:.0f} s"
             elif state == "failed":
-                text = f"{resolve_device(chosen)} did not start: {warm.failures.get(str(resolve_device(chosen)))}"
+                text = f"{device} did not start: {warm.failures.get(str(device))}"
+            elif pending and not self.warm_up:
+                text = f"Runs on {device}: a CUDA GPU"
             else:
                 text = f"Runs on {describe_device(chosen)}"
+            if state != "running":
+                self._device_wait_since = None
         except ValueError as error:
             text = str(error)
         if self.device_note:
@@ -298,8 +317,11 @@ class TaskForm:
         self.device_info.tooltip = text
 
     def _describe_device_when_started(self) -> None:
-        """Look again in a quarter of a second, on the UI thread. The timer belongs to the
-        device line, so closing the dock ends it."""
+        """Look again in a quarter of a second, on the UI thread, for at most
+        :data:`DEVICE_START_WAIT` seconds (as long as a fit waits for a warm-up). The timer
+        belongs to the device line, so closing the dock ends it."""
+        if self._device_wait_since is None:
+            self._device_wait_since = time.monotonic()
         if self._device_timer is None:
             self._device_timer = QTimer(self.device_info.native)
             self._device_timer.setSingleShot(True)
