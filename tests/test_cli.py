@@ -124,6 +124,12 @@ def test_the_cli_says_cuda_is_starting_before_the_seconds_it_takes(grey_png, tmp
     # Not with -q.
     assert main(["denoise", str(grey_png), "-o", str(out), "--overwrite", *FAST]) == 0
     assert "starting CUDA" not in capsys.readouterr().err and said == [True, False]
+    # Nor for a command refused before the fit (a PNG cannot hold float results): CUDA never starts there.
+    floats = tmp_path / "floats.tif"
+    tifffile.imwrite(floats, smooth_image(32).astype(np.float32))
+    assert main(["denoise", str(floats), "-o", str(tmp_path / "floats.png"), *quiet_less]) == 2
+    err = capsys.readouterr().err
+    assert "napari-dip: error" in err and "starting CUDA" not in err and said == [True, False]
 
 
 def test_denoising_stops_with_the_default_trend_test_and_records_it(grey_png, tmp_path):

@@ -227,8 +227,9 @@ def format_duration(seconds: float) -> str:
 
 
 def bar_total(iteration: int, expected_stop: int | None, budget: int) -> int:
-    """Where the progress bar ends: the iteration the fit stops at if its rule sees no new
-    best (it moves on as the rule finds one), never beyond the budget nor before now.
+    """Where the progress bar ends: the iteration the fit is expected to stop at
+    (:func:`napari_dip.engine.stopping.expected_stop`; it moves as the fit goes), never
+    beyond the budget nor before now.
 
     >>> bar_total(250, 500, 3000), bar_total(2900, 3200, 3000), bar_total(40, None, 3000)
     (500, 3000, 3000)
@@ -519,7 +520,6 @@ def restore_file(args, extras: dict | None = None) -> tuple:
 
     output = Path(args.output)
     source = read_image(args.input)
-    _say_cuda_is_starting(args)
     if extras is not None:
         extras["input"] = source.data  # the residual needs it: the file is not read twice
     layout = layout_for(source.data.shape, _axes_for(args, source))
@@ -568,6 +568,8 @@ def restore_file(args, extras: dict | None = None) -> tuple:
         **options,
     )
     volumetric = getattr(args, "volumetric", False)
+    # After every check of the input, right before what starts CUDA (sizing the tiles).
+    _say_cuda_is_starting(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InputWarning)
         if volumetric:
@@ -711,6 +713,7 @@ def _fit_volumes(pairs, layout, dtype, total, args) -> tuple:
 def _run_demo(args) -> int:
     from .demo import run_demo
 
+    _say_cuda_is_starting(args)
     run_demo(
         iterations=args.iterations,
         preset=args.preset,
