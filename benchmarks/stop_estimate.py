@@ -141,16 +141,33 @@ def _engine_estimate(checks_so_far, trace):
                          trace["score_noise"])
 
 
-def _earliest(checks_so_far, trace):
-    """Where the fit ends if no new best comes (the engine's estimate before 2026-11-27)."""
-    from napari_dip.engine.stopping import StoppingConfig, earliest_stop
+def _patience(checks_so_far, trace):
+    """Where the patience runs out if no new best comes (the engine's estimate before 2026-11-27)."""
+    from napari_dip.engine.stopping import StoppingConfig, patience_stop
 
     config = StoppingConfig(**{k: v for k, v in trace["stopping"].items() if k in StoppingConfig.__dataclass_fields__})
     last = checks_so_far[-1]
-    return earliest_stop(config, last["iteration"], last["best"], trace["budget"], trace["check_every"])
+    return patience_stop(config, last["iteration"], last["best"], trace["budget"], trace["check_every"])
 
 
-ESTIMATORS = {"earliest": _earliest, "engine": _engine_estimate}
+def _held(estimator, hold: int):
+    """``estimator``'s estimate, kept until it moves by more than ``hold`` iterations (or
+    falls behind best + patience): fewer, larger moves of the bar."""
+
+    def estimate(checks_so_far, trace):
+        shown = None
+        for index in range(len(checks_so_far)):
+            so_far = checks_so_far[: index + 1]
+            new = estimator(so_far, trace)
+            if shown is None or abs(new - shown) > hold or shown < _patience(so_far, trace):
+                shown = new
+        return shown
+
+    return estimate
+
+
+ESTIMATORS = {"best+patience": _patience, "engine": _engine_estimate,
+              "engine-hold50": _held(_engine_estimate, 50), "engine-hold100": _held(_engine_estimate, 100)}
 
 
 def replay(trace: dict, estimator) -> dict:
@@ -163,11 +180,12 @@ def replay(trace: dict, estimator) -> dict:
     for fraction in (0.25, 0.5, 0.75):
         iteration = min(estimates, key=lambda e: abs(e[0] - fraction * stop))
         at[fraction] = iteration[1] - stop
-    steps_back = 0
+    # The bar's percentage at each check, and by how many points it fell where it did.
+    falls = []
     for (i0, e0), (i1, e1) in zip(estimates, estimates[1:]):
         if e0 > 0 and e1 > 0 and i1 / e1 < i0 / e0 - 1e-9:
-            steps_back += 1
-    return {"errors": at, "steps_back": steps_back, "checks": len(estimates)}
+            falls.append(100 * (i0 / e0 - i1 / e1))
+    return {"errors": at, "steps_back": len(falls), "falls": falls, "checks": len(estimates)}
 
 
 def evaluate(options) -> None:
@@ -181,7 +199,7 @@ def evaluate(options) -> None:
     header = "| fit | stopped at | " + " | ".join(names) + " |"
     print(header)
     print("|" + "---|" * (2 + len(names)))
-    totals = {n: {"abs": {0.25: [], 0.5: [], 0.75: []}, "back": 0, "checks": 0} for n in names}
+    totals = {n: {"abs": {0.25: [], 0.5: [], 0.75: []}, "back": 0, "checks": 0, "falls": []} for n in names}
     for trace in rows:
         cells = []
         for name in names:
@@ -190,16 +208,20 @@ def evaluate(options) -> None:
             for fraction, error in errors.items():
                 totals[name]["abs"][fraction].append(abs(error) / trace["stopped_at"])
             totals[name]["back"] += result["steps_back"]
+            totals[name]["falls"] += result["falls"]
             totals[name]["checks"] += result["checks"]
             cells.append(" / ".join(f"{errors[f]:+d}" for f in (0.25, 0.5, 0.75)) + f", back {result['steps_back']}")
         print(f"| {trace['case']} | {trace['stopped_at']} | " + " | ".join(cells) + " |")
     print()
-    print("| estimator | median abs. error / stop at 25 % | at 50 % | at 75 % | steps back / checks |")
-    print("|---|---:|---:|---:|---:|")
+    print("| estimator | median abs. error / stop at 25 % | at 50 % | at 75 % | percentage fell / checks "
+          "| median fall | largest fall |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name in names:
         t = totals[name]
         medians = [f"{100 * float(np.median(t['abs'][f])):.0f} %" for f in (0.25, 0.5, 0.75)]
-        print(f"| {name} | " + " | ".join(medians) + f" | {t['back']} / {t['checks']} |")
+        falls = t["falls"]
+        sizes = (f"{np.median(falls):.1f} points | {max(falls):.1f} points" if falls else "- | -")
+        print(f"| {name} | " + " | ".join(medians) + f" | {t['back']} / {t['checks']} | {sizes} |")
 
 
 def main(argv=None) -> int:

@@ -770,10 +770,10 @@ def test_stop_estimate_records_the_rule_at_every_check_and_replays_the_estimates
     assert all(c["current"] is not None for c in checks)
     assert all(c["score"] is None for c in checks if c["iteration"] < trace["stopping"]["warmup"])
     assert trace["score_noise"] > 0 and trace["shape"] == [32, 32]
-    for name in ("earliest", "engine"):
+    for name in estimate.ESTIMATORS:
         result = estimate.replay(trace, estimate.ESTIMATORS[name])
         assert result["checks"] == len(checks) and set(result["errors"]) == {0.25, 0.5, 0.75}
-    # The engine's estimate is never before the earliest possible stop.
+    # The engine's estimate is never before best + patience, which is never before now.
     for index in range(len(checks)):
         so_far = checks[: index + 1]
-        assert estimate._engine_estimate(so_far, trace) >= estimate._earliest(so_far, trace) >= so_far[-1]["iteration"]
+        assert estimate._engine_estimate(so_far, trace) >= estimate._patience(so_far, trace) >= so_far[-1]["iteration"]
