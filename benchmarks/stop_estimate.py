@@ -21,7 +21,6 @@ Every fit runs in this process, one after the other, with PyTorch's threads as t
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
 import sys
@@ -33,13 +32,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-
-
-def _load_quality():
-    spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 # -- recording ------------------------------------------------------------------------------
@@ -85,7 +78,9 @@ def record_fit(observed8: np.ndarray, seed: int = 0, task: str = "denoise", **se
 def record(options) -> None:
     import torch
 
-    quality = _load_quality()
+    import time_to_result
+
+    quality = time_to_result._load_quality()
     data = Path(options.data)
     traces = []
     for size in options.sizes:
