@@ -114,6 +114,12 @@ part graph_tests 60 $PY -m pytest -q -p no:cacheprovider -rA tests/test_graphs.p
 #    first output (process_to_first_output) came 10.09 s after the process started before.
 part first_picture_warm 120 $PY benchmarks/first_picture.py --sizes "${TTR_LARGE}" --colours RGB \
     --modes api,api-warm,cli --think 5 --out "$W/first-picture-warm-gpu.json"
+# 0c. Where default fits stop, check by check, for the ETA's estimate of the stop
+#    (BENCHMARKS.md "Estimating the automatic stop": chosen on CPU fits of the 16-channel
+#    network at 128²; on a GPU `auto` fits the paper network by recorruption). One grey and
+#    one colour 512² crop; the JSON is written after each fit.
+part stop_estimate 120 $PY benchmarks/stop_estimate.py --record --data "$DATA" --device $DEV --sizes "${TTR_LARGE}" \
+    --sets Set12,CSet9 --images 1 --sigmas 25 --out "$W/stop-estimate-gpu.json" --from-traces "$W/stop-estimate-gpu.json"
 # 1. Photon-limited whole FMD images on the paper network: recorrupted through the Anscombe
 #    transform (what `auto` does on CUDA since the fourth lease; beta2 0.999) against the
 #    paper's way. Measured so far on six CPU crops only: a wash (+0.18 dB on the mean, 3 of 6

@@ -83,6 +83,16 @@ def record(options) -> None:
     quality = time_to_result._load_quality()
     data = Path(options.data)
     traces = []
+    device = "cpu" if options.device == "cpu" else torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+    def write():
+        # After every fit: a run cut short (a GPU lease's time limit) keeps what it has.
+        out = {"command": " ".join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "device": device,
+               "torch": torch.__version__, "threads": torch.get_num_threads(), "traces": traces}
+        Path(options.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(options.out).write_text(json.dumps(out, indent=1) + "\n")
+
     for size in options.sizes:
         for set_name in options.sets:
             images = quality.list_images(data, set_name, None)
@@ -94,25 +104,23 @@ def record(options) -> None:
                     # Half the pixels missing at random, as time_to_result.py's inpainting case.
                     holes = quality.random_mask(clean8.shape[:2], 0.5, quality.image_seed(0, set_name, name))
                     damaged = np.where(holes if clean8.ndim == 2 else holes[..., None], 0, clean8).astype(np.uint8)
-                    trace = record_fit(damaged, task="inpaint", mask=holes)
+                    trace = record_fit(damaged, task="inpaint", mask=holes, device=options.device)
                     trace["case"] = f"inpaint {set_name}/{name} {size}² 50 %"
                     traces.append(trace)
                     print(f"{trace['case']}: stopped at {trace['stopped_at']} ({trace['stop_reason']}), "
                           f"result from {trace['best_iteration']}, {trace['seconds']:.1f} s", flush=True)
+                    write()
                     continue
                 for sigma in options.sigmas:
                     noisy = quality.add_gaussian_noise(clean, sigma / 255, quality.image_seed(0, set_name, name, sigma))
                     noisy8 = np.round(noisy * 255).astype(np.uint8)
-                    trace = record_fit(noisy8, **({"recorrupt": False} if options.no_recorrupt else {}))
+                    trace = record_fit(noisy8, device=options.device,
+                                       **({"recorrupt": False} if options.no_recorrupt else {}))
                     trace["case"] = f"{set_name}/{name} {size}² σ{sigma:g}" + (" paper's way" if options.no_recorrupt else "")
                     traces.append(trace)
                     print(f"{trace['case']}: stopped at {trace['stopped_at']} ({trace['stop_reason']}), "
                           f"result from {trace['best_iteration']}, {trace['seconds']:.1f} s", flush=True)
-    out = {"command": " ".join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "torch": torch.__version__,
-           "threads": torch.get_num_threads(), "traces": traces}
-    Path(options.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(options.out).write_text(json.dumps(out, indent=1) + "\n")
+                    write()
     print(f"wrote {options.out}")
 
 
@@ -230,6 +238,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sets", type=lambda s: s.split(","), default=["Set12"])
     parser.add_argument("--images", type=int, default=6, help="per set and size")
     parser.add_argument("--no-recorrupt", action="store_true", help="fit the paper's way (fixed noise input)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
     parser.add_argument("--task", choices=("denoise", "inpaint"), default="denoise",
                         help="inpaint: half the pixels of each crop missing at random (--sigmas unused)")
     parser.add_argument("--out", default="benchmarks/results/stop-estimate/traces.json")
