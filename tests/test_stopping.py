@@ -371,3 +371,25 @@ def test_a_lost_score_leaves_the_patience_stop():
         assert expected_stop(RECORRUPTED_RULE, 425, 400, 3000, 25, history, 0.003) == patience_stop(
             RECORRUPTED_RULE, 425, 400, 3000, 25
         )
+
+
+def test_a_backtrack_puts_the_held_out_score_back_to_its_last_check():
+    observation = torch.as_tensor(smooth_image(32))[None, None]
+    config = StoppingConfig(rule="validation", patience=50, warmup=0, smoothing=0.9, holdout_fraction=0.1)
+    rule = HeldOutPixels(config, observation, None, seed=0)
+    for iteration in range(1, 11):
+        estimate = observation * iteration / 10
+        rule.update(iteration, estimate, estimate, estimate)
+    rule.should_stop(10)
+    at_check = rule.history[-1][1]
+    blown = torch.full_like(observation, float("nan"))
+    rule.update(11, blown, blown, blown)
+    assert not torch.isfinite(rule.smoothed)
+    rule.forget_score()
+    assert float(rule.smoothed) == pytest.approx(at_check)
+    # A fresh rule with no check behind it starts afresh instead.
+    fresh = HeldOutPixels(config, observation, None, seed=0)
+    fresh.update(1, blown, blown, blown)
+    fresh.forget_score()
+    fresh.update(2, observation, observation, observation)
+    assert float(fresh.smoothed) == 0.0

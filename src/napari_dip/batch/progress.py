@@ -92,8 +92,8 @@ class FitWatch:
     A message: ``batch``, ``input`` (its path), ``worker``, ``part`` (1, 2, ... : the plane,
     volume or tile in work; 1 for a single fit), ``iteration`` and ``budget`` of that part,
     ``expected_stop`` (where automatic stopping is expected to end it,
-    :func:`napari_dip.engine.stopping.expected_stop`; ``None`` without), ``iterations_done`` (all parts' iterations so far: it never goes back),
-    ``loss``, ``seconds`` since the worker took the input (reading it and building the
+    :func:`napari_dip.engine.stopping.expected_stop`; ``None`` without), ``iterations_done``
+    (all parts' iterations so far: it never goes back), ``loss``, ``seconds`` since the worker took the input (reading it and building the
     network included), ``done`` (the whole input's fit ended).
     """
 

@@ -318,8 +318,15 @@ class HeldOutPixels(_BestTracker):
         return self.smoothed if self._scored else None
 
     def forget_score(self) -> None:
-        super().forget_score()
-        self._scored = False
+        # Back to the smoothed score of the last check before the blow-up, where the fit's
+        # checkpoint comes from too; afresh only if there was none. (Afresh, the first
+        # score would be one step's unsmoothed error, whose noise could pass for a new best.)
+        finite = [score for _, score in self.history if math.isfinite(score)]
+        if finite:
+            self.smoothed.fill_(finite[-1])
+        else:
+            super().forget_score()
+            self._scored = False
 
     def score_noise(self) -> float:
         """How much the score varies from one step to the next, relative to itself, for
