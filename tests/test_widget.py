@@ -1156,6 +1156,25 @@ def test_docks_are_narrow(make_napari_viewer, qtbot, widget_class):
     assert widget.sizeHint().width() < 300
 
 
+@pytest.mark.parametrize("width", [300, 600])
+def test_a_long_status_shows_every_line_and_keeps_the_dock_narrow(make_napari_viewer, qtbot, width):
+    # The status line wraps: at any dock width it must be as tall as its lines, or the
+    # first is cut off under the buttons (it was, in wide docks); and a long message must
+    # not widen the dock.
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, DenoiseWidget)
+    widget.controls.status.value = "Stopped by an error: " + "a long explanation " * 20
+    assert widget.minimumSizeHint().width() < 300 and widget.sizeHint().width() < 300
+    widget.setParent(None)  # on its own, to be given a width
+    qtbot.addWidget(widget)
+    widget.resize(width, 1400)
+    widget.show()
+    qtbot.waitExposed(widget)
+    label = widget.controls.status.native
+    assert label.width() > 0.8 * width
+    assert label.height() >= label.heightForWidth(label.width())
+
+
 def test_loss_plot_labels_its_axes(make_napari_viewer, qtbot, tmp_path):
     from napari_dip.widgets.loss_plot import LossPlot, iteration_ticks, log_ticks
 

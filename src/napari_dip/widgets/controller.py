@@ -30,6 +30,7 @@ from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QSizePolicy
 
 from ..errors import ConstantImageError
 from . import layers as geo
@@ -71,6 +72,13 @@ class RunControls(Container):
                             labels=False)
         buttons.native.layout().setContentsMargins(0, 0, 0, 0)
         self.status = Label(value="Ready")
+        # magicgui's Label is Fixed x Fixed: a wrapped label would keep the width of its own
+        # size hint, wider than the dock for a long message and narrower in a wide one, where
+        # the layout leaves it only the lines the dock's width needs and the first one is cut
+        # under the buttons. Ignored: as wide as the dock, height for that width.
+        policy = QSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+        policy.setHeightForWidth(True)
+        self.status.native.setSizePolicy(policy)
         self.status.native.setWordWrap(True)
         super().__init__(widgets=[buttons, self.status], labels=False)
         self.native.layout().setContentsMargins(0, 0, 0, 0)
