@@ -315,6 +315,10 @@ def test_a_slowly_levelling_score_is_expected_to_stop_later_than_the_patience_st
         (_levelling(0.997)[:3], 0.003),  # too few checks
         (_levelling(0.997), None),  # the rule's noise is not known (ES-WMV)
         ([(i, float("nan")) for i in range(25, 401, 25)], 0.003),
+        # A score lost to a blow-up at the last check, after a fall that projects to 1325.
+        (_levelling(0.997)[:-1] + [(400, float("nan"))], 0.003),
+        (_levelling(0.997)[:-1] + [(400, float("inf"))], 0.003),
+        (_levelling(0.997)[:-1] + [(400, 0.0)], 0.003),
     ],
 )
 def test_without_a_projection_that_holds_the_patience_stop_is_expected(history, noise):
@@ -325,15 +329,22 @@ def test_without_a_projection_that_holds_the_patience_stop_is_expected(history, 
     )
 
 
-def test_held_out_rule_keeps_its_score_at_every_check_from_the_first_and_knows_its_noise():
+def _ramped_rule(steps: int, warmup: int):
+    """A held-out rule fed averages that ramp up to the image over ``steps`` iterations,
+    asked at a check every 10; and the image."""
     observation = torch.as_tensor(smooth_image(32))[None, None]
-    config = StoppingConfig(rule="validation", patience=50, warmup=20, smoothing=0.9, holdout_fraction=0.1)
+    config = StoppingConfig(rule="validation", patience=50, warmup=warmup, smoothing=0.9, holdout_fraction=0.1)
     rule = HeldOutPixels(config, observation, None, seed=0)
-    for iteration in range(1, 31):
-        estimate = observation * iteration / 30
+    for iteration in range(1, steps + 1):
+        estimate = observation * iteration / steps
         rule.update(iteration, estimate, estimate, estimate)
         if iteration % 10 == 0:
             rule.should_stop(iteration)
+    return rule, observation
+
+
+def test_held_out_rule_keeps_its_score_at_every_check_from_the_first_and_knows_its_noise():
+    rule, _ = _ramped_rule(30, warmup=20)
     # Warm-up included: the projection can start before any best is recorded.
     assert [i for i, _ in rule.history] == [10, 20, 30]
     scores = [s for _, s in rule.history]
@@ -362,25 +373,8 @@ def test_after_a_backtrack_the_held_out_rule_scores_afresh_and_the_estimate_hold
     assert all(s.iteration <= s.expected_stop <= 300 for s in snaps)
 
 
-def test_a_lost_score_leaves_the_patience_stop():
-    from napari_dip.engine.stopping import patience_stop, expected_stop
-
-    falling = _levelling(0.997)
-    for last in (float("nan"), float("inf"), 0.0):
-        history = falling + [(425, last)]
-        assert expected_stop(RECORRUPTED_RULE, 425, 400, 3000, 25, history, 0.003) == patience_stop(
-            RECORRUPTED_RULE, 425, 400, 3000, 25
-        )
-
-
 def test_a_backtrack_puts_the_held_out_score_back_to_its_last_check():
-    observation = torch.as_tensor(smooth_image(32))[None, None]
-    config = StoppingConfig(rule="validation", patience=50, warmup=0, smoothing=0.9, holdout_fraction=0.1)
-    rule = HeldOutPixels(config, observation, None, seed=0)
-    for iteration in range(1, 11):
-        estimate = observation * iteration / 10
-        rule.update(iteration, estimate, estimate, estimate)
-    rule.should_stop(10)
+    rule, observation = _ramped_rule(10, warmup=0)
     at_check = rule.history[-1][1]
     blown = torch.full_like(observation, float("nan"))
     rule.update(11, blown, blown, blown)
@@ -388,7 +382,7 @@ def test_a_backtrack_puts_the_held_out_score_back_to_its_last_check():
     rule.forget_score()
     assert float(rule.smoothed) == pytest.approx(at_check)
     # A fresh rule with no check behind it starts afresh instead.
-    fresh = HeldOutPixels(config, observation, None, seed=0)
+    fresh = HeldOutPixels(rule.config, observation, None, seed=0)
     fresh.update(1, blown, blown, blown)
     fresh.forget_score()
     fresh.update(2, observation, observation, observation)
