@@ -8,8 +8,7 @@ defaults), never when napari imports this module to list the plugin's contributi
 from __future__ import annotations
 
 import napari
-from qtpy.QtCore import QSize, Qt
-from qtpy.QtWidgets import QDockWidget, QFrame, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QDockWidget, QSizePolicy, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from . import prefs
@@ -40,38 +39,14 @@ class DeepImagePriorWidget(QWidget):
         self.controls.pause_button.changed.connect(self.controller.toggle_pause)
         self.controls.stop_button.changed.connect(self.controller.stop)
 
-        column = QWidget()
-        layout = QVBoxLayout(column)
+        layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         for part in (self.form.basic.native, self.form.device_info.native, self.advanced, self.controls.native,
                      self.loss_plot):
             layout.addWidget(part)
         layout.addStretch(1)
-        # A window shorter than the column scrolls it instead of cutting off Run and the
-        # status line; the scroll area also gives the column the height its wrapped lines
-        # need at the dock's width (a dock alone does not ask for height for width).
-        self.scroll_area = QScrollArea()
-        self.scroll_area.setWidgetResizable(True)
-        self.scroll_area.setFrameShape(QFrame.Shape.NoFrame)
-        self.scroll_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.scroll_area.setWidget(column)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(self.scroll_area)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         self._aligned = False
-
-    def _bar_width(self) -> int:
-        return self.scroll_area.verticalScrollBar().sizeHint().width()
-
-    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
-        """As narrow as the column with room for its scroll bar, as short as the scroll area."""
-        column = self.scroll_area.widget().minimumSizeHint()
-        return QSize(column.width() + self._bar_width(), self.scroll_area.minimumSizeHint().height())
-
-    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
-        """The column's width with room for its scroll bar; the scroll area's height."""
-        return QSize(self.minimumSizeHint().width(), self.scroll_area.sizeHint().height())
 
     def showEvent(self, event):  # noqa: N802 - Qt's name
         super().showEvent(event)
