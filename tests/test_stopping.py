@@ -353,7 +353,7 @@ def test_held_out_rule_keeps_its_score_at_every_check_from_the_first_and_knows_i
     assert rule.score_noise() == pytest.approx((2 / count) ** 0.5 * (0.1 / 1.9) ** 0.5)
 
 
-def test_after_a_backtrack_the_held_out_rule_scores_afresh_and_the_estimate_holds():
+def test_after_a_backtrack_the_held_out_score_is_the_checkpoints_and_the_estimate_holds():
     from tiny import CountingModel
 
     rng = np.random.default_rng(0)
@@ -366,6 +366,10 @@ def test_after_a_backtrack_the_held_out_rule_scores_afresh_and_the_estimate_hold
     fitter = Fitter(noisy, CountingModel(poison_at=161), TINY_NET, config)
     snaps = list(fitter.run(snapshot_every=5))
     assert snaps[-1].backtracks == 1
+    # Checked at 80 (healthy: the checkpoint), blown up at 81, backtracked at the check of
+    # 85: the rule's score there is the checkpoint's again.
+    scores = dict(fitter.stopper.history)
+    assert scores[85] == scores[80]
     after = [score for iteration, score in fitter.stopper.history if iteration > 85]
     assert after and np.isfinite(after).all()  # not NaN for good
     # The rule works again: it found bests after the blow-up (a NaN score never beats one).
@@ -373,17 +377,18 @@ def test_after_a_backtrack_the_held_out_rule_scores_afresh_and_the_estimate_hold
     assert all(s.iteration <= s.expected_stop <= 300 for s in snaps)
 
 
-def test_a_backtrack_puts_the_held_out_score_back_to_its_last_check():
+def test_a_backtrack_puts_the_held_out_score_back_as_it_was_at_the_checkpoint():
     rule, observation = _ramped_rule(10, warmup=0)
-    at_check = rule.history[-1][1]
+    kept = rule.score_state()
     blown = torch.full_like(observation, float("nan"))
     rule.update(11, blown, blown, blown)
     assert not torch.isfinite(rule.smoothed)
-    rule.forget_score()
-    assert float(rule.smoothed) == pytest.approx(at_check)
-    # A fresh rule with no check behind it starts afresh instead.
+    rule.restore_score(kept)
+    assert float(rule.smoothed) == float(kept) and rule._current_score() is not None
+    # A checkpoint from before the first score starts the rule afresh.
     fresh = HeldOutPixels(rule.config, observation, None, seed=0)
+    assert fresh.score_state() is None
     fresh.update(1, blown, blown, blown)
-    fresh.forget_score()
+    fresh.restore_score(None)
     fresh.update(2, observation, observation, observation)
     assert float(fresh.smoothed) == 0.0

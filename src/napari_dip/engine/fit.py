@@ -540,7 +540,7 @@ class Fitter:
                     if cfg.backtrack and self._jumped(recent, lowest_loss):
                         run_averages, output, last_loss = self._restore(checkpoint)
                         if self.stopper is not None:
-                            self.stopper.forget_score()
+                            self.stopper.restore_score(checkpoint["rule"])
                         if graphed is not None:
                             # New optimiser state tensors and a new learning rate: capture again.
                             graphed.reset()
@@ -692,6 +692,8 @@ class Fitter:
             "average": None if average is None else average.clone(),
             "output": None if output is None else output.clone(),
             "loss": loss,
+            # The stopping rule's running score, put back with the rest after a backtrack.
+            "rule": None if self.stopper is None else self.stopper.score_state(),
         }
 
     def _restore(self, checkpoint: dict):

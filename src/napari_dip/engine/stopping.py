@@ -125,10 +125,15 @@ class _BestTracker:
         recorded, after the warm-up; :class:`HeldOutPixels` has one from the first iteration."""
         return self.last_score
 
-    def forget_score(self) -> None:
+    def score_state(self) -> torch.Tensor | None:
+        """What a fit's checkpoint keeps of the rule (:meth:`restore_score`): here nothing."""
+        return None
+
+    def restore_score(self, state: torch.Tensor | None) -> None:
         """After a backtrack: the running score may hold the blow-up's NaN (or its huge
-        errors), which would never be beaten again; score afresh from the next update. The
-        best so far and its average stay."""
+        errors), which would never be beaten again. Put back what :meth:`score_state` gave
+        when the checkpoint was taken; here, forget the last score. The best so far and
+        its average stay."""
         self.last_score = None
 
     def should_stop(self, iteration: int) -> bool:
@@ -307,8 +312,8 @@ class HeldOutPixels(_BestTracker):
             weight = self.config.smoothing
             self.smoothed.mul_(weight).add_(error, alpha=1.0 - weight)
         else:
-            # Afresh at the first update, and after a backtrack (forget_score): a copy,
-            # since a NaN left by a blow-up times zero is still NaN.
+            # Afresh at the first update, and after a backtrack to before any score
+            # (restore_score): a copy, since a NaN left by a blow-up times zero is still NaN.
             self.smoothed.copy_(error)
             self._scored = True
         self._record(self.smoothed, iteration, output, average)
@@ -317,16 +322,19 @@ class HeldOutPixels(_BestTracker):
         # Smoothed from the first iteration on, so the projection can start before the warm-up ends.
         return self.smoothed if self._scored else None
 
-    def forget_score(self) -> None:
-        # Back to the smoothed score of the last check before the blow-up, where the fit's
-        # checkpoint comes from too; afresh only if there was none. (Afresh, the first
-        # score would be one step's unsmoothed error, whose noise could pass for a new best.)
-        finite = [score for _, score in self.history if math.isfinite(score)]
-        if finite:
-            self.smoothed.fill_(finite[-1])
-        else:
-            super().forget_score()
+    def score_state(self) -> torch.Tensor | None:
+        # A copy on the device (no host sync), or None before the first score.
+        return self.smoothed.clone() if self._scored else None
+
+    def restore_score(self, state: torch.Tensor | None) -> None:
+        # The smoothed score as it was at the checkpoint the fit goes back to; afresh if
+        # there was none yet.
+        if state is None:
+            super().restore_score(None)
             self._scored = False
+        else:
+            self.smoothed.copy_(state)
+            self._scored = True
 
     def score_noise(self) -> float:
         """How much the score varies from one step to the next, relative to itself, for
@@ -405,7 +413,7 @@ def expected_stop(config: StoppingConfig, iteration: int, best: int | None, budg
         return at_patience  # not slowing down (by 5 % over the span fitted): no level to project to
     now, score = recent[-1]
     if not (math.isfinite(score) and score > 0):
-        return at_patience  # a score lost to a blow-up (the rule starts again after a backtrack)
+        return at_patience  # a score lost to a blow-up (the rule is put back after a backtrack)
     fall_now = math.exp(mean_y + k * (now - mean_t))
     level = noise * score / config.patience
     ahead = 0.0 if fall_now <= level else math.log(level / fall_now) / k
