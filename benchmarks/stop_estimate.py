@@ -72,6 +72,7 @@ def record_fit(observed8: np.ndarray, seed: int = 0, task: str = "denoise", **se
             "stop_reason": final.stop_reason, "seconds": time.perf_counter() - start,
             "budget": final.iterations, "stopping": (settings.get("fit") or {}).get("stopping"),
             "check_every": (settings.get("fit") or {}).get("check_every"), "preset": settings.get("preset"),
+            "device": settings.get("device"),
             "score_noise": noise[-1] if noise else None}
 
 
@@ -83,15 +84,18 @@ def record(options) -> None:
     quality = time_to_result._load_quality()
     data = Path(options.data)
     traces = []
-    device = "cpu" if options.device == "cpu" else torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
     def write():
         # After every fit: a run cut short (a GPU lease's time limit) keeps what it has.
         out = {"command": " ".join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "device": device,
+               "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+               # Each trace names the device its fit ran on; a GPU's model here.
+               "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
                "torch": torch.__version__, "threads": torch.get_num_threads(), "traces": traces}
         Path(options.out).parent.mkdir(parents=True, exist_ok=True)
         Path(options.out).write_text(json.dumps(out, indent=1) + "\n")
+
+    write()  # a file even if no fit runs, for --from-traces to read
 
     for size in options.sizes:
         for set_name in options.sets:
