@@ -1123,9 +1123,9 @@ def test_a_gpu_starting_in_the_background_is_named_once_it_has_started(make_napa
 
 
 def test_a_gpu_that_never_finishes_starting_is_not_watched_for_ever(make_napari_viewer, qtbot, monkeypatch):
-    from napari_dip.widgets import form
+    from napari_dip.engine import warm
 
-    monkeypatch.setattr(form, "DEVICE_START_WAIT", 0.4)
+    monkeypatch.setattr(warm, "WAIT_SECONDS", 0.4)
     _pretend_cuda_starts(monkeypatch, {"now": "running"})
     viewer = make_napari_viewer()
     widget = _dock(viewer, DenoiseWidget)

@@ -22,6 +22,9 @@ _lock = threading.Lock()
 _threads: dict[str, threading.Thread] = {}
 #: Why a device's warm-up failed (the fit itself then reports the problem properly).
 failures: dict[str, str] = {}
+#: How long anything waits for a warm-up to end (a fit, a dock's device line) before it
+#: goes on without it.
+WAIT_SECONDS = 120.0
 
 
 def warm_up(device: torch.device) -> None:
@@ -87,15 +90,15 @@ def state(device: torch.device) -> str | None:
     return "failed" if key in failures else "done"
 
 
-def wait_for(device: torch.device, timeout: float = 120.0) -> None:
+def wait_for(device: torch.device, timeout: float | None = None) -> None:
     """Wait for the warm-up of ``device`` started in this process, if any, to end (at most
-    ``timeout`` seconds). A fit calls this before it touches its device: running beside the
+    ``timeout`` seconds, by default :data:`WAIT_SECONDS`). A fit calls this before it touches its device: running beside the
     warm-up would time cuDNN's kernels against it, and a capture of the fit's CUDA graph
     must not meet the warm-up's kernels."""
     with _lock:
         thread = _threads.get(str(device))
     if thread is not None and thread is not threading.current_thread():
-        thread.join(timeout)
+        thread.join(WAIT_SECONDS if timeout is None else timeout)
 
 
 def _warm_up_quietly(device: torch.device, key: str) -> None:

@@ -37,11 +37,6 @@ def _narrow(box) -> None:
         native.setMinimumContentsLength(8)
 
 
-#: How long the device line waits for a GPU starting in the background before it stops
-#: looking (:func:`napari_dip.engine.warm.wait_for` waits as long).
-DEVICE_START_WAIT = 120.0
-
-
 class TaskForm:
     """The widgets of one task's form and the plain values they hold (:meth:`choices`)."""
 
@@ -296,11 +291,11 @@ class TaskForm:
             device = resolve_device(chosen) if pending else None
             state = warm.state(device) if pending and self.warm_up else None
             waited = time.monotonic() - self._device_wait_since if self._device_wait_since is not None else 0.0
-            if state == "running" and waited < DEVICE_START_WAIT:
+            if state == "running" and waited < warm.WAIT_SECONDS:
                 text = f"Runs on {device}: a CUDA GPU, starting in the background"
                 self._describe_device_when_started()
             elif state == "running":
-                text = f"Runs on {device}: a CUDA GPU, still starting after {DEVICE_START_WAIT:.0f} s"
+                text = f"Runs on {device}: a CUDA GPU, still starting after {warm.WAIT_SECONDS:.0f} s"
             elif state == "failed":
                 text = f"{device} did not start: {warm.failures.get(str(device))}"
             elif pending and not self.warm_up:
@@ -318,7 +313,7 @@ class TaskForm:
 
     def _describe_device_when_started(self) -> None:
         """Look again in a quarter of a second, on the UI thread, for at most
-        :data:`DEVICE_START_WAIT` seconds (as long as a fit waits for a warm-up). The timer
+        :data:`napari_dip.engine.warm.WAIT_SECONDS` (as long as a fit waits for a warm-up). The timer
         belongs to the device line, so closing the dock ends it."""
         if self._device_wait_since is None:
             self._device_wait_since = time.monotonic()
