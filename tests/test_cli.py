@@ -100,6 +100,7 @@ def test_cuda_start_is_pending_only_for_a_cuda_device_not_started_yet(device, av
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: started)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2 if available else 0)
     assert cuda_start_pending(device) is expected
 
 

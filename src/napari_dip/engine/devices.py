@@ -36,12 +36,14 @@ def cuda_start_pending(name: str | torch.device = "auto") -> bool:
     >>> cuda_start_pending("cpu")
     False
     """
-    text = str(name or "auto").strip().lower()
-    if not (text == "auto" or text.startswith("cuda")):
-        return False
     # is_available counts the devices (the driver may start) but creates no context and
     # leaves torch's lazy CUDA start undone, which is the part that takes seconds.
-    return bool(torch.cuda.is_available() and not torch.cuda.is_initialized())
+    if not torch.cuda.is_available() or torch.cuda.is_initialized():
+        return False
+    try:
+        return resolve_device(name).type == "cuda"  # which starts nothing either
+    except InputError:
+        return False  # not a device here: what uses it says so
 
 
 def _current_cuda_index() -> int:
