@@ -75,7 +75,9 @@ def test_a_super_resolved_layer_lies_over_its_input(make_napari_viewer, qtbot):
     viewer.layers.selection = {source}
     widget = BatchWidget(viewer)
     widget.task.value = "super-resolve"
-    _tiny(widget).form.factor.value = 2
+    # The factor first: choosing it loads the preset's schedule (2000 iterations) again.
+    widget.form.factor.value = 2
+    _tiny(widget)
     widget.start()
     widget.task.value = "denoise"  # the run keeps the task it was started with
     qtbot.waitUntil(lambda: widget.worker is None, timeout=WAIT_MS)
