@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("qtpy")
 
+from napari_dip.widgets.batch import BatchWidget  # noqa: E402
 from napari_dip.widgets.dock import (  # noqa: E402
     DenoiseWidget,
     InpaintWidget,
@@ -1173,6 +1174,62 @@ def test_a_long_status_shows_every_line_and_keeps_the_dock_narrow(make_napari_vi
     label = widget.controls.status.native
     assert label.width() > 0.8 * width
     assert label.height() >= label.heightForWidth(label.width())
+
+
+def _wheel(widget, steps: int = 1):
+    """A wheel turn over ``widget``'s middle, as the user's mouse would send it; whether it was taken."""
+    from qtpy.QtCore import QPoint, QPointF, Qt
+    from qtpy.QtGui import QWheelEvent
+    from qtpy.QtWidgets import QApplication
+
+    middle = QPointF(widget.width() / 2, widget.height() / 2)
+    event = QWheelEvent(middle, QPointF(widget.mapToGlobal(middle.toPoint())), QPoint(0, 0), QPoint(0, -120 * steps),
+                        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(widget, event)
+    return event.isAccepted()
+
+
+@pytest.mark.parametrize("widget_class", [DenoiseWidget, BatchWidget])
+def test_a_short_window_scrolls_to_run_and_the_wheel_leaves_the_settings_alone(make_napari_viewer, qtbot,
+                                                                                 widget_class):
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, widget_class)
+    from napari_dip.widgets.dock import _dock_of
+
+    assert _dock_of(widget.scroll_area) is not None  # the scroll area is in the dock, not left out
+    native = getattr(widget, "native", widget)
+    native.setParent(None)  # on its own, in a window shorter than the dock's column
+    qtbot.addWidget(native)
+    native.resize(300, 200)
+    native.show()
+    qtbot.waitExposed(native)
+    area = widget.scroll_area
+    assert area.verticalScrollBar().maximum() > 0  # Run and the status line can be scrolled to
+    # Yet the dock asks for room: all of a short column, or a good share of the screen (a
+    # dock docked below another was given a strip of a few lines without this).
+    screen = area.screen().availableGeometry().height()
+    assert area.minimumSizeHint().height() >= min(area.widget().minimumSizeHint().height(), 0.3 * screen)
+    run_button = widget.controls.run_button.native if widget_class is DenoiseWidget else widget.run_button.native
+    area.ensureWidgetVisible(run_button)
+    assert run_button.visibleRegion().boundingRect().height() == run_button.height()
+
+    # A wheel turn over a box the user has not clicked scrolls past it, keeping its value;
+    # the scroll area gets the turn (Qt offers an ignored wheel event to the parents).
+    preset = widget.form.preset.native
+    before = preset.currentIndex()
+    assert not _wheel(preset)
+    assert preset.currentIndex() == before
+    iterations = widget.form.iterations.native
+    value = iterations.value()
+    assert not _wheel(iterations)
+    assert iterations.value() == value
+    # Once the user has clicked into it, the box takes the wheel as usual.
+    native.activateWindow()
+    qtbot.waitActive(native)
+    iterations.setFocus()
+    qtbot.waitUntil(iterations.hasFocus, timeout=2000)
+    assert _wheel(iterations)
+    assert iterations.value() != value
 
 
 def test_loss_plot_labels_its_axes(make_napari_viewer, qtbot, tmp_path):

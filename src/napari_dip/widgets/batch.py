@@ -25,6 +25,7 @@ from napari.qt.threading import create_worker
 from . import layers as geo
 from . import prefs
 from .form import TaskForm
+from .scrolling import ScrollColumn, guard_wheel
 
 LAYERS, FOLDER = "selected image layers", "folder"
 TASKS = ["denoise", "super-resolve", "inpaint"]
@@ -61,6 +62,8 @@ class BatchWidget(Container):
             self.run_button, self.cancel_button,
             self.progress, self.status,
         ])
+        # A short window scrolls the column to Run instead of cutting it off.
+        self._scroll_area = ScrollColumn(super().native)
         self.worker = None
         self.cancel_event = threading.Event()
         self.rows: list[dict] = []
@@ -90,7 +93,17 @@ class BatchWidget(Container):
             form.update_every.value = SNAPSHOT_EVERY
             self.forms[task] = form
             self.settings_box.append(Container(widgets=[form.basic, form.device_info, form.advanced], labels=False))
+            guard_wheel(self.native)  # the new form's boxes too
         return self.forms[task]
+
+    @property
+    def native(self):
+        """The scroll area around the column, which is what napari docks (the column
+        itself until the area is made)."""
+        area = self.__dict__.get("_scroll_area")
+        return area if area is not None else super().native
+
+    scroll_area = native
 
     # The form's boxes the tests and scripts set most.
     preset = property(lambda self: self.form.preset)

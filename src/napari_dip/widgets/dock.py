@@ -16,6 +16,7 @@ from .controller import RunControls, RunController
 from .form import TaskForm
 from .loss_plot import LossPlot
 from .plan import make_plan
+from .scrolling import scrolling
 
 TITLES = {"denoise": "Denoise", "super-resolve": "Super-resolve", "inpaint": "Inpaint"}
 
@@ -39,12 +40,16 @@ class DeepImagePriorWidget(QWidget):
         self.controls.pause_button.changed.connect(self.controller.toggle_pause)
         self.controls.stop_button.changed.connect(self.controller.stop)
 
-        layout = QVBoxLayout(self)
+        column = QWidget()
+        layout = QVBoxLayout(column)
         layout.setContentsMargins(4, 4, 4, 4)
         for part in (self.form.basic.native, self.form.device_info.native, self.advanced, self.controls.native,
                      self.loss_plot):
             layout.addWidget(part)
         layout.addStretch(1)
+        # A window shorter than the column scrolls it instead of cutting off Run and the
+        # status line (the boxes it passes over keep their values: scrolling.guard_wheel).
+        self.scroll_area = scrolling(column, self)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         self._aligned = False
 
