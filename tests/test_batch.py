@@ -192,6 +192,32 @@ def test_results_made_with_other_defaults_are_redone(tmp_path, monkeypatch):
     rows = restore_files(data, task="denoise", out=out, workers=0, progress=False, **fast)
     assert [r["status"] for r in rows] == ["done"] * 2
     assert read_provenance(out / "img0.png")["fit"]["adam_beta2"] == 0.9
+    # A bound of a rule that depends on the noise level, which this image may not reach.
+    monkeypatch.setattr(presets, "RECORRUPTION_ALPHA_RANGE", (1.5, 2.5))
+    rows = restore_files(data, task="denoise", out=out, workers=0, progress=False, **fast)
+    assert [r["status"] for r in rows] == ["done"] * 2
+
+
+def test_results_made_under_other_thresholds_are_redone(tmp_path, monkeypatch):
+    # Constants beyond the preset decide results too (the noise model's thresholds, the
+    # tiles' edge weights, 3D downsampling): a release that changes one redoes a resumed
+    # batch's results; a constant of how the batch is shown does not.
+    from napari_dip import noise
+    from napari_dip.engine import tiling, warm
+
+    data = _folder(tmp_path, 2)
+    out = tmp_path / "out"
+    assert [r["status"] for r in restore_files(data, task="denoise", out=out, workers=0, progress=False,
+                                               **FIT)] == ["done"] * 2
+    monkeypatch.setattr(warm, "WAIT_SECONDS", 5)
+    assert [r["status"] for r in restore_files(data, task="denoise", out=out, workers=0, progress=False,
+                                               **FIT)] == ["skipped"] * 2
+    for module, name, value in ((noise, "AUTO_VARIANCE_RATIO", 2.5), (tiling, "EDGE_WEIGHT", 1e-3)):
+        monkeypatch.setattr(module, name, value)
+        rows = restore_files(data, task="denoise", out=out, workers=0, progress=False, **FIT)
+        assert [r["status"] for r in rows] == ["done"] * 2, name
+    rows = restore_files(data, task="denoise", out=out, workers=0, progress=False, **FIT)
+    assert [r["status"] for r in rows] == ["skipped"] * 2
 
 
 def test_bad_files_are_reported_and_the_others_done(tmp_path, capsys):

@@ -55,16 +55,67 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+#: Modules whose named constants decide what a result is, beyond the preset's defaults
+#: (``defaults``, which knows which defaults a device's preset uses): the noise model's
+#: thresholds and estimates, the stopping rules' constants, tiling (edge weights, tile
+#: sizes), 3D downsampling, and how noise is sampled from a stack.
+RULE_MODULES = (
+    "napari_dip.noise", "napari_dip.noise_model", "napari_dip.restore", "napari_dip.volumes",
+    "napari_dip.engine.stopping", "napari_dip.engine.tiling",
+    "napari_dip.engine.networks", "napari_dip.engine.networks3d", "napari_dip.engine.forward",
+    "napari_dip.engine.losses",
+)
+
+
+def _is_plain(value) -> bool:
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return True
+    if isinstance(value, (tuple, list, frozenset)):
+        return all(_is_plain(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _is_plain(item) for key, item in value.items())
+    return False
+
+
+def rule_constants() -> dict:
+    """The upper-case constants of :data:`RULE_MODULES` that are plain values, by
+    ``module.NAME`` (sets sorted): the thresholds and sizes a release may change without
+    any option or preset default changing. Some only change how fast a fit runs; counting
+    them too errs on the side of redoing a result.
+
+    >>> constants = rule_constants()
+    >>> constants["napari_dip.noise.AUTO_VARIANCE_RATIO"] > 1
+    True
+    """
+    import importlib
+
+    constants = {}
+    for module_name in RULE_MODULES:
+        module = importlib.import_module(module_name)
+        for name, value in vars(module).items():
+            if name.isupper() and not name.startswith("_") and name != "TYPE_CHECKING" and _is_plain(value):
+                constants[f"{module_name}.{name}"] = sorted(value) if isinstance(value, frozenset) else value
+    return constants
+
+
+def rules_fingerprint() -> str:
+    """A short hash of :func:`rule_constants`: a batch resumed after a release that changed
+    one (the noise model's thresholds, the tiles' edge weights, ...) redoes its results."""
+    text = json.dumps(rule_constants(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def settings_of(task: str, options: dict) -> dict:
     """The options that decide a result of ``task``, as JSON values (compared on resume;
     another task's options, such as super-resolution's factor, are left out), and under
     ``defaults`` a fingerprint of the defaults the preset fits with on the device asked for
     (:func:`~napari_dip.engine.presets.defaults_fingerprint`): the same options make
-    another result when a release changes a default.
+    another result when a release changes a default; and under ``rules`` one of the
+    constants beyond the preset (:func:`rules_fingerprint`).
 
     >>> settings = settings_of("denoise", {"iterations": 100, "out": "x", "seed": 0, "quiet": True, "factor": 2})
     >>> sorted(settings), settings["iterations"], len(settings["defaults"])
-    (['defaults', 'iterations', 'seed', 'task'], 100, 12)
+    (['defaults', 'iterations', 'rules', 'seed', 'task'], 100, 12)
     """
     from ..engine.presets import DEFAULT_PRESET, defaults_fingerprint
 
@@ -72,6 +123,7 @@ def settings_of(task: str, options: dict) -> dict:
     chosen["task"] = task
     chosen["defaults"] = defaults_fingerprint(task, options.get("preset") or DEFAULT_PRESET, options.get("factor"),
                                               options.get("device") or "auto")
+    chosen["rules"] = rules_fingerprint()
     return json.loads(json.dumps(chosen, default=str))
 
 

@@ -330,6 +330,12 @@ def _settings(
 _SPEED_FIELDS = frozenset({"device", "threads", "compile", "cuda_graphs", "channels_last"})
 
 
+#: Noise levels the fingerprint describes the defaults at: below, within and above the
+#: ranges of the rules that depend on the noise (:data:`DENOISING_JITTER_RANGE`,
+#: :data:`RECORRUPTION_ALPHA_RANGE`), so a change of a bound changes it.
+FINGERPRINT_NOISE_LEVELS = (5.0 / 255.0, 25.0 / 255.0, 40.0 / 255.0, 75.0 / 255.0)
+
+
 def defaults_fingerprint(task: str, preset: str = DEFAULT_PRESET, factor: int | None = None,
                          device: str = "auto") -> str:
     """A short hash of the defaults ``preset`` (as the caller names it) fits ``task`` with on
@@ -362,12 +368,12 @@ def defaults_fingerprint(task: str, preset: str = DEFAULT_PRESET, factor: int | 
     if task == "super-resolve" and factor is None:
         factor = 4
     described = []
-    # A noise level in the range of every rule that depends on it; the formulas are code.
     for photon_limited in ((False, True) if task == "denoise" else (False,)):
-        net, fit = _settings(task, preset, resolved, factor, None, None, None, None, 25.0 / 255.0, None,
-                             photon_limited)
-        described.append([asdict(net), *({k: v for k, v in asdict(f).items() if k not in _SPEED_FIELDS}
-                                         for f in (fit, warm_start_config(fit)))])
+        for noise_sigma in FINGERPRINT_NOISE_LEVELS:
+            net, fit = _settings(task, preset, resolved, factor, None, None, None, None, noise_sigma, None,
+                                 photon_limited)
+            described.append([asdict(net), *({k: v for k, v in asdict(f).items() if k not in _SPEED_FIELDS}
+                                             for f in (fit, warm_start_config(fit)))])
     text = json.dumps(described, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
