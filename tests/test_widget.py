@@ -1207,14 +1207,20 @@ def test_a_short_window_scrolls_to_run_and_the_wheel_leaves_the_settings_alone(m
     assert area.verticalScrollBar().maximum() > 0  # Run and the status line can be scrolled to
     # Yet the dock asks for room: all of a short column, or a good share of the screen (a
     # dock docked below another was given a strip of a few lines without this).
+    from napari_dip.widgets.scrolling import MINIMUM_SCREEN_SHARE
+
     screen = area.screen().availableGeometry().height()
-    assert area.minimumSizeHint().height() >= min(area.widget().minimumSizeHint().height(), 0.3 * screen)
+    wanted = min(area.widget().minimumSizeHint().height(), int(MINIMUM_SCREEN_SHARE * screen))
+    assert area.minimumSizeHint().expandedTo(area.minimumSize()).height() >= wanted > 100
     run_button = widget.controls.run_button.native if widget_class is DenoiseWidget else widget.run_button.native
     area.ensureWidgetVisible(run_button)
     assert run_button.visibleRegion().boundingRect().height() == run_button.height()
 
-    # A wheel turn over a box the user has not clicked scrolls past it, keeping its value;
-    # the scroll area gets the turn (Qt offers an ignored wheel event to the parents).
+    # The column's own bar takes the wheel (a guard on it left the dock unscrollable).
+    bar = area.verticalScrollBar()
+    assert _wheel(bar) and bar.value() > 0
+    # A wheel turn over a box the user has not clicked leaves its value and is left to the
+    # parents (Qt offers an ignored wheel event from the mouse to the parents: the column).
     preset = widget.form.preset.native
     before = preset.currentIndex()
     assert not _wheel(preset)

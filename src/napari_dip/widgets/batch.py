@@ -25,7 +25,7 @@ from napari.qt.threading import create_worker
 from . import layers as geo
 from . import prefs
 from .form import TaskForm
-from .scrolling import ScrollColumn, guard_wheel
+from .scrolling import guard_wheel, scroll_column
 
 LAYERS, FOLDER = "selected image layers", "folder"
 TASKS = ["denoise", "super-resolve", "inpaint"]
@@ -63,7 +63,7 @@ class BatchWidget(Container):
             self.progress, self.status,
         ])
         # A short window scrolls the column to Run instead of cutting it off.
-        self._scroll_area = ScrollColumn(super().native)
+        self._scroll_area = scroll_column(super().native)
         self.worker = None
         self.cancel_event = threading.Event()
         self.rows: list[dict] = []
@@ -93,7 +93,7 @@ class BatchWidget(Container):
             form.update_every.value = SNAPSHOT_EVERY
             self.forms[task] = form
             self.settings_box.append(Container(widgets=[form.basic, form.device_info, form.advanced], labels=False))
-            guard_wheel(self.native)  # the new form's boxes too
+            guard_wheel(self.settings_box.native)  # the new form's boxes too
         return self.forms[task]
 
     @property

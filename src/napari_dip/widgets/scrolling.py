@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from qtpy.QtCore import QEvent, QObject, QSize, Qt
 from qtpy.QtWidgets import (
-    QAbstractSlider,
     QAbstractSpinBox,
     QComboBox,
     QFrame,
     QScrollArea,
+    QSlider,
     QVBoxLayout,
     QWidget,
 )
@@ -23,10 +23,11 @@ from qtpy.QtWidgets import (
 #: The most of the screen's height a column asks for as its minimum. Without a minimum, a
 #: dock added below another gets a strip of a few lines (Qt gives a new dock in an area its
 #: minimum); with all of a tall column's height, a short window cannot hold the dock, which
-#: is what the scroll area is for. Two docks one above the other still fit on the screen.
-MINIMUM_SCREEN_SHARE = 0.4
-#: Boxes whose value a wheel turn changes.
-WHEEL_TAKERS = (QComboBox, QAbstractSpinBox, QAbstractSlider)
+#: is what the scroll area is for. Three docks one above the other still fit on the screen.
+MINIMUM_SCREEN_SHARE = 0.25
+#: Boxes whose value a wheel turn changes. Not scroll bars: the column's own bar and a
+#: combo box's list must take the wheel.
+WHEEL_TAKERS = (QComboBox, QAbstractSpinBox, QSlider)
 
 
 class _WheelGuard(QObject):
@@ -54,50 +55,51 @@ def guard_wheel(root: QWidget) -> None:
             child.setProperty("napari_dip_wheel_guarded", True)
 
 
-class ScrollColumn(QScrollArea):
-    """A vertical scroll area around ``column``, as narrow as the column and its bar.
+class _RoomKeeper(QObject):
+    """Keeps a scroll area's minimum size that of its column: as narrow as the column with
+    room for the bar, as tall as the column up to :data:`MINIMUM_SCREEN_SHARE` of the
+    screen. The column's content changes (napari's style applied, a section opened), and
+    so the bars' ranges; the viewport does not pass the column's new size on, and a dock
+    that kept its first width would cut the column's edge off.
 
-    It also gives the column the height its wrapped lines need at the dock's width: a
-    dock alone does not ask its widget for height for width.
+    A signal and set sizes, not overridden size hints or an event filter on the column:
+    PyQt calls such Python overrides while it tears widgets down at interpreter exit, and
+    with them a script that left a viewer open crashed there.
     """
 
-    def __init__(self, column: QWidget, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.setWidgetResizable(True)
-        self.setFrameShape(QFrame.Shape.NoFrame)
-        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setWidget(column)
-        guard_wheel(column)
+    def __init__(self, area: QScrollArea):
+        super().__init__(area)
+        self.area = area
+        for bar in (area.horizontalScrollBar(), area.verticalScrollBar()):
+            bar.rangeChanged.connect(self.update)
+        self.update()
 
-    def eventFilter(self, watched, event):  # noqa: N802 - Qt's name
-        # The column's content changed (napari's style applied, a section opened): ask the
-        # dock for room again, or it keeps the width it had and cuts the column's edge off.
-        # A scroll area's viewport does not pass that request on by itself.
-        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
-            self.updateGeometry()
-        return super().eventFilter(watched, event)
-
-    def _bar_width(self) -> int:
-        return self.verticalScrollBar().sizeHint().width()
-
-    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
-        """As narrow as the column with room for its bar; as tall as the column, up to
-        :data:`MINIMUM_SCREEN_SHARE` of the screen."""
-        column = self.widget().minimumSizeHint()
-        screen = self.screen()
+    def update(self, *_) -> None:
+        column = self.area.widget().minimumSizeHint()
+        screen = self.area.screen()
         cap = column.height() if screen is None else int(MINIMUM_SCREEN_SHARE * screen.availableGeometry().height())
-        height = max(super().minimumSizeHint().height(), min(column.height(), cap))
-        return QSize(column.width() + self._bar_width(), height)
-
-    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
-        """The column's width with room for its bar, and its height."""
-        column = self.widget().sizeHint()
-        return QSize(self.minimumSizeHint().width(), column.height())
+        width = column.width() + self.area.verticalScrollBar().sizeHint().width()
+        size = QSize(width, min(column.height(), cap))
+        if self.area.minimumSize() != size:
+            self.area.setMinimumSize(size)
 
 
-def scrolling(column: QWidget, parent: QWidget) -> ScrollColumn:
-    """Put ``column`` in a :class:`ScrollColumn` filling ``parent``; return the area."""
-    area = ScrollColumn(column)
+def scroll_column(column: QWidget) -> QScrollArea:
+    """A vertical scroll area around ``column``, whose boxes take the wheel only once
+    clicked into (:func:`guard_wheel`), and whose minimum size follows the column's."""
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.setWidget(column)
+    guard_wheel(column)
+    _RoomKeeper(area)
+    return area
+
+
+def scrolling(column: QWidget, parent: QWidget) -> QScrollArea:
+    """Put ``column`` in a :func:`scroll_column` filling ``parent``; return the area."""
+    area = scroll_column(column)
     outer = QVBoxLayout(parent)
     outer.setContentsMargins(0, 0, 0, 0)
     outer.addWidget(area)
