@@ -78,7 +78,8 @@ class _RoomKeeper(QObject):
         column = self.area.widget().minimumSizeHint()
         screen = self.area.screen()
         cap = column.height() if screen is None else int(MINIMUM_SCREEN_SHARE * screen.availableGeometry().height())
-        width = column.width() + self.area.verticalScrollBar().sizeHint().width()
+        # The frame too: napari's style gives scroll areas a border even without a frame.
+        width = column.width() + self.area.verticalScrollBar().sizeHint().width() + 2 * self.area.frameWidth()
         size = QSize(width, min(column.height(), cap))
         if self.area.minimumSize() != size:
             self.area.setMinimumSize(size)
