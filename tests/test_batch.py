@@ -200,24 +200,29 @@ def test_results_made_with_other_defaults_are_redone(tmp_path, monkeypatch):
 
 def test_results_made_under_other_thresholds_are_redone(tmp_path, monkeypatch):
     # Constants beyond the preset decide results too (the noise model's thresholds, the
-    # tiles' edge weights, 3D downsampling): a release that changes one redoes a resumed
-    # batch's results; a constant of how the batch is shown does not.
-    from napari_dip import noise
-    from napari_dip.engine import tiling, warm
+    # tiles' edge weights, how inputs are scaled): a release that changes one redoes a
+    # resumed batch's results; one that only shapes the progress bar's estimate does not,
+    # nor does a denoising threshold redo another task's results.
+    from napari_dip import arrays, noise
+    from napari_dip.engine import stopping, tiling
 
     data = _folder(tmp_path, 2)
-    out = tmp_path / "out"
-    assert [r["status"] for r in restore_files(data, task="denoise", out=out, workers=0, progress=False,
-                                               **FIT)] == ["done"] * 2
-    monkeypatch.setattr(warm, "WAIT_SECONDS", 5)
-    assert [r["status"] for r in restore_files(data, task="denoise", out=out, workers=0, progress=False,
-                                               **FIT)] == ["skipped"] * 2
-    for module, name, value in ((noise, "AUTO_VARIANCE_RATIO", 2.5), (tiling, "EDGE_WEIGHT", 1e-3)):
+    out, sr_out = tmp_path / "out", tmp_path / "sr"
+
+    def statuses(task, where):
+        return [r["status"] for r in restore_files(data, task=task, out=where, workers=0, progress=False, **FIT)]
+
+    assert statuses("denoise", out) == ["done"] * 2
+    assert statuses("super-resolve", sr_out) == ["done"] * 2
+    monkeypatch.setattr(stopping, "PROJECTION_CHECKS", 5)
+    assert statuses("denoise", out) == ["skipped"] * 2
+    monkeypatch.setattr(noise, "AUTO_VARIANCE_RATIO", 2.5)
+    assert statuses("denoise", out) == ["done"] * 2
+    assert statuses("super-resolve", sr_out) == ["skipped"] * 2
+    for module, name, value in ((tiling, "EDGE_WEIGHT", 1e-3), (arrays, "HEADROOM", 0.2)):
         monkeypatch.setattr(module, name, value)
-        rows = restore_files(data, task="denoise", out=out, workers=0, progress=False, **FIT)
-        assert [r["status"] for r in rows] == ["done"] * 2, name
-    rows = restore_files(data, task="denoise", out=out, workers=0, progress=False, **FIT)
-    assert [r["status"] for r in rows] == ["skipped"] * 2
+        assert statuses("denoise", out) == ["done"] * 2, name
+    assert statuses("denoise", out) == ["skipped"] * 2
 
 
 def test_bad_files_are_reported_and_the_others_done(tmp_path, capsys):

@@ -55,53 +55,61 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-#: Modules whose named constants decide what a result is, beyond the preset's defaults
-#: (``defaults``, which knows which defaults a device's preset uses): the noise model's
-#: thresholds and estimates, the stopping rules' constants, tiling (edge weights, tile
-#: sizes), 3D downsampling, and how noise is sampled from a stack.
-RULE_MODULES = (
-    "napari_dip.noise", "napari_dip.noise_model", "napari_dip.restore", "napari_dip.volumes",
-    "napari_dip.engine.stopping", "napari_dip.engine.tiling",
-    "napari_dip.engine.networks", "napari_dip.engine.networks3d", "napari_dip.engine.forward",
-    "napari_dip.engine.losses",
-)
+#: Named constants that decide what a result is and that no option sets, beyond the
+#: preset's defaults (``defaults``, which knows which defaults a device's preset uses), by
+#: module. A release that changes one redoes a resumed batch's results; constants that
+#: only change how fast a fit runs, what it shows, or which choices exist are left out.
+RESULT_CONSTANTS = {
+    # How an input is scaled into [0, 1].
+    "napari_dip.arrays": ("RANGE_PERCENTILES", "HEADROOM", "PERCENTILE_SAMPLES"),
+    "napari_dip.engine.fit": ("MAX_CONSECUTIVE_BACKTRACKS",),
+    # The held-out rule's block for correlated noise.
+    "napari_dip.engine.stopping": ("CORRELATED_NOISE", "CORRELATED_NOISE_BLOCK"),
+    # Which images are tiled, in which tiles, blended how.
+    "napari_dip.engine.tiling": ("AUTO_TILE_SIZES", "WHOLE_IMAGE_SHARE", "TILE_SHARE", "MIN_TILE_SIZE",
+                                 "EDGE_SHARE", "EDGE_WEIGHT"),
+}
+#: The same for one task only: the noise estimate and the noise model are denoising's.
+TASK_CONSTANTS = {
+    "denoise": {
+        "napari_dip.noise": ("AUTO_VARIANCE_RATIO", "AUTO_SLOPE_SIGNIFICANCE", "BRIGHT_QUANTILE",
+                             "SMOOTHEST_FRACTION", "MAX_CLIPPED_FRACTION", "CLIP_MIN_FRACTION", "FEW_BINS",
+                             "CLIP_PILE_UP", "_MAD_TO_SIGMA", "_GAT_FLOOR"),
+        "napari_dip.noise_model": ("DEFAULT_NOISE_FIT",),
+        "napari_dip.restore": ("NOISE_SAMPLE_PLANES", "NOISE_SAMPLE_PIXELS", "_NORMAL_MEDIAN_ABSOLUTE"),
+    },
+}
+#: And for 3D restoration (``volumetric``) only: where the network downsamples.
+VOLUME_CONSTANTS = {"napari_dip.engine.networks3d": ("ANISOTROPY_RATIO",)}
 
 
-def _is_plain(value) -> bool:
-    if isinstance(value, (bool, int, float, str)) or value is None:
-        return True
-    if isinstance(value, (tuple, list, frozenset)):
-        return all(_is_plain(item) for item in value)
-    if isinstance(value, dict):
-        return all(isinstance(key, str) and _is_plain(item) for key, item in value.items())
-    return False
+def rule_constants(task: str, volumetric: bool = False) -> dict:
+    """The values of the constants that decide a result of ``task`` (:data:`RESULT_CONSTANTS`,
+    :data:`TASK_CONSTANTS`, and :data:`VOLUME_CONSTANTS` for a 3D restoration), by
+    ``module.NAME``.
 
-
-def rule_constants() -> dict:
-    """The upper-case constants of :data:`RULE_MODULES` that are plain values, by
-    ``module.NAME`` (sets sorted): the thresholds and sizes a release may change without
-    any option or preset default changing. Some only change how fast a fit runs; counting
-    them too errs on the side of redoing a result.
-
-    >>> constants = rule_constants()
-    >>> constants["napari_dip.noise.AUTO_VARIANCE_RATIO"] > 1
-    True
+    >>> constants = rule_constants("denoise")
+    >>> constants["napari_dip.noise.AUTO_VARIANCE_RATIO"] > 1, "napari_dip.noise.FEW_BINS" in rule_constants("inpaint")
+    (True, False)
     """
     import importlib
 
+    registries = [RESULT_CONSTANTS, TASK_CONSTANTS.get(task, {})]
+    if volumetric:
+        registries.append(VOLUME_CONSTANTS)
     constants = {}
-    for module_name in RULE_MODULES:
-        module = importlib.import_module(module_name)
-        for name, value in vars(module).items():
-            if name.isupper() and not name.startswith("_") and name != "TYPE_CHECKING" and _is_plain(value):
-                constants[f"{module_name}.{name}"] = sorted(value) if isinstance(value, frozenset) else value
+    for registry in registries:
+        for module_name, names in registry.items():
+            module = importlib.import_module(module_name)
+            for name in names:
+                constants[f"{module_name}.{name}"] = getattr(module, name)  # a renamed one fails loudly
     return constants
 
 
-def rules_fingerprint() -> str:
+def rules_fingerprint(task: str, volumetric: bool = False) -> str:
     """A short hash of :func:`rule_constants`: a batch resumed after a release that changed
     one (the noise model's thresholds, the tiles' edge weights, ...) redoes its results."""
-    text = json.dumps(rule_constants(), sort_keys=True, default=str)
+    text = json.dumps(rule_constants(task, volumetric), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -123,7 +131,7 @@ def settings_of(task: str, options: dict) -> dict:
     chosen["task"] = task
     chosen["defaults"] = defaults_fingerprint(task, options.get("preset") or DEFAULT_PRESET, options.get("factor"),
                                               options.get("device") or "auto")
-    chosen["rules"] = rules_fingerprint()
+    chosen["rules"] = rules_fingerprint(task, bool(options.get("volumetric")))
     return json.loads(json.dumps(chosen, default=str))
 
 
