@@ -1090,6 +1090,12 @@ def _pretend_cuda_starts(monkeypatch, stage):
     ``stage["now"]``; naming the card is recorded (it would start CUDA on the UI thread)."""
     import torch
 
+    # Modules that bind resolve_device by name when first imported: imported first, or one
+    # imported while the stand-in is in place would keep it for the rest of the run (later
+    # fits then asked a CPU-only torch for CUDA when this test ran first).
+    import napari_dip.engine.fit  # noqa: F401
+    import napari_dip.engine.presets  # noqa: F401
+    import napari_dip.restore  # noqa: F401
     from napari_dip.engine import devices, warm
 
     gpu = torch.device("cuda", 0)

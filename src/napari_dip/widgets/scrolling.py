@@ -71,10 +71,10 @@ class _RoomKeeper(QObject):
         super().__init__(area)
         self.area = area
         for bar in (area.horizontalScrollBar(), area.verticalScrollBar()):
-            bar.rangeChanged.connect(self.update)
-        self.update()
+            bar.rangeChanged.connect(self.follow_column)
+        self.follow_column()
 
-    def update(self, *_) -> None:
+    def follow_column(self, *_) -> None:
         column = self.area.widget().minimumSizeHint()
         screen = self.area.screen()
         cap = column.height() if screen is None else int(MINIMUM_SCREEN_SHARE * screen.availableGeometry().height())
