@@ -1244,6 +1244,18 @@ def test_a_short_window_scrolls_to_run_and_the_wheel_leaves_the_settings_alone(m
     assert iterations.value() != value
 
 
+def test_a_script_that_leaves_its_docks_open_exits_cleanly():
+    # An earlier version of the docks' scroll areas (f2c1e03) crashed PyQt's clean-up at
+    # interpreter exit when a script left Batch and Denoise docked: both runs here failed.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / "docks_exit_check.py"
+    done = subprocess.run([sys.executable, str(script), "--runs", "2"], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+
+
 def test_loss_plot_labels_its_axes(make_napari_viewer, qtbot, tmp_path):
     from napari_dip.widgets.loss_plot import LossPlot, iteration_ticks, log_ticks
 
