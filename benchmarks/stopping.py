@@ -53,10 +53,12 @@ def cases(options):
                 yield "denoise", label, noisy, {}, lambda est, c=clean: quality.psnr(c, est)
     if "super-resolve" in options.tasks:
         for name, path in quality.list_images(data, "Set5", options.images + options.skip)[options.skip:]:
-            crop = max(options.crop, quality.MIN_LR_SIDE * 4)
-            hr8 = quality.crop_to_multiple(quality.centre_crop(quality.load_uint8(path), crop), 4)
-            lr8 = quality.make_lr(hr8, 4)
-            yield "super-resolve", f"Set5/{name}", lr8, {"factor": 4}, (
+            factor = options.factor
+            crop = max(options.crop, quality.MIN_LR_SIDE * factor)
+            hr8 = quality.crop_to_multiple(quality.centre_crop(quality.load_uint8(path), crop), factor)
+            lr8 = quality.make_lr(hr8, factor)
+            label = f"Set5/{name}" if factor == 4 else f"Set5-x{factor}/{name}"
+            yield "super-resolve", label, lr8, {"factor": factor}, (
                 lambda est, h=hr8 / 255.0: quality.metrics_y(h, quality.to_unit(est))["psnr"]
             )
     if "inpaint" in options.tasks:
@@ -78,7 +80,7 @@ def trace(task, observed, kwargs, evaluate, rule, options):
     model = forward_model_for(task, layout, **kwargs)
     net, fit = settings_for(task, options.preset, factor=kwargs.get("factor"), channels=options.channels,
                             stopping=rule, iterations=options.iterations, device=options.device, seed=options.seed,
-                            learning_rate=options.learning_rate)
+                            learning_rate=options.learning_rate, adam_beta2=options.adam_beta2)
     # Run the whole budget: the decision is replayed offline for several patience values.
     # No trend test either (the default's rise would end the fit at its first turn).
     fit = replace(fit, stopping=replace(fit.stopping, patience=10**9, warmup=0, rise=None))
@@ -215,6 +217,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rules", default="wmv,validation")
     parser.add_argument("--learning-rate", type=float, help="Adam learning rate (default: the preset's)")
+    parser.add_argument("--factor", type=int, default=4, help="super-resolution factor (default 4)")
+    parser.add_argument("--adam-beta2", type=float, help="Adam's beta2 (default: the preset's for the task)")
     parser.add_argument("--holdout", type=float, help="held-out validation: fraction of pixels left out (default: 5 %%)")
     parser.add_argument("--sigmas", default="25", help="denoising noise levels (of 255), comma-separated")
     parser.add_argument("--traces", type=Path,
