@@ -71,3 +71,25 @@ def test_auto_recorrupts_the_paper_network_on_cuda_and_paper_named_keeps_the_pap
     assert not presets.recorrupts_by_default("super-resolve", "auto", False)
     with pytest.raises(InputError, match="unknown preset"):
         presets.recorrupts_by_default("denoise", "huge", False)
+
+
+def test_fast_fits_super_resolution_and_inpainting_with_a_short_memory_and_a_shorter_budget(monkeypatch):
+    # Adam's beta2 0.95 reached the results in a fraction of the paper's iterations, and
+    # ES-WMV then no longer fired: fast's budget is what ends these fits.
+    for task, factor, paper_budget, fast_budget in [("super-resolve", 4, 2000, 800), ("super-resolve", 2, 2000, 800),
+                                                    ("super-resolve", 8, 4000, 1600), ("inpaint", None, 6000, 1500)]:
+        _, paper = settings_for(task, "paper", factor=factor)
+        assert (paper.iterations, paper.adam_beta2) == (paper_budget, 0.999)
+        _, fast = settings_for(task, "fast", factor=factor)
+        assert (fast.iterations, fast.adam_beta2) == (fast_budget, 0.95)
+        assert fast.learning_rate == paper.learning_rate and fast.reg_noise_std == paper.reg_noise_std
+        # The caller's settings win.
+        _, given = settings_for(task, "fast", factor=factor, iterations=123, adam_beta2=0.99)
+        assert (given.iterations, given.adam_beta2) == (123, 0.99)
+    # auto follows the network it picks: the paper's schedule on CUDA, fast's elsewhere.
+    pretend_device(monkeypatch, "cuda:0")
+    assert settings_for("inpaint", "auto")[1].iterations == 6000
+    pretend_device(monkeypatch, "cpu")
+    assert settings_for("inpaint", "auto")[1].iterations == 1500
+    # Denoising keeps the paper's budget in both (its own rules stop it).
+    assert settings_for("denoise", "fast")[1].iterations == settings_for("denoise", "paper")[1].iterations == 3000

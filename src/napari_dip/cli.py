@@ -41,7 +41,8 @@ def _add_fit_options(parser: argparse.ArgumentParser, single_file: bool = True) 
                             help="where to write the result (.tif or .png)")
         parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     parser.add_argument("--preset", choices=("auto", "paper", "fast"), default="auto",
-                        help="paper: the published network and schedule; fast: 48-channel network (32 for denoising), practical on a CPU; "
+                        help="paper: the published network and schedule; fast: 48-channel network (32 for denoising) and, for "
+                             "super-resolution and inpainting, a shorter budget, practical on a CPU; "
                              "auto: paper's network on a CUDA GPU, fast otherwise, denoising by recorruption with "
                              "either (default: auto)")
     parser.add_argument("--iterations", type=_COUNT, help="number of iterations (default: the preset's)")
@@ -583,6 +584,7 @@ def restore_file(args, extras: dict | None = None) -> tuple:
             stream = iter_restore(args.command, source.data, **settings)
     _report_warnings(caught)
     plan = _plan_line(args, source, layout, stream)
+    preset = stream.settings["preset"]  # the network preset ``auto`` resolved to
     # napari-dip batch watches the fit (progress to its client, cancel requests to the fit).
     watch = getattr(args, "watch_snapshots", None)
     if watch is not None:
@@ -593,7 +595,9 @@ def restore_file(args, extras: dict | None = None) -> tuple:
     if conversion:
         print(f"napari-dip: warning: {conversion}", file=sys.stderr)
     print(plan, flush=True)
-    budget = args.iterations or settings_for(args.command, "fast", factor=factor)[1].iterations  # same for every preset
+    # The budget is the preset's: ``fast`` runs a shorter one than the paper for super-
+    # resolution and inpainting (presets.SCHEDULE_CHANGES).
+    budget = args.iterations or settings_for(args.command, preset, factor=factor)[1].iterations
     total = _start_total(budget, stopping_for(args.command, args.stop, args.patience))
     if volumetric:
         data, provenance, summary = _fit_volumes(stream, layout, source.data.dtype, total, args)

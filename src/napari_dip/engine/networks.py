@@ -258,7 +258,11 @@ FAST_INPAINT = PAPER_INPAINT.with_width(48)
 #: 0.54-0.60x as long, the automatically stopped fits as many iterations, and their results
 #: were as good (16 crops of Set12 and CSet9 at sigma 25 and 50: +0.05 dB on the mean, the
 #: worst -0.18; BENCHMARKS.md "A narrower network for denoising"). Super-resolution and
-#: inpainting were not measured narrower and keep 48.
+#: inpainting keep 48: with 32, 128² inpainting fits peaked 0.3 dB lower on two crops
+#: and, with their ``fast`` schedule (Adam's beta2 0.95), 1.7-2.1 dB lower on Barbara;
+#: super-resolution with 32 reached a given quality in no less time than with 48
+#: (BENCHMARKS.md "Super-resolution and inpainting: Adam with a shorter memory, and a
+#: shorter budget").
 FAST_DENOISE = PAPER.with_width(32)
 #: Denoising by recorruption (the noisy image as the input, ``FitConfig.recorrupt_sigma``)
 #: needs still less: the network no longer builds the image out of noise, it maps the noisy
