@@ -53,7 +53,7 @@ def cases(options):
                 yield "denoise", label, noisy, {}, lambda est, c=clean: quality.psnr(c, est)
     if "super-resolve" in options.tasks:
         for name, path in quality.list_images(data, "Set5", options.images + options.skip)[options.skip:]:
-            factor = options.factor
+            factor = getattr(options, "factor", 4)
             crop = max(options.crop, quality.MIN_LR_SIDE * factor)
             hr8 = quality.crop_to_multiple(quality.centre_crop(quality.load_uint8(path), crop), factor)
             lr8 = quality.make_lr(hr8, factor)
@@ -80,7 +80,7 @@ def trace(task, observed, kwargs, evaluate, rule, options):
     model = forward_model_for(task, layout, **kwargs)
     net, fit = settings_for(task, options.preset, factor=kwargs.get("factor"), channels=options.channels,
                             stopping=rule, iterations=options.iterations, device=options.device, seed=options.seed,
-                            learning_rate=options.learning_rate, adam_beta2=options.adam_beta2)
+                            learning_rate=options.learning_rate, adam_beta2=getattr(options, "adam_beta2", None))
     # Run the whole budget: the decision is replayed offline for several patience values.
     # No trend test either (the default's rise would end the fit at its first turn).
     fit = replace(fit, stopping=replace(fit.stopping, patience=10**9, warmup=0, rise=None))

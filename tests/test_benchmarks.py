@@ -777,3 +777,42 @@ def test_stop_estimate_records_the_rule_at_every_check_and_replays_the_estimates
     for index in range(len(checks)):
         so_far = checks[: index + 1]
         assert estimate._engine_estimate(so_far, trace) >= estimate._patience(so_far, trace) >= so_far[-1]["iteration"]
+
+
+def test_schedule_replay_cuts_a_trace_at_the_budget_and_keeps_the_rules_stop():
+    replay = _load_script("schedule_replay").replay
+    # The window variance falls to iteration 600, then rises; PSNR peaks at 500.
+    iterations = np.arange(1, 2001)
+    scores = (iterations - 600.0) ** 2
+    psnrs = 30.0 - ((iterations - 500.0) / 300.0) ** 2
+    # Cut before the rule fires: the average from the best iteration so far, at the budget.
+    assert replay(scores, psnrs, 400, patience=1000, warmup=200) == (pytest.approx(psnrs[399]), 400, 400)
+    # A patience that runs out before the budget stops the fit there, with the best's result.
+    assert replay(scores, psnrs, 2000, patience=300, warmup=200) == (pytest.approx(psnrs[599]), 600, 900)
+    # Nothing is rated during the warm-up: a score rising from the start is best at its end.
+    value, best, stop = replay(iterations.astype(float), psnrs, 1500, patience=1000, warmup=200)
+    assert (best, stop) == (200, 1200) and value == pytest.approx(psnrs[199])
+
+
+def test_stopping_traces_take_adams_beta2(monkeypatch):
+    from argparse import Namespace
+
+    stopping = _load_script("stopping")
+    import napari_dip.engine.fit as fit
+
+    seen = []
+    original = fit.Fitter.__init__
+
+    def record(self, observation, forward_model, network_config, config, *args, **kwargs):
+        seen.append(config.adam_beta2)
+        original(self, observation, forward_model, network_config, config, *args, **kwargs)
+
+    monkeypatch.setattr(fit.Fitter, "__init__", record)
+    noisy = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    holes = np.zeros((32, 32), bool)
+    holes[::3] = True
+    for beta2 in (None, 0.9):
+        options = Namespace(preset="paper", channels=4, iterations=3, device="cpu", seed=0, learning_rate=None,
+                            adam_beta2=beta2)
+        stopping.trace("inpaint", noisy, {"mask": holes}, lambda est: 0.0, "wmv", options)
+    assert seen == [0.999, 0.9]
