@@ -259,7 +259,7 @@ FAST_INPAINT = PAPER_INPAINT.with_width(48)
 #: were as good (16 crops of Set12 and CSet9 at sigma 25 and 50: +0.05 dB on the mean, the
 #: worst -0.18; BENCHMARKS.md "A narrower network for denoising"). Super-resolution and
 #: inpainting keep 48: with 32, 128² inpainting fits peaked 0.3 dB lower on two crops
-#: and, with their ``fast`` schedule (Adam's beta2 0.95), 1.7-2.1 dB lower on Barbara;
+#: and, with their ``fast`` schedule (Adam's beta2 0.95), 1.6-1.7 dB below 48 channels on Barbara;
 #: super-resolution with 32 reached a given quality in no less time than with 48
 #: (BENCHMARKS.md "Super-resolution and inpainting: Adam with a shorter memory, and a
 #: shorter budget").
