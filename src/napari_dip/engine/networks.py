@@ -260,7 +260,7 @@ FAST_INPAINT = PAPER_INPAINT.with_width(48)
 #: worst -0.18; BENCHMARKS.md "A narrower network for denoising"). Super-resolution and
 #: inpainting keep 48: with 32, 128² inpainting fits peaked 0.3 dB lower on two crops
 #: and, with their ``fast`` schedule (Adam's beta2 0.95), 1.6-1.7 dB below 48 channels on Barbara;
-#: super-resolution with 32 reached a given quality in no less time than with 48
+#: with that schedule, 32 channels reached a given super-resolution quality about as soon as 48
 #: (BENCHMARKS.md "Super-resolution and inpainting: Adam with a shorter memory, and a
 #: shorter budget").
 FAST_DENOISE = PAPER.with_width(32)

@@ -91,10 +91,11 @@ RECORRUPTION_ADAM_BETA2 = {"fast": 0.95, "paper": 0.95}
 #: fitted the paper's way (a fixed noise input): Adam's ``beta2`` and the share of the
 #: paper's iteration budget it runs (:func:`preset_schedule`), for super-resolution at the
 #: ``factors`` named. With ``beta2`` 0.95 the ``fast`` network's x4 super-resolution and
-#: inpainting fits reached their results in a fraction of the iterations and then levelled
-#: off, but ES-WMV's window variance kept falling, so its stop no longer fired: the shorter
-#: budget is what ends them. At x2 the same budget lost 0.25-1.2 dB (its fits still gain
-#: at 1500), so x2 keeps the paper's schedule, and x3 and x8, not measured, too
+#: inpainting fits reached the paper schedule's results in a fraction of its iterations
+#: (some then fell slowly), but ES-WMV's window variance kept falling, so its stop no
+#: longer fired: the shorter budget is what ends them. At x2 the same budget lost
+#: 0.25-1.2 dB (one crop still gained 0.26 dB from 1500 to 2000 iterations), so x2 keeps
+#: the paper's schedule, and x3 and x8, not measured, too
 #: (BENCHMARKS.md, "Super-resolution and inpainting: Adam with a shorter memory, and a
 #: shorter budget").
 SCHEDULE_CHANGES: dict[str, dict[str, dict]] = {
