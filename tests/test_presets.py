@@ -96,3 +96,20 @@ def test_fast_fits_super_resolution_and_inpainting_with_a_short_memory_and_a_sho
     assert settings_for("inpaint", "auto")[1].iterations == 1000
     # Denoising keeps the paper's budget in both (its own rules stop it).
     assert settings_for("denoise", "fast")[1].iterations == settings_for("denoise", "paper")[1].iterations == 3000
+
+
+def test_a_restoration_says_the_budget_its_fit_runs():
+    # The command line's bar starts from it: the preset's (fast's shorter inpainting
+    # budget, the paper's), or the caller's.
+    import numpy as np
+
+    from napari_dip.restore import iter_restore
+
+    image = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    holes = np.zeros((32, 32), bool)
+    holes[::4] = True
+    for options, budget in [({"preset": "fast"}, 1000), ({"preset": "paper"}, 6000),
+                            ({"preset": "fast", "iterations": 7}, 7)]:
+        stream = iter_restore("inpaint", image, mask=holes, device="cpu", **options)
+        assert stream.iterations == budget, options
+        stream.close()

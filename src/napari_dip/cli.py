@@ -516,7 +516,7 @@ def restore_file(args, extras: dict | None = None) -> tuple:
     there are several runs."""
     from .axes import layout_for
     from .io import check_png, imagej_conversion, read_image
-    from .engine.presets import settings_for, stopping_for
+    from .engine.presets import stopping_for
     from .restore import iter_restore, iter_restore_planes, last_snapshot
 
     output = Path(args.output)
@@ -584,7 +584,7 @@ def restore_file(args, extras: dict | None = None) -> tuple:
             stream = iter_restore(args.command, source.data, **settings)
     _report_warnings(caught)
     plan = _plan_line(args, source, layout, stream)
-    preset = stream.settings["preset"]  # the network preset ``auto`` resolved to
+    budget = stream.iterations  # the caller's, or the preset's: fast runs shorter SR and inpainting fits
     # napari-dip batch watches the fit (progress to its client, cancel requests to the fit).
     watch = getattr(args, "watch_snapshots", None)
     if watch is not None:
@@ -595,9 +595,6 @@ def restore_file(args, extras: dict | None = None) -> tuple:
     if conversion:
         print(f"napari-dip: warning: {conversion}", file=sys.stderr)
     print(plan, flush=True)
-    # The budget is the preset's: ``fast`` runs a shorter one than the paper for super-
-    # resolution and inpainting (presets.SCHEDULE_CHANGES).
-    budget = args.iterations or settings_for(args.command, preset, factor=factor)[1].iterations
     total = _start_total(budget, stopping_for(args.command, args.stop, args.patience))
     if volumetric:
         data, provenance, summary = _fit_volumes(stream, layout, source.data.dtype, total, args)

@@ -328,20 +328,22 @@ class Restoration(Generator):
     generator it wraps (``close()`` cancels the fit). What was settled before the first
     step can be read before iterating: ``settings``, a copy of what every snapshot's
     ``settings`` starts with (the preset it resolved to, the noise model,
-    ``recorruption_note``, ...), and ``recorrupts``, whether the fits denoise by
-    recorruption.
+    ``recorruption_note``, ...), ``recorrupts``, whether the fits denoise by
+    recorruption, and ``iterations``, the budget of a (first) fit: the caller's, or the
+    resolved preset's.
 
     >>> from skimage import data
     >>> stream = iter_restore("denoise", data.camera()[:32, :32], preset="fast", iterations=2)
-    >>> stream.recorrupts, stream.settings["preset"]
-    (True, 'fast')
+    >>> stream.recorrupts, stream.settings["preset"], stream.iterations
+    (True, 'fast', 2)
     >>> stream.close()
     """
 
-    def __init__(self, snapshots: Iterator, settings: dict, recorrupts: bool):
+    def __init__(self, snapshots: Iterator, settings: dict, recorrupts: bool, iterations: int):
         self._snapshots = snapshots
         self.settings = settings
         self.recorrupts = recorrupts
+        self.iterations = iterations
 
     def send(self, value):
         if value is None or not hasattr(self._snapshots, "send"):
@@ -363,7 +365,8 @@ class Restoration(Generator):
     @classmethod
     def of(cls, job: "_Job", snapshots: Iterator) -> "Restoration":
         # A copy: what the caller does to it must not reach the snapshots' records.
-        return cls(snapshots, copy.deepcopy(job.description), job.fit_config.recorrupt_sigma is not None)
+        return cls(snapshots, copy.deepcopy(job.description), job.fit_config.recorrupt_sigma is not None,
+                   job.fit_config.iterations)
 
 
 @dataclass
