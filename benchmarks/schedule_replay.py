@@ -18,22 +18,27 @@ and time are then those at the trace's end.
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 
 
+@functools.cache
+def _stopping_study():
+    """``benchmarks/stopping.py``, whose patience replay this cuts at a budget."""
+    spec = importlib.util.spec_from_file_location("stopping_study", Path(__file__).with_name("stopping.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def replay(scores: np.ndarray, psnrs: np.ndarray, budget: int, patience: int, warmup: int) -> tuple[float, int, int]:
     """``(psnr, best iteration, stop iteration)`` of the ES-WMV rule on a fit cut at ``budget``."""
-    best, best_at = np.inf, None
-    end = min(budget, len(scores))
-    for i in range(1, end + 1):
-        if i >= warmup and scores[i - 1] < best:
-            best, best_at = scores[i - 1], i
-        if best_at is not None and i - best_at >= patience:
-            return float(psnrs[best_at - 1]), best_at, i
-    return float(psnrs[(best_at or end) - 1]), best_at or end, end
+    stop, best, value = _stopping_study().replay(scores[:budget], psnrs[:budget], patience, warmup)
+    return float(value), best or stop, stop
 
 
 def load(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
