@@ -1062,6 +1062,15 @@ def test_advanced_section_shows_the_preset_defaults(make_napari_viewer):
     assert denoise.choices().channels is None and form.channels.value == 48
     denoise.channels.value = 24
     assert denoise.choices().channels == 24
+    # fast's x4 schedule is shorter than the paper's (presets.SCHEDULE_CHANGES); the form
+    # shows the budget of the preset and factor chosen.
+    form.factor.value = 4
+    assert form.iterations.value == 800
+    form.preset.value = "paper"
+    assert form.iterations.value == 2000
+    inpaint = _dock(viewer, InpaintWidget).form
+    inpaint.device.value, inpaint.preset.value = "cpu", "auto"
+    assert inpaint.iterations.value == 1000
 
 
 def test_device_choices_are_the_devices_that_exist(make_napari_viewer):
