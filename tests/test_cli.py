@@ -8,6 +8,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+import torch
 
 from napari_dip import io
 from napari_dip.cli import bar_total, format_duration, format_rate, main, progress_postfix
@@ -249,6 +250,7 @@ def test_demo_prints_psnr_before_and_after(capsys):
     assert main(["demo", "--iterations", "6", "--size", "32", "--device", "cpu", "-q"]) == 0
     out = capsys.readouterr().out
     assert "PSNR noisy" in out and "PSNR restored" in out and "time:" in out
+    assert "6 iterations on cpu " + torch.backends.cpu.get_cpu_capability() in out  # the kernels, by name
 
 
 def test_console_script_is_installed():

@@ -28,6 +28,13 @@ def test_loss_decreases_and_snapshots_arrive_at_the_interval():
     assert snaps[-1].settings["fit"]["seed"] == 0 and snaps[-1].settings["device"] == "cpu"
 
 
+def test_settings_name_the_kernels_whose_rounding_the_result_depends_on():
+    # The same seed and threads repeat a fit only on a CPU with the same instruction set:
+    # the record says which one ran it.
+    snaps = list(fit(observation(), Identity(), TINY_NET, replace(CPU, iterations=3), snapshot_every=3))
+    assert snaps[-1].settings["kernels"].startswith("cpu " + torch.backends.cpu.get_cpu_capability())
+
+
 def test_final_snapshot_at_the_end_even_off_the_interval():
     snaps = list(fit(observation(), Identity(), TINY_NET, replace(CPU, iterations=25), snapshot_every=10))
     assert [s.iteration for s in snaps] == [10, 20, 25]

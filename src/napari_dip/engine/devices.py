@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import time
 
 import torch
@@ -135,6 +136,37 @@ def describe_device(name: str | torch.device = "auto") -> str:
     total = total_memory_bytes(device)
     memory = f", {total / 2**30:.1f} GiB RAM" if total else ""
     return f"cpu: {torch.get_num_threads()} threads{memory}"
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name where the system says it (Linux: ``/proc/cpuinfo``)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def kernel_platform(device: torch.device) -> str:
+    """What a result's floating-point rounding depends on besides the seed and the thread
+    count: the CPU (the instruction set torch's kernels use, and the model) or the GPU
+    model. The same commit, seed and threads gave another result on another 2-core machine
+    (the demo's 128² fit: 28.71 dB one day, 28.87 dB the next): later steps amplify
+    rounding differences (BENCHMARKS.md "Reproducing a fit on another machine").
+
+    >>> kernel_platform(torch.device("cpu")).startswith("cpu ")
+    True
+    """
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return f"cuda {props.name} (sm_{props.major}{props.minor})"
+    if device.type == "mps":
+        return "mps"
+    model = _cpu_model()
+    return f"cpu {torch.backends.cpu.get_cpu_capability()}" + (f" ({model})" if model else "")
 
 
 def _cpu_times() -> list[tuple[int, int]] | None:

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from .compiled import compile_mode, compile_network
-from .devices import autotune_convolutions, cpu_threads, free_memory_bytes, idle_cores, resolve_device
+from .devices import (autotune_convolutions, cpu_threads, free_memory_bytes, idle_cores, kernel_platform,
+                      resolve_device)
 from ..errors import DeviceMemoryError, InputError
 from .forward import Identity
 from .forward import describe as describe_forward_model
@@ -382,6 +383,8 @@ class Fitter:
             "held_out": None if not isinstance(self.stopper, HeldOutPixels) else {
                 "block": self.stopper.block, "noise_correlation": self.stopper.noise_correlation},
             "torch": torch.__version__,
+            # With the seed and the threads, what makes a fit repeat to the bit.
+            "kernels": kernel_platform(self.device),
         }
 
     def export_state(self) -> FitState:
