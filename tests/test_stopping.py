@@ -392,3 +392,40 @@ def test_a_backtrack_puts_the_held_out_score_back_as_it_was_at_the_checkpoint():
     fresh.restore_score(None)
     fresh.update(2, observation, observation, observation)
     assert float(fresh.smoothed) == 0.0
+
+
+def test_after_a_backtrack_es_wmv_scores_the_checkpoints_window_not_the_blow_up():
+    from tiny import CountingModel
+
+    clean = smooth_image(32)[None]
+    stopping = StoppingConfig(rule="wmv", patience=400, warmup=10, window=20)
+    config = FitConfig(iterations=130, device="cpu", check_every=5, stopping=stopping)
+    # One forward call an iteration: call 81 poisons iteration 81's loss, its gradients
+    # and so the outputs of 82-85; the check of 85 backtracks to the checkpoint of 80.
+    fitter = Fitter(clean, CountingModel(poison_at=81), TINY_NET, config)
+    snaps = list(fitter.run(snapshot_every=5))
+    assert snaps[-1].backtracks == 1
+    scores = dict(fitter.stopper.history)
+    # Before this, the NaN outputs stayed in the window (and its running sums) until the
+    # ring had gone round: no score, so no best, until iteration 120.
+    assert all(np.isfinite(scores[i]) for i in (90, 95, 100, 105, 110))
+    assert 85 < snaps[-1].best_iteration
+
+
+def test_es_wmv_keeps_its_window_at_a_checkpoint_and_puts_it_back():
+    config = StoppingConfig(rule="wmv", window=4, warmup=0)
+    rule = WindowedVariance(config, (1, 8, 8), CPU, seed=0)
+    rng = np.random.default_rng(0)
+    steady = [torch.as_tensor(0.5 + 0.01 * rng.standard_normal((1, 1, 8, 8)), dtype=torch.float32) for _ in range(6)]
+    for i, out in enumerate(steady, start=1):
+        rule.update(i, out, out)
+    before = float(rule.last_score)
+    kept = rule.score_state()
+    blown = torch.full((1, 1, 8, 8), 1e3)
+    rule.update(7, blown, blown)
+    assert float(rule.last_score) > 1e3 * before
+    rule.restore_score(kept)
+    assert rule.last_score is None  # forgotten until the next update, as for every rule
+    # The next output replaces one of the checkpoint's: the window is the steady outputs.
+    rule.update(8, steady[-1], steady[-1])
+    assert float(rule.last_score) < 2 * before

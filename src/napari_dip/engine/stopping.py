@@ -125,7 +125,7 @@ class _BestTracker:
         recorded, after the warm-up; :class:`HeldOutPixels` has one from the first iteration."""
         return self.last_score
 
-    def score_state(self) -> torch.Tensor | None:
+    def score_state(self) -> object:
         """What a fit's checkpoint keeps of the rule (:meth:`restore_score`): here nothing."""
         return None
 
@@ -207,6 +207,21 @@ class WindowedVariance(_BestTracker):
         samples = self.total.numel()
         variance = (self.total_sq.sum() / window - self.total.dot(self.total) / window**2) / samples
         self._record(variance.clamp_min(0).float(), iteration, output, average)
+
+    def score_state(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # The window as it was: copies on the device (at most window x max_samples values,
+        # 13 MB in float64, once per checkpoint), no host sync.
+        return self.buffer.clone(), self.total.clone(), self.total_sq.clone()
+
+    def restore_score(self, state: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None) -> None:
+        # Without this the blow-up's outputs stayed in the window for up to ``window``
+        # iterations after a backtrack, and their variance kept the rule from rating any
+        # iteration until they had left it. The restored rows are the outputs that led to
+        # the network the fit goes back to; new outputs replace them in ring order.
+        super().restore_score(None)
+        if state is not None:
+            for live, kept in zip((self.buffer, self.total, self.total_sq), state):
+                live.copy_(kept)
 
 
 #: Above this, :func:`neighbour_noise_correlation` calls an image's noise correlated. On
