@@ -192,9 +192,10 @@ def cases(quality, options):
                                lambda est, c=clean: quality.psnr(c, quality.to_unit(est)), sigma)
         if "super-resolve" in options.tasks:
             name, path = first_at_least(quality, data, "Set5", size)
-            hr8 = quality.crop_to_multiple(quality.centre_crop(quality.load_uint8(path), size), 4)
-            lr8 = quality.make_lr(hr8, 4)
-            yield (f"SR x4 Set5/{name} {side(hr8)} (from {side(lr8)})", "super-resolve", lr8, {},
+            factor = options.factor
+            hr8 = quality.crop_to_multiple(quality.centre_crop(quality.load_uint8(path), size), factor)
+            lr8 = quality.make_lr(hr8, factor)
+            yield (f"SR x{factor} Set5/{name} {side(hr8)} (from {side(lr8)})", "super-resolve", lr8, {},
                    lambda est, h=hr8: quality.metrics_y(quality.to_unit(h), quality.to_unit(est))["psnr"], None)
         if "inpaint" in options.tasks:
             name, path = first_at_least(quality, data, "Heide11", size)
@@ -282,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--images", type=int, default=1,
                         help="denoising: the first N images of each set with both sides at least the size (default: 1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--factor", type=int, default=4, choices=(2, 3, 4, 8), help="super-resolution factor (default 4)")
     parser.add_argument("--iterations", type=int, help="cap every fit's budget (for smoke tests; default: the preset's)")
     parser.add_argument("--out", type=Path, help="also write the rows as JSON")
     return parser
@@ -321,7 +323,7 @@ def main(argv=None) -> int:
             for config in configs:
                 preset, extra = parse_config(config)
                 for engine, src in engines.items():
-                    spec = {"task": task, "preset": preset, "factor": 4, "threads": options.threads,
+                    spec = {"task": task, "preset": preset, "factor": options.factor, "threads": options.threads,
                             "device": options.device, "seed": options.seed, "inputs": str(inputs),
                             "iterations": options.iterations, "extra": extra,
                             "result": str(work / "result.npy")}
@@ -375,8 +377,27 @@ def checkout_state() -> tuple[str, bool]:
     return head or os.environ.get("NAPARI_DIP_COMMIT", "unknown"), dirty
 
 
+def cpu_kind(info: str | None = None) -> str:
+    """The CPU's model and widest vector instructions, read from ``/proc/cpuinfo`` (or
+    ``info``, its text): a fit can round differently on another machine (BENCHMARKS.md
+    "Reproducing a fit on another machine"), so a table says which ran it. Empty where the
+    system does not say."""
+    if info is None:
+        try:
+            info = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else ""
+    return ", ".join(part for part in (model, vector) if part)
+
+
 def machine_name(options) -> str:
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
+    kind = cpu_kind()
+    if kind:
+        machine += f" ({kind})"
     if options.device != "cpu":
         gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
                              text=True).stdout.strip() if shutil.which("nvidia-smi") else ""

@@ -267,6 +267,17 @@ def test_time_to_result_configs_take_modifiers_and_refuse_typos(tiny_data, tmp_p
     assert "did not recorrupt" in fit["error"]
 
 
+def test_time_to_result_super_resolves_at_the_factor_asked(tiny_data):
+    module = _load_script("time_to_result")
+    options = module.build_parser().parse_args(["--data", str(tiny_data), "--tasks", "super-resolve", "--factor", "8"])
+    options.tasks, options.sizes = ["super-resolve"], [64]
+    (case,) = module.cases(module._load_quality(), options)
+    name, task, observed, *_ = case
+    assert task == "super-resolve" and name.startswith("SR x8 Set5/baby 64²") and observed.shape[:2] == (8, 8)
+    with pytest.raises(SystemExit):
+        module.build_parser().parse_args(["--factor", "5"])
+
+
 def test_time_to_result_picks_an_image_as_large_as_the_size_asked(tiny_data):
     module = _load_script("time_to_result")
     quality = module._load_quality()
@@ -279,6 +290,24 @@ def test_time_to_result_picks_an_image_as_large_as_the_size_asked(tiny_data):
     _save(tiny_data / "denoise/Set12/03.png", big)
     assert [name for name, _ in module.at_least(quality, tiny_data, "Set12", 90, 5)] == ["02", "03"]
     assert [name for name, _ in module.at_least(quality, tiny_data, "Set12", 64, 2)] == ["01", "02"]
+
+
+def test_time_to_result_names_the_cpus_model_and_vector_instructions():
+    # The same fit rounds differently on another machine: a table says which CPU ran it.
+    module = _load_script("time_to_result")
+    info = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n\nprocessor\t: 1\n"
+    assert module.cpu_kind(info) == "AMD EPYC, AVX2"
+    assert module.cpu_kind(info.replace("avx2", "avx2 avx512f avx512bw")) == "AMD EPYC, AVX-512"
+    assert module.cpu_kind("processor\t: 0\n") == ""
+
+
+def test_a_fit_repeats_to_the_bit_in_fresh_processes(capsys):
+    # What the README promises: the same seed and threads give the same result on one machine.
+    module = _load_script("repeat_check")
+    assert module.main(["--threads", "1", "--iterations", "4"]) == 0
+    out = capsys.readouterr().out
+    first, second = [line.split()[2] for line in out.splitlines() if line.startswith("1 threads:")]
+    assert first == second and "repeated to the bit" in out and "(cpu " in out
 
 
 def test_speed_engine_variants_map_to_fit_settings():
