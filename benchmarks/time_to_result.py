@@ -283,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--images", type=int, default=1,
                         help="denoising: the first N images of each set with both sides at least the size (default: 1)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--factor", type=int, default=4, choices=(2, 3, 4, 8), help="super-resolution factor (default 4)")
+    parser.add_argument("--factor", type=int, default=4, choices=(2, 3, 4, 8),
+                        help="super-resolution factor (default 4)")
     parser.add_argument("--iterations", type=int, help="cap every fit's budget (for smoke tests; default: the preset's)")
     parser.add_argument("--out", type=Path, help="also write the rows as JSON")
     return parser

@@ -29,8 +29,8 @@ def test_loss_decreases_and_snapshots_arrive_at_the_interval():
 
 
 def test_settings_name_the_kernels_whose_rounding_the_result_depends_on():
-    # The same seed and threads repeat a fit only on a CPU with the same instruction set:
-    # the record says which one ran it.
+    # The same seed and threads repeat a fit on the same machine, not always on another:
+    # the record says which kernels ran it.
     snaps = list(fit(observation(), Identity(), TINY_NET, replace(CPU, iterations=3), snapshot_every=3))
     assert snaps[-1].settings["kernels"].startswith("cpu " + torch.backends.cpu.get_cpu_capability())
 

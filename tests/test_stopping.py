@@ -407,7 +407,7 @@ def test_after_a_backtrack_es_wmv_scores_the_checkpoints_window_not_the_blow_up(
     assert snaps[-1].backtracks == 1
     scores = dict(fitter.stopper.history)
     # Before this, the NaN outputs stayed in the window (and its running sums) until the
-    # ring had gone round: no score, so no best, until iteration 120.
+    # ring had gone round and the sums were recomputed: NaN scores, so no best, meanwhile.
     assert all(np.isfinite(scores[i]) for i in (90, 95, 100, 105, 110))
     assert 85 < snaps[-1].best_iteration
 

@@ -78,7 +78,7 @@ def run_demo(
         "seconds": seconds,
         "iterations": final.iteration,
         "device": final.settings["device"],
-        # The README's figure repeats to the bit only on the same kind of CPU: say which.
+        # The README's figure repeats to the bit on the same machine, not always on another: say which ran it.
         "kernels": final.settings.get("kernels"),
     }
     used = final.settings["preset"] + (f" ({preset})" if preset != final.settings["preset"] else "")

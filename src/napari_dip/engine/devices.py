@@ -153,9 +153,10 @@ def _cpu_model() -> str | None:
 def kernel_platform(device: torch.device) -> str:
     """What a result's floating-point rounding depends on besides the seed and the thread
     count: the CPU (the instruction set torch's kernels use, and the model) or the GPU
-    model. The same commit, seed and threads gave another result on another 2-core machine
-    (the demo's 128² fit: 28.71 dB one day, 28.87 dB the next): later steps amplify
-    rounding differences (BENCHMARKS.md "Reproducing a fit on another machine").
+    model. The same commit, seed and threads gave another result from one day to the next
+    on a machine described the same way (the demo's 128² fit: 28.71 dB, then 28.87 dB):
+    later steps amplify rounding differences (BENCHMARKS.md "Reproducing a fit on another
+    machine").
 
     >>> kernel_platform(torch.device("cpu")).startswith("cpu ")
     True
