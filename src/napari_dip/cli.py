@@ -42,7 +42,7 @@ def _add_fit_options(parser: argparse.ArgumentParser, single_file: bool = True) 
         parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     parser.add_argument("--preset", choices=("auto", "paper", "fast"), default="auto",
                         help="paper: the published network and schedule; fast: 48-channel network (32 for denoising) and, for "
-                             "x4 super-resolution and inpainting, a shorter budget, practical on a CPU; "
+                             "super-resolution and inpainting, a shorter budget, practical on a CPU; "
                              "auto: paper's network on a CUDA GPU, fast otherwise, denoising by recorruption with "
                              "either (default: auto)")
     parser.add_argument("--iterations", type=_COUNT, help="number of iterations (default: the preset's)")
