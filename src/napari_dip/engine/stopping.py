@@ -129,7 +129,7 @@ class _BestTracker:
         """What a fit's checkpoint keeps of the rule (:meth:`restore_score`): here nothing."""
         return None
 
-    def restore_score(self, state: torch.Tensor | None) -> None:
+    def restore_score(self, state: object) -> None:
         """After a backtrack: the running score may hold the blow-up's NaN (or its huge
         errors), which would never be beaten again. Put back what :meth:`score_state` gave
         when the checkpoint was taken; here, forget the last score. The best so far and
