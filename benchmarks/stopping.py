@@ -84,6 +84,7 @@ def trace(task, observed, kwargs, evaluate, rule, options):
     # Run the whole budget: the decision is replayed offline for several patience values.
     # No trend test either (the default's rise would end the fit at its first turn).
     fit = replace(fit, stopping=replace(fit.stopping, patience=10**9, warmup=0, rise=None))
+    net = network_overrides(net, getattr(options, "network", None) or [])
     if getattr(options, "holdout", None) is not None:
         fit = replace(fit, stopping=replace(fit.stopping, holdout_fraction=options.holdout))
     fitter = Fitter(chw, model, net, fit)
@@ -94,6 +95,34 @@ def trace(task, observed, kwargs, evaluate, rule, options):
         scores.append(float("nan") if score is None else float(score))
         psnrs.append(evaluate(restore_layout(snap.average, layout, alpha)))
     return np.array(scores), np.array(psnrs), time.perf_counter() - start
+
+
+def network_overrides(net, settings: list[str]):
+    """``net`` with ``FIELD=VALUE`` changes of its :class:`SkipNetConfig`: a whole number, or
+    numbers joined by ``:`` for a per-scale field (``channels_up=16:48:48:48:48``, the
+    finest scale first); other values as written (``padding=zeros``).
+
+    >>> from napari_dip.engine.networks import FAST
+    >>> network_overrides(FAST, ["channels_up=16:48:48:48:48", "kernel_up=1"]).channels_up
+    (16, 48, 48, 48, 48)
+    """
+    from dataclasses import fields
+
+    from napari_dip.engine.networks import SkipNetConfig
+
+    known = {field.name for field in fields(SkipNetConfig)}
+    changes = {}
+    for setting in settings:
+        name, sep, value = setting.partition("=")
+        if not sep or name not in known:
+            raise SystemExit(f"--network takes FIELD=VALUE with FIELD one of {sorted(known)}, got {setting!r}")
+        if ":" in value or name.startswith("channels_"):
+            changes[name] = tuple(int(part) for part in value.split(":"))
+        elif value.lstrip("-").isdigit():
+            changes[name] = int(value)
+        else:
+            changes[name] = value
+    return replace(net, **changes)
 
 
 def replay(scores, psnrs, patience, warmup):
@@ -219,6 +248,8 @@ def main(argv=None) -> int:
     parser.add_argument("--learning-rate", type=float, help="Adam learning rate (default: the preset's)")
     parser.add_argument("--factor", type=int, default=4, help="super-resolution factor (default 4)")
     parser.add_argument("--adam-beta2", type=float, help="Adam's beta2 (default: the preset's for the task)")
+    parser.add_argument("--network", action="append", metavar="FIELD=VALUE",
+                        help="change a field of the preset's network, e.g. channels_up=16:48:48:48:48 (repeatable)")
     parser.add_argument("--holdout", type=float, help="held-out validation: fraction of pixels left out (default: 5 %%)")
     parser.add_argument("--sigmas", default="25", help="denoising noise levels (of 255), comma-separated")
     parser.add_argument("--traces", type=Path,

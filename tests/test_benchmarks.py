@@ -398,6 +398,26 @@ def test_stopping_traces_take_the_held_out_fraction():
     assert np.array_equal(default, same) and not np.allclose(default, more)
 
 
+def test_stopping_traces_take_network_changes_and_refuse_unknown_fields():
+    from argparse import Namespace
+
+    from napari_dip.engine.networks import FAST
+
+    stopping = _load_script("stopping")
+    net = stopping.network_overrides(FAST, ["channels_up=16:48:48:48:48", "kernel_up=1", "padding=zeros"])
+    assert net.channels_up == (16, 48, 48, 48, 48) and net.kernel_up == 1 and net.padding == "zeros"
+    assert net.channels_down == FAST.channels_down
+    with pytest.raises(SystemExit, match="channel_up"):
+        stopping.network_overrides(FAST, ["channel_up=16"])
+    rng = np.random.default_rng(0)
+    noisy = np.clip(0.5 + rng.normal(0, 0.1, (32, 32)), 0, 1).astype(np.float32)
+    options = Namespace(preset="fast", channels=4, iterations=20, device="cpu", seed=0, learning_rate=0.05)
+    plain, _, _ = stopping.trace("denoise", noisy, {}, lambda est: 0.0, "validation", options)
+    options.network = ["channels_up=2:4:4:4:4"]
+    narrower, _, _ = stopping.trace("denoise", noisy, {}, lambda est: 0.0, "validation", options)
+    assert len(narrower) == 20 and not np.allclose(plain, narrower)
+
+
 def test_step_levers_narrow_and_shorten_the_network_and_refuse_typos():
     from napari_dip.engine.networks import FAST
 
