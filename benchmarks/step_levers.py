@@ -30,6 +30,7 @@ operators by self time and which convolution implementation each convolution use
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -58,11 +59,15 @@ FIT_LEVERS = ("unfused",)
 
 def lever_config(base, name: str):
     """``base`` with the named levers; besides :data:`LEVERS`, ``w<N>`` makes every scale
-    ``N`` channels wide and ``s<N>`` keeps the first ``N`` scales."""
+    ``N`` channels wide, ``s<N>`` keeps the first ``N`` scales, and ``FIELD=VALUE`` changes
+    one field of the network (``channels_up=16:48:48:48:48``: ``benchmarks/network_fields.py``)."""
     overrides = {}
     width = scales = None
+    fields = []
     for part in name.split("+"):
-        if part.startswith("w") and part[1:].isdigit():
+        if "=" in part:
+            fields.append(part)
+        elif part.startswith("w") and part[1:].isdigit():
             width = int(part[1:])
         elif part.startswith("s") and part[1:].isdigit():
             scales = int(part[1:])
@@ -70,12 +75,22 @@ def lever_config(base, name: str):
             overrides.update(LEVERS[part])
         elif part not in FIT_LEVERS:
             raise SystemExit(f"unknown lever {part!r}; known: {', '.join((*LEVERS, *FIT_LEVERS))}, "
-                             "w<channels>, s<scales>")
+                             "w<channels>, s<scales>, FIELD=VALUE")
     config = replace(base, **overrides)
     if scales is not None:
         config = replace(config, **{field: getattr(config, field)[:scales]
                                     for field in ("channels_down", "channels_up", "channels_skip")})
-    return config if width is None else config.with_width(width)
+    if width is not None:
+        config = config.with_width(width)
+    # Last, so that a field named outright wins over w<N> and s<N>.
+    return _network_fields().network_overrides(config, fields)
+
+
+def _network_fields():
+    spec = importlib.util.spec_from_file_location("network_fields", ROOT / "benchmarks" / "network_fields.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_fitter(network, size: int, threads: int, iterations: int, recorrupt: bool = False,

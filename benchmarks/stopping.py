@@ -30,14 +30,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 
-def _load_quality():
-    spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
+def _load_script(name: str):
+    """A sibling script of ``benchmarks/`` as a module (they are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-quality = _load_quality()
+quality = _load_script("quality")
+network_overrides = _load_script("network_fields").network_overrides
 
 
 def cases(options):
@@ -95,34 +97,6 @@ def trace(task, observed, kwargs, evaluate, rule, options):
         scores.append(float("nan") if score is None else float(score))
         psnrs.append(evaluate(restore_layout(snap.average, layout, alpha)))
     return np.array(scores), np.array(psnrs), time.perf_counter() - start
-
-
-def network_overrides(net, settings: list[str]):
-    """``net`` with ``FIELD=VALUE`` changes of its :class:`SkipNetConfig`: a whole number, or
-    numbers joined by ``:`` for a per-scale field (``channels_up=16:48:48:48:48``, the
-    finest scale first); other values as written (``padding=zeros``).
-
-    >>> from napari_dip.engine.networks import FAST
-    >>> network_overrides(FAST, ["channels_up=16:48:48:48:48", "kernel_up=1"]).channels_up
-    (16, 48, 48, 48, 48)
-    """
-    from dataclasses import fields
-
-    from napari_dip.engine.networks import SkipNetConfig
-
-    known = {field.name for field in fields(SkipNetConfig)}
-    changes = {}
-    for setting in settings:
-        name, sep, value = setting.partition("=")
-        if not sep or name not in known:
-            raise SystemExit(f"--network takes FIELD=VALUE with FIELD one of {sorted(known)}, got {setting!r}")
-        if ":" in value or name.startswith("channels_"):
-            changes[name] = tuple(int(part) for part in value.split(":"))
-        elif value.lstrip("-").isdigit():
-            changes[name] = int(value)
-        else:
-            changes[name] = value
-    return replace(net, **changes)
 
 
 def replay(scores, psnrs, patience, warmup):

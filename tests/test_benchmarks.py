@@ -428,6 +428,9 @@ def test_step_levers_narrow_and_shorten_the_network_and_refuse_typos():
     assert module.lever_config(FAST, "base") == FAST
     with pytest.raises(SystemExit, match="w<channels>"):
         module.lever_config(FAST, "w32+wide")
+    # One field changed outright, after the width: the finest scale narrower than the rest.
+    net = module.lever_config(FAST, "w32+channels_up=16:32:32:32:32+kernel_up=1")
+    assert net.channels_up == (16, 32, 32, 32, 32) and net.channels_down == (32,) * 5 and net.kernel_up == 1
 
 
 def test_adam_step_times_both_kinds_on_the_named_network_and_refuses_unknown_ones(tmp_path):
