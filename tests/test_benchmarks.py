@@ -868,3 +868,20 @@ def test_stopping_traces_take_adams_beta2(monkeypatch):
                             adam_beta2=beta2)
         stopping.trace("inpaint", noisy, {"mask": holes}, lambda est: 0.0, "wmv", options)
     assert seen == [0.999, 0.9]
+
+
+def test_output_average_forgets_the_first_output_sooner_than_the_engine_and_records_every_step():
+    module = _load_script("output_average")
+    # A first output far from the rest, as a random network's is.
+    outputs = [np.zeros(4)] + [np.ones(4)] * 29
+    found = dict(module.averages(outputs))
+    assert all(np.allclose(a, 0) for a in found[1].values())
+    engine, debiased, window = found[30]["engine"], found[30]["debiased"], found[30]["window8"]
+    assert np.allclose(engine, 1 - 0.99**29)  # the engine's average still holds 75 % of the first output
+    first_weight = 0.01 * 0.99**29 / (1 - 0.99**30)
+    assert np.allclose(debiased, 1 - first_weight) and debiased[0] > 0.96
+    assert np.allclose(window, 1) and np.array_equal(found[30]["raw"], np.ones(4))
+    rng = np.random.default_rng(0)
+    noisy = np.clip(0.5 + rng.normal(0, 0.1, (32, 32)), 0, 1).astype(np.float32)
+    recorded, layout, _ = module.record("denoise", noisy, {}, 6, 0, 0.1)
+    assert len(recorded) == 6 and recorded[0].shape == (1, 32, 32) and not np.array_equal(recorded[0], recorded[-1])
