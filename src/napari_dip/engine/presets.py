@@ -419,8 +419,11 @@ def defaults_fingerprint(task: str, preset: str = DEFAULT_PRESET, factor: int | 
 WARM_START_ITERATIONS = 150
 WARM_START_LR_FACTOR = 0.1
 #: The running average of a warm plane starts from the previous plane's picture (its first
-#: output); at the fit's usual weight (0.99) a fifth of that would still be in it after
-#: 150 iterations, so a warm plane averages over a shorter span.
+#: output); at the fit's usual weight (0.99) a fifth of that was still in it after 150
+#: iterations, so a warm plane averages over a shorter span. That was measured before the
+#: average was corrected for its start (``fit._average_step``), which fades the first
+#: output as fast as any other; 0.99 spans about 100 of the 150 outputs still, and the
+#: choice was not measured again.
 WARM_START_AVERAGE_WEIGHT = 0.9
 #: How often a warm plane's stop is checked and how long the trend test waits after its
 #: best. Checking every 5 and waiting 10 made warm frames of the 16-frame 128² Set12 stack
