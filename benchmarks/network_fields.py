@@ -14,7 +14,6 @@ def network_overrides(net, settings: list[str]):
     changes: numbers joined by ``:`` for a per-scale field (``channels_up=16:48:48:48:48``,
     the finest scale first), a whole number, or the value as written (``padding=zeros``).
 
-    >>> from types import SimpleNamespace
     >>> from dataclasses import dataclass
     >>> @dataclass(frozen=True)
     ... class Net:

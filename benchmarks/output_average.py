@@ -1,20 +1,23 @@
-"""How soon each way of averaging a fit's outputs reaches its quality: the engine's running
-average against averages that forget the first outputs sooner.
+"""How soon each way of averaging a fit's outputs reaches its quality: the running average
+the engine used until ``f9330c8`` against averages that forget the first outputs sooner.
 
     python benchmarks/output_average.py --tasks super-resolve --images 2 --iterations 800 --checks 200,300,400,500,600,700,800
     python benchmarks/output_average.py --tasks denoise --images 2 --iterations 1000
 
-The engine returns (and shows) an exponential average of the network's outputs, weight
-0.99 (``FitConfig.average_weight``), started from the first output: after ``t`` steps that
-first output, made by a random network, still weighs ``0.99 ** t`` (5 % at 300). Each case
+Until ``f9330c8`` the engine returned (and showed) an exponential average of the network's
+outputs, weight 0.99 (``FitConfig.average_weight``), started from the first output: after
+``t`` steps that first output, made by a random network, still weighed ``0.99 ** t`` (5 % at
+300). Since then it corrects the average for its start (``debiased`` below). Each case
 of ``benchmarks/stopping.py`` (same images, degradations and metrics) is fitted once with
 ``fast``'s settings and no automatic stop (denoising by recorruption at the true sigma, as
 the engine does by default), every step's raw output is kept, and these averages are
 replayed on them:
 
-* ``engine``: the running average as the engine computes it;
+* ``uncorrected``: the running average as the engine computed it before ``f9330c8``
+  (``benchmarks/results/output-average-cpu-128-*.json``, written before, call it ``engine``);
 * ``debiased``: the same weights, started from zero and divided by ``1 - 0.99 ** t``
-  (Adam's correction), so that early on it is the plain mean of the outputs so far;
+  (Adam's correction, what the engine now returns), so that early on it is the plain mean
+  of the outputs so far;
 * ``window8``: a weight of ``min(0.99, 1 - 8 / t)``, about the last eighth of the fit;
 * ``raw``: the last output alone.
 
@@ -44,15 +47,15 @@ def _stopping_study():
 
 def averages(outputs, weight: float = 0.99):
     """Yield ``(iteration, {name: average})`` after every output of ``outputs`` (arrays)."""
-    engine = debiased = window = None
+    uncorrected = debiased = window = None
     total = 0.0
     for t, output in enumerate(outputs, start=1):
-        engine = output.copy() if engine is None else weight * engine + (1 - weight) * output
+        uncorrected = output.copy() if uncorrected is None else weight * uncorrected + (1 - weight) * output
         debiased = (1 - weight) * output if debiased is None else weight * debiased + (1 - weight) * output
         total = weight * total + (1 - weight)
         recent = min(weight, max(0.0, 1 - 8 / t))
         window = output.copy() if window is None else recent * window + (1 - recent) * output
-        yield t, {"engine": engine, "debiased": debiased / total, "window8": window, "raw": output}
+        yield t, {"uncorrected": uncorrected, "debiased": debiased / total, "window8": window, "raw": output}
 
 
 def record(task, observed, kwargs, iterations: int, seed: int, sigma: float | None):

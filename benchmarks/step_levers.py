@@ -30,6 +30,7 @@ operators by self time and which convolution implementation each convolution use
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import statistics
@@ -86,7 +87,9 @@ def lever_config(base, name: str):
     return _network_fields().network_overrides(config, fields)
 
 
+@functools.cache
 def _network_fields():
+    """``benchmarks/network_fields.py``, loaded once (every lever's config asks for it)."""
     spec = importlib.util.spec_from_file_location("network_fields", ROOT / "benchmarks" / "network_fields.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -876,8 +876,8 @@ def test_output_average_forgets_the_first_output_sooner_than_the_engine_and_reco
     outputs = [np.zeros(4)] + [np.ones(4)] * 29
     found = dict(module.averages(outputs))
     assert all(np.allclose(a, 0) for a in found[1].values())
-    engine, debiased, window = found[30]["engine"], found[30]["debiased"], found[30]["window8"]
-    assert np.allclose(engine, 1 - 0.99**29)  # the engine's average still holds 75 % of the first output
+    uncorrected, debiased, window = found[30]["uncorrected"], found[30]["debiased"], found[30]["window8"]
+    assert np.allclose(uncorrected, 1 - 0.99**29)  # the uncorrected average still holds 75 % of the first output
     first_weight = 0.01 * 0.99**29 / (1 - 0.99**30)
     assert np.allclose(debiased, 1 - first_weight) and debiased[0] > 0.96
     assert np.allclose(window, 1) and np.array_equal(found[30]["raw"], np.ones(4))
