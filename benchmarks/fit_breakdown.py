@@ -15,11 +15,13 @@ snapshot, so the snapshots' times split a fit into
 * ``ms_per_step``: the steady rate from the first snapshot to the stopped result (the
   stopping rule, the running average and all work outside the graph included).
 
-Each ``--runs`` entry is ``PRESET[+recorrupt|+norecorrupt][+nographs][+noautotune]``;
+Each ``--runs`` entry is ``PRESET[+recorrupt|+norecorrupt][+nographs][+noautotune][+bf16]``;
 listing one twice measures it cold (first in the process, or first of its network) and
 warm. ``+noautotune`` fits without cuDNN's kernel search, which the engine turns on for
 every CUDA fit (``devices.autotune_convolutions``): it separates the search's share of the
 first-fit cost from CUDA's own start-up, and shows what the search buys per step.
+``+bf16`` runs the network in bfloat16 autocast (``precision="bfloat16"``): whether the
+cheaper step holds the quality and the stop, beside the float32 fit of the same image.
 """
 
 from __future__ import annotations
@@ -43,10 +45,10 @@ def run_settings(run: str) -> tuple[dict, bool]:
     cuDNN may search for kernels (``+noautotune``: not)."""
     preset, *mods = run.split("+")
     known = {"recorrupt": {"recorrupt": True}, "norecorrupt": {"recorrupt": False}, "nographs": {"cuda_graphs": False},
-             "noautotune": {}}
+             "noautotune": {}, "bf16": {"precision": "bfloat16"}}
     unknown = [m for m in mods if m not in known]
     if preset not in ("paper", "fast", "auto") or unknown:
-        raise SystemExit(f"unknown run {run!r}: PRESET[+recorrupt|+norecorrupt][+nographs][+noautotune]")
+        raise SystemExit(f"unknown run {run!r}: PRESET[+recorrupt|+norecorrupt][+nographs][+noautotune][+bf16]")
     settings = {"preset": preset}
     for mod in mods:
         settings.update(known[mod])
@@ -100,7 +102,8 @@ def timed_fit(noisy8: np.ndarray, clean: np.ndarray, quality, settings: dict, de
         "iteration": final.iteration, "best_iteration": final.best_iteration, "stop_reason": final.stop_reason,
         "backtracks": final.backtracks, "psnr": quality.psnr(clean, quality.to_unit(final.average)),
         "preset": final.settings.get("preset"), "recorrupt_sigma": fit.get("recorrupt_sigma"),
-        "cuda_graphs": final.settings.get("cuda_graphs"), "parameters": final.settings.get("network_parameters"),
+        "cuda_graphs": final.settings.get("cuda_graphs"), "precision": fit.get("precision"),
+        "network": (final.settings.get("network") or {}).get("channels_down"), "parameters": final.settings.get("network_parameters"),
     }
 
 

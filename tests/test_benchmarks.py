@@ -597,6 +597,7 @@ def test_fit_breakdown_splits_each_fit_and_can_leave_cudnn_autotuning_off(tiny_d
     module = _load_script("fit_breakdown")
     assert module.run_settings("paper+recorrupt+noautotune") == ({"preset": "paper", "recorrupt": True}, False)
     assert module.run_settings("fast+nographs") == ({"preset": "fast", "cuda_graphs": False}, True)
+    assert module.run_settings("auto+bf16") == ({"preset": "auto", "precision": "bfloat16"}, True)
     with pytest.raises(SystemExit):
         module.run_settings("fast+graphz")
 
@@ -613,9 +614,10 @@ def test_fit_breakdown_splits_each_fit_and_can_leave_cudnn_autotuning_off(tiny_d
 
     out = tmp_path / "breakdown.json"
     assert module.main(["--data", str(tiny_data), "--size", "32", "--device", "cpu", "--iterations", "6", "--every", "2",
-                        "--runs", "fast,fast+noautotune", "--out", str(out)]) == 0
+                        "--runs", "fast,fast+noautotune+bf16", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
-    assert [row["run"] for row in rows] == ["fast", "fast+noautotune"]
+    assert [row["run"] for row in rows] == ["fast", "fast+noautotune+bf16"]
+    assert [row["precision"] for row in rows] == ["float32", "bfloat16"]
     for row in rows:
         assert row["first_iteration"] == 2 and row["iteration"] == 6
         assert 0 < row["first_seconds"] <= row["seconds"] and row["ms_per_step"] > 0
