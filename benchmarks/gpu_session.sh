@@ -111,7 +111,9 @@ torch.cuda.get_device_name(0), 'numpy', numpy.__version__, 'skimage', skimage.__
 cat "$W/machine.txt"
 
 # Next lease, most wanted first (the fifth lease's parts are below, with the fourth's and
-# the third's).
+# the third's). The sixth lease ran PARTS="graph_tests warm512 quality", then PARTS=quality
+# in a second call; the protocol has about an hour of fits left, so a lease that wants it
+# done sooner runs the same two calls (graph_tests and quality) and skips the parts between.
 # 0. The CUDA graph tests the CPU cannot run (about 30 s). In the fifth lease the real
 #    capture through a backtrack captured 3 times where the CPU stand-in captures twice; in
 #    the sixth it captured twice, but the averages differed from the eager fit's by 0.0022
