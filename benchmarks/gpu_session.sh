@@ -149,13 +149,6 @@ part stacks_paper 150 $PY benchmarks/stacks.py --data "$DATA" --device $DEV "${F
     --crop "${STACK_CROP}" --preset paper --recorrupt --out "$W/stacks-gpu-paper-recorrupt.json"
 part stacks_paper_way 90 $PY benchmarks/stacks.py --data "$DATA" --device $DEV "${FIT[@]}" --frames "${STACK_FRAMES}" \
     --crop "${STACK_CROP}" --preset paper --no-recorrupt --fits warm --out "$W/stacks-gpu-paper-way.json"
-# 0d. What a user's Run costs in a warm session (the dock warms CUDA when it opens) on the
-#    harder of the two RGB images: the default (`auto`, the paper network by recorruption on
-#    CUDA) twice after a `fast` fit that takes CUDA's start-up, then in bf16 (0.91x a graphed
-#    step on the H100; its quality and stop unmeasured). The running average is corrected for
-#    its start since the nineteenth session, so the default's stop is measured again.
-part warm512 150 $PY benchmarks/fit_breakdown.py --data "$DATA" --device $DEV "${FIT[@]}" --image Baboon \
-    --size "${TTR_LARGE}" --runs fast,auto,auto,auto+bf16 --out "$W/fit-breakdown-baboon-warm.json"
 # 3. The full quality protocol of BENCHMARKS.md (paper preset, whole images, every set; about
 #    80 minutes of fits one after the other), gathered over leases: quality.py writes its JSON
 #    after every image and --resume fits only the images missing from it. Two processes share
@@ -186,6 +179,16 @@ part quality "$BUDGET" bash -c "$(declare -p QUALITY_SPLIT FIT QUALITY); $(decla
 PY=$PY DEV=$DEV DATA=$DATA W=$W; quality_split"
 if wanted quality; then
     for log in "$W"/quality-*.log; do echo "-- $log"; tail -n 4 "$log"; done
+fi
+
+# Measured in the sixth lease (H200, 2026-11-28; benchmarks/results/gpu-h200-2026-11-28): only
+# when PARTS names it. What a user's Run costs in a warm session (the dock warms CUDA when it
+# opens) on the harder of the two RGB images: the default (`auto`, the paper network by
+# recorruption on CUDA) twice after a `fast` fit that takes CUDA's start-up, then in bf16.
+# It took 18.3 s warm; bf16 was 0.92x a step with the same stop.
+if [ -n "${PARTS:-}" ]; then
+part warm512 150 $PY benchmarks/fit_breakdown.py --data "$DATA" --device $DEV "${FIT[@]}" --image Baboon \
+    --size "${TTR_LARGE}" --runs fast,auto,auto,auto+bf16 --out "$W/fit-breakdown-baboon-warm.json"
 fi
 
 # Measured in the fifth lease (H200, 2026-11-27; benchmarks/results/gpu-h200-2026-11-27b): only
