@@ -749,8 +749,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help="keep the images already in --out (written after every image) and fit the others: "
                         "the full protocol over several GPU leases; the options that change results must match")
-    parser.add_argument("--report", type=Path, default=None, metavar="JSON",
-                        help="run nothing: print the tables of a JSON file written by --out")
+    parser.add_argument("--report", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="run nothing: print the tables of JSON files written by --out (several, such as "
+                        "the GPU protocol's per-task files: one set of tables of all their images)")
     return parser
 
 
@@ -866,6 +867,30 @@ def resumed_records(options) -> tuple[list[dict], list[dict]]:
     return document.get("records", []), earlier
 
 
+def reported_records(paths: list[Path]) -> tuple[list[dict], list[str]]:
+    """The records of the JSON files ``paths`` (written by ``--out``), and a line per file
+    saying what made them; refuses an image that two files both hold."""
+    records, notes, seen = [], [], {}
+    for path in paths:
+        document = json.loads(path.read_text())
+        for record in document["records"]:
+            key = (record["task"], record["set"], record["setting"], record["image"])
+            if key in seen:
+                raise SystemExit(f"--report: {' '.join(key)} is in both {seen[key]} and {path}")
+            seen[key] = path
+            records.append(record)
+        meta = document.get("meta", {})
+        runs = len(meta.get("earlier_runs", [])) + 1
+        makers = sorted({f"{r['made_by'].get('machine')} (torch {r['made_by'].get('torch')}, "
+                         f"napari-dip {str(r['made_by'].get('napari_dip', {}).get('commit'))[:7]})"
+                         for r in document["records"] if "made_by" in r})
+        notes.append(f"{path}: {len(document['records'])} image(s) from {runs} run(s), the last of "
+                     f"{meta.get('date')} ({meta.get('total_seconds', float('nan')) / 60:.1f} min, "
+                     f"{meta.get('torch_threads')} thread(s)); made on {', '.join(makers) or 'an unrecorded machine'}; "
+                     f"options {meta.get('options')}")
+    return records, notes
+
+
 def device_type(device: str) -> str:
     """``cuda``, ``mps`` or ``cpu``: what ``--device`` resolves to here."""
     import torch
@@ -906,11 +931,9 @@ def _engine_version() -> dict:
 def main(argv=None) -> int:
     options = parse_options(argv)
     if options.report:
-        document = json.loads(options.report.read_text())
-        print(format_tables(document["records"]))
-        meta = document.get("meta", {})
-        print(f"run of {meta.get('date')}: {meta.get('total_seconds', float('nan')) / 60:.1f} min, "
-              f"torch {meta.get('torch')}, {meta.get('torch_threads')} thread(s), options {meta.get('options')}")
+        records, notes = reported_records(options.report)
+        print(format_tables(records))
+        print("\n".join(notes))
         return 0
     run(options)
     return 0

@@ -189,6 +189,23 @@ def test_end_to_end_tiny_run(quality, tiny_data, tmp_path, capsys):
     reprinted = capsys.readouterr().out
     assert "| denoise | CSet9 | sigma25 | 1 | 32x32 |" in reprinted
     assert "### inpaint / Heide11 / published-masks" in reprinted
+    # Several files (the GPU protocol keeps one per group of tasks): one set of tables of
+    # all their images, and a file's line saying what made its records.
+    saved = json.loads(out.read_text())
+    parts = []
+    for name, tasks in (("denoise.json", {"denoise"}), ("others.json", {"super-resolve", "inpaint"})):
+        part = tmp_path / name
+        part.write_text(json.dumps({**saved, "records": [r for r in saved["records"] if r["task"] in tasks]}))
+        parts.append(str(part))
+    assert quality.main(["--report", *parts]) == 0
+    combined = capsys.readouterr().out
+    assert combined[:combined.index(parts[0] + ":")] == reprinted[:reprinted.index(str(out) + ":")]
+    denoised = sum(r["task"] == "denoise" for r in saved["records"])
+    assert 0 < denoised < len(saved["records"])
+    assert f"{parts[0]}: {denoised} image(s) from 1 run(s)" in combined
+    assert f"{parts[1]}: {len(saved['records']) - denoised} image(s)" in combined
+    with pytest.raises(SystemExit, match="in both"):  # the same image twice would count twice
+        quality.main(["--report", parts[0], parts[0]])
 
     # The same run as CSV: one row per image and method.
     csv_out = tmp_path / "results.csv"
