@@ -9,7 +9,11 @@ the data folder):
 * **FMD**: a crop of the 50-frame average (``gt/``) of a real fluorescence image, shifted by
   one pixel per frame, each frame with independent Poisson-Gaussian noise whose parameters
   (``variance = a * signal + b``, 8-bit units) are fitted to the image's own raw/gt pair;
-* **Set12**: the same drift on a Set12 photograph with Gaussian noise (sigma 25).
+* **Set12**: the same drift on a Set12 photograph with Gaussian noise (sigma 25);
+* **SR** (only when ``--stacks`` names it): the same photograph's drifting frames as the
+  high-resolution truth, each shrunk by ``--factor`` with PIL's Lanczos filter (as
+  ``quality.py`` makes its low-resolution images), to be super-resolved back; the drift is a
+  quarter of a low-resolution pixel per frame at x4.
 
 Each stack is restored twice with :func:`napari_dip.restore.iter_restore_planes`: every
 frame fitted from scratch (``warm_start=False``), and frames after the first started from
@@ -76,7 +80,20 @@ def build_stacks(options) -> dict:
     clean = drifting_frames(photo, options.frames, options.crop)
     noisy = [c + rng.normal(0, 25.0, c.shape) for c in clean]
     stacks[f"Set12 {options.set12_image} (sigma 25)"] = (np.stack(clean), np.stack(noisy))
-    return {name: (c, np.clip(np.round(n), 0, 255).astype(np.uint8)) for name, (c, n) in stacks.items()}
+    built = {name: (c, np.clip(np.round(n), 0, 255).astype(np.uint8), "denoise") for name, (c, n) in stacks.items()}
+    if "SR" in options.stacks.split(","):
+        high = [np.round(c).astype(np.uint8) for c in drifting_frames(photo, options.frames, options.crop)]
+        built[f"SR {options.set12_image} (x{options.factor})"] = (
+            np.stack(high).astype(np.float64), np.stack([shrink(h, options.factor) for h in high]), "super-resolve")
+    return built
+
+
+def shrink(high: np.ndarray, factor: int) -> np.ndarray:
+    """A low-resolution frame: ``high`` (uint8) shrunk ``factor`` times with PIL's Lanczos."""
+    from PIL import Image
+
+    height, width = high.shape
+    return np.asarray(Image.fromarray(high).resize((width // factor, height // factor), Image.LANCZOS))
 
 
 def psnr(clean: np.ndarray, estimate: np.ndarray) -> float:
@@ -84,14 +101,15 @@ def psnr(clean: np.ndarray, estimate: np.ndarray) -> float:
     return float(10 * np.log10(255.0**2 / error))
 
 
-def restore(stack: np.ndarray, warm: bool, options) -> list[dict]:
+def restore(stack: np.ndarray, warm: bool, options, task: str = "denoise") -> list[dict]:
     from napari_dip.restore import iter_restore_planes
 
     rows, start = [], time.perf_counter()
-    planes = iter_restore_planes("denoise", stack, axes="TYX", warm_start=warm, preset=options.preset,
+    # Denoising's options; super-resolution takes the factor (and fits the paper's way).
+    extra = {"factor": options.factor} if task == "super-resolve" else {"recorrupt": options.recorrupt}
+    planes = iter_restore_planes(task, stack, axes="TYX", warm_start=warm, preset=options.preset,
                                  snapshot_every=None, seed=options.seed, device=options.device,
-                                 iterations=options.iterations, channels=options.channels,
-                                 recorrupt=options.recorrupt)
+                                 iterations=options.iterations, channels=options.channels, **extra)
     for index, snapshot in planes:
         if snapshot.done:
             now = time.perf_counter()
@@ -104,14 +122,16 @@ def restore(stack: np.ndarray, warm: bool, options) -> list[dict]:
     return rows
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--fmd-image", default="Confocal_BPAE_B_1.png")
     parser.add_argument("--set12-image", default="05.png")
-    parser.add_argument("--stacks", default="FMD,Set12", help="which stacks: FMD, Set12 or both")
+    parser.add_argument("--stacks", default="FMD,Set12",
+                        help="which stacks, comma-separated: FMD, Set12, SR (super-resolution of Set12's frames)")
+    parser.add_argument("--factor", type=int, default=4, help="the SR stack's factor (default 4)")
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--channels", type=int, help="network width (default: the preset's)")
     parser.add_argument("--iterations", type=int, help="budget of the first plane (default: the preset's; for smoke runs)")
@@ -133,7 +153,11 @@ def main(argv=None) -> int:
                              "--recorrupt is what auto fits with on a CUDA GPU)")
     parser.add_argument("--fits", default="independent,warm", help="which to run: independent, warm or both")
     parser.add_argument("--out", type=Path)
-    options = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    options = build_parser().parse_args(argv)
     from napari_dip.engine import presets
 
     if options.warm_iterations:
@@ -152,16 +176,20 @@ def main(argv=None) -> int:
         torch.set_num_threads(options.threads)
 
     results = {}
-    for name, (clean, noisy) in build_stacks(options).items():
+    for name, (clean, noisy, task) in build_stacks(options).items():
         if name.split()[0] not in options.stacks.split(","):
             continue
         results[name] = {}
         for warm in [w == "warm" for w in options.fits.split(",")]:
             label = "warm start" if warm else "independent"
-            rows = restore(noisy, warm, options)
+            rows = restore(noisy, warm, options, task)
             for row in rows:
                 row["psnr"] = psnr(clean[row["frame"]], row.pop("result"))
-                row["noisy_psnr"] = psnr(clean[row["frame"]], noisy[row["frame"]])
+                # The input's own PSNR; for SR the low-resolution frame enlarged by pixel repetition.
+                observed = noisy[row["frame"]]
+                if task == "super-resolve":
+                    observed = np.kron(observed, np.ones((options.factor, options.factor)))
+                row["noisy_psnr"] = psnr(clean[row["frame"]], observed)
             results[name][label] = rows
             print(f"{name:40s} {label:12s} " + " ".join(f"{r['psnr']:.2f}/{r['seconds']:.0f}s" for r in rows), flush=True)
             write(options, results)  # after every stack's fits: a run cut short keeps what it measured

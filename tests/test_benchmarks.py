@@ -904,3 +904,35 @@ def test_output_average_forgets_the_first_output_sooner_than_the_engine_and_reco
     noisy = np.clip(0.5 + rng.normal(0, 0.1, (32, 32)), 0, 1).astype(np.float32)
     recorded, layout, _ = module.record("denoise", noisy, {}, 6, 0, 0.1)
     assert len(recorded) == 6 and recorded[0].shape == (1, 32, 32) and not np.array_equal(recorded[0], recorded[-1])
+
+
+def test_stacks_super_resolve_a_drifting_stack_only_when_asked(tiny_data, tmp_path):
+    module = _load_script("stacks")
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[0:96, 0:96]
+    cells = (40 + 150 * (0.5 + 0.5 * np.sin(x / 5.0) * np.sin(y / 6.0))).astype(np.uint8)
+    _save(tiny_data / "microscopy/FMD/gt/cells.png", cells)
+    _save(tiny_data / "microscopy/FMD/raw/cells.png",
+          np.clip(cells + rng.normal(0, 6, cells.shape), 0, 255).astype(np.uint8))
+    common = ["--data", str(tiny_data), "--fmd-image", "cells.png", "--set12-image", "01.png", "--frames", "2",
+              "--crop", "64"]
+    default = module.build_stacks(module.build_parser().parse_args(common))
+    assert sorted(name.split()[0] for name in default) == ["FMD", "Set12"]  # no SR unless named
+
+    stacks = module.build_stacks(module.build_parser().parse_args([*common, "--stacks", "SR"]))
+    high, low, task = stacks["SR 01.png (x4)"]
+    assert task == "super-resolve" and high.shape == (2, 64, 64) and low.shape == (2, 16, 16)
+    assert low.dtype == np.uint8
+    # Each frame one pixel further right and down at high resolution.
+    np.testing.assert_array_equal(high[1][:-1, :-1], high[0][1:, 1:])
+
+    out = tmp_path / "sr-stack.json"
+    assert module.main([*common, "--stacks", "SR", "--iterations", "4", "--threads", "1", "--out", str(out)]) == 0
+    (rows_by_fit,) = json.loads(out.read_text())["results"].values()
+    assert sorted(rows_by_fit) == ["independent", "warm start"]
+    for rows in rows_by_fit.values():
+        assert [row["frame"] for row in rows] == [0, 1]
+        expected = [module.psnr(high[k], np.kron(low[k], np.ones((4, 4)))) for k in (0, 1)]
+        assert [row["noisy_psnr"] for row in rows] == pytest.approx(expected)
+        assert all(np.isfinite(row["psnr"]) and row["iterations"] == 4 for row in rows)
+
