@@ -120,9 +120,13 @@ class TaskForm:
         self.device_info.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.planes = ComboBox(label="Planes", choices=[PLANES_IN_VIEW, PLANES_ALL],
                                tooltip="For a stack (Z, time, ...): only the plane shown, or every plane in turn")
+        # Measured on two x4 stacks (BENCHMARKS.md, "Super-resolution stacks"): quicker, but lower.
+        sr_note = (". For super-resolution it was 5-6x quicker a plane but about 0.2 dB lower, and lower still "
+                   "late in a long stack: untick it where every plane must be at its best"
+                   if self.task == "super-resolve" else "")
         self.warm_start = CheckBox(text="warm start across planes", value=True,
                                    tooltip="Each plane starts from the previous plane's network: a short fit "
-                                   "at a lower learning rate. Off: every plane is fitted from scratch")
+                                   "at a lower learning rate. Off: every plane is fitted from scratch" + sr_note)
         # 3D: denoising only, where one Z-stack's fit replaces the plane-by-plane ones.
         self.volumetric = CheckBox(text="3D (whole Z-stack)", value=False, visible=self.task == "denoise",
                                    tooltip="Fit the whole Z-stack at once with a 3D network, which sees the "
