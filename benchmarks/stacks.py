@@ -122,6 +122,13 @@ def restore(stack: np.ndarray, warm: bool, options, task: str = "denoise") -> li
     return rows
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:  # 0 would have read as "not given" and fitted the default budget unseen
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DATA))
@@ -138,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--warm-iterations", type=int,
+    parser.add_argument("--warm-iterations", type=_at_least_one,
                         help="budget of a warm-started plane (default: presets.WARM_START_ITERATIONS)")
     parser.add_argument("--warm-lr-factor", type=float,
                         help="learning rate of a warm-started plane relative to the first (default: presets')")

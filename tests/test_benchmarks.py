@@ -919,6 +919,8 @@ def test_stacks_super_resolve_a_drifting_stack_only_when_asked(tiny_data, tmp_pa
     default = module.build_stacks(module.build_parser().parse_args(common))
     assert sorted(name.split()[0] for name in default) == ["FMD", "Set12"]  # no SR unless named
 
+    with pytest.raises(SystemExit):  # a warm plane needs a step; 0 must not fall back to the default
+        module.build_parser().parse_args([*common, "--warm-iterations", "0"])
     stacks = module.build_stacks(module.build_parser().parse_args([*common, "--stacks", "SR"]))
     high, low, task = stacks["SR 01.png (x4)"]
     assert task == "super-resolve" and high.shape == (2, 64, 64) and low.shape == (2, 16, 16)
