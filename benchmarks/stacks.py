@@ -24,6 +24,7 @@ process with the same thread count.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -82,18 +83,19 @@ def build_stacks(options) -> dict:
     stacks[f"Set12 {options.set12_image} (sigma 25)"] = (np.stack(clean), np.stack(noisy))
     built = {name: (c, np.clip(np.round(n), 0, 255).astype(np.uint8), "denoise") for name, (c, n) in stacks.items()}
     if "SR" in options.stacks.split(","):
-        high = [np.round(c).astype(np.uint8) for c in drifting_frames(photo, options.frames, options.crop)]
+        make_lr = _quality().make_lr  # the low-resolution images of quality.py's protocol
+        high = [np.round(c).astype(np.uint8) for c in clean]
         built[f"SR {options.set12_image} (x{options.factor})"] = (
-            np.stack(high).astype(np.float64), np.stack([shrink(h, options.factor) for h in high]), "super-resolve")
+            np.stack(high).astype(np.float64), np.stack([make_lr(h, options.factor) for h in high]), "super-resolve")
     return built
 
 
-def shrink(high: np.ndarray, factor: int) -> np.ndarray:
-    """A low-resolution frame: ``high`` (uint8) shrunk ``factor`` times with PIL's Lanczos."""
-    from PIL import Image
-
-    height, width = high.shape
-    return np.asarray(Image.fromarray(high).resize((width // factor, height // factor), Image.LANCZOS))
+def _quality():
+    """``benchmarks/quality.py``, loaded as a module."""
+    spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def psnr(clean: np.ndarray, estimate: np.ndarray) -> float:
