@@ -28,7 +28,7 @@
 # The sixth (H200, 2026-11-28, benchmarks/results/gpu-h200-2026-11-28): a first call of 555 s
 # and a second of 255 s fit one lease when the second is sent the moment the first returns
 # (the machine waits 30 s); each call's $OUT starts empty, so the resumable parts go on from
-# $KEEP in /tmp. The quality protocol did 11 of its 83 cases in those 13 minutes.
+# $KEEP in /tmp. The quality protocol did 11 of its 83 cases in the 11 minutes it ran (its caps: 420 s and 250 s).
 #
 # A lent GPU comes with minutes, not hours, so the parts run in order of how much their
 # figures are wanted, each under its own cap and all under BUDGET seconds: a part that
@@ -112,7 +112,8 @@ cat "$W/machine.txt"
 
 # Next lease, most wanted first (the fifth lease's parts are below, with the fourth's and
 # the third's). The sixth lease ran PARTS="graph_tests warm512 quality", then PARTS=quality
-# in a second call; the protocol has about an hour of fits left, so a lease that wants it
+# in a second call; the protocol has about an hour of fits left (an estimate from the paper's
+# budgets and this lease's steps, not measured), so a lease that wants it
 # done sooner runs the same two calls (graph_tests and quality) and skips the parts between.
 # 0. The CUDA graph tests the CPU cannot run (about 30 s). In the fifth lease the real
 #    capture through a backtrack captured 3 times where the CPU stand-in captures twice; in
@@ -150,7 +151,8 @@ part stacks_paper 150 $PY benchmarks/stacks.py --data "$DATA" --device $DEV "${F
 part stacks_paper_way 90 $PY benchmarks/stacks.py --data "$DATA" --device $DEV "${FIT[@]}" --frames "${STACK_FRAMES}" \
     --crop "${STACK_CROP}" --preset paper --no-recorrupt --fits warm --out "$W/stacks-gpu-paper-way.json"
 # 3. The full quality protocol of BENCHMARKS.md (paper preset, whole images, every set; about
-#    80 minutes of fits one after the other), gathered over leases: quality.py writes its JSON
+#    80 minutes of fits one after the other, estimated from the paper's budgets and the
+#    step times of the H200 leases), gathered over leases: quality.py writes its JSON
 #    after every image and --resume fits only the images missing from it. Two processes share
 #    the card, denoising and the other two tasks, so that one's CPU work (BM3D/CBM3D, the
 #    baselines, the PSNR of each snapshot) overlaps the other's steps; their seconds are
