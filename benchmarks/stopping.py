@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import sys
 import time
 from dataclasses import replace
@@ -82,7 +83,8 @@ def trace(task, observed, kwargs, evaluate, rule, options):
     model = forward_model_for(task, layout, **kwargs)
     net, fit = settings_for(task, options.preset, factor=kwargs.get("factor"), channels=options.channels,
                             stopping=rule, iterations=options.iterations, device=options.device, seed=options.seed,
-                            learning_rate=options.learning_rate, adam_beta2=getattr(options, "adam_beta2", None))
+                            learning_rate=options.learning_rate, adam_beta2=getattr(options, "adam_beta2", None),
+                            reg_noise_std=getattr(options, "jitter", None))
     # Run the whole budget: the decision is replayed offline for several patience values.
     # No trend test either (the default's rise would end the fit at its first turn).
     fit = replace(fit, stopping=replace(fit.stopping, patience=10**9, warmup=0, rise=None))
@@ -90,6 +92,10 @@ def trace(task, observed, kwargs, evaluate, rule, options):
     if getattr(options, "holdout", None) is not None:
         fit = replace(fit, stopping=replace(fit.stopping, holdout_fraction=options.holdout))
     fitter = Fitter(chw, model, net, fit)
+    if getattr(options, "image_input", False) and task == "super-resolve":
+        use_upsampled_input(fitter, chw)
+    if getattr(options, "lr_schedule", None):
+        schedule_learning_rate(fitter.optimizer, options.lr_schedule)
     scores, psnrs = [], []
     start = time.perf_counter()
     for snap in fitter.run(snapshot_every=1):
@@ -97,6 +103,64 @@ def trace(task, observed, kwargs, evaluate, rule, options):
         scores.append(float("nan") if score is None else float(score))
         psnrs.append(evaluate(restore_layout(snap.average, layout, alpha)))
     return np.array(scores), np.array(psnrs), time.perf_counter() - start
+
+
+def learning_rate_factor(schedule: str, step: int) -> float:
+    """The factor on the learning rate at ``step`` (counted from 0) of a ``--lr-schedule``:
+    ``cosine:N[:FLOOR]`` falls from 1 to FLOOR (default 0) along half a cosine over N steps;
+    ``linear:N:START[:FLOOR]`` holds 1 until START * N, then falls in a line to FLOOR at N.
+
+    >>> learning_rate_factor("cosine:100", 0), learning_rate_factor("cosine:100", 50)
+    (1.0, 0.5)
+    >>> learning_rate_factor("linear:100:0.5", 40), learning_rate_factor("linear:100:0.5", 75)
+    (1.0, 0.5)
+    """
+    kind, *fields = schedule.split(":")
+    length = int(fields[0])
+    if kind == "cosine":
+        floor = float(fields[1]) if len(fields) > 1 else 0.0
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step / length, 1.0)))
+    if kind == "linear":
+        start = float(fields[1]) * length
+        floor = float(fields[2]) if len(fields) > 2 else 0.0
+        return 1.0 if step <= start else 1 - (1 - floor) * min((step - start) / (length - start), 1.0)
+    raise ValueError(f"--lr-schedule must be cosine:N[:FLOOR] or linear:N:START[:FLOOR], got {schedule!r}")
+
+
+def schedule_learning_rate(optimizer, schedule: str) -> None:
+    """Set the learning rate before every Adam step of a fit by ``schedule``
+    (:func:`learning_rate_factor`), overriding the halving a backtrack makes. Measured
+    here, not in the engine: the engine keeps a constant rate (BENCHMARKS.md,
+    *Super-resolution and inpainting: other schedules*)."""
+    base = [group["lr"] for group in optimizer.param_groups]
+    step = optimizer.step
+    count = 0
+
+    def scheduled_step(*args, **kwargs):
+        nonlocal count
+        factor = learning_rate_factor(schedule, count)
+        count += 1
+        for group, rate in zip(optimizer.param_groups, base):
+            group["lr"] = rate * factor
+        return step(*args, **kwargs)
+
+    optimizer.step = scheduled_step
+
+
+def use_upsampled_input(fitter, chw: np.ndarray) -> None:
+    """Super-resolution with the low-resolution image, upsampled bicubically, in the first C
+    of the network's input channels in place of noise (the rest stay noise; the jitter
+    still applies). Measured here, not in the engine (BENCHMARKS.md, *Super-resolution and
+    inpainting: other schedules*)."""
+    import torch
+    import torch.nn.functional as F
+
+    from napari_dip.engine.fit import _padded
+
+    image = torch.as_tensor(chw)[None]
+    upsampled = F.interpolate(image, size=fitter.image_size, mode="bicubic", align_corners=False).clamp(0, 1)
+    fitter.input = fitter.input.clone()
+    fitter.input[:, : image.shape[1]] = _padded(upsampled, fitter._crop, fitter.padded_size).to(fitter.input.device)
 
 
 def replay(scores, psnrs, patience, warmup):
@@ -222,6 +286,12 @@ def main(argv=None) -> int:
     parser.add_argument("--learning-rate", type=float, help="Adam learning rate (default: the preset's)")
     parser.add_argument("--factor", type=int, default=4, help="super-resolution factor (default 4)")
     parser.add_argument("--adam-beta2", type=float, help="Adam's beta2 (default: the preset's for the task)")
+    parser.add_argument("--jitter", type=float,
+                        help="the input's jitter, reg_noise_std (default: the preset's for the task)")
+    parser.add_argument("--lr-schedule", help="cosine:N[:FLOOR] or linear:N:START[:FLOOR]: the learning rate's "
+                        "factor over the steps (default: constant, as the engine fits)")
+    parser.add_argument("--image-input", action="store_true",
+                        help="super-resolution: the upsampled image in the input's first channels instead of noise")
     parser.add_argument("--network", action="append", metavar="FIELD=VALUE",
                         help="change a field of the preset's network, e.g. channels_up=16:48:48:48:48 (repeatable)")
     parser.add_argument("--holdout", type=float, help="held-out validation: fraction of pixels left out (default: 5 %%)")

@@ -435,6 +435,57 @@ def test_stopping_traces_take_network_changes_and_refuse_unknown_fields():
     assert len(narrower) == 20 and not np.allclose(plain, narrower)
 
 
+def test_stopping_traces_take_a_learning_rate_schedule_the_image_as_input_and_a_jitter():
+    """The variants measured in the twenty-first session: each must change the fit it names."""
+    from argparse import Namespace
+
+    import torch
+
+    from napari_dip.arrays import prepare_image
+    from napari_dip.engine.fit import Fitter
+    from napari_dip.engine.presets import settings_for
+    from napari_dip.restore import forward_model_for
+
+    stopping = _load_script("stopping")
+    # The schedule sets the rate before every step: after step k it is the base times step k's factor.
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.Adam([weight], lr=0.01)
+    stopping.schedule_learning_rate(optimizer, "linear:4:0.5")
+    rates = []
+    for _ in range(5):
+        weight.sum().backward()
+        optimizer.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx([0.01, 0.01, 0.01, 0.005, 0.0])
+    with pytest.raises(ValueError, match="cosine"):
+        stopping.learning_rate_factor("step:10", 0)
+
+    # The upsampled image fills the input's first channels; the other channels stay noise.
+    rng = np.random.default_rng(0)
+    low = rng.random((16, 16, 3)).astype(np.float32)
+    chw, layout, _ = prepare_image(low)
+    net, fit = settings_for("super-resolve", "fast", factor=4, channels=4, iterations=3, device="cpu")
+    fitter = Fitter(chw, forward_model_for("super-resolve", layout, factor=4), net, fit)
+    noise = fitter.input.clone()
+    stopping.use_upsampled_input(fitter, chw)
+    crop = (slice(None), slice(None), *fitter._crop)
+    upsampled = torch.nn.functional.interpolate(torch.as_tensor(chw)[None], size=(64, 64), mode="bicubic")
+    assert torch.allclose(fitter.input[:, :3][crop], upsampled.clamp(0, 1))
+    assert torch.equal(fitter.input[:, 3:], noise[:, 3:])
+
+    # Each option changes the super-resolution trace against the plain one.
+    def mean(estimate):
+        return float(np.mean(estimate, dtype=np.float64))
+
+    options = Namespace(preset="fast", channels=4, iterations=6, device="cpu", seed=0, learning_rate=0.05)
+    _, plain, _ = stopping.trace("super-resolve", low, {"factor": 4}, mean, "wmv", options)
+    for name, value in (("lr_schedule", "cosine:6"), ("image_input", True), ("jitter", 0.0)):
+        _, changed, _ = stopping.trace("super-resolve", low, {"factor": 4}, mean, "wmv",
+                                       Namespace(**vars(options), **{name: value}))
+        # The first step is the same with a schedule (its factor is 1); the later ones are not.
+        assert len(changed) == 6 and not np.allclose(plain[2:], changed[2:]), name
+
+
 def test_step_levers_narrow_and_shorten_the_network_and_refuse_typos():
     from napari_dip.engine.networks import FAST
 
@@ -937,4 +988,5 @@ def test_stacks_super_resolve_a_drifting_stack_only_when_asked(tiny_data, tmp_pa
         expected = [module.psnr(high[k], np.kron(low[k], np.ones((4, 4)))) for k in (0, 1)]
         assert [row["noisy_psnr"] for row in rows] == pytest.approx(expected)
         assert all(np.isfinite(row["psnr"]) and row["iterations"] == 4 for row in rows)
+
 
