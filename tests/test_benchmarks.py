@@ -990,3 +990,16 @@ def test_stacks_super_resolve_a_drifting_stack_only_when_asked(tiny_data, tmp_pa
         assert all(np.isfinite(row["psnr"]) and row["iterations"] == 4 for row in rows)
 
 
+
+def test_sr_iteration_cost_sets_the_engines_iteration_beside_the_bare_step(tmp_path):
+    folder = tmp_path / "sr" / "Set5"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((72, 72, 3)) * 255).astype(np.uint8)).save(folder / "baby_GT.png")
+    module = _load_script("sr_iteration_cost")
+    out = tmp_path / "cost.json"
+    assert module.main(["--data", str(tmp_path), "--crop", "64", "--iterations", "4", "--every", "2",
+                        "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["crop"] == 64 and result["factor"] == 4
+    assert result["engine_ms_per_iteration"] > 0 and result["bare_ms_per_step"] > 0
