@@ -24,6 +24,7 @@ process with the same thread count.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -104,6 +105,63 @@ def psnr(clean: np.ndarray, estimate: np.ndarray) -> float:
 
 
 def restore(stack: np.ndarray, warm: bool, options, task: str = "denoise") -> list[dict]:
+    if warm and getattr(options, "warm_from", "previous") == "first":
+        with warm_from_first_plane():
+            return _restore(stack, warm, options, task)
+    if warm and getattr(options, "warm_roll_input", None):
+        with warm_input_rolled(options.warm_roll_input):
+            return _restore(stack, warm, options, task)
+    return _restore(stack, warm, options, task)
+
+
+@contextlib.contextmanager
+def warm_input_rolled(shift: str):
+    """Within this, the input a warm-started plane inherits is rolled by ``shift`` ("DY,DX"
+    pixels of the network's input) from the previous plane's (``--warm-roll-input``, a
+    diagnostic): with the drifting stacks' shift, the fixed noise input of a fit the paper's
+    way follows the picture, as a recorrupted fit's input (the plane itself) does."""
+    import torch
+
+    from napari_dip.engine.fit import Fitter
+
+    dy, dx = (int(v) for v in shift.split(","))
+    export = Fitter.export_state
+
+    def rolled_state(self):
+        state = export(self)
+        state.input = torch.roll(state.input, shifts=(dy, dx), dims=(-2, -1))
+        return state
+
+    Fitter.export_state = rolled_state
+    try:
+        yield
+    finally:
+        Fitter.export_state = export
+
+
+@contextlib.contextmanager
+def warm_from_first_plane():
+    """Within this, every warm-started plane starts from the first fitted plane's network
+    instead of the previous plane's (``--warm-from first``; a benchmark variant, not an
+    engine option): the states exported after the first are the first's."""
+    from napari_dip.engine.fit import Fitter
+
+    export = Fitter.export_state
+    first = []
+
+    def first_state(self):
+        if not first:
+            first.append(export(self))
+        return first[0]  # a warm fit copies the state in, and leaves it as it was
+
+    Fitter.export_state = first_state
+    try:
+        yield
+    finally:
+        Fitter.export_state = export
+
+
+def _restore(stack: np.ndarray, warm: bool, options, task: str) -> list[dict]:
     from napari_dip.restore import iter_restore_planes
 
     rows, start = [], time.perf_counter()
@@ -157,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="iterations between stop checks of a warm-started plane (default: presets')")
     parser.add_argument("--warm-min-wait", type=int,
                         help="trend test's wait after the best on a warm-started plane (default: presets')")
+    parser.add_argument("--warm-from", choices=("previous", "first"), default="previous",
+                        help="which fitted plane a warm-started plane starts from: the previous one (the "
+                             "engine's way) or always the first")
+    parser.add_argument("--warm-roll-input", metavar="DY,DX",
+                        help="roll the input a warm plane inherits by this many pixels (a diagnostic: the "
+                             "drifting frames move by -1,-1 at full resolution)")
     parser.add_argument("--recorrupt", action=argparse.BooleanOptionalAction, default=None,
                         help="fit by recorruption, or not (default: as the preset does; --preset paper "
                              "--recorrupt is what auto fits with on a CUDA GPU)")
@@ -190,7 +254,10 @@ def main(argv=None) -> int:
             continue
         results[name] = {}
         for warm in [w == "warm" for w in options.fits.split(",")]:
-            label = "warm start" if warm else "independent"
+            label = "independent" if not warm else (
+                "warm start" if options.warm_from == "previous" else "warm start from the first frame")
+            if warm and options.warm_roll_input:
+                label += f", input rolled {options.warm_roll_input}"
             rows = restore(noisy, warm, options, task)
             for row in rows:
                 row["psnr"] = psnr(clean[row["frame"]], row.pop("result"))

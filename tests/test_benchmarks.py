@@ -990,6 +990,38 @@ def test_stacks_super_resolve_a_drifting_stack_only_when_asked(tiny_data, tmp_pa
         assert all(np.isfinite(row["psnr"]) and row["iterations"] == 4 for row in rows)
 
 
+def test_stacks_warm_start_from_the_first_frame_only_when_asked(tiny_data, monkeypatch):
+    import torch
+
+    from napari_dip.engine import presets
+    from napari_dip.engine.fit import Fitter
+
+    module = _load_script("stacks")
+    monkeypatch.setattr(presets, "WARM_START_ITERATIONS", 3)
+    rng = np.random.default_rng(2)
+    stack = np.clip(128 + 40 * rng.standard_normal((3, 32, 32)), 0, 255).astype(np.uint8)
+    options = module.build_parser().parse_args(["--data", str(tiny_data), "--iterations", "4", "--threads", "1"])
+    export = Fitter.export_state
+    previous = module.restore(stack, True, options)
+    options.warm_from = "first"
+    first = module.restore(stack, True, options)
+    assert Fitter.export_state is export  # the variant is undone after its run
+    # Frames 0 and 1 fit the same way either way (frame 1 starts from frame 0 in both);
+    # frame 2 starts from frame 0's network instead of frame 1's.
+    for k in (0, 1):
+        np.testing.assert_array_equal(first[k]["result"], previous[k]["result"])
+    assert not np.array_equal(first[2]["result"], previous[2]["result"])
+
+    # The diagnostic roll: the input a warm plane inherits is the fitted plane's, rolled.
+    from napari_dip.engine.forward import Identity
+
+    fitter = Fitter(stack[0][None].astype(np.float32) / 255, Identity(), presets.network_for("denoise", "fast"),
+                    presets.settings_for("denoise", "fast", iterations=2, device="cpu")[1])
+    with module.warm_input_rolled("-1,2"):
+        rolled = fitter.export_state().input
+    assert Fitter.export_state is export
+    assert torch.equal(rolled, torch.roll(fitter.input, shifts=(-1, 2), dims=(-2, -1)))
+
 
 def test_sr_iteration_cost_sets_the_engines_iteration_beside_the_bare_step(tmp_path):
     folder = tmp_path / "sr" / "Set5"
