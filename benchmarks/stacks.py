@@ -61,11 +61,13 @@ def poisson_gaussian_fit(raw: np.ndarray, clean: np.ndarray, bins: int = 32) -> 
     return max(float(a), 1e-3), max(float(b), 0.0)
 
 
-def drifting_frames(clean: np.ndarray, frames: int, crop: int) -> list[np.ndarray]:
-    """``frames`` crops of ``clean`` moving one pixel right and down per frame."""
+def drifting_frames(clean: np.ndarray, frames: int, crop: int, back_and_forth: bool = False) -> list[np.ndarray]:
+    """``frames`` crops of ``clean`` moving one pixel right and down per frame; with
+    ``back_and_forth``, one pixel there and back in turn (offsets 0, 1, 0, 1, ...)."""
     height, width = clean.shape
     top, left = (height - crop - frames) // 2, (width - crop - frames) // 2
-    return [clean[top + k : top + k + crop, left + k : left + k + crop] for k in range(frames)]
+    offsets = [k % 2 if back_and_forth else k for k in range(frames)]
+    return [clean[top + k : top + k + crop, left + k : left + k + crop] for k in offsets]
 
 
 def build_stacks(options) -> dict:
@@ -79,7 +81,7 @@ def build_stacks(options) -> dict:
     noisy = [a * rng.poisson(np.clip(c, 0, None) / a) + rng.normal(0, np.sqrt(b), c.shape) for c in clean]
     stacks[f"FMD {options.fmd_image} (a={a:.2f}, b={b:.1f})"] = (np.stack(clean), np.stack(noisy))
     photo = load_grey(data / "denoise/Set12" / options.set12_image)
-    clean = drifting_frames(photo, options.frames, options.crop)
+    clean = drifting_frames(photo, options.frames, options.crop, getattr(options, "back_and_forth", False))
     noisy = [c + rng.normal(0, 25.0, c.shape) for c in clean]
     stacks[f"Set12 {options.set12_image} (sigma 25)"] = (np.stack(clean), np.stack(noisy))
     built = {name: (c, np.clip(np.round(n), 0, 255).astype(np.uint8), "denoise") for name, (c, n) in stacks.items()}
@@ -218,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warm-from", choices=("previous", "first"), default="previous",
                         help="which fitted plane a warm-started plane starts from: the previous one (the "
                              "engine's way) or always the first")
+    parser.add_argument("--back-and-forth", action="store_true",
+                        help="the Set12 and SR frames move one pixel there and back in turn instead of drifting on")
     parser.add_argument("--warm-roll-input", metavar="DY,DX",
                         help="roll the input a warm plane inherits by this many pixels (a diagnostic: the "
                              "drifting frames move by -1,-1 at full resolution)")

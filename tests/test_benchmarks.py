@@ -978,6 +978,11 @@ def test_stacks_super_resolve_a_drifting_stack_only_when_asked(tiny_data, tmp_pa
     assert low.dtype == np.uint8
     # Each frame one pixel further right and down at high resolution.
     np.testing.assert_array_equal(high[1][:-1, :-1], high[0][1:, 1:])
+    # Or there and back in turn.
+    there_and_back = module.drifting_frames(high[0], 4, 32, back_and_forth=True)
+    onwards = module.drifting_frames(high[0], 4, 32)
+    for k, frame in enumerate(there_and_back):
+        np.testing.assert_array_equal(frame, onwards[k % 2])
 
     out = tmp_path / "sr-stack.json"
     assert module.main([*common, "--stacks", "SR", "--iterations", "4", "--threads", "1", "--out", str(out)]) == 0
