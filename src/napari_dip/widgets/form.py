@@ -122,7 +122,8 @@ class TaskForm:
                                tooltip="For a stack (Z, time, ...): only the plane shown, or every plane in turn")
         # Measured on two x4 stacks (BENCHMARKS.md, "Super-resolution stacks"): quicker, but lower.
         sr_note = (". For super-resolution it was 5-6x quicker a plane but about 0.2 dB lower, and lower still "
-                   "late in a long stack: untick it where every plane must be at its best"
+                   "on planes that drifted from the first: untick it where the planes drift or every plane "
+                   "must be at its best"
                    if self.task == "super-resolve" else "")
         self.warm_start = CheckBox(text="warm start across planes", value=True,
                                    tooltip="Each plane starts from the previous plane's network: a short fit "
