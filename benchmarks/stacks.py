@@ -120,8 +120,9 @@ def restore(stack: np.ndarray, warm: bool, options, task: str = "denoise") -> li
 def warm_input_rolled(shift: str):
     """Within this, the input a warm-started plane inherits is rolled by ``shift`` ("DY,DX"
     pixels of the network's input) from the previous plane's (``--warm-roll-input``, a
-    diagnostic): with the drifting stacks' shift, the fixed noise input of a fit the paper's
-    way follows the picture, as a recorrupted fit's input (the plane itself) does."""
+    diagnostic). Meant to move the fixed noise input with a drifting picture, as a
+    recorrupted fit's input (the plane itself) moves; it does not, as measured: the strided
+    network is shift-equivariant only in steps of 2 ** scales pixels (BENCHMARKS.md)."""
     import torch
 
     from napari_dip.engine.fit import Fitter
@@ -234,7 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    options = build_parser().parse_args(argv)
+    parser = build_parser()
+    options = parser.parse_args(argv)
+    if options.warm_from == "first" and options.warm_roll_input:
+        parser.error("--warm-from first and --warm-roll-input are separate variants: give one")
     from napari_dip.engine import presets
 
     if options.warm_iterations:

@@ -1026,6 +1026,8 @@ def test_stacks_warm_start_from_the_first_frame_only_when_asked(tiny_data, monke
         rolled = fitter.export_state().input
     assert Fitter.export_state is export
     assert torch.equal(rolled, torch.roll(fitter.input, shifts=(-1, 2), dims=(-2, -1)))
+    with pytest.raises(SystemExit):  # one variant at a time
+        module.main(["--data", str(tiny_data), "--warm-from", "first", "--warm-roll-input=-1,-1"])
 
 
 def test_sr_iteration_cost_sets_the_engines_iteration_beside_the_bare_step(tmp_path):
