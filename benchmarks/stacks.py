@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import platform
@@ -38,6 +37,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # quality.py, for the SR stack
 DATA = ROOT / ".." / "shared" / "data"
 
 
@@ -86,19 +86,11 @@ def build_stacks(options) -> dict:
     stacks[f"Set12 {options.set12_image} (sigma 25)"] = (np.stack(clean), np.stack(noisy))
     built = {name: (c, np.clip(np.round(n), 0, 255).astype(np.uint8), "denoise") for name, (c, n) in stacks.items()}
     if "SR" in options.stacks.split(","):
-        make_lr = _quality().make_lr  # the low-resolution images of quality.py's protocol
+        from quality import make_lr  # the low-resolution images of quality.py's protocol
         high = [np.round(c).astype(np.uint8) for c in clean]
         built[f"SR {options.set12_image} (x{options.factor})"] = (
             np.stack(high).astype(np.float64), np.stack([make_lr(h, options.factor) for h in high]), "super-resolve")
     return built
-
-
-def _quality():
-    """``benchmarks/quality.py``, loaded as a module."""
-    spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def psnr(clean: np.ndarray, estimate: np.ndarray) -> float:
@@ -107,82 +99,75 @@ def psnr(clean: np.ndarray, estimate: np.ndarray) -> float:
 
 
 def restore(stack: np.ndarray, warm: bool, options, task: str = "denoise") -> list[dict]:
+    from napari_dip.restore import iter_restore_planes
+
+    variant = contextlib.nullcontext()
     if warm and getattr(options, "warm_from", "previous") == "first":
-        with warm_from_first_plane():
-            return _restore(stack, warm, options, task)
-    if warm and getattr(options, "warm_roll_input", None):
-        with warm_input_rolled(options.warm_roll_input):
-            return _restore(stack, warm, options, task)
-    return _restore(stack, warm, options, task)
+        variant = warm_from_first_plane()
+    elif warm and getattr(options, "warm_roll_input", None):
+        variant = warm_input_rolled(options.warm_roll_input)
+    with variant:
+        rows, start = [], time.perf_counter()
+        # Denoising's options; super-resolution takes the factor (and fits the paper's way).
+        extra = {"factor": options.factor} if task == "super-resolve" else {"recorrupt": options.recorrupt}
+        planes = iter_restore_planes(task, stack, axes="TYX", warm_start=warm, preset=options.preset,
+                                     snapshot_every=None, seed=options.seed, device=options.device,
+                                     iterations=options.iterations, channels=options.channels, **extra)
+        for index, snapshot in planes:
+            if snapshot.done:
+                now = time.perf_counter()
+                fit = snapshot.settings.get("fit") or {}
+                rows.append({"frame": int(index[0]), "seconds": now - start, "iterations": snapshot.iteration,
+                             "best_iteration": snapshot.best_iteration, "stop_reason": snapshot.stop_reason,
+                             "recorrupted": bool(fit.get("recorrupt_sigma")), "adam_beta2": fit.get("adam_beta2"),
+                             "result": snapshot.average})
+                start = now
+        return rows
 
 
 @contextlib.contextmanager
-def warm_input_rolled(shift: str):
-    """Within this, the input a warm-started plane inherits is rolled by ``shift`` ("DY,DX"
-    pixels of the network's input) from the previous plane's (``--warm-roll-input``, a
-    diagnostic). Meant to move the fixed noise input with a drifting picture, as a
-    recorrupted fit's input (the plane itself) moves; it does not, as measured: the strided
-    network is shift-equivariant only in steps of 2 ** scales pixels (BENCHMARKS.md)."""
-    import torch
-
+def _handed_on_states(change):
+    """Within this, the state a fitted plane hands the next warm-started plane is
+    ``change(state)`` (benchmark variants of the engine's warm start, not engine options)."""
     from napari_dip.engine.fit import Fitter
 
-    dy, dx = (int(v) for v in shift.split(","))
     export = Fitter.export_state
+    Fitter.export_state = lambda fitter: change(export(fitter))
+    try:
+        yield
+    finally:
+        Fitter.export_state = export
 
-    def rolled_state(self):
-        state = export(self)
+
+def warm_input_rolled(shift: str):
+    """The input a warm-started plane inherits rolled by ``shift`` ("DY,DX" pixels of the
+    network's input; ``--warm-roll-input``, a diagnostic). Meant to move the fixed noise
+    input with a drifting picture, as a recorrupted fit's input (the plane itself) moves; it
+    does not, as measured: the strided network is shift-equivariant only in steps of
+    2 ** scales pixels (BENCHMARKS.md)."""
+    import torch
+
+    dy, dx = (int(v) for v in shift.split(","))
+
+    def rolled(state):
         state.input = torch.roll(state.input, shifts=(dy, dx), dims=(-2, -1))
         return state
 
-    Fitter.export_state = rolled_state
-    try:
-        yield
-    finally:
-        Fitter.export_state = export
+    return _handed_on_states(rolled)
 
 
-@contextlib.contextmanager
 def warm_from_first_plane():
-    """Within this, every warm-started plane starts from the first fitted plane's network
-    instead of the previous plane's (``--warm-from first``; a benchmark variant, not an
-    engine option): the states exported after the first are the first's."""
-    from napari_dip.engine.fit import Fitter
-
-    export = Fitter.export_state
+    """Every warm-started plane starts from the first fitted plane's network instead of the
+    previous plane's (``--warm-from first``): the states handed on after the first are the
+    first's. A warm fit copies the state in and leaves it as it was, so one serves all."""
     first = []
 
-    def first_state(self):
+    def first_state(state):
         if not first:
-            first.append(export(self))
-        return first[0]  # a warm fit copies the state in, and leaves it as it was
+            first.append(state)
+        return first[0]
 
-    Fitter.export_state = first_state
-    try:
-        yield
-    finally:
-        Fitter.export_state = export
-
-
-def _restore(stack: np.ndarray, warm: bool, options, task: str) -> list[dict]:
-    from napari_dip.restore import iter_restore_planes
-
-    rows, start = [], time.perf_counter()
-    # Denoising's options; super-resolution takes the factor (and fits the paper's way).
-    extra = {"factor": options.factor} if task == "super-resolve" else {"recorrupt": options.recorrupt}
-    planes = iter_restore_planes(task, stack, axes="TYX", warm_start=warm, preset=options.preset,
-                                 snapshot_every=None, seed=options.seed, device=options.device,
-                                 iterations=options.iterations, channels=options.channels, **extra)
-    for index, snapshot in planes:
-        if snapshot.done:
-            now = time.perf_counter()
-            fit = snapshot.settings.get("fit") or {}
-            rows.append({"frame": int(index[0]), "seconds": now - start, "iterations": snapshot.iteration,
-                         "best_iteration": snapshot.best_iteration, "stop_reason": snapshot.stop_reason,
-                         "recorrupted": bool(fit.get("recorrupt_sigma")), "adam_beta2": fit.get("adam_beta2"),
-                         "result": snapshot.average})
-            start = now
-    return rows
+    return _handed_on_states(first_state)
 
 
 def _at_least_one(text: str) -> int:
