@@ -17,6 +17,7 @@ the same as the quality benchmark's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import math
@@ -91,11 +92,14 @@ def trace(task, observed, kwargs, evaluate, rule, options):
     net = network_overrides(net, getattr(options, "network", None) or [])
     if getattr(options, "holdout", None) is not None:
         fit = replace(fit, stopping=replace(fit.stopping, holdout_fraction=options.holdout))
-    fitter = Fitter(chw, model, net, fit)
+    with separable_convolutions(getattr(options, "separable", False)):
+        fitter = Fitter(chw, model, net, fit)
     if getattr(options, "image_input", False) and task == "super-resolve":
         use_upsampled_input(fitter, chw)
     if getattr(options, "lr_schedule", None):
         schedule_learning_rate(fitter.optimizer, options.lr_schedule)
+    if getattr(options, "freeze_encoder", False):
+        freeze_encoder(fitter.network)
     scores, psnrs = [], []
     start = time.perf_counter()
     for snap in fitter.run(snapshot_every=1):
@@ -161,6 +165,52 @@ def use_upsampled_input(fitter, chw: np.ndarray) -> None:
     upsampled = F.interpolate(image, size=fitter.image_size, mode="bicubic", align_corners=False).clamp(0, 1)
     fitter.input = fitter.input.clone()
     fitter.input[:, : image.shape[1]] = _padded(upsampled, fitter._crop, fitter.padded_size).to(fitter.input.device)
+
+
+@contextlib.contextmanager
+def separable_convolutions(wanted: bool):
+    """While building a network, every convolution wider than 1x1 becomes a depthwise one
+    (same kernel, stride and padding, one filter per input channel) followed by a 1x1
+    one: about a sixth of the weights. Measured here, not in the engine (BENCHMARKS.md,
+    *A frozen encoder, separable convolutions*)."""
+    from torch import nn
+
+    from napari_dip.engine import networks
+
+    plain = networks._conv
+
+    def separable(cfg, cin, cout, kernel, stride=1, replicas=1):
+        if kernel == 1 or replicas != 1:
+            return plain(cfg, cin, cout, kernel, stride, replicas)
+        return nn.Sequential(
+            nn.Conv2d(cin, cin, kernel, stride=stride, padding=kernel // 2, groups=cin, bias=False,
+                      padding_mode="zeros" if cfg.padding == "zeros" else cfg.padding),
+            nn.Conv2d(cin, cout, 1),
+        )
+
+    if wanted:
+        networks._conv = separable
+    try:
+        yield
+    finally:
+        networks._conv = plain
+
+
+def freeze_encoder(network) -> int:
+    """Keep the skip network's encoder at its random start: the down and skip branches of
+    every scale get no gradient, so the backward pass skips them and only the decoder (the
+    merging convolutions and the head) is fitted. Returns the number of weights frozen.
+    Measured here, not in the engine (BENCHMARKS.md, *A frozen encoder, separable
+    convolutions*)."""
+    frozen = 0
+    scale = network.body
+    while scale is not None:
+        for branch in (scale.down, scale.skip):
+            for weight in branch.parameters() if branch is not None else ():
+                weight.requires_grad_(False)
+                frozen += weight.numel()
+        scale = scale.coarser
+    return frozen
 
 
 def replay(scores, psnrs, patience, warmup):
@@ -292,6 +342,10 @@ def main(argv=None) -> int:
                         "factor over the steps (default: constant, as the engine fits)")
     parser.add_argument("--image-input", action="store_true",
                         help="super-resolution: the upsampled image in the input's first channels instead of noise")
+    parser.add_argument("--freeze-encoder", action="store_true",
+                        help="fit only the decoder: the down and skip branches keep their random weights")
+    parser.add_argument("--separable", action="store_true",
+                        help="depthwise-separable convolutions in place of every convolution wider than 1x1")
     parser.add_argument("--network", action="append", metavar="FIELD=VALUE",
                         help="change a field of the preset's network, e.g. channels_up=16:48:48:48:48 (repeatable)")
     parser.add_argument("--holdout", type=float, help="held-out validation: fraction of pixels left out (default: 5 %%)")

@@ -486,6 +486,55 @@ def test_stopping_traces_take_a_learning_rate_schedule_the_image_as_input_and_a_
         assert len(changed) == 6 and not np.allclose(plain[2:], changed[2:]), name
 
 
+def test_stopping_traces_freeze_the_encoder_or_separate_the_convolutions():
+    """The twenty-second session's structural variants: a frozen encoder must keep its
+    weights through a fit while the decoder's move; separable convolutions must replace
+    every convolution wider than 1x1, and only while the network is built."""
+    from argparse import Namespace
+
+    import torch
+
+    from napari_dip.engine import networks
+
+    stopping = _load_script("stopping")
+    net = networks.SkipNet(networks.FAST.with_width(4), 1)
+    frozen = stopping.freeze_encoder(net)
+    encoder = [w for s in (net.body, net.body.coarser) for b in (s.down, s.skip) for w in b.parameters()]
+    assert frozen > 0 and encoder and not any(w.requires_grad for w in encoder)
+    assert all(w.requires_grad for w in net.body.fuse.parameters()) and net.head.weight.requires_grad
+
+    with stopping.separable_convolutions(True):
+        separable = networks.SkipNet(networks.FAST.with_width(4), 1)
+    # Outside the context the networks are built plain again.
+    assert networks.SkipNet(networks.FAST.with_width(4), 1).body.down[0][0].groups == 1
+    depthwise = [m for m in separable.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    wide = [m for m in separable.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
+    assert depthwise and wide == depthwise
+    assert all(m.groups == m.in_channels == m.out_channels for m in depthwise)
+
+    rng = np.random.default_rng(0)
+    low = rng.random((16, 16)).astype(np.float32)
+
+    def mean(estimate):
+        return float(np.mean(estimate, dtype=np.float64))
+
+    options = Namespace(preset="fast", channels=4, iterations=5, device="cpu", seed=0, learning_rate=0.05)
+    _, plain, _ = stopping.trace("super-resolve", low, {"factor": 4}, mean, "wmv", options)
+    for name in ("freeze_encoder", "separable"):
+        _, changed, _ = stopping.trace("super-resolve", low, {"factor": 4}, mean, "wmv",
+                                       Namespace(**vars(options), **{name: True}))
+        assert len(changed) == 5 and not np.allclose(plain[1:], changed[1:]), name
+
+
+def test_structure_step_cost_times_the_three_variants():
+    from napari_dip.engine.networks import FAST
+
+    module = _load_script("structure_step_cost")
+    config = FAST.with_width(4)
+    for variant in ("whole", "frozen encoder", "separable"):
+        assert module.step_ms(config, variant, size=64, steps=2, warmup=1) > 0
+
+
 def test_step_levers_narrow_and_shorten_the_network_and_refuse_typos():
     from napari_dip.engine.networks import FAST
 
