@@ -492,6 +492,26 @@ def test_an_imagej_z_stack_comes_back_as_one_with_its_calibration(imagej_zyx, tm
     assert provenance["iterations_run"] == 6 and provenance["stop_reasons"] == {"budget": 3}
 
 
+def test_a_drifting_time_lapse_says_which_planes_started_afresh(tmp_path, capsys):
+    from skimage import data
+
+    camera = data.camera()
+    # One pixel down and right a frame: x2, frame 2 is 4 px of the result from frame 0.
+    frames = np.stack([camera[200 + k : 232 + k, 200 + k : 232 + k] for k in range(4)])
+    source = tmp_path / "drift.tif"
+    tifffile.imwrite(source, frames, imagej=True, metadata={"axes": "TYX"})
+    out = tmp_path / "sr.tif"
+    assert main(["super-resolve", str(source), "-o", str(out), "--factor", "2", *TINY]) == 0
+    assert ("1 fitted afresh where the picture had drifted more than 3 px from its warm-start chain's first plane"
+            in capsys.readouterr().out.splitlines()[-1])
+    results = read_provenance(out)["plane_results"]
+    assert [r["warm_start_from"] for r in results] == [None, [0], None, [2]]
+    assert [r["warm_start_restarted"] for r in results] == [False, False, True, False]
+    assert results[0]["drift"] is None and [r["drift"]["from_plane"] for r in results[1:]] == [0, 0, 2]
+    assert results[2]["drift"]["pixels"] > results[2]["drift"]["restart_above_pixels"] == 3.0
+    assert np.array_equal(tifffile.imread(source), frames)  # the input is left as it was
+
+
 def test_super_resolving_a_hyperstack_divides_only_the_pixel_width_and_height(tmp_path):
     source = tmp_path / "hyper.tif"
     tifffile.imwrite(source, _noisy_stack((2, 2, 2, 32, 32)), imagej=True, resolution=(5.0, 4.0),

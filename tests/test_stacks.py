@@ -127,6 +127,49 @@ def test_warm_start_carries_the_previous_planes_network(fitters):
     assert plane_finals[(1,)].settings["fit"]["learning_rate"] == pytest.approx(second.config.learning_rate)
 
 
+def drifting_camera(offsets, size=32):
+    """Crops of the camera photograph moved down and right by ``offsets`` pixels."""
+    from skimage import data
+
+    camera = data.camera()
+    return np.stack([camera[200 + k : 200 + k + size, 200 + k : 200 + k + size] for k in offsets])
+
+
+def test_a_plane_drifted_from_the_chains_start_is_fitted_afresh(fitters):
+    # x2: plane offsets 0, 1, 2, 3 px are 0, 2, 4, 6 px of the result. The chain begun on
+    # plane 0 takes plane 1 (2 px); plane 2 (4 px) starts afresh and a chain begins there,
+    # so plane 3 is 2 px from its start and warm again, from plane 2.
+    stack = drifting_camera([0, 1, 2, 3])
+    plane_finals = finals(iter_restore_planes("super-resolve", stack, axes="TYX", factor=2, **FEW))
+    first, second, third, fourth = fitters
+    assert second.initial_state is not None and fourth.initial_state is not None
+    assert third.initial_state is None and third.config == first.config  # a whole fit from scratch
+    assert not same_weights(third.start, second.network.state_dict())
+    assert same_weights(fourth.start, third.network.state_dict())
+    settings = [plane_finals[(k,)].settings for k in range(4)]
+    assert [s["warm_start"] for s in settings] == [
+        None, {"from": [0], "from_plane": 0}, None, {"from": [2], "from_plane": 2}]
+    assert [s.get("warm_start_restarted", False) for s in settings] == [False, False, True, False]
+    assert "drift" not in settings[0]
+    assert [s["drift"]["from_plane"] for s in settings[1:]] == [0, 0, 2]
+    assert [s["drift"]["pixels"] for s in settings[1:]] == pytest.approx([2, 4, 2], abs=0.3)
+    assert all(s["drift"]["match"] > 0.9 for s in settings[1:])
+
+
+def test_different_pictures_are_no_drift_and_recorrupted_planes_are_not_measured(fitters):
+    # Unrelated planes (a Z-stack through changing structures) match poorly once aligned:
+    # whatever shift the registration reports, the chain goes on.
+    stack = uint16_stack(3)
+    plane_finals = finals(iter_restore_planes("denoise", stack, axes="ZYX", recorrupt=False, **FEW))
+    assert all(f.initial_state is not None for f in fitters[1:])
+    assert all(plane_finals[(k,)].settings["drift"]["match"] < 0.5 for k in (1, 2))
+    # A recorrupted fit's input is the plane itself, so it moves with the picture: no drift to measure.
+    fitters.clear()
+    plane_finals = finals(iter_restore_planes("denoise", drifting_camera([0, 4, 8]), axes="TYX", recorrupt=True, **FEW))
+    assert all(f.initial_state is not None for f in fitters[1:])
+    assert not any("drift" in plane_finals[(k,)].settings for k in range(3))
+
+
 def test_without_warm_start_every_plane_is_an_independent_fit(fitters):
     stack = uint16_stack(2)
     plane_finals = finals(iter_restore_planes("denoise", stack, axes="ZYX", warm_start=False, iterations=6, **TINY))

@@ -199,7 +199,8 @@ def test_denoise_streams_into_one_layer_and_records_the_run(make_napari_viewer, 
     assert meta["best_iteration"] is None  # the stopping rule was still warming up
     assert meta["plane_results"] == [
         {"plane": [], "iterations_run": 6, "stop_reason": "budget", "best_iteration": None, "backtracks": 0,
-         "reg_noise_std": meta["engine_settings"]["fit"]["reg_noise_std"], "warm_start": None}
+         "reg_noise_std": meta["engine_settings"]["fit"]["reg_noise_std"], "warm_start": None,
+         "warm_start_restarted": False, "drift": None}
     ]
     assert meta["warm_start"] is None and meta["axes"] == "YX"
     assert meta["constant_planes"] == [] and meta["warnings"] == []

@@ -95,8 +95,8 @@ def _add_fit_options(parser: argparse.ArgumentParser, single_file: bool = True) 
                         help="of a 3D image: 0 is --axes CYX, -1 is --axes YXC")
     parser.add_argument("--no-warm-start", action="store_true",
                         help="fit every plane of a stack on its own; by default a plane starts from the "
-                             "previous plane's network, with a much smaller budget (for super-resolution that "
-                             "was about 0.2 dB lower on two stacks, and lower still on planes that drifted: see README)")
+                             "previous plane's network, with a much smaller budget, unless its picture drifted more "
+                             "than 3 px from its chain's first plane (super-resolution, inpainting: see README)")
     parser.add_argument("--3d", dest="volumetric", action="store_true",
                         help="fit each Z-stack at once with a 3D network (denoise, inpaint; the file needs a Z "
                              "axis); the voxel spacing comes from the file's calibration")
@@ -655,7 +655,9 @@ def _fit_planes(pairs, layout, dtype, factor, total, args, extras: dict | None =
     provenance["plane_results"] = [
         {"index": list(index), "iterations_run": snap.iteration, "stop_reason": snap.stop_reason,
          "best_iteration": snap.best_iteration, "backtracks": snap.backtracks,
-         "warm_start_from": (snap.settings.get("warm_start") or {}).get("from"), "seconds": round(snap.elapsed, 3)}
+         "warm_start_from": (snap.settings.get("warm_start") or {}).get("from"),
+         "warm_start_restarted": bool(snap.settings.get("warm_start_restarted")), "drift": snap.settings.get("drift"),
+         "seconds": round(snap.elapsed, 3)}
         for index, snap in finals
     ]
     reasons: dict[str, int] = {}
@@ -667,6 +669,10 @@ def _fit_planes(pairs, layout, dtype, factor, total, args, extras: dict | None =
     stopped = ", ".join(f"{reason} {count}x" for reason, count in reasons.items())
     summary = (f"{len(finals)} planes, {provenance['iterations_run']} iterations in {seconds:.1f} s, "
                f"stopped by {stopped}")
+    restarted = [snap.settings["drift"] for _, snap in finals if snap.settings.get("warm_start_restarted")]
+    if restarted:
+        summary += (f", {len(restarted)} fitted afresh where the picture had drifted more than "
+                    f"{restarted[0]['restart_above_pixels']:g} px from its warm-start chain's first plane")
     return output, provenance, summary
 
 

@@ -9,7 +9,9 @@ Stacks (``axes`` with ``Z`` or ``T``, see :mod:`napari_dip.axes`) are restored p
 plane: the task functions return the whole stack, ``iter_restore_planes`` streams
 ``(index, snapshot)`` pairs. A plane starts from the previous plane's fitted network
 (warm start, :func:`~napari_dip.engine.presets.warm_start_config`) unless
-``warm_start=False``; the planes share one value range, so they stay comparable.
+``warm_start=False`` or, for fits from a noise input, its picture has drifted off the
+chain's first plane (:mod:`napari_dip.drift`); the planes share one value range, so they
+stay comparable.
 
 Inpainting returns the observed pixels exactly as they were and takes only the holes from
 the network (``keep_known=True``): the network reproduces known pixels closely but not
@@ -51,6 +53,7 @@ from .engine.presets import (
     settings_for,
     warm_start_config,
 )
+from .engine import presets
 from .engine.stopping import CORRELATED_NOISE, StoppingConfig, neighbour_noise_correlation
 from .noise_model import NoisePlan, plan_noise, spread_in_user_units
 from .residual import noise_residual
@@ -289,7 +292,12 @@ def iter_restore_planes(
         ``True`` (default): each plane after the first starts from the previous fitted
         plane's network and input, at a tenth of the learning rate with a budget of at
         most 150 iterations (:func:`~napari_dip.engine.presets.warm_start_config`).
-        ``False``: every plane is an independent fit with the full settings.
+        A fit from a noise input (super-resolution, inpainting, denoising without
+        recorruption) builds its picture where that input put it, so a plane whose picture
+        has moved more than :data:`~napari_dip.engine.presets.WARM_START_MAX_DRIFT` pixels
+        from the first plane of its warm-start chain (measured by
+        :func:`napari_dip.drift.picture_shift`) is fitted from scratch, and a new chain
+        begins there. ``False``: every plane is an independent fit with the full settings.
     settings
         Those of :func:`iter_restore` (``mask``, ``factor``, ``preset``, ``iterations``,
         ``seed``, ``snapshot_every``, ...). ``mask`` is ``(Y, X)`` (or one plane's shape
@@ -304,7 +312,9 @@ def iter_restore_planes(
     ``stop_reason`` ``"constant"`` or ``"no holes"``, and the next fitted plane starts from
     the last fitted one. The first and last snapshot of each plane carry
     ``settings["plane"]`` (index, number, count) and ``settings["warm_start"]``
-    (``{"from": index, "from_plane": number}`` of the plane it started from, or ``None``).
+    (``{"from": index, "from_plane": number}`` of the plane it started from, or ``None``);
+    where the drift was measured, ``settings["drift"]`` (``pixels``, ``match``, ``from_plane``
+    and the limits) and, on a plane fitted afresh for it, ``settings["warm_start_restarted"]``.
     Leave the array unchanged while the stream runs: planes are read as they come.
 
     Examples
@@ -701,10 +711,11 @@ class _Job:
 
     def planes(self, warm_start: bool = True) -> Iterator[tuple[tuple[int, ...], Snapshot]]:
         """The planes' fits in turn, each plane after the first fitted one warm-started
-        from it when ``warm_start``."""
+        from it when ``warm_start``, unless its picture drifted off its chain's first plane."""
         layout = self.layout
         warm_config = warm_start_config(self.fit_config)
         state = source = None  # the last fitted plane's network and input, and which plane
+        anchor = None  # the plane the warm-start chain began on, and its number
         count = layout.planes
         for number, index in enumerate(layout.indices()):
             description = {
@@ -724,8 +735,21 @@ class _Job:
                 continue
             config = self.fit_config
             if warm_start and state is not None and self.tiles is None:
-                config = warm_config
-                description["warm_start"] = {"from": list(source[0]), "from_plane": source[1]}
+                drift = self._drift(anchor[0], plane)
+                if drift is not None:
+                    description["drift"] = {**drift, "from_plane": anchor[1],
+                                            "restart_above_pixels": presets.WARM_START_MAX_DRIFT,
+                                            "restart_from_match": presets.WARM_START_MIN_MATCH}
+                if drift is not None and drift["pixels"] > presets.WARM_START_MAX_DRIFT \
+                        and drift["match"] >= presets.WARM_START_MIN_MATCH:
+                    # The picture has moved off where the chain's noise input put it: start afresh.
+                    state = None
+                    description["warm_start_restarted"] = True
+                else:
+                    config = warm_config
+                    description["warm_start"] = {"from": list(source[0]), "from_plane": source[1]}
+            if config is self.fit_config:
+                anchor = (plane, number)
             fitter = self._fitter(plane, config, state)
             state = None  # the fitter has its own copy
             snapshots = self._user_snapshots(fitter, plane, description)
@@ -737,6 +761,18 @@ class _Job:
             if warm_start and self.tiles is None:  # tiled planes start afresh: no state spans the tiles
                 state, source = fitter.export_state(), (index, number)
             del fitter, plane
+
+    def _drift(self, began: _Plane, plane: _Plane) -> dict | None:
+        """How far ``plane``'s picture has moved from ``began``'s: ``pixels`` of the result
+        along Y or X, whichever is more, and ``match``, the planes' correlation once aligned
+        (:func:`napari_dip.drift.picture_shift`); ``None`` where the fit's input is the plane
+        itself (recorruption), which moves with the picture."""
+        if self.fit_config.recorrupt_sigma is not None:
+            return None
+        from .drift import picture_shift
+
+        shift = picture_shift(began.observed, plane.observed, began.known, plane.known)
+        return {"pixels": round(shift.largest * (self.factor or 1), 2), "match": round(shift.match, 3)}
 
     def _copied_snapshot(self, image: np.ndarray, reason: str, description: dict) -> Snapshot:
         """The final snapshot of a plane that is not fitted, because it is constant inside

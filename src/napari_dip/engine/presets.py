@@ -439,6 +439,24 @@ WARM_START_MIN_WAIT = 25
 WARM_START_RECORRUPTION_WARMUP = 50
 
 
+#: A fit from a fixed noise input builds its picture where that input put it. A stack's
+#: plane whose picture has moved more than this many pixels (of the result, along Y or X)
+#: from the plane its warm-start chain began on is fitted from scratch, and a new chain
+#: begins there. On two drifting 8-frame Set12 stacks super-resolved x4 (one pixel right
+#: and down a frame), warm frames 1-3 pixels from the chain's start were at most 0.39 dB
+#: below fits from scratch and up to 0.95 dB above; at 4 pixels one was 1.03 dB above and
+#: one 0.31 below; at 5-7 pixels all six were 0.26-1.67 dB below (BENCHMARKS.md,
+#: "Super-resolution stacks with fast's shorter schedule"). Recorrupted fits take the
+#: plane itself as input, which moves with the picture: no limit for them.
+WARM_START_MAX_DRIFT = 3.0
+#: ... but only where the two planes, once aligned, correlate at least this well: planes
+#: that are different pictures rather than one picture moved (a Z-stack through changing
+#: structures, unrelated frames) give the registration nothing to find, and their shift
+#: is no drift. The drifting Set12 stacks' low-resolution planes matched their first at
+#: 0.78-1.00; two unrelated photographs' crops at 0.12, two planes of random noise at -0.12.
+WARM_START_MIN_MATCH = 0.5
+
+
 def warm_start_config(config: FitConfig) -> FitConfig:
     """The fit settings of a plane that starts from the previous plane's network.
 

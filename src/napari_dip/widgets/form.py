@@ -120,10 +120,12 @@ class TaskForm:
         self.device_info.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.planes = ComboBox(label="Planes", choices=[PLANES_IN_VIEW, PLANES_ALL],
                                tooltip="For a stack (Z, time, ...): only the plane shown, or every plane in turn")
-        # Measured on two x4 stacks (BENCHMARKS.md, "Super-resolution stacks"): quicker, but lower.
-        sr_note = (". For super-resolution it was 5-6x quicker a plane but about 0.2 dB lower, and lower still "
-                   "on planes that drifted from the first: untick it where the planes drift or every plane "
-                   "must be at its best"
+        # Measured on three drifting x4 stacks (BENCHMARKS.md, "Super-resolution stacks",
+        # "A drifted plane fitted afresh").
+        sr_note = (". A plane whose picture drifted more than 3 px from its chain's first plane is fitted "
+                   "from scratch. On drifting super-resolved stacks the later planes took 31-43 % of the first "
+                   "plane's time, and none was more than 0.9 dB below its fit from scratch: untick it where every "
+                   "plane must be at its best"
                    if self.task == "super-resolve" else "")
         self.warm_start = CheckBox(text="warm start across planes", value=True,
                                    tooltip="Each plane starts from the previous plane's network: a short fit "

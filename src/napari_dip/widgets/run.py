@@ -147,6 +147,8 @@ class Run:
                 "backtracks": int(snapshot.backtracks),
                 "reg_noise_std": fit.get("reg_noise_std"),
                 "warm_start": self.warm_from,
+                "warm_start_restarted": bool(self.engine_settings.get("warm_start_restarted")),
+                "drift": self.engine_settings.get("drift"),
             })
         return new_plane
 
@@ -175,7 +177,7 @@ class Run:
             self.constant_planes.append(plane)
         self.plane_results.append({"plane": list(plane), "iterations_run": 0, "stop_reason": reason,
                                    "best_iteration": None, "backtracks": 0, "reg_noise_std": None,
-                                   "warm_start": None})
+                                   "warm_start": None, "warm_start_restarted": False, "drift": None})
         return self.progress_count - previous
 
     def note_warning(self, k: int | None, message: str) -> bool:
@@ -264,7 +266,9 @@ class Run:
                             "stop_reason": stop_reason, "best_iteration": self.best_iteration,
                             "backtracks": self.backtracks,
                             "reg_noise_std": settings.get("fit", {}).get("reg_noise_std"),
-                            "warm_start": self.warm_from})
+                            "warm_start": self.warm_from,
+                            "warm_start_restarted": bool(settings.get("warm_start_restarted")),
+                            "drift": settings.get("drift")})
             if self.last_psnr is not None:
                 results[-1]["psnr_vs_reference"] = self.last_psnr
         record["threads"] = settings.get("threads")
