@@ -120,6 +120,8 @@ def restore(stack: np.ndarray, warm: bool, options, task: str = "denoise") -> li
                 rows.append({"frame": int(index[0]), "seconds": now - start, "iterations": snapshot.iteration,
                              "best_iteration": snapshot.best_iteration, "stop_reason": snapshot.stop_reason,
                              "recorrupted": bool(fit.get("recorrupt_sigma")), "adam_beta2": fit.get("adam_beta2"),
+                             "restarted": bool(snapshot.settings.get("warm_start_restarted")),
+                             "drift": (snapshot.settings.get("drift") or {}).get("pixels"),
                              "result": snapshot.average})
                 start = now
         return rows
@@ -203,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="iterations between stop checks of a warm-started plane (default: presets')")
     parser.add_argument("--warm-min-wait", type=int,
                         help="trend test's wait after the best on a warm-started plane (default: presets')")
+    parser.add_argument("--warm-max-drift", type=float, metavar="PIXELS",
+                        help="a warm chain starts afresh on a plane drifted more than this from its first plane "
+                             "(default: presets.WARM_START_MAX_DRIFT; inf: never, as before 2026-11-28)")
     parser.add_argument("--warm-from", choices=("previous", "first"), default="previous",
                         help="which fitted plane a warm-started plane starts from: the previous one (the "
                              "engine's way) or always the first")
@@ -236,6 +241,8 @@ def main(argv=None) -> int:
         presets.WARM_START_CHECK_EVERY = options.warm_check_every
     if options.warm_min_wait is not None:
         presets.WARM_START_MIN_WAIT = options.warm_min_wait
+    if options.warm_max_drift is not None:
+        presets.WARM_START_MAX_DRIFT = options.warm_max_drift
     if options.threads:
         import torch
 
@@ -251,6 +258,8 @@ def main(argv=None) -> int:
                 "warm start" if options.warm_from == "previous" else "warm start from the first frame")
             if warm and options.warm_roll_input:
                 label += f", input rolled {options.warm_roll_input}"
+            if warm and options.warm_max_drift is not None:
+                label += f", afresh beyond {options.warm_max_drift:g} px"
             rows = restore(noisy, warm, options, task)
             for row in rows:
                 row["psnr"] = psnr(clean[row["frame"]], row.pop("result"))
@@ -260,7 +269,8 @@ def main(argv=None) -> int:
                     observed = np.kron(observed, np.ones((options.factor, options.factor)))
                 row["noisy_psnr"] = psnr(clean[row["frame"]], observed)
             results[name][label] = rows
-            print(f"{name:40s} {label:12s} " + " ".join(f"{r['psnr']:.2f}/{r['seconds']:.0f}s" for r in rows), flush=True)
+            print(f"{name:40s} {label:12s} " + " ".join(f"{r['psnr']:.2f}/{r['seconds']:.0f}s{'*' if r['restarted'] else ''}"
+                                                         for r in rows), flush=True)
             write(options, results)  # after every stack's fits: a run cut short keeps what it measured
 
     how = {None: "", True: ", by recorruption", False: ", the paper's way"}[options.recorrupt]
