@@ -1079,6 +1079,28 @@ def test_stacks_warm_start_from_the_first_frame_only_when_asked(tiny_data, monke
         module.main(["--data", str(tiny_data), "--warm-from", "first", "--warm-roll-input=-1,-1"])
 
 
+def test_stacks_record_drift_and_restarts_and_take_the_drift_limit(tiny_data, monkeypatch):
+    from skimage import data
+
+    from napari_dip.engine import presets
+
+    module = _load_script("stacks")
+    monkeypatch.setattr(presets, "WARM_START_ITERATIONS", 3)
+    monkeypatch.setattr(presets, "WARM_START_MAX_DRIFT", presets.WARM_START_MAX_DRIFT)  # put back afterwards
+    camera = data.camera()
+    stack = np.stack([camera[200 + k : 232 + k, 200 + k : 232 + k] for k in (0, 1, 2)])  # x2: 0, 2, 4 px
+    options = module.build_parser().parse_args(["--data", str(tiny_data), "--iterations", "2", "--threads", "1",
+                                                "--factor", "2", "--channels", "8"])
+    rows = module.restore(stack, True, options, "super-resolve")
+    assert [r["restarted"] for r in rows] == [False, False, True]
+    assert rows[0]["drift"] is None and rows[2]["drift"] > 3
+    # --warm-max-drift sets the engine's limit before the fits: inf never restarts.
+    monkeypatch.setattr(module, "build_stacks", lambda options: {})
+    assert module.main(["--data", str(tiny_data), "--warm-max-drift", "inf"]) == 0
+    assert presets.WARM_START_MAX_DRIFT == float("inf")
+    assert [r["restarted"] for r in module.restore(stack, True, options, "super-resolve")] == [False] * 3
+
+
 def test_sr_iteration_cost_sets_the_engines_iteration_beside_the_bare_step(tmp_path):
     folder = tmp_path / "sr" / "Set5"
     folder.mkdir(parents=True)
