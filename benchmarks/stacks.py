@@ -13,7 +13,9 @@ the data folder):
 * **SR** (only when ``--stacks`` names it): the same photograph's drifting frames as the
   high-resolution truth, each shrunk by ``--factor`` with PIL's Lanczos filter (as
   ``quality.py`` makes its low-resolution images), to be super-resolved back; the drift is a
-  quarter of a low-resolution pixel per frame at x4.
+  quarter of a low-resolution pixel per frame at x4;
+* **INPAINT** (only when ``--stacks`` names it): the same photograph's drifting frames with
+  half their pixels missing, a new random half in every frame, to be inpainted.
 
 Each stack is restored twice with :func:`napari_dip.restore.iter_restore_planes`: every
 frame fitted from scratch (``warm_start=False``), and frames after the first started from
@@ -90,6 +92,11 @@ def build_stacks(options) -> dict:
         high = [np.round(c).astype(np.uint8) for c in clean]
         built[f"SR {options.set12_image} (x{options.factor})"] = (
             np.stack(high).astype(np.float64), np.stack([make_lr(h, options.factor) for h in high]), "super-resolve")
+    if "INPAINT" in options.stacks.split(","):
+        high = np.stack([np.round(c).astype(np.uint8) for c in clean])
+        holes = np.random.default_rng(options.seed + 1).random(high.shape) < 0.5
+        built[f"INPAINT {options.set12_image} (50 % missing)"] = (
+            high.astype(np.float64), np.where(holes, 0, high).astype(np.uint8), "inpaint", {"mask": holes})
     return built
 
 
@@ -98,7 +105,7 @@ def psnr(clean: np.ndarray, estimate: np.ndarray) -> float:
     return float(10 * np.log10(255.0**2 / error))
 
 
-def restore(stack: np.ndarray, warm: bool, options, task: str = "denoise") -> list[dict]:
+def restore(stack: np.ndarray, warm: bool, options, task: str = "denoise", given: dict | None = None) -> list[dict]:
     from napari_dip.restore import iter_restore_planes
 
     variant = contextlib.nullcontext()
@@ -109,7 +116,9 @@ def restore(stack: np.ndarray, warm: bool, options, task: str = "denoise") -> li
     with variant:
         rows, start = [], time.perf_counter()
         # Denoising's options; super-resolution takes the factor (and fits the paper's way).
-        extra = {"factor": options.factor} if task == "super-resolve" else {"recorrupt": options.recorrupt}
+        # Inpainting takes its mask (``given``).
+        extra = ({"factor": options.factor} if task == "super-resolve" else
+                 dict(given or {}) if task == "inpaint" else {"recorrupt": options.recorrupt})
         planes = iter_restore_planes(task, stack, axes="TYX", warm_start=warm, preset=options.preset,
                                      snapshot_every=None, seed=options.seed, device=options.device,
                                      iterations=options.iterations, channels=options.channels, **extra)
@@ -187,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fmd-image", default="Confocal_BPAE_B_1.png")
     parser.add_argument("--set12-image", default="05.png")
     parser.add_argument("--stacks", default="FMD,Set12",
-                        help="which stacks, comma-separated: FMD, Set12, SR (super-resolution of Set12's frames)")
+                        help="which stacks, comma-separated: FMD, Set12, SR (super-resolution of Set12's frames), "
+                             "INPAINT (Set12's frames with half their pixels missing)")
     parser.add_argument("--factor", type=int, default=4, help="the SR stack's factor (default 4)")
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--channels", type=int, help="network width (default: the preset's)")
@@ -249,7 +259,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(options.threads)
 
     results = {}
-    for name, (clean, noisy, task) in build_stacks(options).items():
+    for name, (clean, noisy, task, *given) in build_stacks(options).items():
         if name.split()[0] not in options.stacks.split(","):
             continue
         results[name] = {}
@@ -260,7 +270,7 @@ def main(argv=None) -> int:
                 label += f", input rolled {options.warm_roll_input}"
             if warm and options.warm_max_drift is not None:
                 label += f", afresh beyond {options.warm_max_drift:g} px"
-            rows = restore(noisy, warm, options, task)
+            rows = restore(noisy, warm, options, task, given[0] if given else None)
             for row in rows:
                 row["psnr"] = psnr(clean[row["frame"]], row.pop("result"))
                 # The input's own PSNR; for SR the low-resolution frame enlarged by pixel repetition.

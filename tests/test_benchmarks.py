@@ -1099,6 +1099,11 @@ def test_stacks_record_drift_and_restarts_and_take_the_drift_limit(tiny_data, mo
     assert module.main(["--data", str(tiny_data), "--warm-max-drift", "inf"]) == 0
     assert presets.WARM_START_MAX_DRIFT == float("inf")
     assert [r["restarted"] for r in module.restore(stack, True, options, "super-resolve")] == [False] * 3
+    # An inpainted stack takes its mask, one per frame, and the rule too (here: never restarts).
+    holes = np.random.default_rng(0).random(stack.shape) < 0.5
+    rows = module.restore(np.where(holes, 0, stack), True, options, "inpaint", {"mask": holes})
+    assert len(rows) == 3 and rows[0]["result"].shape == stack.shape[1:]
+    assert [r["restarted"] for r in rows] == [False] * 3 and rows[2]["drift"] == pytest.approx(2, abs=0.5)
 
 
 def test_sr_iteration_cost_sets_the_engines_iteration_beside_the_bare_step(tmp_path):
