@@ -120,16 +120,22 @@ class TaskForm:
         self.device_info.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.planes = ComboBox(label="Planes", choices=[PLANES_IN_VIEW, PLANES_ALL],
                                tooltip="For a stack (Z, time, ...): only the plane shown, or every plane in turn")
-        # Measured on three drifting x4 stacks (BENCHMARKS.md, "Super-resolution stacks",
-        # "A drifted plane fitted afresh").
-        sr_note = (". A plane whose picture drifted more than 3 px from its chain's first plane is fitted "
-                   "from scratch. On drifting super-resolved stacks the later planes took 31-43 % of the first "
-                   "plane's time, and none was more than 0.9 dB below its fit from scratch: untick it where every "
-                   "plane must be at its best"
-                   if self.task == "super-resolve" else "")
+        # Measured on drifting stacks (BENCHMARKS.md, "Super-resolution stacks", "A drifted
+        # plane fitted afresh"): three x4 ones and one inpainted.
+        drift_note = (". A plane whose picture drifted more than 3 px from its chain's first plane is fitted "
+                      "from scratch" if self.task in ("super-resolve", "inpaint") else "")
+        task_note = {
+            "super-resolve": ". On drifting super-resolved stacks the later planes took 31-43 % of the first "
+                             "plane's time, and none was more than 0.9 dB below its fit from scratch",
+            "inpaint": ". Inpainted warm planes took about a sixth of a plane's time but were about 0.4-0.5 dB "
+                       "lower on the stack measured",
+        }.get(self.task, "")
+        if task_note:
+            task_note += ": untick it where every plane must be at its best"
         self.warm_start = CheckBox(text="warm start across planes", value=True,
                                    tooltip="Each plane starts from the previous plane's network: a short fit "
-                                   "at a lower learning rate. Off: every plane is fitted from scratch" + sr_note)
+                                   "at a lower learning rate" + drift_note + task_note
+                                   + ". Off: every plane is fitted from scratch")
         # 3D: denoising only, where one Z-stack's fit replaces the plane-by-plane ones.
         self.volumetric = CheckBox(text="3D (whole Z-stack)", value=False, visible=self.task == "denoise",
                                    tooltip="Fit the whole Z-stack at once with a 3D network, which sees the "
