@@ -42,6 +42,25 @@ def test_unrelated_planes_match_poorly_whatever_shift_is_found(camera):
     rng = np.random.default_rng(1)
     assert abs(picture_shift(rng.random((32, 32)), rng.random((32, 32))).match) < 0.5
     assert picture_shift(camera[:128, :128], data.moon()[:128, :128] / 255.0).match < 0.5
+    # A gradient of light both share correlates with itself at any shift; their detail does not.
+    ramp = np.linspace(0, 1, 128)[None].repeat(128, 0)
+    lit = picture_shift(0.5 * ramp + 0.5 * camera[:128, :128], 0.5 * ramp + 0.5 * data.moon()[200:328, 200:328] / 255.0)
+    assert lit.largest > 3 and abs(lit.match) < 0.5
+    noise = picture_shift(ramp + 0.1 * rng.standard_normal(ramp.shape), ramp + 0.1 * rng.standard_normal(ramp.shape))
+    assert abs(noise.match) < 0.5
+
+
+def test_a_large_plane_is_registered_on_blocks(camera, monkeypatch):
+    from napari_dip import drift
+
+    # Blocks of 2 above 64 px: the shift comes back in whole plane pixels, twice the block's.
+    monkeypatch.setattr(drift, "LARGEST_SIDE", 64)
+    plane, moved = camera[100:228, 100:228], camera[108:236, 96:224]
+    shift = picture_shift(plane, moved)
+    assert (shift.dy, shift.dx) == pytest.approx((8.0, -4.0), abs=0.3) and shift.match > 0.9
+    known = np.random.default_rng(0).random(plane.shape) > 0.3
+    holey = picture_shift(plane * known, moved * known, known, known)
+    assert (holey.dy, holey.dx) == (8.0, -4.0)
 
 
 def test_planes_of_different_sizes_are_refused(camera):

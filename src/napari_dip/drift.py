@@ -5,14 +5,15 @@ recorruption) builds its picture where that input put it. A plane warm-started f
 fit inherits the input, so once a time-lapse has drifted a few pixels from the plane the
 chain started on, the warm fits fall behind fits from scratch (BENCHMARKS.md,
 *Super-resolution stacks with fast's shorter schedule*). :func:`picture_shift` measures the
-drift with scikit-image's phase correlation, and how well the two planes match once
-aligned, so that :mod:`napari_dip.restore` can start a drifted plane afresh while planes
-that are simply different pictures (a Z-stack through changing structures) are not
+drift with scikit-image's phase correlation, and how well the two planes' detail matches
+once aligned, so that :mod:`napari_dip.restore` can start a drifted plane afresh while
+planes that are simply different pictures (a Z-stack through changing structures) are not
 mistaken for moved ones.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,12 +22,20 @@ import numpy as np
 #: super-resolved plane's drift is measured on its low-resolution observation and then
 #: multiplied by the factor.
 UPSAMPLE = 10
+#: Planes larger than this (pixels along Y or X) are averaged down in blocks before they
+#: are registered: registration with holes takes about ten FFTs of twice the plane's size,
+#: gigabytes at 2048². The shift is scaled back, so it is as coarse as a block there.
+LARGEST_SIDE = 512
+#: The detail the match compares: each plane less its Gaussian blur of this many pixels.
+#: An illumination gradient the planes share correlates with itself at any shift; their
+#: detail does only where it is the same picture.
+DETAIL_SIGMA = 2.0
 
 
 @dataclass(frozen=True)
 class Shift:
     """The (Y, X) shift in pixels that moves one plane's picture onto another's, and the
-    correlation of the two planes once aligned by it (over the pixels they share)."""
+    correlation of the two planes' detail once aligned by it (over the pixels they share)."""
 
     dy: float
     dx: float
@@ -49,14 +58,15 @@ def picture_shift(
     Both are ``(C, H, W)`` or ``(H, W)`` planes of one size; channels are averaged. With
     ``*_known`` masks (1 = observed, as for inpainting; a pixel observed in most channels
     counts) only observed pixels count, and the shift is in whole pixels (scikit-image's
-    masked registration). ``match`` is the Pearson correlation of the overlapping pixels
-    after shifting by the whole-pixel part of the shift: near 1 for the same picture moved,
-    near 0 for unrelated ones.
+    masked registration). ``match`` is the Pearson correlation of the two planes' detail
+    (each less its blur) over the pixels both observe, once ``moving`` is shifted: near 1
+    for the same picture moved, near 0 for unrelated ones, even where both share a
+    gradient of light.
 
     >>> from skimage import data
     >>> plane = data.camera()[:128, :128].astype(np.float32)
     >>> shift = picture_shift(plane, np.roll(plane, (2, -3), axis=(0, 1)))
-    >>> shift.dy, shift.dx, shift.largest, shift.match > 0.99
+    >>> shift.dy, shift.dx, shift.largest, shift.match > 0.9
     (-2.0, 3.0, 3.0, True)
     """
     from skimage.registration import phase_cross_correlation  # here: importing it takes a while
@@ -66,30 +76,57 @@ def picture_shift(
         raise ValueError(f"planes of different sizes: {ref.shape} and {mov.shape}")
     ref_mask = np.ones(ref.shape, bool) if reference_known is None else _grey(reference_known) > 0.5
     mov_mask = np.ones(mov.shape, bool) if moving_known is None else _grey(moving_known) > 0.5
-    if reference_known is None and moving_known is None:
-        found, _, _ = phase_cross_correlation(ref, mov, upsample_factor=UPSAMPLE)
-    else:
+    block = math.ceil(max(ref.shape) / LARGEST_SIDE)
+    if block > 1:
+        ref, mov, ref_mask, mov_mask = (_block_mean(p, block) for p in (ref, mov, ref_mask, mov_mask))
+        ref_mask, mov_mask = ref_mask > 0.5, mov_mask > 0.5
+    masked = reference_known is not None or moving_known is not None
+    if masked:
         found = phase_cross_correlation(ref * ref_mask, mov * mov_mask, reference_mask=ref_mask, moving_mask=mov_mask)[0]
+    else:
+        found, _, _ = phase_cross_correlation(ref, mov, upsample_factor=UPSAMPLE)
     dy, dx = float(found[0]), float(found[1])
-    return Shift(dy, dx, _aligned_match(ref, mov, ref_mask, mov_mask, round(dy), round(dx)))
+    match = _detail_match(ref, mov, ref_mask, mov_mask, dy, dx)
+    return Shift(dy * block, dx * block, match)
 
 
-def _aligned_match(ref, mov, ref_mask, mov_mask, dy: int, dx: int) -> float:
-    """Correlation of ``ref`` and ``mov`` moved by (dy, dx) whole pixels, over the pixels
-    both observe inside their overlap; 0 where too few are left or a plane is flat there."""
+def _detail_match(ref, mov, ref_mask, mov_mask, dy: float, dx: float) -> float:
+    """Correlation of the detail of ``ref`` and of ``mov`` moved by (dy, dx), over the
+    pixels both observe away from the edges the move leaves; 0 where too few are left
+    or there is no detail."""
+    from scipy.ndimage import shift as move
+
     height, width = ref.shape
-    if abs(dy) >= height or abs(dx) >= width:
+    margin_y, margin_x = math.ceil(abs(dy)) + 1, math.ceil(abs(dx)) + 1
+    if 2 * margin_y >= height or 2 * margin_x >= width:
         return 0.0
-    # mov moved by (dy, dx) puts mov[y - dy, x - dx] at (y, x).
-    ys, xs = slice(max(dy, 0), height + min(dy, 0)), slice(max(dx, 0), width + min(dx, 0))
-    ys_from, xs_from = slice(max(-dy, 0), height + min(-dy, 0)), slice(max(-dx, 0), width + min(-dx, 0))
-    both = ref_mask[ys, xs] & mov_mask[ys_from, xs_from]
-    if both.sum() < 16:
+    # Linear interpolation for the fraction of a pixel; the holes' mask only moves whole pixels.
+    moved = move(_detail(mov, mov_mask), (dy, dx), order=1, mode="nearest")
+    moved_mask = move(mov_mask.astype(np.float64), (round(dy), round(dx)), order=0, mode="constant") > 0.5
+    inner = (slice(margin_y, height - margin_y), slice(margin_x, width - margin_x))
+    both = (ref_mask & moved_mask)[inner]
+    if both.sum() < max(16, both.size // 16):
         return 0.0
-    a, b = ref[ys, xs][both], mov[ys_from, xs_from][both]
+    a, b = _detail(ref, ref_mask)[inner][both], moved[inner][both]
     a, b = a - a.mean(), b - b.mean()
     norm = float(np.sqrt((a * a).sum() * (b * b).sum()))
     return float((a * b).sum() / norm) if norm > 0 else 0.0
+
+
+def _detail(plane: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """The plane less its blur, the blur taken over the observed pixels only (normalised
+    convolution), so that holes read as neither dark nor detail."""
+    from scipy.ndimage import gaussian_filter
+
+    weight = gaussian_filter(known.astype(np.float64), DETAIL_SIGMA)
+    blur = gaussian_filter(plane * known, DETAIL_SIGMA) / np.maximum(weight, 1e-6)
+    return np.where(known, plane - blur, 0.0)
+
+
+def _block_mean(plane: np.ndarray, block: int) -> np.ndarray:
+    from skimage.transform import downscale_local_mean
+
+    return downscale_local_mean(plane.astype(np.float64), (block, block))
 
 
 def _grey(plane: np.ndarray) -> np.ndarray:

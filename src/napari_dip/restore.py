@@ -715,7 +715,7 @@ class _Job:
         layout = self.layout
         warm_config = warm_start_config(self.fit_config)
         state = source = None  # the last fitted plane's network and input, and which plane
-        anchor = None  # the plane the warm-start chain began on, and its number
+        anchor = None  # the observation (and mask) the warm-start chain began on, and its number
         count = layout.planes
         for number, index in enumerate(layout.indices()):
             description = {
@@ -735,7 +735,7 @@ class _Job:
                 continue
             config = self.fit_config
             if warm_start and state is not None and self.tiles is None:
-                drift = self._drift(anchor[0], plane)
+                drift = self._drift(*anchor[0], plane)
                 if drift is not None:
                     description["drift"] = {**drift, "from_plane": anchor[1],
                                             "restart_above_pixels": presets.WARM_START_MAX_DRIFT,
@@ -748,8 +748,9 @@ class _Job:
                 else:
                     config = warm_config
                     description["warm_start"] = {"from": list(source[0]), "from_plane": source[1]}
-            if config is self.fit_config:
-                anchor = (plane, number)
+            if config is self.fit_config and warm_start and self.tiles is None:
+                # What the drift is measured against: the observation only, not the plane.
+                anchor = ((plane.observed, plane.known), number)
             fitter = self._fitter(plane, config, state)
             state = None  # the fitter has its own copy
             snapshots = self._user_snapshots(fitter, plane, description)
@@ -762,8 +763,9 @@ class _Job:
                 state, source = fitter.export_state(), (index, number)
             del fitter, plane
 
-    def _drift(self, began: _Plane, plane: _Plane) -> dict | None:
-        """How far ``plane``'s picture has moved from ``began``'s: ``pixels`` of the result
+    def _drift(self, began: np.ndarray, began_known: np.ndarray | None, plane: _Plane) -> dict | None:
+        """How far ``plane``'s picture has moved from the observation ``began`` (with its
+        mask ``began_known``, inpainting) the chain began on: ``pixels`` of the result
         along Y or X, whichever is more, and ``match``, the planes' correlation once aligned
         (:func:`napari_dip.drift.picture_shift`); ``None`` where the fit's input is the plane
         itself (recorruption), which moves with the picture."""
@@ -771,7 +773,7 @@ class _Job:
             return None
         from .drift import picture_shift
 
-        shift = picture_shift(began.observed, plane.observed, began.known, plane.known)
+        shift = picture_shift(began, plane.observed, began_known, plane.known)
         return {"pixels": round(shift.largest * (self.factor or 1), 2), "match": round(shift.match, 3)}
 
     def _copied_snapshot(self, image: np.ndarray, reason: str, description: dict) -> Snapshot:
