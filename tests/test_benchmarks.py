@@ -526,6 +526,46 @@ def test_stopping_traces_freeze_the_encoder_or_separate_the_convolutions():
         assert len(changed) == 5 and not np.allclose(plain[1:], changed[1:]), name
 
 
+def test_stopping_fills_inpaintings_holes_for_the_image_input():
+    import torch
+
+    from napari_dip.arrays import prepare_image
+    from napari_dip.engine.fit import Fitter
+    from napari_dip.engine.presets import settings_for
+    from napari_dip.restore import forward_model_for
+
+    stopping = _load_script("stopping")
+    rng = np.random.default_rng(0)
+    clean = np.linspace(0.2, 0.8, 32 * 32, dtype=np.float32).reshape(32, 32)
+    holes = rng.random(clean.shape) < 0.5
+    chw, layout, _ = prepare_image(np.where(holes, 0.0, clean).astype(np.float32))
+    net, fit = settings_for("inpaint", "fast", channels=4, iterations=2, device="cpu")
+    fitter = Fitter(chw, forward_model_for("inpaint", layout, mask=holes), net, fit)
+    noise = fitter.input.clone()
+    stopping.use_filled_input(fitter, chw, ~holes)
+    crop = (slice(None), slice(None), *fitter._crop)
+    first = fitter.input[:, :1][crop][0, 0].numpy()
+    np.testing.assert_allclose(first[~holes], chw[0][~holes])  # known pixels as observed
+    # holes take their neighbours' values (a ramp stays a ramp), not the zeros they hold
+    assert np.abs(first[holes] - clean[holes]).max() < 0.1
+    assert torch.equal(fitter.input[:, 1:], noise[:, 1:])
+
+
+def test_drift_match_reports_drifting_frames_and_unrelated_planes(tiny_data, capsys):
+    module = _load_script("drift_match")
+    assert module.main(["--data", str(tiny_data), "--images", "01.png", "--frames", "3", "--crop", "32",
+                        "--sizes", "32"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[1]: line.split()[-2:] for line in out.splitlines() if line.startswith("01.png")}
+    assert set(rows) == {"SR", "inpainting", "sigma"}
+    # The frames move one pixel a frame: 1 and 2 px, matched well without noise. (The x4
+    # frames of this smooth 32 px picture are 8 px wide: too small to say, only reported.)
+    drifts = [float(cell.split("/")[0]) for cell in rows["inpainting"]]
+    assert drifts == pytest.approx([1, 2], abs=0.1) and all(float(c.split("/")[1]) > 0.5 for c in rows["inpainting"])
+    assert len(rows["SR"]) == 2
+    assert "camera / moon" in out and "32²" in out
+
+
 def test_structure_step_cost_times_the_three_variants():
     from napari_dip.engine.networks import FAST
 
