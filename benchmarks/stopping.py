@@ -161,12 +161,16 @@ def use_upsampled_input(fitter, chw: np.ndarray) -> None:
     import torch
     import torch.nn.functional as F
 
+    image = torch.as_tensor(chw)[None]
+    _image_in_input(fitter, F.interpolate(image, size=fitter.image_size, mode="bicubic", align_corners=False).clamp(0, 1))
+
+
+def _image_in_input(fitter, image) -> None:
+    """``image`` (1, C, H, W) in place of the first C channels of ``fitter``'s noise input."""
     from napari_dip.engine.fit import _padded
 
-    image = torch.as_tensor(chw)[None]
-    upsampled = F.interpolate(image, size=fitter.image_size, mode="bicubic", align_corners=False).clamp(0, 1)
     fitter.input = fitter.input.clone()
-    fitter.input[:, : image.shape[1]] = _padded(upsampled, fitter._crop, fitter.padded_size).to(fitter.input.device)
+    fitter.input[:, : image.shape[1]] = _padded(image, fitter._crop, fitter.padded_size).to(fitter.input.device)
 
 
 @contextlib.contextmanager
@@ -216,23 +220,19 @@ def freeze_encoder(network) -> int:
 
 
 def use_filled_input(fitter, chw: np.ndarray, known: np.ndarray, sigma: float = 2.0) -> None:
-    """Inpainting with the damaged image, its holes filled by normalised convolution (a
-    Gaussian of ``sigma`` pixels over the known pixels, divided by the same over the mask),
-    in the first C of the network's input channels in place of noise; the rest stay noise.
-    Measured here, not in the engine (BENCHMARKS.md, *The filled image as inpainting's input*)."""
+    """Inpainting with the damaged image, its holes filled by a Gaussian blur of ``sigma``
+    pixels over the known pixels (:func:`napari_dip.drift.observed_blur`), in the first C of
+    the network's input channels in place of noise; the rest stay noise. Measured here, not
+    in the engine (BENCHMARKS.md, *The filled image as inpainting's input*)."""
     import torch
-    from scipy.ndimage import gaussian_filter
 
-    from napari_dip.engine.fit import _padded
+    from napari_dip.drift import observed_blur
 
-    weight = gaussian_filter(known.astype(np.float64), sigma)
     filled = np.empty(chw.shape, np.float32)
     for c, channel in enumerate(chw):
-        spread = gaussian_filter(channel * known, sigma) / np.maximum(weight, 1e-6)
-        filled[c] = np.where(known, channel, np.where(weight > 1e-6, spread, channel[known].mean()))
-    image = torch.as_tensor(filled)[None]
-    fitter.input = fitter.input.clone()
-    fitter.input[:, : image.shape[1]] = _padded(image, fitter._crop, fitter.padded_size).to(fitter.input.device)
+        spread = observed_blur(channel, known, sigma)
+        filled[c] = np.where(known, channel, np.where(np.isnan(spread), channel[known].mean(), spread))
+    _image_in_input(fitter, torch.as_tensor(filled)[None])
 
 
 def replay(scores, psnrs, patience, warmup):

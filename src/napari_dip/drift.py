@@ -114,13 +114,26 @@ def _detail_match(ref, mov, ref_mask, mov_mask, dy: float, dx: float) -> float:
 
 
 def _detail(plane: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """The plane less its blur, the blur taken over the observed pixels only (normalised
-    convolution), so that holes read as neither dark nor detail."""
+    """The plane less its blur over the observed pixels, so that holes read as neither
+    dark nor detail."""
+    return np.where(known, plane - observed_blur(plane, known, DETAIL_SIGMA), 0.0)
+
+
+def observed_blur(plane: np.ndarray, known: np.ndarray, sigma: float) -> np.ndarray:
+    """A Gaussian blur of ``plane`` (2D) taken over its observed pixels only (``known``
+    nonzero; normalised convolution): every pixel, holes included, gets the weighted mean
+    of the observed pixels near it, or NaN where none is within reach.
+
+    >>> plane, known = np.array([[1.0, 0.0, 3.0]]), np.array([[1, 0, 1]])
+    >>> float(observed_blur(plane, known, 1.0)[0, 1])  # the hole: its neighbours' mean, not 0
+    2.0
+    """
     from scipy.ndimage import gaussian_filter
 
-    weight = gaussian_filter(known.astype(np.float64), DETAIL_SIGMA)
-    blur = gaussian_filter(plane * known, DETAIL_SIGMA) / np.maximum(weight, 1e-6)
-    return np.where(known, plane - blur, 0.0)
+    known = np.asarray(known, dtype=np.float64)
+    weight = gaussian_filter(known, sigma)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(weight > 1e-6, gaussian_filter(plane * known, sigma) / weight, np.nan)
 
 
 def _block_mean(plane: np.ndarray, block: int) -> np.ndarray:
