@@ -390,6 +390,27 @@ def test_all_planes_are_warm_started_plane_to_plane_unless_unticked(make_napari_
     assert [p["iterations_run"] for p in meta["plane_results"]] == [4, 4, 4]
 
 
+def test_a_drifted_plane_is_fitted_afresh_and_recorded(make_napari_viewer, qtbot):
+    from skimage import data
+
+    viewer = make_napari_viewer()
+    camera = data.camera()
+    # One pixel down and right a frame, x2: the third frame is 4 px of the result from the first.
+    frames = np.stack([camera[200 + k : 232 + k, 200 + k : 232 + k] for k in range(4)])
+    viewer.add_image(frames.copy(), name="drifting", axis_labels=("time", "y", "x"))
+    widget = _dock(viewer, SuperResolveWidget)
+    widget.form.factor.value = 2
+    _tiny(widget, iterations=4, every=2)
+    widget.form.planes.value = PLANES_ALL
+    _run_to_end(qtbot, widget)
+    results = _output(viewer).metadata["napari_dip"]["plane_results"]
+    assert [p["warm_start_restarted"] for p in results] == [False, False, True, False]
+    assert [p["warm_start"] for p in results] == [
+        None, {"from": [0], "from_plane": 0}, None, {"from": [2], "from_plane": 2}]
+    assert results[0]["drift"] is None and [p["drift"]["from_plane"] for p in results[1:]] == [0, 0, 2]
+    assert np.array_equal(viewer.layers["drifting"].data, frames)  # the input layer is left as it was
+
+
 def test_the_sliders_follow_the_plane_until_the_user_moves_one(make_napari_viewer):
     from napari_dip.widgets.follow import PlaneFollower
 
