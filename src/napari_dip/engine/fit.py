@@ -550,6 +550,14 @@ class Fitter:
                             # New optimiser state tensors and a new learning rate: capture again.
                             graphed.reset()
                         average = run_averages if self.runs == 1 else run_averages.mean(dim=0, keepdim=True)
+                        # From here a jump is measured from the restored state's own losses
+                        # (the block's running minimum), not from the lowest before it. A
+                        # checkpoint is saved after a step whose loss was healthy, and the
+                        # step's update may have begun a spike: measured from the old lowest,
+                        # that state's own first loss is a jump at every restore whatever the
+                        # step size (an inpainting fit of Set12/07 backtracked 21 times in a
+                        # row, its restored loss 3.1x the lowest each time, and was lost).
+                        lowest_loss = math.inf
                         backtracks += 1
                         consecutive_backtracks += 1
                         if consecutive_backtracks > MAX_CONSECUTIVE_BACKTRACKS:
