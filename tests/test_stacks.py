@@ -261,3 +261,32 @@ def test_an_inverted_stack_mask_warns_once():
         stream = iter_restore_planes("inpaint", stack, axes="ZYX", mask=known, **FEW)
         list(stream)
     assert len([w for w in caught if issubclass(w.category, InputWarning)]) == 1
+
+
+class DivergingFitter(restore.Fitter):
+    """A Fitter whose third plane's fit diverges past rescue."""
+
+    made = 0
+
+    def run(self, *args, **kwargs):
+        DivergingFitter.made += 1
+        if DivergingFitter.made == 3:
+            raise FloatingPointError("the fit diverged 21 times in a row; lower the learning rate")
+        yield from super().run(*args, **kwargs)
+
+
+def test_a_plane_whose_fit_diverges_is_named_in_the_error(monkeypatch):
+    DivergingFitter.made = 0
+    monkeypatch.setattr(restore, "Fitter", DivergingFitter)
+    stack = uint16_stack(planes=4)
+    before = stack.copy()
+    with pytest.raises(FloatingPointError, match=r"^plane 3 of 4 \(Z=2\): the fit diverged 21 times"):
+        denoise(stack, axes="ZYX", warm_start=False, **FEW)
+    np.testing.assert_array_equal(stack, before)
+
+
+def test_a_single_image_that_diverges_keeps_the_engines_message(monkeypatch):
+    DivergingFitter.made = 2
+    monkeypatch.setattr(restore, "Fitter", DivergingFitter)
+    with pytest.raises(FloatingPointError, match=r"^the fit diverged 21 times"):
+        denoise(uint16_stack(planes=1)[0], **FEW)

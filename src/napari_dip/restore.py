@@ -757,6 +757,12 @@ class _Job:
             try:
                 for snapshot in snapshots:
                     yield index, snapshot
+            except FloatingPointError as error:
+                if count == 1:
+                    raise
+                # Say which plane: the one to look at, and to fit alone with other settings.
+                where = ", ".join(f"{letter}={i}" for letter, i in zip(layout.iterated, index))
+                raise FloatingPointError(f"plane {number + 1} of {count} ({where}): {error}") from error
             finally:
                 snapshots.close()
             if warm_start and self.tiles is None:  # tiled planes start afresh: no state spans the tiles
