@@ -125,10 +125,10 @@ class TaskForm:
         drift_note = (". A plane whose picture drifted more than 3 px from its chain's first plane is fitted "
                       "from scratch" if self.task in ("super-resolve", "inpaint") else "")
         task_note = {
-            "super-resolve": ". On drifting super-resolved stacks the later planes took 31-43 % of the first "
-                             "plane's time, and none was more than 0.9 dB below its fit from scratch",
-            "inpaint": ". Inpainted warm planes took about a sixth of a plane's time but were about 0.4-0.5 dB "
-                       "lower on the stack measured",
+            "super-resolve": ". On drifting super-resolved stacks the later planes took 29-40 % of the first "
+                             "plane's time, and none was more than 0.8 dB below its fit from scratch",
+            "inpaint": ". On drifting inpainted stacks the later planes took about a quarter of the first "
+                       "plane's time, and none was more than 0.7 dB below its fit from scratch",
         }.get(self.task, "")
         if task_note:
             task_note += ": untick it where every plane must be at its best"
