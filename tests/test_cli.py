@@ -645,3 +645,26 @@ def test_axes_that_contradict_the_files_own_are_warned_about(imagej_zyx, tmp_pat
     assert "napari-dip: warning: --axes TYX overrides the file's own axes ZYX" in capsys.readouterr().err
     assert main(["denoise", str(imagej_zyx), "-o", str(tmp_path / "z.tif"), "--axes", "zyx", *TINY]) == 0
     assert "warning" not in capsys.readouterr().err  # the same axes, said again
+
+
+def test_a_stack_whose_plane_diverges_names_the_plane_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    from napari_dip import restore
+
+    class DivergesOnThirdPlane(restore.Fitter):
+        made = 0
+
+        def run(self, *args, **kwargs):
+            DivergesOnThirdPlane.made += 1
+            if DivergesOnThirdPlane.made == 3:
+                raise FloatingPointError("the fit diverged 21 times in a row; lower the learning rate")
+            yield from super().run(*args, **kwargs)
+
+    monkeypatch.setattr(restore, "Fitter", DivergesOnThirdPlane)
+    frames = _noisy_stack((4, 32, 32))
+    source = tmp_path / "series.tif"
+    tifffile.imwrite(source, frames, imagej=True, metadata={"axes": "TYX"})
+    out = tmp_path / "out.tif"
+    assert main(["denoise", str(source), "-o", str(out), "--no-warm-start", *FAST]) == 2
+    assert "napari-dip: error: plane 3 of 4 (T=2): the fit diverged 21 times" in capsys.readouterr().err
+    assert not out.exists()
+    assert np.array_equal(tifffile.imread(source), frames)
