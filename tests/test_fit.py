@@ -195,18 +195,49 @@ def test_a_restored_state_whose_own_loss_is_high_is_not_backtracked_from_again(m
     assert np.isfinite(snaps[-1].average).all()
 
 
-def test_a_fit_that_blows_up_again_after_a_restore_is_backtracked_again():
-    # The same reset must not hide a real second blow-up: NaN at 36 and at 57.
-    class TwiceNaN(CountingModel):
+def test_a_finite_blow_up_after_a_restore_is_backtracked_from_again():
+    # The reset must not hide a real second blow-up: NaN at 36, then the loss climbing by
+    # finite steps over 55-64 (well over 3x the floor), which the check of 60 must catch.
+    class NaNThenClimb(CountingModel):
         def forward(self, x):
             self.calls += 1
-            return x * float("nan") if self.calls in (36, 57) else x
+            if self.calls == 36:
+                return x * float("nan")
+            return x + 0.05 * (self.calls - 54) if 55 <= self.calls <= 64 else x
 
-    fitter = Fitter(observation(), TwiceNaN(), TINY_NET, replace(CPU, iterations=80, check_every=10))
+    fitter = Fitter(observation(), NaNThenClimb(), TINY_NET, replace(CPU, iterations=80, check_every=10))
     snaps = list(fitter.run(snapshot_every=10))
-    assert snaps[-1].backtracks == 2
+    assert [s.backtracks for s in snaps] == [0, 0, 0, 1, 1, 2, 2, 2]
     assert fitter.optimizer.param_groups[0]["lr"] == CPU.learning_rate / 4
     assert np.isfinite(snaps[-1].average).all()
+
+
+def test_a_restored_state_that_stays_high_does_not_become_the_state_to_come_back_to(monkeypatch):
+    # After the restore at 40 the loss stays high for a whole block (41-50): accepted, as
+    # the jumps are measured from the restored state, but not healthy against the fit's
+    # lowest loss, so the blow-up at 56 goes back to the checkpoint of 30 again.
+    class HighAfterRestore(CountingModel):
+        high_until = 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls in (36, 56):
+                return x * float("nan")
+            return x + 1.0 if self.calls <= self.high_until else x
+
+    model = HighAfterRestore()
+    fitter = Fitter(observation(), model, TINY_NET, replace(CPU, iterations=80, check_every=10))
+    restore, restored_from = fitter._restore, []
+
+    def spy(checkpoint):
+        restored_from.append(checkpoint)
+        model.high_until = model.calls + 10
+        return restore(checkpoint)
+
+    monkeypatch.setattr(fitter, "_restore", spy)
+    snaps = list(fitter.run(snapshot_every=10))
+    assert snaps[-1].backtracks == 2 and snaps[-1].iteration == 80
+    assert len(restored_from) == 2 and restored_from[0] is restored_from[1]
 
 
 def test_without_backtracking_a_divergence_is_an_error():

@@ -471,7 +471,8 @@ class Fitter:
         run_averages = average = output = None
         pending = 0  # iterations since the last check
         last_loss = math.nan
-        lowest_loss = math.inf  # of the checked, accepted iterations: what a jump is measured from
+        lowest_loss = math.inf  # of the checked, accepted iterations: what a healthy state is measured from
+        jump_floor = math.inf  # what a jump is measured from: the same, but only since the last restore
         backtracks = consecutive_backtracks = 0
         learning_rate = cfg.learning_rate
         first = True
@@ -542,7 +543,7 @@ class Fitter:
                 if iteration % check_every == 0 or stop_reason is not None:
                     recent = losses[:pending].cpu().numpy()
                     pending = 0
-                    if cfg.backtrack and self._jumped(recent, lowest_loss):
+                    if cfg.backtrack and self._jumped(recent, jump_floor):
                         run_averages, output, last_loss = self._restore(checkpoint)
                         if self.stopper is not None:
                             self.stopper.restore_score(checkpoint["rule"])
@@ -557,7 +558,10 @@ class Fitter:
                         # that state's own first loss is a jump at every restore whatever the
                         # step size (an inpainting fit of Set12/07 backtracked 21 times in a
                         # row, its restored loss 3.1x the lowest each time, and was lost).
-                        lowest_loss = math.inf
+                        # A new checkpoint is still only a state healthy against the lowest
+                        # loss of the whole fit, so a restored state that stays high does not
+                        # replace the one to come back to.
+                        jump_floor = math.inf
                         backtracks += 1
                         consecutive_backtracks += 1
                         if consecutive_backtracks > MAX_CONSECUTIVE_BACKTRACKS:
@@ -578,6 +582,7 @@ class Fitter:
                     else:
                         last_loss = float(recent[-1])
                         lowest_loss = min(lowest_loss, float(recent.min()))
+                        jump_floor = min(jump_floor, float(recent.min()))
                         consecutive_backtracks = 0
                         # Only a healthy state becomes the one to come back to: a loss that
                         # creeps up without jumping yet may be the start of a blow-up.
@@ -593,7 +598,7 @@ class Fitter:
                     # which the next check will backtrack from, it shows the last healthy
                     # state instead: never a diverged image.
                     recent = losses[:pending].cpu().numpy()
-                    if cfg.backtrack and self._jumped(recent, lowest_loss):
+                    if cfg.backtrack and self._jumped(recent, jump_floor):
                         held = checkpoint
                     else:
                         last_loss = float(recent[-1])
