@@ -129,6 +129,8 @@ def restore(stack: np.ndarray, warm: bool, options, task: str = "denoise", given
                 rows.append({"frame": int(index[0]), "seconds": now - start, "iterations": snapshot.iteration,
                              "best_iteration": snapshot.best_iteration, "stop_reason": snapshot.stop_reason,
                              "recorrupted": bool(fit.get("recorrupt_sigma")), "adam_beta2": fit.get("adam_beta2"),
+                             # The plane's own rate: a warm plane's says which warm factor ran.
+                             "learning_rate": fit.get("learning_rate"), "backtracks": snapshot.backtracks,
                              "restarted": bool(snapshot.settings.get("warm_start_restarted")),
                              "drift": (snapshot.settings.get("drift") or {}).get("pixels"),
                              "result": snapshot.average})

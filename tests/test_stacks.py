@@ -287,7 +287,11 @@ def test_a_plane_whose_fit_diverges_is_named_in_the_error(monkeypatch):
 
 
 def test_a_single_image_that_diverges_keeps_the_engines_message(monkeypatch):
-    DivergingFitter.made = 2
     monkeypatch.setattr(restore, "Fitter", DivergingFitter)
+    DivergingFitter.made = 2
     with pytest.raises(FloatingPointError, match=r"^the fit diverged 21 times"):
         denoise(uint16_stack(planes=1)[0], **FEW)
+    # A stack of one plane has no other plane to tell it from.
+    DivergingFitter.made = 2
+    with pytest.raises(FloatingPointError, match=r"^the fit diverged 21 times"):
+        denoise(uint16_stack(planes=1), axes="ZYX", **FEW)
