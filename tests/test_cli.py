@@ -13,7 +13,7 @@ import torch
 from napari_dip import io
 from napari_dip.cli import bar_total, format_duration, format_rate, main, progress_postfix
 from napari_dip.io import ImageFile, read_image, read_provenance, write_image
-from tiny import smooth_image
+from tiny import diverging_at, smooth_image
 
 FAST = ["--preset", "fast", "--channels", "8", "--iterations", "4", "--device", "cpu", "-q"]
 
@@ -650,16 +650,7 @@ def test_axes_that_contradict_the_files_own_are_warned_about(imagej_zyx, tmp_pat
 def test_a_stack_whose_plane_diverges_names_the_plane_and_writes_nothing(tmp_path, capsys, monkeypatch):
     from napari_dip import restore
 
-    class DivergesOnThirdPlane(restore.Fitter):
-        made = 0
-
-        def run(self, *args, **kwargs):
-            DivergesOnThirdPlane.made += 1
-            if DivergesOnThirdPlane.made == 3:
-                raise FloatingPointError("the fit diverged 21 times in a row; lower the learning rate")
-            yield from super().run(*args, **kwargs)
-
-    monkeypatch.setattr(restore, "Fitter", DivergesOnThirdPlane)
+    monkeypatch.setattr(restore, "Fitter", diverging_at(restore.Fitter, 3))
     frames = _noisy_stack((4, 32, 32))
     source = tmp_path / "series.tif"
     tifffile.imwrite(source, frames, imagej=True, metadata={"axes": "TYX"})

@@ -11,7 +11,7 @@ from napari_dip import restore
 from napari_dip.arrays import value_range
 from napari_dip.errors import InputError, InputWarning
 from napari_dip.restore import iter_restore_planes
-from tiny import TINY, smooth_image
+from tiny import TINY, diverging_at, smooth_image
 
 FEW = {"iterations": 3, "stopping": "none", **TINY}
 
@@ -264,21 +264,8 @@ def test_an_inverted_stack_mask_warns_once():
     assert len([w for w in caught if issubclass(w.category, InputWarning)]) == 1
 
 
-class DivergingFitter(restore.Fitter):
-    """A Fitter whose third plane's fit diverges past rescue."""
-
-    made = 0
-
-    def run(self, *args, **kwargs):
-        DivergingFitter.made += 1
-        if DivergingFitter.made == 3:
-            raise FloatingPointError("the fit diverged 21 times in a row; lower the learning rate")
-        yield from super().run(*args, **kwargs)
-
-
 def test_a_plane_whose_fit_diverges_is_named_in_the_error(monkeypatch):
-    DivergingFitter.made = 0
-    monkeypatch.setattr(restore, "Fitter", DivergingFitter)
+    monkeypatch.setattr(restore, "Fitter", diverging_at(restore.Fitter, 3))
     stack = uint16_stack(planes=4)
     before = stack.copy()
     with pytest.raises(FloatingPointError, match=r"^plane 3 of 4 \(Z=2\): the fit diverged 21 times"):
@@ -287,11 +274,10 @@ def test_a_plane_whose_fit_diverges_is_named_in_the_error(monkeypatch):
 
 
 def test_a_single_image_that_diverges_keeps_the_engines_message(monkeypatch):
-    monkeypatch.setattr(restore, "Fitter", DivergingFitter)
-    DivergingFitter.made = 2
+    monkeypatch.setattr(restore, "Fitter", diverging_at(restore.Fitter, 1))
     with pytest.raises(FloatingPointError, match=r"^the fit diverged 21 times"):
         denoise(uint16_stack(planes=1)[0], **FEW)
     # A stack of one plane has no other plane to tell it from.
-    DivergingFitter.made = 2
+    monkeypatch.setattr(restore, "Fitter", diverging_at(restore.Fitter, 1))
     with pytest.raises(FloatingPointError, match=r"^the fit diverged 21 times"):
         denoise(uint16_stack(planes=1), axes="ZYX", **FEW)

@@ -84,3 +84,19 @@ class CountingModel(Identity):
     def forward(self, x):
         self.calls += 1
         return x * float("nan") if self.calls == self.poison_at else x
+
+
+def diverging_at(fitter_class, fit_number):
+    """A subclass of ``fitter_class`` (the engine's ``Fitter``) whose ``fit_number``-th fit
+    in this process, counted from 1 by ``made``, diverges past rescue as the engine says."""
+
+    class Diverging(fitter_class):
+        made = 0
+
+        def run(self, *args, **kwargs):
+            Diverging.made += 1
+            if Diverging.made == fit_number:
+                raise FloatingPointError("the fit diverged 21 times in a row; lower the learning rate")
+            yield from super().run(*args, **kwargs)
+
+    return Diverging
