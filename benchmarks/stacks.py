@@ -210,9 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warm-iterations", type=_at_least_one,
                         help="budget of a warm-started plane (default: presets.WARM_START_ITERATIONS)")
     parser.add_argument("--warm-lr-factor", type=float,
-                        help="learning rate of a warm-started plane relative to the first, whether it recorrupts "
-                             "or not (default: presets': 0.5 from a noise input since 2026-11-28, 0.1 before; "
-                             "0.1 recorrupted)")
+                        help="learning rate of a warm-started plane relative to the first (default: presets': "
+                             "0.5 since 2026-11-28, 0.1 before)")
     parser.add_argument("--warm-average-weight", type=float,
                         help="running-average weight of a warm-started plane (default: presets')")
     parser.add_argument("--warm-check-every", type=int,
@@ -251,7 +250,6 @@ def main(argv=None) -> int:
         presets.WARM_START_AVERAGE_WEIGHT = options.warm_average_weight
     if options.warm_lr_factor:
         presets.WARM_START_LR_FACTOR = options.warm_lr_factor
-        presets.WARM_START_NOISE_INPUT_LR_FACTOR = options.warm_lr_factor
     if options.warm_check_every:
         presets.WARM_START_CHECK_EVERY = options.warm_check_every
     if options.warm_min_wait is not None:

@@ -1139,11 +1139,10 @@ def test_stacks_record_drift_and_restarts_and_take_the_drift_limit(tiny_data, mo
     assert module.main(["--data", str(tiny_data), "--warm-max-drift", "inf"]) == 0
     assert presets.WARM_START_MAX_DRIFT == float("inf")
     assert [r["restarted"] for r in module.restore(stack, True, options, "super-resolve")] == [False] * 3
-    # --warm-lr-factor sets the warm planes' rate whether they recorrupt or start from noise.
+    # --warm-lr-factor sets the warm planes' rate before the fits (0.1: as before 2026-11-28).
     monkeypatch.setattr(presets, "WARM_START_LR_FACTOR", presets.WARM_START_LR_FACTOR)
-    monkeypatch.setattr(presets, "WARM_START_NOISE_INPUT_LR_FACTOR", presets.WARM_START_NOISE_INPUT_LR_FACTOR)
     assert module.main(["--data", str(tiny_data), "--warm-lr-factor", "0.1"]) == 0
-    assert presets.WARM_START_LR_FACTOR == presets.WARM_START_NOISE_INPUT_LR_FACTOR == 0.1
+    assert presets.WARM_START_LR_FACTOR == 0.1
     # An inpainted stack takes its mask, one per frame, and the rule too (here: never restarts).
     holes = np.random.default_rng(0).random(stack.shape) < 0.5
     rows = module.restore(np.where(holes, 0, stack), True, options, "inpaint", {"mask": holes})

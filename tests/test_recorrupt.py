@@ -172,16 +172,14 @@ def test_a_warm_recorrupted_plane_waits_for_its_score_to_settle_and_stops_on_pat
     assert warm_start_config(paper_way).stopping.rise == paper_way.stopping.rise
 
 
-def test_a_warm_plane_goes_on_at_a_tenth_of_the_rate_when_recorrupting_and_half_from_a_noise_input():
+def test_a_warm_plane_goes_on_at_half_the_rate_recorrupted_or_from_a_noise_input():
     from napari_dip.engine.presets import warm_start_config
 
-    _, recorrupted = settings_for("denoise", "fast", noise_sigma=0.1)
-    assert warm_start_config(recorrupted).learning_rate == pytest.approx(recorrupted.learning_rate / 10)
-    for task, kwargs in (("denoise", {"noise_sigma": 0.1, "recorrupt": False}), ("super-resolve", {"factor": 4}),
-                         ("inpaint", {})):
+    for task, kwargs in (("denoise", {"noise_sigma": 0.1}), ("denoise", {"noise_sigma": 0.1, "recorrupt": False}),
+                         ("super-resolve", {"factor": 4}), ("inpaint", {})):
         _, fit = settings_for(task, "fast", **kwargs)
-        assert fit.recorrupt_sigma is None
-        assert warm_start_config(fit).learning_rate == pytest.approx(fit.learning_rate / 2), task
+        assert (fit.recorrupt_sigma is not None) == (kwargs.get("recorrupt") is None and task == "denoise")
+        assert warm_start_config(fit).learning_rate == pytest.approx(fit.learning_rate / 2), (task, kwargs)
 
 
 def test_recorruption_fits_denoising_only_with_the_squared_error():

@@ -117,8 +117,7 @@ def test_warm_start_carries_the_previous_planes_network(fitters):
     assert same_weights(second.start, first.network.state_dict())
     assert torch.equal(second.input, first.input)
     assert not same_weights(first.start, first.network.state_dict())
-    # ...at half the learning rate (a fit from a noise input), with its own stopping rule
-    # and no warm-up
+    # ...at half the learning rate, with its own stopping rule and no warm-up
     assert second.config.learning_rate == pytest.approx(first.config.learning_rate / 2)
     assert second.config.stopping.warmup == 0 and second.stopper is not None
     assert same_weights(third.start, second.network.state_dict())

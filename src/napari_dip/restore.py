@@ -290,9 +290,8 @@ def iter_restore_planes(
         ``(H, W, 3 or 4)``, or 3D with ``channel_axis``).
     warm_start : bool
         ``True`` (default): each plane after the first starts from the previous fitted
-        plane's network and input, at a lower learning rate (half of it from a noise
-        input, a tenth when recorrupting) with a budget of at most 150 iterations
-        (:func:`~napari_dip.engine.presets.warm_start_config`).
+        plane's network and input, at half the learning rate with a budget of at most
+        150 iterations (:func:`~napari_dip.engine.presets.warm_start_config`).
         A fit from a noise input (super-resolution, inpainting, denoising without
         recorruption) builds its picture where that input put it, so a plane whose picture
         has moved more than :data:`~napari_dip.engine.presets.WARM_START_MAX_DRIFT` pixels

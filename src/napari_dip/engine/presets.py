@@ -417,15 +417,13 @@ def defaults_fingerprint(task: str, preset: str = DEFAULT_PRESET, factor: int | 
 #: start from the previous plane's network at a fraction of the learning rate, with a small
 #: budget and their own automatic stop, which may fire from the first iteration on.
 WARM_START_ITERATIONS = 150
-#: The fraction for a recorrupted fit: DECO-DIP's tenth.
-WARM_START_LR_FACTOR = 0.1
-#: The fraction for a fit from a noise input (super-resolution, inpainting, denoising the
-#: paper's way): half. On seven drifting 8-frame 128² stacks (three x4 super-resolved, three
-#: inpainted, one denoised the paper's way) half the rate scored +0.01 to +0.35 dB on the
-#: stack's mean over a tenth, at the same time a frame, and brought the worst frame closer
-#: to its fit from scratch (BENCHMARKS.md, "Half the learning rate for warm planes from a
-#: noise input").
-WARM_START_NOISE_INPUT_LR_FACTOR = 0.5
+#: The fraction: half. DECO-DIP's tenth was the default until 2026-11-28. On nine drifting
+#: 8-frame 128² stacks, half the rate scored the same or better on the stack's mean at the
+#: same time a frame (BENCHMARKS.md, "Half the learning rate for warm planes"):
+#: - fits from a noise input (three x4 super-resolved, three inpainted, one denoised the
+#:   paper's way): +0.01 to +0.35 dB, with the worst frame closer to its fit from scratch;
+#: - recorrupted fits (a Set12 and an FMD stack): +0.03 and +0.10 dB.
+WARM_START_LR_FACTOR = 0.5
 #: The running average of a warm plane starts from the previous plane's picture (its first
 #: output); at the fit's usual weight (0.99) a fifth of that was still in it after 150
 #: iterations, so a warm plane averages over a shorter span. That was measured before the
@@ -471,15 +469,10 @@ WARM_START_MIN_MATCH = 0.5
 def warm_start_config(config: FitConfig) -> FitConfig:
     """The fit settings of a plane that starts from the previous plane's network.
 
-    A fit from a noise input goes on at half its learning rate, a recorrupted one at a
-    tenth (:data:`WARM_START_NOISE_INPUT_LR_FACTOR`, :data:`WARM_START_LR_FACTOR`).
-
     >>> from napari_dip.engine.fit import FitConfig
     >>> follow = warm_start_config(FitConfig(iterations=3000, learning_rate=0.01))
     >>> follow.iterations, follow.learning_rate, follow.stopping.warmup, follow.check_every
     (150, 0.005, 0, 25)
-    >>> warm_start_config(FitConfig(learning_rate=0.01, recorrupt_sigma=0.1)).learning_rate
-    0.001
     """
     stopping = replace(
         config.stopping,
@@ -487,14 +480,13 @@ def warm_start_config(config: FitConfig) -> FitConfig:
         patience=min(config.stopping.patience, WARM_START_ITERATIONS // 3),
         min_wait=min(config.stopping.min_wait, WARM_START_MIN_WAIT),
     )
-    factor = WARM_START_LR_FACTOR if config.recorrupt_sigma is not None else WARM_START_NOISE_INPUT_LR_FACTOR
     if config.recorrupt_sigma is not None and stopping.rule == "validation":
         stopping = replace(stopping, warmup=min(config.stopping.warmup, WARM_START_RECORRUPTION_WARMUP), rise=None)
     return replace(
         config,
         check_every=min(config.check_every, WARM_START_CHECK_EVERY),
         iterations=min(config.iterations, WARM_START_ITERATIONS),
-        learning_rate=config.learning_rate * factor,
+        learning_rate=config.learning_rate * WARM_START_LR_FACTOR,
         average_weight=min(config.average_weight, WARM_START_AVERAGE_WEIGHT),
         stopping=stopping,
     )

@@ -121,8 +121,7 @@ class TaskForm:
         self.planes = ComboBox(label="Planes", choices=[PLANES_IN_VIEW, PLANES_ALL],
                                tooltip="For a stack (Z, time, ...): only the plane shown, or every plane in turn")
         # Measured on drifting stacks, three x4 ones and three inpainted, with the drift rule
-        # and half the rate (BENCHMARKS.md, "Half the learning rate for warm planes from a
-        # noise input").
+        # and half the rate (BENCHMARKS.md, "Half the learning rate for warm planes").
         drift_note = (". A plane whose picture drifted more than 3 px from its chain's first plane is fitted "
                       "from scratch" if self.task in ("super-resolve", "inpaint") else "")
         task_note = {
