@@ -10,8 +10,8 @@ rounded to 8 bits), started in different ways:
 * ``sub``: first a fit of one polyphase sub-image (every second pixel in both directions,
   64²: the same noise level, a quarter of the pixels, so about 2.5 times cheaper per step),
   then the whole image warm-started from that network as a stack's next plane is
-  (:func:`~napari_dip.engine.presets.warm_start_config`: a tenth of the learning rate, at
-  most 150 iterations);
+  (:func:`~napari_dip.engine.presets.warm_start_config`: a fraction of the learning rate,
+  a tenth until 2026-11-28 and half since, at most 150 iterations);
 * ``sub-full``: the same, but the whole image's fit has the cold fit's settings;
 * ``donor``: the first fit is of another Set12 crop (the image six places on), then the
   warm start as in ``sub``;

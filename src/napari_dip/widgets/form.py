@@ -134,7 +134,7 @@ class TaskForm:
             task_note += ": untick it where every plane must be at its best"
         self.warm_start = CheckBox(text="warm start across planes", value=True,
                                    tooltip="Each plane starts from the previous plane's network: a short fit "
-                                   "at a lower learning rate" + drift_note + task_note
+                                   "at half the learning rate" + drift_note + task_note
                                    + ". Off: every plane is fitted from scratch")
         # 3D: denoising only, where one Z-stack's fit replaces the plane-by-plane ones.
         self.volumetric = CheckBox(text="3D (whole Z-stack)", value=False, visible=self.task == "denoise",
