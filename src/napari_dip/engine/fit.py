@@ -551,16 +551,11 @@ class Fitter:
                             # New optimiser state tensors and a new learning rate: capture again.
                             graphed.reset()
                         average = run_averages if self.runs == 1 else run_averages.mean(dim=0, keepdim=True)
-                        # From here a jump is measured from the restored state's own losses
-                        # (the block's running minimum), not from the lowest before it. A
-                        # checkpoint is saved after a step whose loss was healthy, and the
-                        # step's update may have begun a spike: measured from the old lowest,
-                        # that state's own first loss is a jump at every restore whatever the
-                        # step size (an inpainting fit of Set12/07 backtracked 21 times in a
-                        # row, its restored loss 3.1x the lowest each time, and was lost).
-                        # A new checkpoint is still only a state healthy against the lowest
-                        # loss of the whole fit, so a restored state that stays high does not
-                        # replace the one to come back to.
+                        # Jumps are measured from the restored state's own losses from here:
+                        # the checkpoint may hold a step that began a spike, and measured from
+                        # the lowest before it, that state's first loss was a jump at every
+                        # restore, whatever the step size (Set12/07 inpainted: 21 in a row).
+                        # Checkpoints stay healthy against the whole fit's lowest loss.
                         jump_floor = math.inf
                         backtracks += 1
                         consecutive_backtracks += 1
@@ -581,8 +576,8 @@ class Fitter:
                         )
                     else:
                         last_loss = float(recent[-1])
-                        lowest_loss = min(lowest_loss, float(recent.min()))
-                        jump_floor = min(jump_floor, float(recent.min()))
+                        block_lowest = float(recent.min())
+                        lowest_loss, jump_floor = min(lowest_loss, block_lowest), min(jump_floor, block_lowest)
                         consecutive_backtracks = 0
                         # Only a healthy state becomes the one to come back to: a loss that
                         # creeps up without jumping yet may be the start of a blow-up.
