@@ -411,6 +411,28 @@ def test_a_drifted_plane_is_fitted_afresh_and_recorded(make_napari_viewer, qtbot
     assert np.array_equal(viewer.layers["drifting"].data, frames)  # the input layer is left as it was
 
 
+def test_a_plane_whose_fit_diverges_is_named_and_the_planes_before_it_are_kept(make_napari_viewer, qtbot,
+                                                                              monkeypatch):
+    from napari_dip import restore
+    from tiny import diverging_at
+
+    viewer = make_napari_viewer()
+    stack = _image((3, 32, 32))
+    viewer.add_image(stack.copy(), name="stack")
+    monkeypatch.setattr(restore, "Fitter", diverging_at(restore.Fitter, 2))
+    messages = []
+    monkeypatch.setattr(TOAST, messages.append)
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=4, every=2)
+    widget.form.planes.value = PLANES_ALL
+    _run_to_end(qtbot, widget)
+    assert len(messages) == 1 and "plane 2 of 3 (Z=1): the fit diverged" in widget.status
+    output = _output(viewer)
+    meta = output.metadata["napari_dip"]
+    assert meta["stop_reason"] == "error" and meta["error"].startswith("plane 2 of 3 (Z=1)")
+    assert np.any(output.data[0] != 0)  # the first plane's result stays in the layer
+    assert np.array_equal(viewer.layers["stack"].data, stack)  # the input layer is left as it was
+
+
 def test_the_sliders_follow_the_plane_until_the_user_moves_one(make_napari_viewer):
     from napari_dip.widgets.follow import PlaneFollower
 
