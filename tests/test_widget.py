@@ -54,6 +54,17 @@ def _tiny(widget, iterations=6, every=2, seed=0, preset="fast"):
     return widget
 
 
+def _denoise_every_plane(viewer, qtbot, monkeypatch):
+    """Run a tiny Denoise dock over every plane of the viewer's stack to its end; returns
+    the widget and the error notifications it showed."""
+    messages = []
+    monkeypatch.setattr(TOAST, messages.append)
+    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=4, every=2)
+    widget.form.planes.value = PLANES_ALL
+    _run_to_end(qtbot, widget)
+    return widget, messages
+
+
 def _dock(viewer, widget_class):
     widget = widget_class(viewer)
     viewer.window.add_dock_widget(widget, name=widget_class.__name__)
@@ -420,11 +431,7 @@ def test_a_plane_whose_fit_diverges_is_named_and_the_planes_before_it_are_kept(m
     stack = _image((3, 32, 32))
     viewer.add_image(stack.copy(), name="stack")
     monkeypatch.setattr(restore, "Fitter", diverging_at(restore.Fitter, 2))
-    messages = []
-    monkeypatch.setattr(TOAST, messages.append)
-    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=4, every=2)
-    widget.form.planes.value = PLANES_ALL
-    _run_to_end(qtbot, widget)
+    widget, messages = _denoise_every_plane(viewer, qtbot, monkeypatch)
     assert len(messages) == 1 and "plane 2 of 3 (Z=1): the fit diverged" in widget.status
     output = _output(viewer)
     meta = output.metadata["napari_dip"]
@@ -869,11 +876,7 @@ def test_an_error_on_a_later_plane_keeps_the_planes_already_restored(make_napari
     viewer.add_image(np.zeros((3, 32, 32), np.float32), name="stack")
     engine, _calls = _scripted_engine(stop_at=4, reason="budget", fail_on_plane=1)
     monkeypatch.setattr("napari_dip.restore.iter_restore_planes", _scripted_planes(engine))
-    messages = []
-    monkeypatch.setattr(TOAST, messages.append)
-    widget = _tiny(_dock(viewer, DenoiseWidget), iterations=4, every=2)
-    widget.form.planes.value = PLANES_ALL
-    _run_to_end(qtbot, widget)
+    widget, messages = _denoise_every_plane(viewer, qtbot, monkeypatch)
     assert len(messages) == 1 and "cannot be restored" in widget.status
     output = _output(viewer)
     assert output.data[0].min() == 4.0 and output.data[1].max() == 0.0
