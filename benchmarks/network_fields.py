@@ -12,7 +12,8 @@ from dataclasses import fields, replace
 def network_overrides(net, settings: list[str]):
     """``net`` (a :class:`~napari_dip.engine.networks.SkipNetConfig`) with ``FIELD=VALUE``
     changes: numbers joined by ``:`` for a per-scale field (``channels_up=16:48:48:48:48``,
-    the finest scale first), a whole number, or the value as written (``padding=zeros``).
+    the finest scale first), a whole number, ``true``/``false`` for a switch
+    (``merge_norm=false``), or the value as written (``padding=zeros``).
 
     >>> from dataclasses import dataclass
     >>> @dataclass(frozen=True)
@@ -20,8 +21,9 @@ def network_overrides(net, settings: list[str]):
     ...     channels_up: tuple = (48, 48)
     ...     kernel_up: int = 3
     ...     padding: str = "reflect"
-    >>> network_overrides(Net(), ["channels_up=16:48", "kernel_up=1", "padding=zeros"])
-    Net(channels_up=(16, 48), kernel_up=1, padding='zeros')
+    ...     merge_norm: bool = True
+    >>> network_overrides(Net(), ["channels_up=16:48", "kernel_up=1", "padding=zeros", "merge_norm=false"])
+    Net(channels_up=(16, 48), kernel_up=1, padding='zeros', merge_norm=False)
     """
     known = {field.name for field in fields(net)}
     changes = {}
@@ -31,6 +33,8 @@ def network_overrides(net, settings: list[str]):
             raise SystemExit(f"a network change is FIELD=VALUE with FIELD one of {sorted(known)}, got {setting!r}")
         if ":" in value or name.startswith("channels_"):
             changes[name] = tuple(int(part) for part in value.split(":"))
+        elif value.lower() in ("true", "false"):
+            changes[name] = value.lower() == "true"
         elif value.lstrip("-").isdigit():
             changes[name] = int(value)
         else:

@@ -424,6 +424,9 @@ def test_stopping_traces_take_network_changes_and_refuse_unknown_fields():
     net = stopping.network_overrides(FAST, ["channels_up=16:48:48:48:48", "kernel_up=1", "padding=zeros"])
     assert net.channels_up == (16, 48, 48, 48, 48) and net.kernel_up == 1 and net.padding == "zeros"
     assert net.channels_down == FAST.channels_down
+    # A switch is a bool, not the truthy string "false".
+    switched = stopping.network_overrides(FAST, ["merge_norm=false", "conv_bias=False"])
+    assert switched.merge_norm is False and switched.conv_bias is False
     with pytest.raises(SystemExit, match="channel_up"):
         stopping.network_overrides(FAST, ["channel_up=16"])
     rng = np.random.default_rng(0)
