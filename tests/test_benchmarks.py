@@ -554,6 +554,35 @@ def test_stopping_fills_inpaintings_holes_for_the_image_input():
     assert torch.equal(fitter.input[:, 1:], noise[:, 1:])
 
 
+def test_stopping_starts_the_fit_at_a_classical_estimate():
+    """``--output-start``: the first output is the estimate itself, jitter or not, and the
+    fit then moves away from it (the correction is fitted, not frozen)."""
+    from argparse import Namespace
+
+    from skimage.restoration import inpaint_biharmonic
+
+    stopping = _load_script("stopping")
+    rng = np.random.default_rng(0)
+    low = rng.random((16, 16)).astype(np.float32)
+    up = stopping.first_estimate("super-resolve", low[None], {}, (64, 64), "bicubic")
+    assert up.shape == (1, 64, 64) and abs(float(up.mean()) - float(low.mean())) < 0.02
+    clean = np.linspace(0.2, 0.8, 32 * 32, dtype=np.float32).reshape(32, 32)
+    holes = rng.random(clean.shape) < 0.5
+    filled = stopping.first_estimate("inpaint", np.where(holes, 0, clean)[None], {"mask": holes}, (32, 32), "biharmonic")
+    np.testing.assert_allclose(filled[0], inpaint_biharmonic(np.where(holes, 0, clean), holes), atol=1e-6)
+    with pytest.raises(SystemExit, match="does not apply"):
+        stopping.first_estimate("super-resolve", low[None], {}, (64, 64), "biharmonic")
+
+    outputs = []
+    options = Namespace(preset="fast", channels=4, iterations=4, device="cpu", seed=0, learning_rate=0.05,
+                        output_start="bicubic")
+    _, _, _ = stopping.trace("super-resolve", low, {"factor": 4}, lambda est: outputs.append(est.copy()) or 0.0,
+                             "wmv", options)
+    assert len(outputs) == 4
+    np.testing.assert_allclose(outputs[0], up[0], atol=1e-6)  # the running average's first value is the first output
+    assert not np.allclose(outputs[-1], up[0], atol=1e-4)
+
+
 def test_drift_match_reports_drifting_frames_and_unrelated_planes(tiny_data, capsys):
     module = _load_script("drift_match")
     assert module.main(["--data", str(tiny_data), "--images", "01.png", "--frames", "3", "--crop", "32",
