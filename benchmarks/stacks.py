@@ -63,13 +63,42 @@ def poisson_gaussian_fit(raw: np.ndarray, clean: np.ndarray, bins: int = 32) -> 
     return max(float(a), 1e-3), max(float(b), 0.0)
 
 
-def drifting_frames(clean: np.ndarray, frames: int, crop: int, back_and_forth: bool = False) -> list[np.ndarray]:
-    """``frames`` crops of ``clean`` moving one pixel right and down per frame; with
-    ``back_and_forth``, one pixel there and back in turn (offsets 0, 1, 0, 1, ...)."""
+def drifting_frames(clean: np.ndarray, frames: int, crop: int, back_and_forth: bool = False,
+                    drift: tuple[float, float] = (1.0, 1.0)) -> list[np.ndarray]:
+    """``frames`` crops of ``clean`` moving ``drift`` pixels (down, right) per frame, one and
+    one by default; with ``back_and_forth``, there and back in turn (offsets 0, 1, 0, 1, ...
+    times the drift). A drift of a fraction of a pixel moves the picture by cubic-spline
+    interpolation (:func:`scipy.ndimage.shift`), as a stage or a sample drifts."""
+    from scipy import ndimage
+
     height, width = clean.shape
-    top, left = (height - crop - frames) // 2, (width - crop - frames) // 2
-    offsets = [k % 2 if back_and_forth else k for k in range(frames)]
-    return [clean[top + k : top + k + crop, left + k : left + k + crop] for k in offsets]
+    dy, dx = drift
+    reach_y, reach_x = int(np.ceil(abs(dy) * (frames - 1))) + 1, int(np.ceil(abs(dx) * (frames - 1))) + 1
+    top, left = (height - crop - reach_y) // 2, (width - crop - reach_x) // 2
+    # A negative drift starts at the far side, so every frame stays inside the image.
+    top, left = top + (reach_y if dy < 0 else 0), left + (reach_x if dx < 0 else 0)
+    steps = [k % 2 if back_and_forth else k for k in range(frames)]
+    margin = 3  # room for the interpolation's support around a fractional shift
+    padded = np.pad(clean, margin, mode="edge")
+    out = []
+    for k in steps:
+        oy, ox = dy * k, dx * k
+        iy, ix = int(np.floor(oy)), int(np.floor(ox))
+        y, x = top + iy, left + ix
+        if oy == iy and ox == ix:  # whole pixels: a plain crop
+            out.append(clean[y : y + crop, x : x + crop])
+            continue
+        window = padded[y : y + crop + 2 * margin, x : x + crop + 2 * margin].astype(np.float64)
+        window = ndimage.shift(window, (-(oy - iy), -(ox - ix)), order=3, mode="nearest")
+        out.append(window[margin : margin + crop, margin : margin + crop])
+    return out
+
+
+def _drift(text: str) -> tuple[float, float]:
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"a drift is DY,DX pixels per frame, got {text!r}")
+    return float(parts[0]), float(parts[1])
 
 
 def build_stacks(options) -> dict:
@@ -79,11 +108,12 @@ def build_stacks(options) -> dict:
     gt = load_grey(data / "microscopy/FMD/gt" / options.fmd_image)
     raw = load_grey(data / "microscopy/FMD/raw" / options.fmd_image)
     a, b = poisson_gaussian_fit(raw, gt)
-    clean = drifting_frames(gt, options.frames, options.crop)
+    drift = getattr(options, "drift", (1.0, 1.0))
+    clean = drifting_frames(gt, options.frames, options.crop, drift=drift)
     noisy = [a * rng.poisson(np.clip(c, 0, None) / a) + rng.normal(0, np.sqrt(b), c.shape) for c in clean]
     stacks[f"FMD {options.fmd_image} (a={a:.2f}, b={b:.1f})"] = (np.stack(clean), np.stack(noisy))
     photo = load_grey(data / "denoise/Set12" / options.set12_image)
-    clean = drifting_frames(photo, options.frames, options.crop, getattr(options, "back_and_forth", False))
+    clean = drifting_frames(photo, options.frames, options.crop, getattr(options, "back_and_forth", False), drift)
     noisy = [c + rng.normal(0, 25.0, c.shape) for c in clean]
     stacks[f"Set12 {options.set12_image} (sigma 25)"] = (np.stack(clean), np.stack(noisy))
     built = {name: (c, np.clip(np.round(n), 0, 255).astype(np.uint8), "denoise") for name, (c, n) in stacks.items()}
@@ -194,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--drift", type=_drift, default=(1.0, 1.0), metavar="DY,DX",
+                        help="pixels the picture moves per frame, down and right, fractions allowed (default 1,1)")
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--fmd-image", default="Confocal_BPAE_B_1.png")
     parser.add_argument("--set12-image", default="05.png")
@@ -287,7 +319,9 @@ def main(argv=None) -> int:
             write(options, results)  # after every stack's fits: a run cut short keeps what it measured
 
     how = {None: "", True: ", by recorruption", False: ", the paper's way"}[options.recorrupt]
-    print(f"\nwarm start over a drifting stack, {options.frames} frames of {options.crop}², preset {options.preset}{how}; "
+    dy, dx = options.drift
+    print(f"\nwarm start over a drifting stack ({dy:g} px down, {dx:g} px right a frame), {options.frames} frames of "
+          f"{options.crop}², preset {options.preset}{how}; "
           f"{date.today()}, {platform.machine()}, {os.cpu_count()} cores")
     print("| stack | fits | frame 1 s | later frames s (mean) | later / first | mean PSNR (dB) | noisy PSNR |")
     print("|---|---|---:|---:|---:|---:|---:|")

@@ -1104,6 +1104,23 @@ def test_stacks_super_resolve_a_drifting_stack_only_when_asked(tiny_data, tmp_pa
     onwards = module.drifting_frames(high[0], 4, 32)
     for k, frame in enumerate(there_and_back):
         np.testing.assert_array_equal(frame, onwards[k % 2])
+    # Sideways by half a pixel: rows stay put, every second frame is a whole pixel further
+    # (a plain crop), and the frames between lie between their neighbours.
+    picture = high[0].astype(np.float64)
+    half = module.drifting_frames(picture, 5, 32, drift=(0.0, 0.5))
+    np.testing.assert_array_equal(half[2][:, :-1], half[0][:, 1:])
+    np.testing.assert_array_equal(half[4][:, :-2], half[0][:, 2:])
+    assert not np.array_equal(half[1], half[0]) and not np.array_equal(half[1], half[2])
+    between = 0.5 * (half[0] + half[2])
+    assert np.abs(half[1] - between).mean() < 0.25 * np.abs(half[2] - half[0]).mean()
+    # Backwards (up and left) stays inside the picture and moves the other way.
+    back = module.drifting_frames(picture, 3, 32, drift=(-1.0, -1.0))
+    np.testing.assert_array_equal(back[1][1:, 1:], back[0][:-1, :-1])
+    sideways = module.build_stacks(module.build_parser().parse_args([*common, "--drift", "0,0.5", "--frames", "3"]))
+    clean_frames = sideways["Set12 01.png (sigma 25)"][0]
+    np.testing.assert_allclose(clean_frames[2][:, :-1], clean_frames[0][:, 1:])
+    with pytest.raises(SystemExit):
+        module.build_parser().parse_args([*common, "--drift", "0.5"])
 
     out = tmp_path / "sr-stack.json"
     assert module.main([*common, "--stacks", "SR", "--iterations", "4", "--threads", "1", "--out", str(out)]) == 0
