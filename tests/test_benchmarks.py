@@ -1211,3 +1211,19 @@ def test_sr_iteration_cost_sets_the_engines_iteration_beside_the_bare_step(tmp_p
     result = json.loads(out.read_text())
     assert result["crop"] == 64 and result["factor"] == 4
     assert result["engine_ms_per_iteration"] > 0 and result["bare_ms_per_step"] > 0
+
+
+def test_fit_step_cost_times_each_network_change_against_the_presets(capsys):
+    module = _load_script("fit_step_cost")
+    assert module.parse_variants("a=padding=zeros+conv_bias=false") == {
+        "base": [], "a": ["padding=zeros", "conv_bias=false"]}
+    with pytest.raises(SystemExit, match="NAME=FIELD=VALUE"):
+        module.parse_variants("zeros")
+    from dataclasses import replace
+
+    built = module.fits("inpaint", "fast", 32, module.parse_variants("a=padding=zeros+conv_bias=false"))
+    # The variant is the preset's network with those two fields changed, and nothing else.
+    assert built["a"].network_config == replace(built["base"].network_config, padding="zeros", conv_bias=False)
+    assert module.main(["--size", "32", "--rounds", "1", "--block", "1", "--variants", "a=padding=zeros"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [row[0] for row in rows] == ["base", "a"] and rows[0][-1] == "1.00x"
