@@ -65,10 +65,11 @@ def poisson_gaussian_fit(raw: np.ndarray, clean: np.ndarray, bins: int = 32) -> 
 
 def drifting_frames(clean: np.ndarray, frames: int, crop: int, back_and_forth: bool = False,
                     drift: tuple[float, float] = (1.0, 1.0)) -> list[np.ndarray]:
-    """``frames`` crops of ``clean`` moving ``drift`` pixels (down, right) per frame, one and
-    one by default; with ``back_and_forth``, there and back in turn (offsets 0, 1, 0, 1, ...
-    times the drift). A drift of a fraction of a pixel moves the picture by cubic-spline
-    interpolation (:func:`scipy.ndimage.shift`), as a stage or a sample drifts."""
+    """``frames`` crops of ``clean`` whose window moves ``drift`` pixels (down, right) per
+    frame, one and one by default, so the picture in them moves the other way (up, left);
+    with ``back_and_forth``, there and back in turn (offsets 0, 1, 0, 1, ... times the
+    drift). A fraction of a pixel is moved by cubic-spline interpolation
+    (:func:`scipy.ndimage.shift`), as a stage or a sample drifts."""
     from scipy import ndimage
 
     height, width = clean.shape
@@ -78,7 +79,14 @@ def drifting_frames(clean: np.ndarray, frames: int, crop: int, back_and_forth: b
     # A negative drift starts at the far side, so every frame stays inside the image.
     top, left = top + (reach_y if dy < 0 else 0), left + (reach_x if dx < 0 else 0)
     steps = [k % 2 if back_and_forth else k for k in range(frames)]
-    margin = 3  # room for the interpolation's support around a fractional shift
+    rows = [top + int(np.floor(dy * k)) for k in steps]
+    columns = [left + int(np.floor(dx * k)) for k in steps]
+    if min(rows) < 0 or min(columns) < 0 or max(rows) + crop > height or max(columns) + crop > width:
+        raise ValueError(f"{frames} frames of {crop} px drifting {dy:g},{dx:g} px a frame do not fit in "
+                         f"a {height}x{width} picture")
+    # Room around a fractional shift: the spline's prefilter reaches further, but what it
+    # takes from beyond this (edge values repeated) changes the border by a fraction of a grey level.
+    margin = 3
     padded = np.pad(clean, margin, mode="edge")
     out = []
     for k in steps:
@@ -225,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--drift", type=_drift, default=(1.0, 1.0), metavar="DY,DX",
-                        help="pixels the picture moves per frame, down and right, fractions allowed (default 1,1)")
+                        help="pixels the field of view moves per frame, down and right (the picture moves the "
+                             "other way), fractions allowed (default 1,1)")
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--fmd-image", default="Confocal_BPAE_B_1.png")
     parser.add_argument("--set12-image", default="05.png")
@@ -320,7 +329,7 @@ def main(argv=None) -> int:
 
     how = {None: "", True: ", by recorruption", False: ", the paper's way"}[options.recorrupt]
     dy, dx = options.drift
-    print(f"\nwarm start over a drifting stack ({dy:g} px down, {dx:g} px right a frame), {options.frames} frames of "
+    print(f"\nwarm start over a drifting stack (the view {dy:g} px down, {dx:g} px right a frame), {options.frames} frames of "
           f"{options.crop}², preset {options.preset}{how}; "
           f"{date.today()}, {platform.machine()}, {os.cpu_count()} cores")
     print("| stack | fits | frame 1 s | later frames s (mean) | later / first | mean PSNR (dB) | noisy PSNR |")

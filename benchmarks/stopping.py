@@ -245,6 +245,9 @@ def start_output_at(fitter, estimate: np.ndarray) -> None:
 
     from napari_dip.engine.fit import _padded
 
+    # The start is exact only for one run through a sigmoid (sigmoid(0) = 1/2).
+    if not fitter.network_config.output_sigmoid or fitter.runs != 1:
+        raise SystemExit("--output-start needs the network's output sigmoid and a single run")
     with torch.no_grad():
         fitter.network.head.weight.zero_()
         fitter.network.head.bias.zero_()

@@ -581,6 +581,10 @@ def test_stopping_starts_the_fit_at_a_classical_estimate():
     assert len(outputs) == 4
     np.testing.assert_allclose(outputs[0], up[0], atol=1e-6)  # the running average's first value is the first output
     assert not np.allclose(outputs[-1], up[0], atol=1e-4)
+    # Without the output sigmoid the start would be off by a half: refused, not run.
+    with pytest.raises(SystemExit, match="sigmoid"):
+        stopping.trace("super-resolve", low, {"factor": 4}, lambda est: 0.0, "wmv",
+                       Namespace(**vars(options), network=["output_sigmoid=false"]))
 
 
 def test_drift_match_reports_drifting_frames_and_unrelated_planes(tiny_data, capsys):
@@ -1113,9 +1117,16 @@ def test_stacks_super_resolve_a_drifting_stack_only_when_asked(tiny_data, tmp_pa
     assert not np.array_equal(half[1], half[0]) and not np.array_equal(half[1], half[2])
     between = 0.5 * (half[0] + half[2])
     assert np.abs(half[1] - between).mean() < 0.25 * np.abs(half[2] - half[0]).mean()
-    # Backwards (up and left) stays inside the picture and moves the other way.
+    # Backwards (up and left) moves the other way and stays inside the picture: a picture
+    # just large enough holds the frames, the first one at its bottom-right corner.
     back = module.drifting_frames(picture, 3, 32, drift=(-1.0, -1.0))
     np.testing.assert_array_equal(back[1][1:, 1:], back[0][:-1, :-1])
+    snug = picture[:35, :35]
+    tight = module.drifting_frames(snug, 3, 32, drift=(-1.0, -1.0))
+    np.testing.assert_array_equal(tight[0], snug[3:, 3:])
+    np.testing.assert_array_equal(tight[-1], snug[1:33, 1:33])
+    with pytest.raises(ValueError, match="do not fit"):
+        module.drifting_frames(snug, 8, 32, drift=(-1.0, -1.0))
     sideways = module.build_stacks(module.build_parser().parse_args([*common, "--drift", "0,0.5", "--frames", "3"]))
     clean_frames = sideways["Set12 01.png (sigma 25)"][0]
     np.testing.assert_allclose(clean_frames[2][:, :-1], clean_frames[0][:, 1:])
@@ -1213,7 +1224,7 @@ def test_sr_iteration_cost_sets_the_engines_iteration_beside_the_bare_step(tmp_p
     assert result["engine_ms_per_iteration"] > 0 and result["bare_ms_per_step"] > 0
 
 
-def test_fit_step_cost_times_each_network_change_against_the_presets(capsys):
+def test_fit_step_cost_times_each_network_change_against_the_presets(capsys, tmp_path):
     module = _load_script("fit_step_cost")
     assert module.parse_variants("a=padding=zeros+conv_bias=false") == {
         "base": [], "a": ["padding=zeros", "conv_bias=false"]}
@@ -1224,6 +1235,14 @@ def test_fit_step_cost_times_each_network_change_against_the_presets(capsys):
     built = module.fits("inpaint", "fast", 32, module.parse_variants("a=padding=zeros+conv_bias=false"))
     # The variant is the preset's network with those two fields changed, and nothing else.
     assert built["a"].network_config == replace(built["base"].network_config, padding="zeros", conv_bias=False)
-    assert module.main(["--size", "32", "--rounds", "1", "--block", "1", "--variants", "a=padding=zeros"]) == 0
+    out = tmp_path / "cost.json"
+    assert module.main(["--size", "32", "--rounds", "1", "--block", "1", "--variants", "a=padding=zeros",
+                        "--out", str(out)]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
     assert [row[0] for row in rows] == ["base", "a"] and rows[0][-1] == "1.00x"
+    import json
+
+    saved = json.loads(out.read_text())
+    assert set(saved["median_ms"]) == {"base", "a"} and len(saved["ms_per_iteration_by_block"]["a"]) == 1
+    # The timed fits never stop on their own, however many blocks are asked for.
+    assert built["base"].config.stopping.patience >= 10**9
