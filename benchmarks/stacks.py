@@ -89,15 +89,14 @@ def drifting_frames(clean: np.ndarray, frames: int, crop: int, back_and_forth: b
     margin = 3
     padded = np.pad(clean, margin, mode="edge")
     out = []
-    for k in steps:
-        oy, ox = dy * k, dx * k
-        iy, ix = int(np.floor(oy)), int(np.floor(ox))
-        y, x = top + iy, left + ix
-        if oy == iy and ox == ix:  # whole pixels: a plain crop
+    for k, y, x in zip(steps, rows, columns):
+        # What is left of the shift once the whole pixels are cropped off: in [0, 1).
+        fy, fx = dy * k - (y - top), dx * k - (x - left)
+        if not fy and not fx:  # whole pixels: a plain crop
             out.append(clean[y : y + crop, x : x + crop])
             continue
         window = padded[y : y + crop + 2 * margin, x : x + crop + 2 * margin].astype(np.float64)
-        window = ndimage.shift(window, (-(oy - iy), -(ox - ix)), order=3, mode="nearest")
+        window = ndimage.shift(window, (-fy, -fx), order=3, mode="nearest")
         out.append(window[margin : margin + crop, margin : margin + crop])
     return out
 

@@ -1224,25 +1224,18 @@ def test_sr_iteration_cost_sets_the_engines_iteration_beside_the_bare_step(tmp_p
     assert result["engine_ms_per_iteration"] > 0 and result["bare_ms_per_step"] > 0
 
 
-def test_fit_step_cost_times_each_network_change_against_the_presets(capsys, tmp_path):
-    module = _load_script("fit_step_cost")
-    assert module.parse_variants("a=padding=zeros+conv_bias=false") == {
-        "base": [], "a": ["padding=zeros", "conv_bias=false"]}
-    with pytest.raises(SystemExit, match="NAME=FIELD=VALUE"):
-        module.parse_variants("zeros")
-    from dataclasses import replace
+def test_step_levers_time_the_other_tasks_networks_on_their_own_fits():
+    from napari_dip.engine.forward import KnownPixels, LanczosDownsampler
+    from napari_dip.engine.networks import FAST, FAST_INPAINT
 
-    built = module.fits("inpaint", "fast", 32, module.parse_variants("a=padding=zeros+conv_bias=false"))
-    # The variant is the preset's network with those two fields changed, and nothing else.
-    assert built["a"].network_config == replace(built["base"].network_config, padding="zeros", conv_bias=False)
-    out = tmp_path / "cost.json"
-    assert module.main(["--size", "32", "--rounds", "1", "--block", "1", "--variants", "a=padding=zeros",
-                        "--out", str(out)]) == 0
-    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
-    assert [row[0] for row in rows] == ["base", "a"] and rows[0][-1] == "1.00x"
-    import json
+    module = _load_script("step_levers")
+    cheap = module.lever_config(FAST_INPAINT, "zeros+nomerge+nobias")
+    fitter = module.make_fitter(cheap, 32, 1, 2, task="inpaint")
+    assert isinstance(fitter.forward_model, KnownPixels) and fitter.network_config == cheap
+    assert fitter.image_size == (32, 32) and fitter.network_config.channels_skip == (0,) * 5
+    fitter = module.make_fitter(FAST, 64, 1, 2, task="super-resolve")
+    assert isinstance(fitter.forward_model, LanczosDownsampler) and fitter.image_size == (64, 64)
+    with pytest.raises(SystemExit, match="denoising"):
+        module.main(["--task", "inpaint", "--quality"])
 
-    saved = json.loads(out.read_text())
-    assert set(saved["median_ms"]) == {"base", "a"} and len(saved["ms_per_iteration_by_block"]["a"]) == 1
-    # The timed fits never stop on their own, however many blocks are asked for.
-    assert built["base"].config.stopping.patience >= 10**9
+
